@@ -1,0 +1,7 @@
+//! tokenmail-smime: the sans-IO S/MIME core.
+//!
+//! CMS SignedData / EnvelopedData / AuthEnvelopedData, MIME framing and certificate
+//! path validation, written over small traits for the private-key operations so that
+//! the same code runs with a key on a PKCS#11 token, a PIV card, or in software (tests).
+//! Nothing here opens a file, a socket or a token; the clock is passed in.
+#![forbid(unsafe_code)]
