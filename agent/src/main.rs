@@ -1,1 +1,336 @@
-fn main() {}
+//! tokenmail-agent: the background agent.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use clap::Parser;
+use tokenmail_agent::config::{self, FileConfig, DEFAULT_MAX_SESSIONS, DEFAULT_PIN_TTL};
+use tokenmail_agent::server;
+use tokenmail_agent::service::Service;
+use tokenmail_agent::token::pkcs11::{Pkcs11Config, Pkcs11Store};
+use tokenmail_agent::token::KeyStore;
+use tracing::{error, info};
+
+const EXAMPLES: &str = "\
+Examples:
+  # one SoftHSM token, PIN from a file, in the background (prints the socket to export):
+  eval \"$(tokenmail-agent --pkcs11-module /usr/lib/softhsm/libsofthsm2.so \\
+          --token-label tokenmail-demo --pin-file ~/.config/tokenmail/pin)\"
+  # several tokens and policies from a file, attached to the terminal, logging to stderr:
+  tokenmail-agent --config ~/.config/tokenmail/agent.toml --foreground
+  # no PIN source: the first command that needs the key asks for the PIN (tokenmail login)
+  tokenmail-agent --pkcs11-module /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so --token-label 'PIV Card'
+
+The socket is --socket, else $TOKENMAIL_SOCK, else $XDG_RUNTIME_DIR/tokenmail/agent.sock,
+else /tmp/tokenmail-$UID/agent.sock. Configuration file format: docs/configuration.md.";
+
+/// Holds logged-in sessions to hardware tokens and serves S/MIME private-key operations.
+#[derive(Debug, Parser)]
+#[command(name = "tokenmail-agent", version, after_help = EXAMPLES)]
+struct Args {
+    /// TOML configuration (tokens, PIN policy, key preferences, trust policy).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Socket path.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Stay attached, log to stderr; exit 0 on SIGTERM/SIGINT.
+    #[arg(long)]
+    foreground: bool,
+    /// PKCS#11 module of the token.
+    #[arg(long, value_name = "LIB.so", requires = "token")]
+    pkcs11_module: Option<PathBuf>,
+    /// Label of the token.
+    #[arg(long, value_name = "LABEL", group = "token")]
+    token_label: Option<String>,
+    /// Serial number of the token (instead of, or with, the label).
+    #[arg(long, value_name = "SERIAL", group = "token")]
+    token_serial: Option<String>,
+    /// File holding the token's user PIN (first line).
+    #[arg(long, value_name = "FILE", conflicts_with = "pin_env")]
+    pin_file: Option<PathBuf>,
+    /// Environment variable holding the user PIN (removed from the agent's environment at start).
+    #[arg(long, value_name = "VAR")]
+    pin_env: Option<String>,
+    /// Seconds a PIN typed by the user stays cached; 0 = until `tokenmail lock`.
+    #[arg(long, value_name = "SECONDS")]
+    pin_cache_ttl: Option<u64>,
+    /// Log file when detached (default: agent.log beside the socket).
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+    /// More logging (-v debug, -vv trace). Never logs PINs or key material.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+/// No core dumps and no ptrace by other processes of the same user.
+fn harden() {
+    use nix::sys::resource::{setrlimit, Resource};
+    if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
+        eprintln!("tokenmail-agent: warning: cannot disable core dumps: {e}");
+    }
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("tokenmail-agent: warning: cannot mark the process non-dumpable: {e}");
+    }
+}
+
+fn token_configs(args: &Args, file: &FileConfig) -> Result<Vec<Pkcs11Config>> {
+    let ttl = args
+        .pin_cache_ttl
+        .or(file.pin.cache_ttl)
+        .unwrap_or(DEFAULT_PIN_TTL);
+    let max = file.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS);
+    let mut out = Vec::new();
+    if let Some(module) = &args.pkcs11_module {
+        out.push(
+            config::token(
+                module,
+                args.token_label.clone(),
+                args.token_serial.clone(),
+                args.pin_file.as_deref(),
+                args.pin_env.as_deref(),
+                ttl,
+                max,
+            )
+            .map_err(|e| anyhow!(e))?,
+        );
+    } else if args.token_label.is_some() || args.pin_file.is_some() || args.pin_env.is_some() {
+        return Err(anyhow!(
+            "--token-label, --pin-file and --pin-env describe a token: add --pkcs11-module LIB.so"
+        ));
+    }
+    for t in &file.tokens {
+        out.push(
+            config::token(
+                &t.module,
+                t.label.clone(),
+                t.serial.clone(),
+                t.pin_file.as_deref(),
+                t.pin_env.as_deref(),
+                ttl,
+                max,
+            )
+            .map_err(|e| anyhow!(e))?,
+        );
+    }
+    if out.is_empty() {
+        return Err(anyhow!(
+            "no token configured: pass --pkcs11-module LIB.so --token-label LABEL, or --config FILE with [[token]] entries"
+        ));
+    }
+    Ok(out)
+}
+
+fn init_logging(verbose: u8, file: Option<std::fs::File>) {
+    let level = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOKENMAIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match file {
+        Some(f) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+            .init(),
+        None => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+}
+
+/// Detaches: forks; the parent waits for the child's word on `pipe` and prints the
+/// export line. Returns in the child (with the pipe's write end) only.
+#[allow(unsafe_code)]
+fn detach(socket: &std::path::Path) -> Result<OwnedFd> {
+    let (rd, wr) = nix::unistd::pipe().context("pipe")?;
+    // SAFETY: called before any thread is started (no tokio runtime, no token module
+    // loaded yet), so the child is a faithful single-threaded copy.
+    match unsafe { nix::unistd::fork() }.context("fork")? {
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(wr);
+            let mut msg = String::new();
+            let mut f = std::fs::File::from(rd);
+            let _ = f.read_to_string(&mut msg);
+            if msg.trim() == "ready" {
+                let p = socket.display().to_string().replace('\'', "'\\''");
+                println!("TOKENMAIL_SOCK='{p}'; export TOKENMAIL_SOCK;");
+                println!("echo Agent pid {child} listening on '{p}';");
+                std::process::exit(0);
+            }
+            let msg = msg.trim();
+            eprintln!(
+                "tokenmail-agent: {}",
+                if msg.is_empty() {
+                    "the agent exited during start-up; run with --foreground to see why"
+                } else {
+                    msg
+                }
+            );
+            std::process::exit(1);
+        }
+        nix::unistd::ForkResult::Child => {
+            drop(rd);
+            let _ = nix::unistd::setsid();
+            let _ = std::env::set_current_dir("/");
+            if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+                let fd = null.as_raw_fd();
+                for target in 0..=2 {
+                    let _ = nix::unistd::dup2(fd, target);
+                }
+            }
+            Ok(wr)
+        }
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    harden();
+    if let Err(e) = run(args) {
+        eprintln!("tokenmail-agent: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p).map_err(|e| anyhow!(e))?,
+        None => FileConfig::default(),
+    };
+    let tokens = token_configs(&args, &file)?;
+    let socket = config::absolute(&server::socket_path(
+        args.socket.as_deref().or(file.socket.as_deref()),
+    ));
+    let listener = server::bind(&socket)?;
+
+    let ready_pipe = if args.foreground {
+        init_logging(args.verbose, None);
+        None
+    } else {
+        let log_path = args
+            .log_file
+            .clone()
+            .or(file.log_file.clone())
+            .map(|p| config::absolute(&p))
+            .unwrap_or_else(|| socket.with_file_name("agent.log"));
+        let wr = detach(&socket)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .ok();
+        init_logging(args.verbose, log);
+        Some(wr)
+    };
+
+    let result = serve(tokens, &file, listener, &socket, ready_pipe);
+    let _ = std::fs::remove_file(&socket);
+    if let Err(e) = &result {
+        error!("{e:#}");
+    }
+    result
+}
+
+fn serve(
+    tokens: Vec<Pkcs11Config>,
+    file: &FileConfig,
+    listener: std::os::unix::net::UnixListener,
+    socket: &std::path::Path,
+    ready_pipe: Option<OwnedFd>,
+) -> Result<()> {
+    let report = |pipe: &Option<OwnedFd>, msg: &str| {
+        if let Some(fd) = pipe {
+            if let Ok(dup) = fd.try_clone() {
+                let mut f = std::fs::File::from(dup);
+                let _ = f.write_all(msg.as_bytes());
+            }
+        }
+    };
+    let mut stores: Vec<Arc<dyn KeyStore>> = Vec::new();
+    for t in tokens {
+        match Pkcs11Store::new(t) {
+            Ok(s) => stores.push(Arc::new(s)),
+            Err(e) => {
+                report(&ready_pipe, &e.to_string());
+                return Err(e.into());
+            }
+        }
+    }
+    let svc = Arc::new(Service::new(stores, file.keys.prefer.clone()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(64)
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(async move {
+        listener
+            .set_nonblocking(true)
+            .context("socket non-blocking")?;
+        let listener = tokio::net::UnixListener::from_std(listener).context("socket")?;
+        // Log in at start where an unattended PIN exists, so the first request is fast.
+        {
+            let svc = svc.clone();
+            tokio::task::spawn_blocking(move || {
+                for s in svc.stores() {
+                    let st = s.status();
+                    info!(token = %st.label, present = st.present, "token configured");
+                    if st.present {
+                        let _ = s.keys();
+                    }
+                }
+            });
+        }
+        info!(socket = %socket.display(), "listening");
+        report(&ready_pipe, "ready\n");
+        drop(ready_pipe);
+
+        let expiry = {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    let svc = svc.clone();
+                    let _ = tokio::task::spawn_blocking(move || svc.expire_pins()).await;
+                }
+            })
+        };
+        let hup = {
+            let svc = svc.clone();
+            let mut sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("SIGHUP handler")?;
+            tokio::spawn(async move {
+                while sig.recv().await.is_some() {
+                    info!("SIGHUP: releasing tokens");
+                    let svc = svc.clone();
+                    let _ = tokio::task::spawn_blocking(move || svc.release_all()).await;
+                }
+            })
+        };
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("SIGTERM handler")?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("SIGINT handler")?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM: shutting down"),
+                _ = int.recv() => info!("SIGINT: shutting down"),
+            }
+        };
+        server::serve(listener, svc.clone(), shutdown).await;
+        expiry.abort();
+        hup.abort();
+        Ok::<_, anyhow::Error>(())
+    })?;
+    // Leave without waiting for blocked token calls; the OS closes the sessions.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}

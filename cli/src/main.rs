@@ -1,1 +1,307 @@
-fn main() {}
+//! tokenmail: the companion command line.
+//!
+//! Talks to tokenmail-agent over its socket for private-key operations; never links a
+//! token library, so commands that need no private key work with no agent running.
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Parser, Subcommand};
+use tokenmail_proto::v1::{
+    Bytes, ErrorCode, KeyInfo, Pin, Request, Response, SignAlgorithm,
+};
+use tokenmail_proto::{Client, ClientError};
+
+mod output;
+
+const EXAMPLES: &str = "\
+Examples:
+  eval \"$(tokenmail-agent --pkcs11-module /usr/lib/softhsm/libsofthsm2.so \\
+          --token-label tokenmail-demo --pin-file pin)\"
+  tokenmail status                       # tokens, keys, which key each email selects
+  tokenmail keys --json                  # the keys, for scripts
+  tokenmail login                        # type the token PIN (no echo)
+  tokenmail sign-digest --key alice@example.com report.pdf -o report.sig
+  tokenmail lock                         # log out and forget cached PINs
+
+The socket is --socket, else $TOKENMAIL_SOCK, else $XDG_RUNTIME_DIR/tokenmail/agent.sock,
+else /tmp/tokenmail-$UID/agent.sock.";
+
+/// S/MIME with keys on hardware tokens, through tokenmail-agent.
+#[derive(Debug, Parser)]
+#[command(name = "tokenmail", version, after_help = EXAMPLES)]
+struct Cli {
+    /// Agent socket (default: $TOKENMAIL_SOCK, then the standard location).
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Agent version, tokens (present, logged in), keys and their certificates.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The keys on the tokens, with label, id, algorithm and certificate emails.
+    Keys {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Log in to a token: the PIN is read from the terminal (no echo) or, with --pin-stdin, from standard input.
+    Login {
+        /// Token label or serial (needed only with several tokens).
+        #[arg(long)]
+        token: Option<String>,
+        /// Read the PIN from standard input (first line) instead of the terminal.
+        #[arg(long)]
+        pin_stdin: bool,
+    },
+    /// Log out of every token and forget cached PINs.
+    Lock,
+    /// Sign a digest with a key on the token (the file is hashed here; only the digest is sent).
+    SignDigest {
+        /// Key: label, hex id, or an email in its certificate.
+        #[arg(long, value_name = "KEY")]
+        key: String,
+        /// Signature algorithm (default: rsa-pkcs1-sha256 for RSA, ecdsa-sha256/384 for P-256/P-384).
+        #[arg(long, value_name = "ALG")]
+        algorithm: Option<SignAlgorithm>,
+        /// The digest in hex, instead of hashing a file.
+        #[arg(long, value_name = "HEX", conflicts_with = "input")]
+        digest: Option<String>,
+        /// File to hash (default: standard input).
+        input: Option<PathBuf>,
+        /// Where to write the signature (default: standard output).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            eprintln!("tokenmail: {}", msg.lines().next().unwrap_or("failed"));
+            std::process::exit(match e.downcast_ref::<ClientError>() {
+                Some(ClientError::NoAgent { .. }) => 3,
+                _ => 1,
+            });
+        }
+    }
+}
+
+fn socket_path(cli_socket: Option<&Path>) -> PathBuf {
+    match cli_socket {
+        Some(p) => p.to_path_buf(),
+        None => tokenmail_proto::default_socket_path(current_uid()),
+    }
+}
+
+fn current_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    // The uid owning /proc/self is ours; avoids linking libc for one call.
+    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
+}
+
+fn connect(socket: Option<&Path>) -> Result<Client> {
+    let path = socket_path(socket);
+    Ok(Client::connect(
+        &path,
+        concat!("tokenmail/", env!("CARGO_PKG_VERSION")),
+    )?)
+}
+
+/// Sends a request; when the agent needs a PIN and we have a terminal, asks for it,
+/// logs in, and sends the request again (once).
+fn call_with_login(client: &mut Client, req: &Request) -> Result<Response> {
+    match client.call(req) {
+        Err(ClientError::Agent(e)) if e.code == ErrorCode::PinRequired => {
+            if !std::io::stdin().is_terminal() && std::fs::File::open("/dev/tty").is_err() {
+                return Err(anyhow!(
+                    "{}; no terminal to ask on (run `tokenmail login` first)",
+                    e.message
+                ));
+            }
+            let token = token_of(&e.message);
+            let pin = prompt_pin(token.as_deref())?;
+            client.call(&Request::Login { token, pin: Some(pin) })?;
+            Ok(client.call(req)?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Extracts the token name from a "token \"X\" needs its PIN" message.
+fn token_of(msg: &str) -> Option<String> {
+    let start = msg.find('"')? + 1;
+    let end = start + msg[start..].find('"')?;
+    Some(msg[start..end].to_string())
+}
+
+fn prompt_pin(token: Option<&str>) -> Result<Pin> {
+    let prompt = match token {
+        Some(t) => format!("PIN for token {t:?}: "),
+        None => "Token PIN: ".to_string(),
+    };
+    let pin = rpassword::prompt_password(prompt).context("cannot read the PIN from the terminal")?;
+    if pin.is_empty() {
+        return Err(anyhow!("empty PIN; nothing sent"));
+    }
+    Ok(Pin::new(pin))
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let socket = cli.socket.as_deref();
+    match cli.command {
+        Command::Status { json } => {
+            let mut c = connect(socket)?;
+            let Response::Status(st) = c.call(&Request::Status)? else {
+                return Err(anyhow!("unexpected answer to status"));
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print!("{}", output::status_text(&st));
+            }
+            Ok(0)
+        }
+        Command::Keys { json } => {
+            let mut c = connect(socket)?;
+            let Response::Keys { keys } = c.call(&Request::ListKeys)? else {
+                return Err(anyhow!("unexpected answer to list-keys"));
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                print!("{}", output::keys_text(&keys));
+            }
+            Ok(0)
+        }
+        Command::Login { token, pin_stdin } => {
+            let mut c = connect(socket)?;
+            let pin = if pin_stdin {
+                let mut s = zeroize::Zeroizing::new(String::new());
+                std::io::stdin().read_to_string(&mut s)?;
+                let line = s.lines().next().unwrap_or("").to_string();
+                if line.is_empty() {
+                    return Err(anyhow!("no PIN on standard input"));
+                }
+                Pin::new(line)
+            } else {
+                prompt_pin(token.as_deref())?
+            };
+            c.call(&Request::Login {
+                token,
+                pin: Some(pin),
+            })?;
+            eprintln!("logged in");
+            Ok(0)
+        }
+        Command::Lock => {
+            let mut c = connect(socket)?;
+            c.call(&Request::Lock)?;
+            eprintln!("locked: tokens logged out, cached PINs forgotten");
+            Ok(0)
+        }
+        Command::SignDigest {
+            key,
+            algorithm,
+            digest,
+            input,
+            output,
+        } => {
+            let mut c = connect(socket)?;
+            let algorithm = match algorithm {
+                Some(a) => a,
+                None => default_algorithm(&mut c, &key)?,
+            };
+            let digest = match digest {
+                Some(h) => hex::decode(h.trim()).context("--digest is not hex")?,
+                None => hash_input(input.as_deref(), algorithm)?,
+            };
+            let resp = call_with_login(
+                &mut c,
+                &Request::SignDigest {
+                    key,
+                    algorithm,
+                    digest: Bytes(digest),
+                },
+            )?;
+            let Response::Signature { signature, .. } = resp else {
+                return Err(anyhow!("unexpected answer to sign-digest"));
+            };
+            output::write_output(output.as_deref(), &signature.0)?;
+            Ok(0)
+        }
+    }
+}
+
+/// The default algorithm for a key: RSA → PKCS#1 v1.5 SHA-256; P-256 → ECDSA SHA-256; P-384 → ECDSA SHA-384.
+fn default_algorithm(c: &mut Client, key: &str) -> Result<SignAlgorithm> {
+    let Response::Keys { keys } = c.call(&Request::ListKeys)? else {
+        return Err(anyhow!("unexpected answer to list-keys"));
+    };
+    let lower = key.to_ascii_lowercase();
+    let k: Option<&KeyInfo> = keys.iter().find(|k| {
+        k.label == key
+            || k.id == lower
+            || k.certificate
+                .as_ref()
+                .is_some_and(|c| c.emails.contains(&lower))
+    });
+    Ok(match k.map(|k| k.algorithm.as_str()) {
+        Some("ec-p384") => SignAlgorithm::EcdsaSha384,
+        Some("ec-p256") => SignAlgorithm::EcdsaSha256,
+        _ => SignAlgorithm::RsaPkcs1Sha256,
+    })
+}
+
+fn hash_input(input: Option<&Path>, alg: SignAlgorithm) -> Result<Vec<u8>> {
+    use digest::hash_reader;
+    let reader: Box<dyn Read> = match input {
+        Some(p) => Box::new(
+            std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
+        ),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    hash_reader(reader, alg.hash())
+}
+
+/// Streaming hashing of the input (until the smime crate offers its own hasher).
+mod digest {
+    use std::io::Read;
+
+    use anyhow::Result;
+    use sha2::{Digest, Sha256, Sha384, Sha512};
+    use tokenmail_proto::v1::HashAlgorithm;
+
+    fn run<D: Digest>(mut r: impl Read) -> Result<Vec<u8>> {
+        let mut h = D::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = r.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(h.finalize().to_vec())
+    }
+
+    pub fn hash_reader(r: impl Read, alg: HashAlgorithm) -> Result<Vec<u8>> {
+        match alg {
+            HashAlgorithm::Sha256 => run::<Sha256>(r),
+            HashAlgorithm::Sha384 => run::<Sha384>(r),
+            HashAlgorithm::Sha512 => run::<Sha512>(r),
+            HashAlgorithm::Sha1 => Err(anyhow::anyhow!("SHA-1 signatures are not made")),
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The agent's configuration: command-line flags and the optional TOML file
+//! (documented in docs/configuration.md).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::pin::PinSource;
+use crate::token::pkcs11::Pkcs11Config;
+
+/// Default seconds a client-supplied PIN stays cached.
+pub const DEFAULT_PIN_TTL: u64 = 3600;
+/// Default most sessions per token.
+pub const DEFAULT_MAX_SESSIONS: usize = 8;
+
+/// The TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Socket path.
+    pub socket: Option<PathBuf>,
+    /// Log file when detached.
+    pub log_file: Option<PathBuf>,
+    /// Most sessions per token.
+    pub max_sessions: Option<usize>,
+    /// PIN policy.
+    #[serde(default)]
+    pub pin: PinConfig,
+    /// Tokens.
+    #[serde(default, rename = "token")]
+    pub tokens: Vec<TokenConfig>,
+    /// Key selection.
+    #[serde(default)]
+    pub keys: KeysConfig,
+    /// Trust policy (read by `tokenmail verify`).
+    #[serde(default)]
+    pub trust: toml::Table,
+}
+
+/// `[pin]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinConfig {
+    /// Seconds a PIN typed by the user is cached; 0 = until `tokenmail lock`.
+    pub cache_ttl: Option<u64>,
+}
+
+/// `[[token]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// PKCS#11 module path.
+    pub module: PathBuf,
+    /// Token label.
+    pub label: Option<String>,
+    /// Token serial.
+    pub serial: Option<String>,
+    /// PIN file.
+    pub pin_file: Option<PathBuf>,
+    /// PIN environment variable.
+    pub pin_env: Option<String>,
+}
+
+/// `[keys]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// email → key label or hex id.
+    #[serde(default)]
+    pub prefer: HashMap<String, String>,
+}
+
+impl FileConfig {
+    /// Reads and parses the file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    }
+}
+
+/// Makes a path absolute against the current directory (the agent may chdir when detached).
+pub fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+/// Builds one token's configuration, reading (and removing) a PIN environment variable.
+pub fn token(
+    module: &Path,
+    label: Option<String>,
+    serial: Option<String>,
+    pin_file: Option<&Path>,
+    pin_env: Option<&str>,
+    ttl: u64,
+    max_sessions: usize,
+) -> Result<Pkcs11Config, String> {
+    if label.is_none() && serial.is_none() {
+        return Err(format!(
+            "token with module {} needs a label or a serial",
+            module.display()
+        ));
+    }
+    let pin_source = match (pin_file, pin_env) {
+        (Some(_), Some(_)) => return Err("give either a PIN file or a PIN variable, not both".into()),
+        (Some(f), None) => {
+            let f = absolute(f);
+            if !f.is_file() {
+                return Err(format!("PIN file {} does not exist", f.display()));
+            }
+            PinSource::File(f)
+        }
+        (None, Some(v)) => PinSource::from_env(v)?,
+        (None, None) => PinSource::None,
+    };
+    Ok(Pkcs11Config {
+        module: absolute(module),
+        label,
+        serial,
+        pin_source,
+        pin_ttl: if ttl == 0 {
+            None
+        } else {
+            Some(Duration::from_secs(ttl))
+        },
+        max_sessions,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_file() {
+        let cfg: FileConfig = toml::from_str(
+            r#"
+            socket = "/run/user/1000/tokenmail/agent.sock"
+            max_sessions = 4
+            [pin]
+            cache_ttl = 0
+            [[token]]
+            module = "/usr/lib/softhsm/libsofthsm2.so"
+            label = "work"
+            pin_file = "/home/u/.config/tokenmail/pin"
+            [[token]]
+            module = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
+            serial = "1234"
+            [keys.prefer]
+            "alice@example.com" = "alice-rsa"
+            [trust]
+            anchors = ["/etc/tokenmail/root.pem"]
+            "#,
+        )
+        .expect("valid config");
+        assert_eq!(cfg.tokens.len(), 2);
+        assert_eq!(cfg.pin.cache_ttl, Some(0));
+        assert_eq!(cfg.keys.prefer["alice@example.com"], "alice-rsa");
+        assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! PIN sources and the per-token PIN cache.
+//!
+//! A PIN is held only as a [`SecretString`] (zeroized on drop). Unattended sources
+//! (`--pin-file`, `--pin-env`) are read when a login is needed; a PIN sent by a client
+//! is cached for the configured time. After a wrong PIN nothing is retried by itself:
+//! the next login must come from a client (`tokenmail login`).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+/// Where a token's PIN comes from when no client supplied one.
+#[derive(Clone)]
+pub enum PinSource {
+    /// Only from clients (`tokenmail login`, or the CLI's prompt).
+    None,
+    /// Read from a file (first line, trailing newline stripped) at each login.
+    File(PathBuf),
+    /// Captured from an environment variable at start (the variable is then removed
+    /// from the agent's environment so no child inherits it).
+    Env(String, SecretString),
+}
+
+impl std::fmt::Debug for PinSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PinSource::None => f.write_str("None"),
+            PinSource::File(p) => write!(f, "File({})", p.display()),
+            PinSource::Env(v, _) => write!(f, "Env({v})"),
+        }
+    }
+}
+
+impl PinSource {
+    /// `file`, `env` or `none`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PinSource::None => "none",
+            PinSource::File(_) => "file",
+            PinSource::Env(..) => "env",
+        }
+    }
+
+    /// Reads the PIN now. `Ok(None)` when there is no unattended source.
+    pub fn read(&self) -> Result<Option<SecretString>, String> {
+        match self {
+            PinSource::None => Ok(None),
+            PinSource::Env(_, pin) => Ok(Some(pin.clone())),
+            PinSource::File(path) => {
+                let raw = Zeroizing::new(
+                    std::fs::read(path)
+                        .map_err(|e| format!("cannot read PIN file {}: {e}", path.display()))?,
+                );
+                let text = std::str::from_utf8(&raw)
+                    .map_err(|_| format!("PIN file {} is not UTF-8", path.display()))?;
+                let line = text.lines().next().unwrap_or("");
+                if line.is_empty() {
+                    return Err(format!("PIN file {} is empty", path.display()));
+                }
+                Ok(Some(SecretString::from(line.to_string())))
+            }
+        }
+    }
+
+    /// Takes the PIN out of an environment variable and removes the variable.
+    pub fn from_env(var: &str) -> Result<Self, String> {
+        let value = Zeroizing::new(
+            std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?,
+        );
+        std::env::remove_var(var);
+        if value.is_empty() {
+            return Err(format!("environment variable {var} is empty"));
+        }
+        Ok(PinSource::Env(
+            var.to_string(),
+            SecretString::from(value.to_string()),
+        ))
+    }
+}
+
+/// PIN state of one token.
+#[derive(Debug)]
+pub struct PinState {
+    source: PinSource,
+    ttl: Option<Duration>,
+    cached: Option<(SecretString, Option<Instant>)>,
+    /// `lock` was called: unattended sources stay unused until a `login`.
+    pub locked: bool,
+    /// The unattended source's PIN was rejected: not tried again until a `login`.
+    pub rejected: bool,
+    /// Whether the last PIN in use came from a client.
+    pub from_client: bool,
+}
+
+impl PinState {
+    /// A new state; `ttl` bounds how long a client-supplied PIN is cached (`None` = until lock).
+    pub fn new(source: PinSource, ttl: Option<Duration>) -> Self {
+        PinState {
+            source,
+            ttl,
+            cached: None,
+            locked: false,
+            rejected: false,
+            from_client: false,
+        }
+    }
+
+    /// The source's kind, or `client` when a client-supplied PIN is cached.
+    pub fn source_kind(&self) -> &'static str {
+        if self.from_client && self.cached.is_some() {
+            "client"
+        } else {
+            self.source.kind()
+        }
+    }
+
+    /// The PIN to log in with now, if any may be used without asking a client.
+    pub fn current(&mut self) -> Result<Option<SecretString>, String> {
+        self.expire();
+        if let Some((pin, _)) = &self.cached {
+            return Ok(Some(pin.clone()));
+        }
+        if self.locked || self.rejected {
+            return Ok(None);
+        }
+        self.source.read()
+    }
+
+    /// Caches a PIN supplied by a client (or re-read from the source on explicit login).
+    pub fn remember(&mut self, pin: SecretString, from_client: bool) {
+        let expiry = if from_client {
+            self.ttl.map(|t| Instant::now() + t)
+        } else {
+            None
+        };
+        self.cached = Some((pin, expiry));
+        self.from_client = from_client;
+        self.locked = false;
+        self.rejected = false;
+    }
+
+    /// Reads the unattended source for an explicit `login` without a PIN.
+    pub fn read_source(&self) -> Result<Option<SecretString>, String> {
+        self.source.read()
+    }
+
+    /// Forgets the cached PIN after the token rejected it.
+    pub fn reject(&mut self) {
+        self.cached = None;
+        self.rejected = true;
+    }
+
+    /// `lock`: forget everything.
+    pub fn lock(&mut self) {
+        self.cached = None;
+        self.locked = true;
+    }
+
+    /// Drops the cached PIN if its time ran out; returns true if it did.
+    pub fn expire(&mut self) -> bool {
+        if let Some((_, Some(at))) = &self.cached {
+            if Instant::now() >= *at {
+                self.cached = None;
+                // A client PIN that timed out must be asked for again, not replaced by the source.
+                self.locked = true;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// True if a PIN is cached.
+    pub fn has_cached(&self) -> bool {
+        self.cached.is_some()
+    }
+}
+
+/// Compares a PIN to a string without exposing it in logs (for tests).
+pub fn pin_eq(pin: &SecretString, s: &str) -> bool {
+    pin.expose_secret() == s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_source_strips_newline_and_lock_stops_reading() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("pin");
+        std::fs::write(&p, "1234\n").expect("write");
+        let mut st = PinState::new(PinSource::File(p), None);
+        let pin = st.current().expect("readable").expect("present");
+        assert!(pin_eq(&pin, "1234"));
+        st.lock();
+        assert!(st.current().expect("ok").is_none());
+        st.remember(SecretString::from("9999".to_string()), true);
+        assert!(pin_eq(&st.current().expect("ok").expect("cached"), "9999"));
+        st.reject();
+        assert!(st.current().expect("ok").is_none());
+    }
+
+    #[test]
+    fn client_pin_expires() {
+        let mut st = PinState::new(PinSource::None, Some(Duration::from_millis(1)));
+        st.remember(SecretString::from("1".to_string()), true);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(st.expire());
+        assert!(st.current().expect("ok").is_none());
+    }
+}

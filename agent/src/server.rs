@@ -1,0 +1,295 @@
+//! The local socket: path rules, permissions, peer credentials, and the per-connection
+//! frame loop.
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener as StdListener, UnixStream as StdStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokenmail_proto::frame::{Header, HEADER_LEN};
+use tokenmail_proto::v1::{ErrorCode, Request, Response};
+use tokenmail_proto::{decode_message, encode_message, FrameKind, ProtoError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+use zeroize::Zeroize;
+
+use crate::service::Service;
+
+/// How long a connection may sit idle between requests.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a peer may take to send the rest of a frame once it started one.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most connections served at once.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// Errors preparing the socket.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SocketError {
+    /// Another agent answers on the socket.
+    #[error("another tokenmail agent is already running on {0}; stop it first, or use --socket PATH")]
+    Live(PathBuf),
+    /// A non-socket file sits at the path.
+    #[error("{0} exists and is not a socket; remove it or choose another --socket")]
+    NotSocket(PathBuf),
+    /// The directory belongs to someone else.
+    #[error("socket directory {0} belongs to another user; choose another --socket")]
+    ForeignDir(PathBuf),
+    /// I/O.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What failed.
+        what: &'static str,
+        /// Path.
+        path: PathBuf,
+        /// Error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SocketError + 'a {
+    move |source| SocketError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The socket path by the contract: `--socket`, else the client rules.
+pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
+    match explicit {
+        Some(p) => p.to_path_buf(),
+        None => tokenmail_proto::default_socket_path(nix::unistd::getuid().as_raw()),
+    }
+}
+
+/// Creates the directory (0700, ours), refuses a live agent, replaces a stale socket,
+/// binds with mode 0600.
+pub fn bind(path: &Path) -> Result<StdListener, SocketError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let uid = nix::unistd::getuid().as_raw();
+    match std::fs::metadata(dir) {
+        Ok(m) => {
+            if m.uid() != uid {
+                return Err(SocketError::ForeignDir(dir.to_path_buf()));
+            }
+            if m.mode() & 0o077 != 0 {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io_err("cannot restrict", dir))?;
+            }
+        }
+        Err(_) => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err("cannot create", dir))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io_err("cannot restrict", dir))?;
+        }
+    }
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if !m.file_type().is_socket() {
+            return Err(SocketError::NotSocket(path.to_path_buf()));
+        }
+        if StdStream::connect(path).is_ok() {
+            return Err(SocketError::Live(path.to_path_buf()));
+        }
+        info!("replacing stale socket {}", path.display());
+        std::fs::remove_file(path).map_err(io_err("cannot remove stale socket", path))?;
+    }
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = StdListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = bound.map_err(io_err("cannot bind", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io_err("cannot restrict", path))?;
+    Ok(listener)
+}
+
+/// Accepts connections until `shutdown` resolves.
+pub async fn serve(
+    listener: UnixListener,
+    svc: Arc<Service>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let my_uid = nix::unistd::getuid().as_raw();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    warn!("too many connections; refusing one");
+                    continue;
+                };
+                let svc = svc.clone();
+                tokio::spawn(async move {
+                    connection(stream, svc, my_uid).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+async fn write_response(stream: &mut UnixStream, resp: &Response) -> Result<(), ProtoError> {
+    let mut payload = encode_message(resp)?;
+    let header = Header::new(FrameKind::Message, payload.len())?;
+    let mut buf = Vec::with_capacity(HEADER_LEN + payload.len());
+    buf.extend_from_slice(&header.encode());
+    buf.extend_from_slice(&payload);
+    payload.zeroize();
+    let res = stream.write_all(&buf).await;
+    buf.zeroize();
+    res?;
+    Ok(())
+}
+
+/// Reads one frame; `Ok(None)` on a clean close between frames.
+async fn read_frame(stream: &mut UnixStream) -> Result<Option<(Header, Vec<u8>)>, ProtoError> {
+    let mut h = [0u8; HEADER_LEN];
+    // The first byte may take as long as the idle timeout; the rest of the frame must follow promptly.
+    let n = match tokio::time::timeout(IDLE_TIMEOUT, stream.read(&mut h[..1])).await {
+        Err(_) => return Err(ProtoError::BadFrame("idle timeout".into())),
+        Ok(r) => r?,
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    let rest = async {
+        stream.read_exact(&mut h[1..]).await?;
+        let header = Header::decode(&h)?;
+        let mut payload = vec![0u8; header.len as usize];
+        stream.read_exact(&mut payload).await?;
+        Ok::<_, ProtoError>((header, payload))
+    };
+    match tokio::time::timeout(FRAME_TIMEOUT, rest).await {
+        Err(_) => Err(ProtoError::BadFrame("frame not completed in time".into())),
+        Ok(Err(ProtoError::Io(e))) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            Err(ProtoError::Truncated)
+        }
+        Ok(r) => r.map(Some),
+    }
+}
+
+async fn connection(mut stream: UnixStream, svc: Arc<Service>, my_uid: u32) {
+    let peer = match stream.peer_cred() {
+        Ok(c) => c,
+        Err(e) => {
+            warn!("cannot read peer credentials, closing: {e}");
+            return;
+        }
+    };
+    if peer.uid() != my_uid {
+        warn!(
+            peer_uid = peer.uid(),
+            peer_pid = ?peer.pid(),
+            "refused a connection from another user"
+        );
+        let _ = write_response(
+            &mut stream,
+            &Response::error(
+                ErrorCode::BadRequest,
+                "refused: this agent serves only its own user",
+            ),
+        )
+        .await;
+        return;
+    }
+    let mut greeted = false;
+    loop {
+        let (header, mut payload) = match read_frame(&mut stream).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return,
+            Err(e) => {
+                debug!(pid = ?peer.pid(), "closing connection: {e}");
+                let code = match e {
+                    ProtoError::UnsupportedVersion(..) => ErrorCode::UnsupportedVersion,
+                    _ => ErrorCode::BadRequest,
+                };
+                let _ = write_response(&mut stream, &Response::error(code, e.to_string())).await;
+                return;
+            }
+        };
+        if header.kind != FrameKind::Message {
+            let _ = write_response(
+                &mut stream,
+                &Response::error(ErrorCode::BadRequest, "unexpected data frame"),
+            )
+            .await;
+            return;
+        }
+        let req = decode_message::<Request>(&payload);
+        payload.zeroize();
+        let req = match req {
+            Ok(r) => r,
+            Err(e) => {
+                debug!("malformed request, closing: {e}");
+                let _ = write_response(
+                    &mut stream,
+                    &Response::error(ErrorCode::BadRequest, format!("malformed request: {e}")),
+                )
+                .await;
+                return;
+            }
+        };
+        if !greeted && !matches!(req, Request::Hello { .. }) {
+            let _ = write_response(
+                &mut stream,
+                &Response::error(ErrorCode::BadRequest, "the first request must be hello"),
+            )
+            .await;
+            return;
+        }
+        if let Request::Hello { client } = &req {
+            debug!(pid = ?peer.pid(), client = %client, "hello");
+            greeted = true;
+        }
+        let op = op_name(&req);
+        let svc2 = svc.clone();
+        let resp = match tokio::task::spawn_blocking(move || svc2.handle(req)).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("request handler failed: {e}");
+                Response::error(ErrorCode::Internal, "internal error; see the agent's log")
+            }
+        };
+        debug!(op, ok = !matches!(resp, Response::Error(_)), "request done");
+        if let Err(e) = write_response(&mut stream, &resp).await {
+            debug!("client went away: {e}");
+            return;
+        }
+    }
+}
+
+fn op_name(r: &Request) -> &'static str {
+    match r {
+        Request::Hello { .. } => "hello",
+        Request::Status => "status",
+        Request::ListKeys => "list-keys",
+        Request::SignDigest { .. } => "sign-digest",
+        Request::DecryptKey { .. } => "decrypt-key",
+        Request::Derive { .. } => "derive",
+        Request::Login { .. } => "login",
+        Request::Lock => "lock",
+        _ => "other",
+    }
+}

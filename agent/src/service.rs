@@ -1,0 +1,341 @@
+//! The agent's request handling, independent of the socket: key resolution across
+//! tokens, status, and the mapping of token errors to wire errors.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use secrecy::SecretString;
+use tokenmail_proto::v1::{
+    AgentStatus, EmailSelection, ErrorCode, KeyInfo, Request, Response, SecretBytes,
+};
+use tracing::{debug, warn};
+
+use crate::token::{cert, KeyEntry, KeyStore, TokenError};
+
+/// The agent's name and version.
+pub const AGENT: &str = concat!("tokenmail-agent/", env!("CARGO_PKG_VERSION"));
+
+/// All tokens and the key-selection preferences.
+#[derive(Debug)]
+pub struct Service {
+    stores: Vec<Arc<dyn KeyStore>>,
+    /// email (lower-case) → preferred key label or hex id.
+    prefer: HashMap<String, String>,
+}
+
+/// A key found by name.
+#[derive(Debug)]
+struct Found {
+    store: Arc<dyn KeyStore>,
+    key: KeyEntry,
+}
+
+/// Maps a token-layer error to the wire: one function, details logged here.
+pub fn to_response(e: &TokenError) -> Response {
+    let code = match e {
+        TokenError::Module { .. } => ErrorCode::TokenError,
+        TokenError::NotPresent(_) => ErrorCode::TokenNotPresent,
+        TokenError::PinRequired(_) => ErrorCode::PinRequired,
+        TokenError::PinIncorrect { .. } => ErrorCode::PinIncorrect,
+        TokenError::PinLocked(_) => ErrorCode::PinLocked,
+        TokenError::NoSuchKey(_) => ErrorCode::NoSuchKey,
+        TokenError::KeyMismatch(_) => ErrorCode::KeyMismatch,
+        TokenError::Mechanism(_) => ErrorCode::MechanismUnsupported,
+        TokenError::DecryptFailed => ErrorCode::DecryptFailed,
+        TokenError::Pkcs11 { .. } => ErrorCode::TokenError,
+    };
+    match e {
+        TokenError::Pkcs11 { .. } => warn!("token error: {e}"),
+        _ => debug!("request failed: {e}"),
+    }
+    Response::error(code, e.to_string())
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Service {
+    /// A service over these tokens.
+    pub fn new(stores: Vec<Arc<dyn KeyStore>>, prefer: HashMap<String, String>) -> Self {
+        let prefer = prefer
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        Service { stores, prefer }
+    }
+
+    /// The tokens.
+    pub fn stores(&self) -> &[Arc<dyn KeyStore>] {
+        &self.stores
+    }
+
+    /// Keys of every present token (absent tokens are skipped).
+    fn all_keys(&self) -> Vec<(Arc<dyn KeyStore>, KeyEntry)> {
+        let mut out = Vec::new();
+        for s in &self.stores {
+            match s.keys() {
+                Ok(keys) => out.extend(keys.into_iter().map(|k| (s.clone(), k))),
+                Err(e) => debug!(token = s.name(), "cannot list keys: {e}"),
+            }
+        }
+        out
+    }
+
+    /// Which key each email selects, with the reason.
+    fn selections(&self, keys: &[(Arc<dyn KeyStore>, KeyEntry)]) -> Vec<EmailSelection> {
+        let now = now_secs();
+        let mut by_email: BTreeMap<String, Vec<(&KeyEntry, u64, bool)>> = BTreeMap::new();
+        for (_, k) in keys {
+            let Some(der) = &k.certificate else { continue };
+            let Some(f) = cert::facts(der) else { continue };
+            let valid = f.not_before <= now && now <= f.not_after;
+            for e in &f.summary.emails {
+                by_email
+                    .entry(e.clone())
+                    .or_default()
+                    .push((k, f.not_after, valid));
+            }
+        }
+        let mut out = Vec::new();
+        for (email, cands) in by_email {
+            let preferred = self.prefer.get(&email).and_then(|p| {
+                cands
+                    .iter()
+                    .find(|(k, _, _)| &k.label == p || &hex::encode(&k.id) == p)
+            });
+            let (chosen, reason) = if let Some(c) = preferred {
+                (c, "preference")
+            } else if cands.len() == 1 {
+                (&cands[0], "only")
+            } else {
+                // valid certificates first, then the one that expires last
+                let best = cands
+                    .iter()
+                    .max_by_key(|(_, na, valid)| (*valid, *na))
+                    .unwrap_or(&cands[0]);
+                (best, "latest-expiry")
+            };
+            out.push(EmailSelection {
+                email,
+                key: chosen.0.label.clone(),
+                id: hex::encode(&chosen.0.id),
+                reason: reason.into(),
+            });
+        }
+        out
+    }
+
+    /// Resolves a key name: CKA_LABEL, hex CKA_ID, or an email in its certificate.
+    fn resolve(&self, name: &str) -> Result<Found, TokenError> {
+        let keys = self.all_keys();
+        if keys.is_empty() {
+            // Say why: no token present, or a PIN needed to see private keys.
+            for s in &self.stores {
+                if let Err(e) = s.keys() {
+                    return Err(e);
+                }
+            }
+            return Err(TokenError::NoSuchKey(name.to_string()));
+        }
+        let by = |pred: &dyn Fn(&KeyEntry) -> bool| -> Vec<&(Arc<dyn KeyStore>, KeyEntry)> {
+            keys.iter().filter(|(_, k)| pred(k)).collect()
+        };
+        let mut hits = by(&|k| k.label == name);
+        if hits.is_empty() {
+            let lower = name.to_ascii_lowercase();
+            hits = by(&|k| hex::encode(&k.id) == lower);
+        }
+        if hits.is_empty() && name.contains('@') {
+            let email = name.to_ascii_lowercase();
+            let sel = self.selections(&keys);
+            if let Some(s) = sel.iter().find(|s| s.email == email) {
+                hits = by(&|k| k.label == s.key && hex::encode(&k.id) == s.id);
+            }
+        }
+        match hits.as_slice() {
+            [one] => Ok(Found {
+                store: one.0.clone(),
+                key: one.1.clone(),
+            }),
+            [] => Err(TokenError::NoSuchKey(name.to_string())),
+            many => Err(TokenError::KeyMismatch(format!(
+                "{name:?} names {} keys; use the hex id instead (see `tokenmail keys`)",
+                many.len()
+            ))),
+        }
+    }
+
+    fn key_info(store: &dyn KeyStore, k: &KeyEntry) -> KeyInfo {
+        let mut usage = Vec::new();
+        if k.can_sign {
+            usage.push("sign".to_string());
+        }
+        if k.can_decrypt {
+            usage.push("decrypt".to_string());
+        }
+        if k.can_derive {
+            usage.push("derive".to_string());
+        }
+        KeyInfo {
+            label: k.label.clone(),
+            id: hex::encode(&k.id),
+            token: store.name().to_string(),
+            algorithm: k.public.algorithm_name(),
+            usage,
+            certificate: k
+                .certificate
+                .as_deref()
+                .and_then(cert::facts)
+                .map(|f| f.summary),
+        }
+    }
+
+    /// Handles one request (blocking: call from a blocking thread).
+    pub fn handle(&self, req: Request) -> Response {
+        match req {
+            Request::Hello { .. } => Response::Hello {
+                agent: AGENT.into(),
+                protocol: format!(
+                    "{}.{}",
+                    tokenmail_proto::frame::VERSION_MAJOR,
+                    tokenmail_proto::frame::VERSION_MINOR
+                ),
+            },
+            Request::Status => {
+                let tokens = self.stores.iter().map(|s| s.status()).collect();
+                let keys = self.all_keys();
+                let emails = self.selections(&keys);
+                Response::Status(AgentStatus {
+                    agent_version: AGENT.into(),
+                    protocol: "1.0".into(),
+                    tokens,
+                    keys: keys
+                        .iter()
+                        .map(|(s, k)| Self::key_info(s.as_ref(), k))
+                        .collect(),
+                    emails,
+                })
+            }
+            Request::ListKeys => Response::Keys {
+                keys: self
+                    .all_keys()
+                    .iter()
+                    .map(|(s, k)| Self::key_info(s.as_ref(), k))
+                    .collect(),
+            },
+            Request::SignDigest {
+                key,
+                algorithm,
+                digest,
+            } => match self.resolve(&key).and_then(|f| {
+                f.store
+                    .sign_digest(&f.key.id, algorithm, &digest.0)
+                    .map(|sig| (f.key.label, sig))
+            }) {
+                Ok((key, sig)) => Response::Signature {
+                    key,
+                    signature: tokenmail_proto::v1::Bytes(sig),
+                },
+                Err(e) => to_response(&e),
+            },
+            Request::DecryptKey {
+                key,
+                algorithm,
+                wrapped,
+            } => match self
+                .resolve(&key)
+                .and_then(|f| f.store.decrypt(&f.key.id, algorithm, &wrapped.0))
+            {
+                Ok(secret) => Response::Secret {
+                    secret: SecretBytes(secret),
+                },
+                Err(e) => to_response(&e),
+            },
+            Request::Derive { key, peer_point } => match self
+                .resolve(&key)
+                .and_then(|f| f.store.derive(&f.key.id, &peer_point.0))
+            {
+                Ok(secret) => Response::Secret {
+                    secret: SecretBytes(secret),
+                },
+                Err(e) => to_response(&e),
+            },
+            Request::Login { token, pin } => {
+                let store = match self.pick_store(token.as_deref()) {
+                    Ok(s) => s,
+                    Err(resp) => return resp,
+                };
+                let pin = pin.map(|p| SecretString::from(p.expose().to_string()));
+                match store.login(pin) {
+                    Ok(()) => Response::Ok,
+                    Err(e) => to_response(&e),
+                }
+            }
+            Request::Lock => {
+                for s in &self.stores {
+                    s.lock();
+                }
+                Response::Ok
+            }
+            _ => Response::error(ErrorCode::BadRequest, "request not supported by this agent"),
+        }
+    }
+
+    fn pick_store(&self, token: Option<&str>) -> Result<Arc<dyn KeyStore>, Response> {
+        match token {
+            Some(t) => self
+                .stores
+                .iter()
+                .find(|s| s.name() == t || s.status().label == t || s.status().serial == t)
+                .cloned()
+                .ok_or_else(|| {
+                    Response::error(
+                        ErrorCode::TokenNotPresent,
+                        format!("no token {t:?} is configured; see `tokenmail status`"),
+                    )
+                }),
+            None => match self.stores.as_slice() {
+                [one] => Ok(one.clone()),
+                [] => Err(Response::error(
+                    ErrorCode::TokenNotPresent,
+                    "the agent has no token configured",
+                )),
+                _ => {
+                    // The first token that is present and not logged in.
+                    self.stores
+                        .iter()
+                        .find(|s| {
+                            let st = s.status();
+                            st.present && !st.logged_in
+                        })
+                        .cloned()
+                        .ok_or_else(|| {
+                            Response::error(
+                                ErrorCode::BadRequest,
+                                "several tokens: name one with --token LABEL",
+                            )
+                        })
+                }
+            },
+        }
+    }
+
+    /// Runs the periodic PIN-expiry check on every token.
+    pub fn expire_pins(&self) {
+        for s in &self.stores {
+            s.expire_pin();
+        }
+    }
+
+    /// SIGHUP: release every token's sessions.
+    pub fn release_all(&self) {
+        for s in &self.stores {
+            s.release();
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Certificate summaries for `status` and key selection.
+
+use der::{Decode, Encode};
+use sha2::{Digest, Sha256};
+use tokenmail_proto::v1::{Bytes, CertSummary};
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::Certificate;
+
+/// OID of the PKCS#9 emailAddress attribute.
+const EMAIL_ADDRESS: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.1");
+
+/// Parsed facts about a certificate.
+#[derive(Clone, Debug)]
+pub struct CertFacts {
+    /// The summary sent to clients.
+    pub summary: CertSummary,
+    /// notBefore, seconds since the epoch.
+    pub not_before: u64,
+    /// notAfter, seconds since the epoch.
+    pub not_after: u64,
+}
+
+/// Parses a certificate; `None` if it is not a valid X.509 certificate.
+pub fn facts(der_bytes: &[u8]) -> Option<CertFacts> {
+    let cert = Certificate::from_der(der_bytes).ok()?;
+    let tbs = cert.tbs_certificate();
+    let nb = tbs.validity().not_before.to_unix_duration().as_secs();
+    let na = tbs.validity().not_after.to_unix_duration().as_secs();
+    let summary = CertSummary {
+        subject: tbs.subject().to_string(),
+        issuer: tbs.issuer().to_string(),
+        serial: hex::encode(tbs.serial_number().as_bytes()),
+        not_before: rfc3339(nb),
+        not_after: rfc3339(na),
+        emails: emails(&cert),
+        sha256: hex::encode(Sha256::digest(der_bytes)),
+        der: Bytes(der_bytes.to_vec()),
+    };
+    Some(CertFacts {
+        summary,
+        not_before: nb,
+        not_after: na,
+    })
+}
+
+/// Email addresses of a certificate: rfc822Name SANs, then subject emailAddress; lower-cased, deduplicated.
+pub fn emails(cert: &Certificate) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    if let Ok(Some(san)) = cert.tbs_certificate().get_extension::<SubjectAltName>() {
+        for name in san.1 .0.iter() {
+            if let GeneralName::Rfc822Name(s) = name {
+                out.push(s.as_str().to_ascii_lowercase());
+            }
+        }
+    }
+    for atv in cert.tbs_certificate().subject().iter() {
+        if atv.oid == EMAIL_ADDRESS {
+            if let Ok(bytes) = atv.value.to_der() {
+                if let Ok(s) = der::asn1::Ia5StringRef::from_der(&bytes) {
+                    out.push(s.as_str().to_ascii_lowercase());
+                } else if let Ok(s) = der::asn1::Utf8StringRef::from_der(&bytes) {
+                    out.push(s.as_str().to_ascii_lowercase());
+                }
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|e| seen.insert(e.clone()));
+    out
+}
+
+/// Seconds since the epoch as RFC 3339 UTC.
+pub fn rfc3339(secs: u64) -> String {
+    match der::DateTime::from_unix_duration(std::time::Duration::from_secs(secs)) {
+        Ok(dt) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            dt.year(),
+            dt.month(),
+            dt.day(),
+            dt.hour(),
+            dt.minutes(),
+            dt.seconds()
+        ),
+        Err(_) => secs.to_string(),
+    }
+}

@@ -1,0 +1,171 @@
+//! The token layer: key stores (a PKCS#11 token, later a PIV card) and their keys.
+//!
+//! Every private-key operation goes through [`KeyStore`]; the agent never sees key
+//! material. Calls block (a token is a device), so the server runs them on a blocking
+//! thread pool.
+
+use std::fmt;
+
+use secrecy::SecretString;
+use tokenmail_proto::v1::{DecryptAlgorithm, SignAlgorithm, TokenStatus};
+use zeroize::Zeroizing;
+
+pub mod cert;
+pub mod oaep;
+pub mod pkcs11;
+
+/// The public part of a key as a token reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PublicKey {
+    /// RSA modulus and exponent (big-endian).
+    Rsa {
+        /// Modulus.
+        modulus: Vec<u8>,
+        /// Public exponent.
+        exponent: Vec<u8>,
+    },
+    /// EC P-256 point, SEC1 uncompressed.
+    P256(Vec<u8>),
+    /// EC P-384 point, SEC1 uncompressed.
+    P384(Vec<u8>),
+    /// Something we cannot use.
+    Other(String),
+}
+
+impl PublicKey {
+    /// `rsa-2048`, `ec-p256`, …
+    pub fn algorithm_name(&self) -> String {
+        match self {
+            PublicKey::Rsa { modulus, .. } => format!("rsa-{}", rsa_bits(modulus)),
+            PublicKey::P256(_) => "ec-p256".into(),
+            PublicKey::P384(_) => "ec-p384".into(),
+            PublicKey::Other(s) => s.clone(),
+        }
+    }
+
+    /// RSA modulus length in bytes.
+    pub fn rsa_len(&self) -> Option<usize> {
+        match self {
+            PublicKey::Rsa { modulus, .. } => Some(rsa_bits(modulus).div_ceil(8)),
+            _ => None,
+        }
+    }
+}
+
+fn rsa_bits(modulus: &[u8]) -> usize {
+    let m = strip_leading_zeros(modulus);
+    match m.first() {
+        Some(b) => m.len() * 8 - b.leading_zeros() as usize,
+        None => 0,
+    }
+}
+
+pub(crate) fn strip_leading_zeros(b: &[u8]) -> &[u8] {
+    let n = b.iter().take_while(|x| **x == 0).count();
+    &b[n..]
+}
+
+/// A key on a token, with the certificate object that shares its CKA_ID.
+#[derive(Clone, Debug)]
+pub struct KeyEntry {
+    /// CKA_LABEL.
+    pub label: String,
+    /// CKA_ID.
+    pub id: Vec<u8>,
+    /// Public key.
+    pub public: PublicKey,
+    /// CKA_SIGN.
+    pub can_sign: bool,
+    /// CKA_DECRYPT.
+    pub can_decrypt: bool,
+    /// CKA_DERIVE.
+    pub can_derive: bool,
+    /// The certificate's DER, if the token has one with the same CKA_ID.
+    pub certificate: Option<Vec<u8>>,
+}
+
+/// Token-layer errors. The `op` says what the agent was doing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The module could not be loaded or initialised.
+    #[error("cannot load PKCS#11 module {module}: {reason}")]
+    Module {
+        /// Module path.
+        module: String,
+        /// Why.
+        reason: String,
+    },
+    /// The token is absent.
+    #[error("token {0:?} is not present: insert it (or check the module and label)")]
+    NotPresent(String),
+    /// The token needs a PIN and none is cached.
+    #[error("token {0:?} needs its PIN: run `tokenmail login`")]
+    PinRequired(String),
+    /// The last PIN was wrong.
+    #[error("wrong PIN for token {token:?}{hint}")]
+    PinIncorrect {
+        /// Token label.
+        token: String,
+        /// What the token says about remaining tries.
+        hint: String,
+    },
+    /// The PIN is blocked.
+    #[error("the PIN of token {0:?} is blocked: unblock it with the SO PIN / PUK")]
+    PinLocked(String),
+    /// No such key.
+    #[error("no key {0:?} on the token")]
+    NoSuchKey(String),
+    /// The key cannot do this.
+    #[error("{0}")]
+    KeyMismatch(String),
+    /// The token lacks the mechanism.
+    #[error("the token does not support {0}")]
+    Mechanism(String),
+    /// Decryption failed. Deliberately uninformative.
+    #[error("decryption failed")]
+    DecryptFailed,
+    /// A PKCS#11 call failed.
+    #[error("{op}: {source}")]
+    Pkcs11 {
+        /// What we were doing.
+        op: &'static str,
+        /// The cryptoki error.
+        #[source]
+        source: cryptoki::error::Error,
+    },
+}
+
+/// A source of keys: one token.
+pub trait KeyStore: Send + Sync + fmt::Debug {
+    /// The token's label as configured (stable even while the token is absent).
+    fn name(&self) -> &str;
+    /// Presence, login state, PIN source.
+    fn status(&self) -> TokenStatus;
+    /// The keys with their certificates. Connects (and logs in, if a PIN is cached) as needed.
+    fn keys(&self) -> Result<Vec<KeyEntry>, TokenError>;
+    /// Logs in with `pin`, or with the configured unattended source when `None`.
+    fn login(&self, pin: Option<SecretString>) -> Result<(), TokenError>;
+    /// Logs out and forgets the cached PIN; unattended sources are not read again until `login`.
+    fn lock(&self);
+    /// Closes sessions (SIGHUP), keeping the cached PIN so the next use logs in again.
+    fn release(&self);
+    /// Forgets a PIN whose cache time ran out (logs out). Called periodically.
+    fn expire_pin(&self);
+    /// Signs a digest with the key `id`. ECDSA signatures come back DER-encoded.
+    fn sign_digest(
+        &self,
+        id: &[u8],
+        alg: SignAlgorithm,
+        digest: &[u8],
+    ) -> Result<Vec<u8>, TokenError>;
+    /// Decrypts a wrapped content key with the RSA key `id`.
+    fn decrypt(
+        &self,
+        id: &[u8],
+        alg: DecryptAlgorithm,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, TokenError>;
+    /// ECDH with the EC key `id`: the raw shared secret.
+    fn derive(&self, id: &[u8], peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, TokenError>;
+}

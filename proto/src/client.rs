@@ -1,0 +1,110 @@
+//! A blocking client over a Unix socket.
+
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroize;
+
+use crate::frame::{read_frame, write_frame, FrameKind};
+use crate::v1::{ErrorCode, ErrorInfo, Request, Response};
+use crate::{decode_message, encode_message, ProtoError};
+
+/// Client-side errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// No agent listens on the socket.
+    #[error("no tokenmail agent at {path}: start one with `eval \"$(tokenmail-agent ...)\"` (see tokenmail-agent --help), or pass --socket / set TOKENMAIL_SOCK")]
+    NoAgent {
+        /// The socket path tried.
+        path: PathBuf,
+    },
+    /// The agent answered with an error.
+    #[error("{}", .0.message)]
+    Agent(ErrorInfo),
+    /// Protocol failure.
+    #[error("agent protocol error: {0}")]
+    Proto(#[from] ProtoError),
+    /// The agent sent something unexpected.
+    #[error("unexpected answer from the agent: {0}")]
+    Unexpected(String),
+}
+
+impl ClientError {
+    /// The agent's error code, if this is an agent error.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Agent(e) => Some(e.code),
+            _ => None,
+        }
+    }
+}
+
+/// The socket path by the contract's rules, without `--socket`:
+/// `$TOKENMAIL_SOCK`, else `$XDG_RUNTIME_DIR/tokenmail/agent.sock`, else `/tmp/tokenmail-$UID/agent.sock`.
+pub fn default_socket_path(uid: u32) -> PathBuf {
+    if let Some(p) = std::env::var_os("TOKENMAIL_SOCK").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
+        return PathBuf::from(d).join("tokenmail").join("agent.sock");
+    }
+    PathBuf::from(format!("/tmp/tokenmail-{uid}/agent.sock"))
+}
+
+/// A connected, handshaken client.
+#[derive(Debug)]
+pub struct Client {
+    stream: UnixStream,
+    agent: String,
+}
+
+impl Client {
+    /// Connects to the agent at `path` and performs the `hello` handshake.
+    pub fn connect(path: &Path, client_name: &str) -> Result<Self, ClientError> {
+        let stream = UnixStream::connect(path).map_err(|_| ClientError::NoAgent {
+            path: path.to_path_buf(),
+        })?;
+        let mut c = Client {
+            stream,
+            agent: String::new(),
+        };
+        match c.call(&Request::Hello {
+            client: client_name.to_string(),
+        })? {
+            Response::Hello { agent, .. } => {
+                c.agent = agent;
+                Ok(c)
+            }
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The agent's name and version from the handshake.
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+
+    /// Sends one request and reads its response. Agent errors become `ClientError::Agent`.
+    pub fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
+        let mut payload = encode_message(req)?;
+        let sent = write_frame(&mut self.stream, FrameKind::Message, &payload);
+        payload.zeroize();
+        sent?;
+        let (header, mut payload) = read_frame(&mut self.stream)?.ok_or(ProtoError::Truncated)?;
+        if header.kind != FrameKind::Message {
+            return Err(ClientError::Unexpected("a data frame instead of a response".into()));
+        }
+        let resp = decode_message::<Response>(&payload);
+        payload.zeroize();
+        match resp? {
+            Response::Error(e) => Err(ClientError::Agent(e)),
+            r => Ok(r),
+        }
+    }
+
+    /// The underlying stream (for streamed operations).
+    pub fn stream(&mut self) -> &mut UnixStream {
+        &mut self.stream
+    }
+}

@@ -1,0 +1,483 @@
+//! Protocol v1 messages. Each is one JSON object in a `Message` frame.
+//! Binary values are standard base64 (RFC 4648, with padding). See docs/protocol.md.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::Zeroizing;
+
+/// Bytes carried as base64 in JSON.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Bytes(pub Vec<u8>);
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bytes({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine;
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s.as_bytes())
+            .map(Bytes)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Secret bytes (content keys, ECDH secrets) carried as base64; zeroized on drop.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretBytes(pub Zeroizing<Vec<u8>>);
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBytes(..)")
+    }
+}
+
+impl Serialize for SecretBytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        let enc = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*self.0));
+        s.serialize_str(&enc)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretBytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine;
+        let s = Zeroizing::new(String::deserialize(d)?);
+        base64::engine::general_purpose::STANDARD
+            .decode(s.as_bytes())
+            .map(|v| SecretBytes(Zeroizing::new(v)))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A PIN in transit; zeroized on drop and never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pin(pub Zeroizing<String>);
+
+impl Pin {
+    /// Wraps a PIN.
+    pub fn new(s: String) -> Self {
+        Pin(Zeroizing::new(s))
+    }
+    /// The PIN's characters.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pin(..)")
+    }
+}
+
+impl Serialize for Pin {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Pin {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Pin(Zeroizing::new(String::deserialize(d)?)))
+    }
+}
+
+/// Signature algorithms for `sign-digest`. The digest is computed by the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum SignAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    #[serde(rename = "rsa-pkcs1-sha256")]
+    RsaPkcs1Sha256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    #[serde(rename = "rsa-pkcs1-sha384")]
+    RsaPkcs1Sha384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    #[serde(rename = "rsa-pkcs1-sha512")]
+    RsaPkcs1Sha512,
+    /// RSASSA-PSS, MGF1 with the same hash, salt = hash length.
+    #[serde(rename = "rsa-pss-sha256")]
+    RsaPssSha256,
+    /// RSASSA-PSS with SHA-384.
+    #[serde(rename = "rsa-pss-sha384")]
+    RsaPssSha384,
+    /// RSASSA-PSS with SHA-512.
+    #[serde(rename = "rsa-pss-sha512")]
+    RsaPssSha512,
+    /// ECDSA over a SHA-256 digest; the signature is DER (Ecdsa-Sig-Value).
+    #[serde(rename = "ecdsa-sha256")]
+    EcdsaSha256,
+    /// ECDSA over a SHA-384 digest.
+    #[serde(rename = "ecdsa-sha384")]
+    EcdsaSha384,
+    /// ECDSA over a SHA-512 digest.
+    #[serde(rename = "ecdsa-sha512")]
+    EcdsaSha512,
+}
+
+/// Digest algorithms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HashAlgorithm {
+    /// SHA-1 (only for OAEP decryption of legacy messages).
+    Sha1,
+    /// SHA-256.
+    Sha256,
+    /// SHA-384.
+    Sha384,
+    /// SHA-512.
+    Sha512,
+}
+
+impl HashAlgorithm {
+    /// Digest length in bytes.
+    pub fn len(self) -> usize {
+        match self {
+            HashAlgorithm::Sha1 => 20,
+            HashAlgorithm::Sha256 => 32,
+            HashAlgorithm::Sha384 => 48,
+            HashAlgorithm::Sha512 => 64,
+        }
+    }
+}
+
+/// The key family a signature algorithm needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignFamily {
+    /// RSASSA-PKCS1-v1_5.
+    RsaPkcs1,
+    /// RSASSA-PSS.
+    RsaPss,
+    /// ECDSA.
+    Ecdsa,
+}
+
+impl SignAlgorithm {
+    /// The digest algorithm this signature algorithm signs.
+    pub fn hash(self) -> HashAlgorithm {
+        use SignAlgorithm::*;
+        match self {
+            RsaPkcs1Sha256 | RsaPssSha256 | EcdsaSha256 => HashAlgorithm::Sha256,
+            RsaPkcs1Sha384 | RsaPssSha384 | EcdsaSha384 => HashAlgorithm::Sha384,
+            RsaPkcs1Sha512 | RsaPssSha512 | EcdsaSha512 => HashAlgorithm::Sha512,
+        }
+    }
+
+    /// The key family.
+    pub fn family(self) -> SignFamily {
+        use SignAlgorithm::*;
+        match self {
+            RsaPkcs1Sha256 | RsaPkcs1Sha384 | RsaPkcs1Sha512 => SignFamily::RsaPkcs1,
+            RsaPssSha256 | RsaPssSha384 | RsaPssSha512 => SignFamily::RsaPss,
+            EcdsaSha256 | EcdsaSha384 | EcdsaSha512 => SignFamily::Ecdsa,
+        }
+    }
+
+    /// The wire name, e.g. `rsa-pkcs1-sha256`.
+    pub fn name(self) -> &'static str {
+        use SignAlgorithm::*;
+        match self {
+            RsaPkcs1Sha256 => "rsa-pkcs1-sha256",
+            RsaPkcs1Sha384 => "rsa-pkcs1-sha384",
+            RsaPkcs1Sha512 => "rsa-pkcs1-sha512",
+            RsaPssSha256 => "rsa-pss-sha256",
+            RsaPssSha384 => "rsa-pss-sha384",
+            RsaPssSha512 => "rsa-pss-sha512",
+            EcdsaSha256 => "ecdsa-sha256",
+            EcdsaSha384 => "ecdsa-sha384",
+            EcdsaSha512 => "ecdsa-sha512",
+        }
+    }
+
+    /// All algorithms, for help texts and parsing.
+    pub const ALL: [SignAlgorithm; 9] = [
+        SignAlgorithm::RsaPkcs1Sha256,
+        SignAlgorithm::RsaPkcs1Sha384,
+        SignAlgorithm::RsaPkcs1Sha512,
+        SignAlgorithm::RsaPssSha256,
+        SignAlgorithm::RsaPssSha384,
+        SignAlgorithm::RsaPssSha512,
+        SignAlgorithm::EcdsaSha256,
+        SignAlgorithm::EcdsaSha384,
+        SignAlgorithm::EcdsaSha512,
+    ];
+}
+
+impl std::str::FromStr for SignAlgorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        SignAlgorithm::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = SignAlgorithm::ALL.iter().map(|a| a.name()).collect();
+                format!("unknown algorithm {s:?}; use one of {}", names.join(", "))
+            })
+    }
+}
+
+/// Key-transport algorithms for `decrypt-key`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum DecryptAlgorithm {
+    /// RSAES-PKCS1-v1_5.
+    #[serde(rename = "rsa-pkcs1")]
+    RsaPkcs1,
+    /// RSAES-OAEP with SHA-1 and MGF1-SHA-1, empty label.
+    #[serde(rename = "rsa-oaep-sha1")]
+    RsaOaepSha1,
+    /// RSAES-OAEP with SHA-256 and MGF1-SHA-256, empty label.
+    #[serde(rename = "rsa-oaep-sha256")]
+    RsaOaepSha256,
+    /// RSAES-OAEP with SHA-384 and MGF1-SHA-384, empty label.
+    #[serde(rename = "rsa-oaep-sha384")]
+    RsaOaepSha384,
+    /// RSAES-OAEP with SHA-512 and MGF1-SHA-512, empty label.
+    #[serde(rename = "rsa-oaep-sha512")]
+    RsaOaepSha512,
+}
+
+/// A request from a client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Request {
+    /// First frame of every connection.
+    Hello {
+        /// Free-form client name and version.
+        client: String,
+    },
+    /// Agent, tokens and keys.
+    Status,
+    /// Keys only.
+    ListKeys,
+    /// Sign a digest with a key on a token.
+    SignDigest {
+        /// CKA_LABEL, hex CKA_ID, or an email in the key's certificate.
+        key: String,
+        /// Signature algorithm.
+        algorithm: SignAlgorithm,
+        /// The digest (length must match the algorithm's hash).
+        digest: Bytes,
+    },
+    /// Unwrap a content-encryption key with an RSA key on a token.
+    DecryptKey {
+        /// Key name, as for `sign-digest`.
+        key: String,
+        /// Key-transport algorithm.
+        algorithm: DecryptAlgorithm,
+        /// The encrypted key (RSA ciphertext).
+        wrapped: Bytes,
+    },
+    /// ECDH with an EC key on a token; returns the raw shared secret (x coordinate).
+    Derive {
+        /// Key name, as for `sign-digest`.
+        key: String,
+        /// The peer's public point, SEC1 uncompressed.
+        peer_point: Bytes,
+    },
+    /// Log in to a token with a PIN (or with its configured unattended PIN source when `pin` is absent).
+    Login {
+        /// Token label or serial; optional when the agent has one token.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+        /// The PIN.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pin: Option<Pin>,
+    },
+    /// Log out of every token and forget cached PINs.
+    Lock,
+}
+
+/// Error codes on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Malformed or unexpected request.
+    BadRequest,
+    /// The peer speaks an unsupported protocol version.
+    UnsupportedVersion,
+    /// No key has that name.
+    NoSuchKey,
+    /// The key cannot do that (e.g. ECDSA with an RSA key, decrypt without CKA_DECRYPT).
+    KeyMismatch,
+    /// The token needs a PIN: send `login`.
+    PinRequired,
+    /// The PIN was wrong.
+    PinIncorrect,
+    /// The PIN is blocked.
+    PinLocked,
+    /// The token is absent.
+    TokenNotPresent,
+    /// The token lacks the mechanism.
+    MechanismUnsupported,
+    /// Decryption failed (one uniform error: wrong key, bad padding, failed unwrap).
+    DecryptFailed,
+    /// The token refused the operation.
+    TokenError,
+    /// Anything else.
+    Internal,
+}
+
+/// Error details.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// Machine-readable code.
+    pub code: ErrorCode,
+    /// Human-readable message saying what to do.
+    pub message: String,
+}
+
+/// A token as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenStatus {
+    /// Token label (configured or read).
+    pub label: String,
+    /// Serial number, when known.
+    #[serde(default)]
+    pub serial: String,
+    /// Manufacturer and model, when known.
+    #[serde(default)]
+    pub model: String,
+    /// Backend, e.g. `pkcs11:/usr/lib/softhsm/libsofthsm2.so`.
+    pub backend: String,
+    /// Whether the token is present now.
+    pub present: bool,
+    /// Whether the agent holds a logged-in session.
+    pub logged_in: bool,
+    /// Where the PIN comes from: `file`, `env`, `client` or `none`.
+    pub pin_source: String,
+    /// Whether `lock` was called and no login since.
+    #[serde(default)]
+    pub locked: bool,
+    /// The token's PIN-counter warnings, if any (`count-low`, `final-try`, `locked`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pin_warnings: Vec<String>,
+}
+
+/// A certificate summary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertSummary {
+    /// Subject DN (RFC 4514).
+    pub subject: String,
+    /// Issuer DN (RFC 4514).
+    pub issuer: String,
+    /// Serial number, hex.
+    pub serial: String,
+    /// notBefore, RFC 3339.
+    pub not_before: String,
+    /// notAfter, RFC 3339.
+    pub not_after: String,
+    /// Email addresses (rfc822Name SANs and subject emailAddress).
+    pub emails: Vec<String>,
+    /// SHA-256 of the DER, hex.
+    pub sha256: String,
+    /// The certificate, DER.
+    pub der: Bytes,
+}
+
+/// A key as `list-keys` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    /// CKA_LABEL (or slot name for PIV).
+    pub label: String,
+    /// CKA_ID, hex.
+    pub id: String,
+    /// Label of the token that holds it.
+    pub token: String,
+    /// `rsa-2048`, `ec-p256`, `ec-p384`, …
+    pub algorithm: String,
+    /// What the key may do: `sign`, `decrypt`, `derive`.
+    pub usage: Vec<String>,
+    /// The certificate with the same CKA_ID, if the token has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertSummary>,
+}
+
+/// Which key an email selects.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailSelection {
+    /// The email (lower-case).
+    pub email: String,
+    /// Label of the selected key.
+    pub key: String,
+    /// Id of the selected key, hex.
+    pub id: String,
+    /// Why: `preference`, `only`, or `latest-expiry`.
+    pub reason: String,
+}
+
+/// The agent's status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// Agent version.
+    pub agent_version: String,
+    /// Protocol version, `MAJOR.MINOR`.
+    pub protocol: String,
+    /// Tokens.
+    pub tokens: Vec<TokenStatus>,
+    /// Keys on present tokens.
+    pub keys: Vec<KeyInfo>,
+    /// Which key each email selects.
+    pub emails: Vec<EmailSelection>,
+}
+
+/// A response from the agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Response {
+    /// Answer to `hello`.
+    Hello {
+        /// Agent name and version.
+        agent: String,
+        /// Protocol version, `MAJOR.MINOR`.
+        protocol: String,
+    },
+    /// Answer to `status`.
+    Status(AgentStatus),
+    /// Answer to `list-keys`.
+    Keys {
+        /// The keys.
+        keys: Vec<KeyInfo>,
+    },
+    /// Answer to `sign-digest`.
+    Signature {
+        /// The key that signed (label).
+        key: String,
+        /// RSA: the raw signature; ECDSA: DER Ecdsa-Sig-Value.
+        signature: Bytes,
+    },
+    /// Answer to `decrypt-key` and `derive`.
+    Secret {
+        /// The unwrapped key or shared secret.
+        secret: SecretBytes,
+    },
+    /// Answer to `login` and `lock`.
+    Ok,
+    /// Any failure.
+    Error(ErrorInfo),
+}
+
+impl Response {
+    /// An error response.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Response::Error(ErrorInfo {
+            code,
+            message: message.into(),
+        })
+    }
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install the Debian/Ubuntu packages needed by softhsm/provision.sh and the
+# tokenmail PKCS#11 test-suite. Idempotent: does nothing (and prints nothing)
+# when everything is already installed.
+set -euo pipefail
+
+PKGS=(
+  softhsm2                  # SoftHSM v2 PKCS#11 module + softhsm2-util
+  opensc                    # pkcs11-tool
+  libengine-pkcs11-openssl  # libp11 "pkcs11" OpenSSL engine
+  openssl
+  gnutls-bin                # p11tool (optional, handy for debugging)
+  gpgsm
+  python3
+  libpcsclite-dev
+  pkg-config
+  ca-certificates
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+  [ "$status" = "installed" ] || missing+=("$p")
+done
+
+[ "${#missing[@]}" -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps.sh: missing packages (run as root to install): ${missing[*]}" >&2
+  exit 1
+fi
+
+echo "install-deps.sh: installing ${missing[*]}"
+apt-get update
+DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
