@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -63,7 +63,8 @@ struct TokenFacts {
 }
 
 struct Inner {
-    ctx: Option<Pkcs11>,
+    /// The module context and the module epoch it belongs to.
+    ctx: Option<(Pkcs11, u64)>,
     slot: Option<Slot>,
     facts: TokenFacts,
     /// Bumped at every reconnect; pooled sessions of older generations are dropped.
@@ -83,6 +84,7 @@ struct Inner {
 /// A PKCS#11 token as a [`KeyStore`].
 pub struct Pkcs11Store {
     cfg: Pkcs11Config,
+    module: Arc<Module>,
     name: String,
     inner: Mutex<Inner>,
     freed: Condvar,
@@ -144,7 +146,8 @@ impl Pkcs11Store {
             .clone()
             .or_else(|| cfg.serial.as_ref().map(|s| format!("serial:{s}")))
             .unwrap_or_else(|| "pkcs11".into());
-        let ctx = load_module(&cfg.module)?;
+        let module = Module::get(&cfg.module)?;
+        let ctx = module.context()?;
         let pin = PinState::new(cfg.pin_source.clone(), cfg.pin_ttl);
         Ok(Pkcs11Store {
             name,
@@ -164,8 +167,14 @@ impl Pkcs11Store {
                 pin_warnings: Vec::new(),
             }),
             freed: Condvar::new(),
+            module,
             cfg,
         })
+    }
+
+    /// Sessions currently open for operations (diagnostics and tests).
+    pub fn sessions_open(&self) -> usize {
+        self.lock_inner().open
     }
 
     fn lock_inner(&self) -> MutexGuard<'_, Inner> {
@@ -178,10 +187,13 @@ impl Pkcs11Store {
         if inner.slot.is_some() {
             return Ok(());
         }
-        if inner.ctx.is_none() {
-            inner.ctx = Some(load_module(&self.cfg.module)?);
+        if inner.ctx.as_ref().is_none_or(|(_, e)| *e != self.module.epoch()) {
+            inner.ctx = Some(self.module.context()?);
         }
-        let ctx = inner.ctx.clone().ok_or_else(|| TokenError::NotPresent(self.name.clone()))?;
+        let ctx = match &inner.ctx {
+            Some((c, _)) => c.clone(),
+            None => return Err(TokenError::NotPresent(self.name.clone())),
+        };
         let slots = ctx
             .get_slots_with_token()
             .map_err(ck("C_GetSlotList"))?;
@@ -227,10 +239,8 @@ impl Pkcs11Store {
         inner.keys = None;
         inner.generation += 1;
         if finalize {
-            if let Some(ctx) = inner.ctx.take() {
-                if let Err(e) = ctx.finalize() {
-                    debug!(token = %self.name, "C_Finalize: {e}");
-                }
+            if let Some((_, epoch)) = inner.ctx.take() {
+                self.module.reinit(epoch);
             }
         }
         self.freed.notify_all();
@@ -260,7 +270,7 @@ impl Pkcs11Store {
     ) -> Result<(), TokenError> {
         self.connect(inner)?;
         let (ctx, slot) = match (&inner.ctx, inner.slot) {
-            (Some(c), Some(s)) => (c.clone(), s),
+            (Some((c, _)), Some(s)) => (c.clone(), s),
             _ => return Err(TokenError::NotPresent(self.name.clone())),
         };
         if inner.login_session.is_none() {
@@ -327,7 +337,7 @@ impl Pkcs11Store {
             }
             if inner.open < self.cfg.max_sessions.max(1) {
                 let (ctx, slot) = match (&inner.ctx, inner.slot) {
-                    (Some(c), Some(s)) => (c.clone(), s),
+                    (Some((c, _)), Some(s)) => (c.clone(), s),
                     _ => return Err(TokenError::NotPresent(self.name.clone())),
                 };
                 let s = ctx.open_ro_session(slot);
@@ -451,12 +461,81 @@ impl Pkcs11Store {
             .ok_or(CkError::Pkcs11(RvError::KeyHandleInvalid, cryptoki::context::Function::FindObjects))
     }
 
-    fn oaep_path(&self, hash: HashAlgorithm) -> Option<bool> {
+    /// Whether OAEP with `hash` ran on the token (`Some(true)`), through CKM_RSA_X_509 with
+    /// in-process decoding (`Some(false)`), or has not been used yet (`None`).
+    pub fn oaep_path(&self, hash: HashAlgorithm) -> Option<bool> {
         self.lock_inner().oaep_native.get(&hash).copied()
     }
 
     fn set_oaep_path(&self, hash: HashAlgorithm, native: bool) {
         self.lock_inner().oaep_native.insert(hash, native);
+    }
+}
+
+/// A PKCS#11 module, loaded once per process: C_Initialize is process-wide, so every
+/// token on the same module shares one context. Re-initialising it (to see tokens
+/// created since, after a token went away) bumps its epoch; stores holding sessions of
+/// an older epoch reconnect.
+#[derive(Debug)]
+struct Module {
+    path: PathBuf,
+    state: Mutex<(Option<Pkcs11>, u64)>,
+}
+
+static MODULES: OnceLock<Mutex<HashMap<PathBuf, Arc<Module>>>> = OnceLock::new();
+
+impl Module {
+    fn get(path: &std::path::Path) -> Result<Arc<Module>, TokenError> {
+        let mut all = MODULES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = all.get(path) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(Module {
+            path: path.to_path_buf(),
+            state: Mutex::new((Some(load_module(path)?), 0)),
+        });
+        all.insert(path.to_path_buf(), m.clone());
+        Ok(m)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, (Option<Pkcs11>, u64)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn epoch(&self) -> u64 {
+        self.lock().1
+    }
+
+    /// The live context (initialising the module again if it was finalised).
+    fn context(&self) -> Result<(Pkcs11, u64), TokenError> {
+        let mut st = self.lock();
+        if st.0.is_none() {
+            st.0 = Some(load_module(&self.path)?);
+        }
+        match &st.0 {
+            Some(c) => Ok((c.clone(), st.1)),
+            None => Err(TokenError::Module {
+                module: self.path.display().to_string(),
+                reason: "not initialised".into(),
+            }),
+        }
+    }
+
+    /// Finalises the module if nobody did since `seen_epoch`.
+    fn reinit(&self, seen_epoch: u64) {
+        let mut st = self.lock();
+        if st.1 != seen_epoch {
+            return;
+        }
+        if let Some(ctx) = st.0.take() {
+            if let Err(e) = ctx.finalize() {
+                debug!(module = %self.path.display(), "C_Finalize: {e}");
+            }
+        }
+        st.1 += 1;
     }
 }
 
