@@ -280,7 +280,13 @@ impl Pkcs11Store {
             .login_session
             .as_ref()
             .ok_or_else(|| TokenError::NotPresent(self.name.clone()))?;
-        match sess.login(UserType::User, Some(&pin)) {
+        let mut res = sess.login(UserType::User, Some(&pin));
+        if let Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) = res {
+            // Logged in by someone else in this process: check this PIN for real.
+            let _ = sess.logout();
+            res = sess.login(UserType::User, Some(&pin));
+        }
+        match res {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
                 inner.logged_in = true;
                 inner.keys = None;
@@ -437,13 +443,53 @@ impl Pkcs11Store {
                 Err(TokenError::PinRequired(self.name.clone()))
             }
             Err(e) => {
+                // Some modules keep sessions valid when their token is deleted or replaced
+                // (SoftHSM: objects just vanish). Check that the token is still the one we
+                // connected to before blaming the request.
+                if !self.still_there(generation) {
+                    drop(sess);
+                    warn!(token = %self.name, "token went away ({e}); reconnecting");
+                    return if attempt == 0 {
+                        Ok(Try::Retry)
+                    } else {
+                        Err(TokenError::NotPresent(self.name.clone()))
+                    };
+                }
                 self.give_back(sess, generation);
                 Err(TokenError::Pkcs11 { op, source: e })
             }
         }
     }
 
+    /// True if the slot still holds the token (same serial) of connection `generation`;
+    /// otherwise drops the connection so the next attempt finds the token again.
+    fn still_there(&self, generation: u64) -> bool {
+        let mut inner = self.lock_inner();
+        if inner.generation != generation {
+            return false;
+        }
+        let same = match (&inner.ctx, inner.slot) {
+            (Some((ctx, _)), Some(slot)) => ctx.get_token_info(slot).is_ok_and(|ti| {
+                ti.token_initialized() && ti.serial_number().trim_end() == inner.facts.serial
+            }),
+            _ => false,
+        };
+        if !same {
+            self.drop_connection(&mut inner, true);
+        }
+        same
+    }
+
+    /// Finds a key for a private-key operation: requires a login first, so that a
+    /// missing PIN is reported as such rather than as a missing key.
     fn find_key(&self, id: &[u8]) -> Result<KeyEntry, TokenError> {
+        {
+            let mut inner = self.lock_inner();
+            self.connect(&mut inner)?;
+            if !self.try_login(&mut inner)? {
+                return Err(TokenError::PinRequired(self.name.clone()));
+            }
+        }
         self.keys()?
             .into_iter()
             .find(|k| k.id == id)
@@ -589,19 +635,24 @@ fn ec_point_from_cert(cert: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn list_keys(sess: &Session) -> Result<Vec<KeyEntry>, CkError> {
-    let mut certs: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    // CKA_ID → (certificate DER, certificate CKA_LABEL)
+    let mut certs: HashMap<Vec<u8>, (Vec<u8>, String)> = HashMap::new();
     for h in sess.find_objects(&[Attribute::Class(ObjectClass::CERTIFICATE)])? {
-        let attrs = sess.get_attributes(h, &[AttributeType::Id, AttributeType::Value])?;
-        let (mut id, mut value) = (None, None);
+        let attrs = sess.get_attributes(
+            h,
+            &[AttributeType::Id, AttributeType::Value, AttributeType::Label],
+        )?;
+        let (mut id, mut value, mut label) = (None, None, String::new());
         for a in attrs {
             match a {
                 Attribute::Id(v) => id = Some(v),
                 Attribute::Value(v) => value = Some(v),
+                Attribute::Label(v) => label = String::from_utf8_lossy(&v).into_owned(),
                 _ => {}
             }
         }
         if let (Some(id), Some(v)) = (id, value) {
-            certs.entry(id).or_insert(v);
+            certs.entry(id).or_insert((v, label));
         }
     }
     let mut points: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
@@ -622,12 +673,15 @@ fn list_keys(sess: &Session) -> Result<Vec<KeyEntry>, CkError> {
             points.insert(id, p);
         }
     }
-    // Private keys when logged in; before login only public keys are visible, and they
-    // stand in for their private halves in listings.
+    // Private keys when logged in; before login only public objects are visible: public
+    // keys, or else certificates, stand in for their private halves in listings.
     let mut handles = sess.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])?;
     let public_only = handles.is_empty();
     if public_only {
         handles = sess.find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY)])?;
+        if handles.is_empty() {
+            return Ok(keys_from_certificates(certs));
+        }
     }
     let mut keys = Vec::new();
     for h in handles {
@@ -666,7 +720,7 @@ fn list_keys(sess: &Session) -> Result<Vec<KeyEntry>, CkError> {
                 _ => {}
             }
         }
-        let cert = certs.get(&id).cloned();
+        let cert = certs.get(&id).map(|(der, _)| der.clone());
         let public = match kt {
             Some(t) if t == KeyType::RSA => PublicKey::Rsa {
                 modulus: strip_leading_zeros(&modulus).to_vec(),
@@ -706,6 +760,69 @@ fn list_keys(sess: &Session) -> Result<Vec<KeyEntry>, CkError> {
     }
     keys.sort_by(|a, b| a.id.cmp(&b.id).then(a.label.cmp(&b.label)));
     Ok(keys)
+}
+
+/// Key entries from certificate objects alone (tokens that hide every key before login).
+fn keys_from_certificates(certs: HashMap<Vec<u8>, (Vec<u8>, String)>) -> Vec<KeyEntry> {
+    use der::{Decode, Encode};
+    let mut keys: Vec<KeyEntry> = certs
+        .into_iter()
+        .filter_map(|(id, (der, cert_label))| {
+            let cert = x509_cert::Certificate::from_der(&der).ok()?;
+            // CA certificates on the token (chains) are not keys of ours.
+            if let Ok(Some(bc)) = cert
+                .tbs_certificate()
+                .get_extension::<x509_cert::ext::pkix::BasicConstraints>()
+            {
+                if bc.1.ca {
+                    return None;
+                }
+            }
+            let spki = cert.tbs_certificate().subject_public_key_info();
+            let bits = spki.subject_public_key.as_bytes()?.to_vec();
+            let alg = spki.algorithm.oid;
+            let public = if alg == const_oid::db::rfc5912::RSA_ENCRYPTION {
+                let spki_der = spki.to_der().ok()?;
+                let pk = <rsa::RsaPublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(
+                    &spki_der,
+                )
+                .ok()?;
+                use rsa::traits::PublicKeyParts;
+                PublicKey::Rsa {
+                    modulus: pk.n().to_be_bytes().to_vec(),
+                    exponent: pk.e().to_be_bytes().to_vec(),
+                }
+            } else if alg == const_oid::db::rfc5912::ID_EC_PUBLIC_KEY {
+                match bits.len() {
+                    65 => PublicKey::P256(bits),
+                    97 => PublicKey::P384(bits),
+                    _ => PublicKey::Other("ec".into()),
+                }
+            } else {
+                PublicKey::Other(alg.to_string())
+            };
+            let label = if cert_label.is_empty() {
+                super::cert::emails(&cert)
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| hex::encode(&id))
+            } else {
+                cert_label
+            };
+            let is_rsa = matches!(public, PublicKey::Rsa { .. });
+            Some(KeyEntry {
+                label,
+                id,
+                can_sign: true,
+                can_decrypt: is_rsa,
+                can_derive: !is_rsa,
+                public,
+                certificate: Some(der),
+            })
+        })
+        .collect();
+    keys.sort_by(|a, b| a.id.cmp(&b.id));
+    keys
 }
 
 fn hash_mech(h: HashAlgorithm) -> (MechanismType, PkcsMgfType) {
