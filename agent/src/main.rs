@@ -209,7 +209,9 @@ fn run(args: Args) -> Result<()> {
     let socket = config::absolute(&server::socket_path(
         args.socket.as_deref().or(file.socket.as_deref()),
     ));
-    let listener = server::bind(&socket)?;
+    // Refuse early (before detaching) when another agent is live; the socket itself is
+    // bound only once the signal handlers exist, so SIGTERM after it appears is handled.
+    server::check_free(&socket)?;
 
     let ready_pipe = if args.foreground {
         init_logging(args.verbose, None);
@@ -231,18 +233,25 @@ fn run(args: Args) -> Result<()> {
         Some(wr)
     };
 
-    let result = serve(tokens, &file, listener, &socket, ready_pipe);
-    let _ = std::fs::remove_file(&socket);
+    let result = serve(tokens, &file, &socket, ready_pipe);
     if let Err(e) = &result {
         error!("{e:#}");
     }
     result
 }
 
+/// Removes the socket when the server stops, however it stops.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn serve(
     tokens: Vec<Pkcs11Config>,
     file: &FileConfig,
-    listener: std::os::unix::net::UnixListener,
     socket: &std::path::Path,
     ready_pipe: Option<OwnedFd>,
 ) -> Result<()> {
@@ -271,10 +280,6 @@ fn serve(
         .build()
         .context("cannot start the runtime")?;
     rt.block_on(async move {
-        listener
-            .set_nonblocking(true)
-            .context("socket non-blocking")?;
-        let listener = tokio::net::UnixListener::from_std(listener).context("socket")?;
         // Log in at start where an unattended PIN exists, so the first request is fast.
         {
             let svc = svc.clone();
@@ -288,6 +293,22 @@ fn serve(
                 }
             });
         }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("SIGTERM handler")?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("SIGINT handler")?;
+        let listener = match server::bind(socket) {
+            Ok(l) => l,
+            Err(e) => {
+                report(&ready_pipe, &e.to_string());
+                return Err(e.into());
+            }
+        };
+        let _remove = RemoveOnDrop(socket.to_path_buf());
+        listener
+            .set_nonblocking(true)
+            .context("socket non-blocking")?;
+        let listener = tokio::net::UnixListener::from_std(listener).context("socket")?;
         info!(socket = %socket.display(), "listening");
         report(&ready_pipe, "ready\n");
         drop(ready_pipe);
@@ -315,10 +336,6 @@ fn serve(
                 }
             })
         };
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("SIGTERM handler")?;
-        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-            .context("SIGINT handler")?;
         let shutdown = async move {
             tokio::select! {
                 _ = term.recv() => info!("SIGTERM: shutting down"),

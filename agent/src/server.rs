@@ -68,6 +68,19 @@ pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
     }
 }
 
+/// Fails when another agent answers on `path` or a non-socket file sits there.
+pub fn check_free(path: &Path) -> Result<(), SocketError> {
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if !m.file_type().is_socket() {
+            return Err(SocketError::NotSocket(path.to_path_buf()));
+        }
+        if StdStream::connect(path).is_ok() {
+            return Err(SocketError::Live(path.to_path_buf()));
+        }
+    }
+    Ok(())
+}
+
 /// Creates the directory (0700, ours), refuses a live agent, replaces a stale socket,
 /// binds with mode 0600.
 pub fn bind(path: &Path) -> Result<StdListener, SocketError> {
@@ -96,13 +109,8 @@ pub fn bind(path: &Path) -> Result<StdListener, SocketError> {
                 .map_err(io_err("cannot restrict", dir))?;
         }
     }
-    if let Ok(m) = std::fs::symlink_metadata(path) {
-        if !m.file_type().is_socket() {
-            return Err(SocketError::NotSocket(path.to_path_buf()));
-        }
-        if StdStream::connect(path).is_ok() {
-            return Err(SocketError::Live(path.to_path_buf()));
-        }
+    check_free(path)?;
+    if std::fs::symlink_metadata(path).is_ok() {
         info!("replacing stale socket {}", path.display());
         std::fs::remove_file(path).map_err(io_err("cannot remove stale socket", path))?;
     }
@@ -190,12 +198,37 @@ async fn read_frame(stream: &mut UnixStream) -> Result<Option<(Header, Vec<u8>)>
     }
 }
 
-async fn connection(mut stream: UnixStream, svc: Arc<Service>, my_uid: u32) {
+/// Ends a connection after an error answer: shuts down our side, then drains what the
+/// peer still sends (bounded in bytes and time) so it reads our answer rather than a reset.
+async fn close_gracefully(mut stream: UnixStream) {
+    let _ = stream.shutdown().await;
+    let mut buf = [0u8; 8192];
+    let mut left: usize = 1 << 20;
+    let drain = async {
+        while left > 0 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+}
+
+async fn connection(stream: UnixStream, svc: Arc<Service>, my_uid: u32) {
+    let mut stream = stream;
+    if serve_connection(&mut stream, svc, my_uid).await {
+        close_gracefully(stream).await;
+    }
+}
+
+/// The frame loop; returns true when it ended on an error it answered.
+async fn serve_connection(stream: &mut UnixStream, svc: Arc<Service>, my_uid: u32) -> bool {
     let peer = match stream.peer_cred() {
         Ok(c) => c,
         Err(e) => {
             warn!("cannot read peer credentials, closing: {e}");
-            return;
+            return false;
         }
     };
     if peer.uid() != my_uid {
@@ -205,37 +238,37 @@ async fn connection(mut stream: UnixStream, svc: Arc<Service>, my_uid: u32) {
             "refused a connection from another user"
         );
         let _ = write_response(
-            &mut stream,
+            stream,
             &Response::error(
                 ErrorCode::BadRequest,
                 "refused: this agent serves only its own user",
             ),
         )
         .await;
-        return;
+        return true;
     }
     let mut greeted = false;
     loop {
-        let (header, mut payload) = match read_frame(&mut stream).await {
+        let (header, mut payload) = match read_frame(stream).await {
             Ok(Some(f)) => f,
-            Ok(None) => return,
+            Ok(None) => return false,
             Err(e) => {
                 debug!(pid = ?peer.pid(), "closing connection: {e}");
                 let code = match e {
                     ProtoError::UnsupportedVersion(..) => ErrorCode::UnsupportedVersion,
                     _ => ErrorCode::BadRequest,
                 };
-                let _ = write_response(&mut stream, &Response::error(code, e.to_string())).await;
-                return;
+                let _ = write_response(stream, &Response::error(code, e.to_string())).await;
+                return true;
             }
         };
         if header.kind != FrameKind::Message {
             let _ = write_response(
-                &mut stream,
+                stream,
                 &Response::error(ErrorCode::BadRequest, "unexpected data frame"),
             )
             .await;
-            return;
+            return true;
         }
         let req = decode_message::<Request>(&payload);
         payload.zeroize();
@@ -244,20 +277,20 @@ async fn connection(mut stream: UnixStream, svc: Arc<Service>, my_uid: u32) {
             Err(e) => {
                 debug!("malformed request, closing: {e}");
                 let _ = write_response(
-                    &mut stream,
+                    stream,
                     &Response::error(ErrorCode::BadRequest, format!("malformed request: {e}")),
                 )
                 .await;
-                return;
+                return true;
             }
         };
         if !greeted && !matches!(req, Request::Hello { .. }) {
             let _ = write_response(
-                &mut stream,
+                stream,
                 &Response::error(ErrorCode::BadRequest, "the first request must be hello"),
             )
             .await;
-            return;
+            return true;
         }
         if let Request::Hello { client } = &req {
             debug!(pid = ?peer.pid(), client = %client, "hello");
@@ -273,9 +306,9 @@ async fn connection(mut stream: UnixStream, svc: Arc<Service>, my_uid: u32) {
             }
         };
         debug!(op, ok = !matches!(resp, Response::Error(_)), "request done");
-        if let Err(e) = write_response(&mut stream, &resp).await {
+        if let Err(e) = write_response(stream, &resp).await {
             debug!("client went away: {e}");
-            return;
+            return false;
         }
     }
 }

@@ -1,0 +1,540 @@
+//! The agent binary end to end: serving, socket rules, hostile peers, signals, detach,
+//! the CLI, and the Python standard-library client, against a real SoftHSM token.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tokenmail_e2e::{bin, stderr, stdout, wait_timeout, Agent};
+use tokenmail_proto::frame::{encode_frame, read_frame, FrameKind};
+use tokenmail_proto::v1::{ErrorCode, Request, Response};
+use tokenmail_proto::{decode_message, encode_message, Client};
+
+fn hello(stream: &mut UnixStream) {
+    let req = encode_message(&Request::Hello {
+        client: "e2e".into(),
+    })
+    .expect("encode");
+    stream
+        .write_all(&encode_frame(FrameKind::Message, &req).expect("frame"))
+        .expect("write");
+    let (_, payload) = read_frame(stream).expect("read").expect("a response");
+    assert!(matches!(
+        decode_message::<Response>(&payload).expect("decode"),
+        Response::Hello { .. }
+    ));
+}
+
+/// Reads until the agent closes; returns the error response it sent first, if any.
+fn closing_error(stream: &mut UnixStream) -> Option<Response> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let first = match read_frame(stream) {
+        Ok(Some((_, p))) => decode_message::<Response>(&p).ok(),
+        _ => None,
+    };
+    let mut rest = [0u8; 1];
+    match stream.read(&mut rest) {
+        Ok(0) => {}
+        Ok(_) => panic!("the agent sent more after its error"),
+        // The agent drained what we sent; a reset after its answer is still a close.
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    first
+}
+
+fn status_ok(agent: &Agent) {
+    let o = agent.cli(&["status", "--json"]);
+    assert!(o.status.success(), "status still served: {}", stderr(&o));
+}
+
+#[test]
+fn serves_status_json_with_keys_and_emails() {
+    let agent = Agent::start();
+    let o = agent.cli(&["status", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(v["agent_version"].as_str().expect("version").starts_with("tokenmail-agent/"));
+    let t = &v["tokens"][0];
+    assert_eq!(t["label"], "tokenmail-e2e");
+    assert_eq!(t["present"], true);
+    assert_eq!(t["logged_in"], true);
+    assert!(!t["serial"].as_str().expect("serial").is_empty());
+    let keys = v["keys"].as_array().expect("keys");
+    let got: Vec<(String, String, String, String)> = keys
+        .iter()
+        .map(|k| {
+            (
+                k["label"].as_str().expect("label").to_string(),
+                k["id"].as_str().expect("id").to_string(),
+                k["algorithm"].as_str().expect("alg").to_string(),
+                k["certificate"]["emails"][0].as_str().expect("email").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("alice-rsa".into(), "01".into(), "rsa-2048".into(), "alice@example.com".into()),
+            ("bob-p256".into(), "02".into(), "ec-p256".into(), "bob@example.com".into()),
+            ("carol-p384".into(), "03".into(), "ec-p384".into(), "carol@example.com".into()),
+        ]
+    );
+    for k in keys {
+        assert!(k["certificate"]["not_after"].as_str().expect("expiry").ends_with('Z'));
+        assert!(k["certificate"]["subject"].as_str().expect("subject").contains("CN="));
+    }
+    assert_eq!(v["emails"][0]["email"], "alice@example.com");
+    assert_eq!(v["emails"][0]["key"], "alice-rsa");
+    // Human form too.
+    let o = agent.cli(&["status"]);
+    let text = stdout(&o);
+    assert!(text.contains("tokenmail-e2e"), "{text}");
+    assert!(text.contains("-> alice-rsa (id 01, only)"), "{text}");
+}
+
+#[test]
+fn socket_directory_0700_socket_0600() {
+    let agent = Agent::start();
+    let dir_mode = std::fs::metadata(agent.socket.parent().expect("dir"))
+        .expect("dir")
+        .permissions()
+        .mode()
+        & 0o777;
+    let sock_mode = std::fs::metadata(&agent.socket)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(dir_mode, 0o700);
+    assert_eq!(sock_mode, 0o600);
+}
+
+#[test]
+fn signed_digest_verifies_with_openssl_for_each_key() {
+    let agent = Agent::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let msg = work.path().join("msg.txt");
+    std::fs::write(&msg, b"a message whose digest the token signs\n").expect("write");
+    for (key, md, pem) in [
+        ("alice@example.com", "-sha256", "alice-rsa.pem"),
+        ("02", "-sha256", "bob-p256.pem"),
+        ("carol-p384", "-sha384", "carol-p384.pem"),
+    ] {
+        let sig = work.path().join("sig");
+        let o = agent.cli(&["sign-digest", "--key", key, msg.to_str().expect("utf8"), "-o", sig.to_str().expect("utf8")]);
+        assert!(o.status.success(), "{key}: {}", stderr(&o));
+        let pubkey = work.path().join("pub.pem");
+        let out = Command::new("openssl")
+            .args(["x509", "-pubkey", "-noout", "-in"])
+            .arg(agent.fixture.pki(pem))
+            .output()
+            .expect("openssl");
+        std::fs::write(&pubkey, out.stdout).expect("write");
+        let v = Command::new("openssl")
+            .args(["dgst", md, "-verify"])
+            .arg(&pubkey)
+            .arg("-signature")
+            .arg(&sig)
+            .arg(&msg)
+            .output()
+            .expect("openssl");
+        assert_eq!(stdout(&v).trim(), "Verified OK", "{key}");
+    }
+}
+
+#[test]
+fn garbage_oversize_and_truncated_frames_close_only_that_connection() {
+    let agent = Agent::start();
+    // 1. Garbage: not our magic.
+    let mut s = UnixStream::connect(&agent.socket).expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    let r = closing_error(&mut s);
+    assert!(
+        matches!(&r, Some(Response::Error(e)) if e.code == ErrorCode::BadRequest && e.message.contains("magic")),
+        "{r:?}"
+    );
+    // 2. A frame over the cap (header only).
+    let mut s = UnixStream::connect(&agent.socket).expect("connect");
+    let mut h = encode_frame(FrameKind::Message, b"").expect("frame");
+    h[8..12].copy_from_slice(&(64u32 << 20).to_be_bytes());
+    s.write_all(&h).expect("write");
+    let r = closing_error(&mut s);
+    assert!(matches!(&r, Some(Response::Error(e)) if e.message.contains("exceeds")), "{r:?}");
+    // 3. Another major version.
+    let mut s = UnixStream::connect(&agent.socket).expect("connect");
+    let mut h = encode_frame(FrameKind::Message, b"{}").expect("frame");
+    h[4] = 9;
+    s.write_all(&h).expect("write");
+    let r = closing_error(&mut s);
+    assert!(matches!(&r, Some(Response::Error(e)) if e.code == ErrorCode::UnsupportedVersion), "{r:?}");
+    // 4. Valid frame, invalid JSON, after a handshake.
+    let mut s = UnixStream::connect(&agent.socket).expect("connect");
+    hello(&mut s);
+    s.write_all(&encode_frame(FrameKind::Message, b"{\"op\":\"nope\"").expect("frame"))
+        .expect("write");
+    let r = closing_error(&mut s);
+    assert!(matches!(&r, Some(Response::Error(e)) if e.code == ErrorCode::BadRequest), "{r:?}");
+    // 5. A request before hello.
+    let mut s = UnixStream::connect(&agent.socket).expect("connect");
+    s.write_all(&encode_frame(FrameKind::Message, &encode_message(&Request::Status).expect("enc")).expect("frame"))
+        .expect("write");
+    let r = closing_error(&mut s);
+    assert!(matches!(&r, Some(Response::Error(e)) if e.message.contains("hello")), "{r:?}");
+    // 6. Truncated frame, then the client vanishes.
+    let mut s = UnixStream::connect(&agent.socket).expect("connect");
+    let f = encode_frame(FrameKind::Message, br#"{"op":"hello","client":"x"}"#).expect("frame");
+    s.write_all(&f[..f.len() / 2]).expect("write");
+    drop(s);
+    // 7. Many connections opened and dropped at once.
+    let many: Vec<_> = (0..50).map(|_| UnixStream::connect(&agent.socket).expect("connect")).collect();
+    drop(many);
+    // The agent still serves everyone else.
+    status_ok(&agent);
+    let mut c = Client::connect(&agent.socket, "e2e").expect("handshake");
+    assert!(matches!(c.call(&Request::ListKeys).expect("keys"), Response::Keys { keys } if keys.len() == 3));
+}
+
+#[test]
+fn killed_client_mid_request_does_not_hurt_the_agent() {
+    let mut agent = Agent::start();
+    for _ in 0..5 {
+        // A client that is killed while it waits for (or streams) its request.
+        let mut child = agent
+            .cli_cmd(&["sign-digest", "--key", "alice-rsa"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(Duration::from_millis(30));
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+    }
+    // A client that sends a request and closes without reading the answer.
+    let mut s = UnixStream::connect(&agent.socket).expect("connect");
+    hello(&mut s);
+    let req = encode_message(&Request::Status).expect("enc");
+    s.write_all(&encode_frame(FrameKind::Message, &req).expect("frame")).expect("write");
+    drop(s);
+    assert!(agent.alive());
+    status_ok(&agent);
+}
+
+#[test]
+fn second_agent_refuses_and_stale_socket_is_replaced() {
+    let mut agent = Agent::start();
+    let o = Command::new(bin("tokenmail-agent"))
+        .arg("--foreground")
+        .arg("--socket")
+        .arg(&agent.socket)
+        .arg("--pkcs11-module")
+        .arg(&agent.fixture.module)
+        .args(["--token-label", &agent.fixture.label])
+        .env("SOFTHSM2_CONF", agent.fixture.dir.join("softhsm2.conf"))
+        .output()
+        .expect("second agent");
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("already running"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(agent.alive());
+    status_ok(&agent);
+
+    // Stale: a socket file nobody listens on (an agent that was SIGKILLed).
+    let stale_dir = tempfile::tempdir().expect("tempdir");
+    let stale = stale_dir.path().join("agent.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
+    assert!(stale.exists());
+    let mut child = Command::new(bin("tokenmail-agent"))
+        .arg("--foreground")
+        .arg("--socket")
+        .arg(&stale)
+        .arg("--pkcs11-module")
+        .arg(&agent.fixture.module)
+        .args(["--token-label", &agent.fixture.label])
+        .env("SOFTHSM2_CONF", agent.fixture.dir.join("softhsm2.conf"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("agent on stale socket");
+    let mut ok = false;
+    for _ in 0..200 {
+        if let Ok(mut c) = Client::connect(&stale, "e2e") {
+            ok = matches!(c.call(&Request::Status), Ok(Response::Status(_)));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "agent replaced the stale socket and serves");
+    // A non-socket file is never removed.
+    let file = stale_dir.path().join("plain");
+    std::fs::write(&file, b"keep me").expect("write");
+    let o = Command::new(bin("tokenmail-agent"))
+        .arg("--foreground")
+        .arg("--socket")
+        .arg(&file)
+        .arg("--pkcs11-module")
+        .arg(&agent.fixture.module)
+        .args(["--token-label", &agent.fixture.label])
+        .output()
+        .expect("agent");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not a socket"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&file).expect("kept"), b"keep me");
+    let (status, _) = agent.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn sigterm_and_sigint_exit_zero_and_remove_the_socket() {
+    for sig in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGINT] {
+        let mut agent = Agent::start();
+        let mut child = agent.child.take().expect("child");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("signal");
+        let status = wait_timeout(&mut child, Duration::from_secs(10)).expect("exits");
+        assert!(status.success(), "{sig:?}: {status:?}");
+        assert!(!agent.socket.exists(), "{sig:?}: socket removed");
+    }
+}
+
+#[test]
+fn peer_with_another_uid_is_refused_even_with_open_modes() {
+    if !nix::unistd::getuid().is_root() {
+        // Switching uid needs root; CI runs as root, where this test runs for real.
+        eprintln!("peer_with_another_uid_is_refused: not root, cannot switch uid");
+        return;
+    }
+    let agent = Agent::start();
+    // Loosen the modes on purpose: only the peer-credential check stands.
+    let all = std::fs::Permissions::from_mode(0o777);
+    let tmp_root = agent.dir.path();
+    std::fs::set_permissions(tmp_root, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(agent.socket.parent().expect("dir"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&agent.socket, all).expect("chmod");
+    let script = r#"
+import socket, struct, sys, json
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+body = json.dumps({"op": "hello", "client": "intruder"}).encode()
+s.sendall(b"TKML" + bytes([1, 0, 1, 0]) + struct.pack(">I", len(body)) + body)
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+print(data[12:].decode() if len(data) > 12 else "closed")
+"#;
+    let o = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-c", script])
+        .arg(&agent.socket)
+        .output()
+        .expect("setpriv");
+    assert!(o.status.success(), "intruder could connect at the file level: {}", stderr(&o));
+    let answer = stdout(&o);
+    assert!(answer.contains("refused"), "{answer}");
+    assert!(!answer.contains("\"hello\""), "no handshake for another uid: {answer}");
+    status_ok(&agent);
+}
+
+#[test]
+fn detached_agent_prints_the_export_line_and_serves() {
+    let fixture = tokenmail_e2e::provision("tokenmail-detach");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("agent.sock");
+    let o = Command::new(bin("tokenmail-agent"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--pkcs11-module")
+        .arg(&fixture.module)
+        .args(["--token-label", &fixture.label])
+        .arg("--pin-file")
+        .arg(fixture.pin_file())
+        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("agent");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let first = out.lines().next().expect("export line");
+    assert_eq!(
+        first,
+        format!("TOKENMAIL_SOCK='{}'; export TOKENMAIL_SOCK;", socket.display())
+    );
+    let pid: i32 = out
+        .split("Agent pid ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .expect("pid printed");
+    // `eval` form: a shell that evals the output finds the agent through TOKENMAIL_SOCK.
+    let sh = Command::new("sh")
+        .arg("-c")
+        .arg(format!("eval \"$(cat)\" >/dev/null && exec {} status --json", bin("tokenmail").display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sh");
+    let mut sh = sh;
+    sh.stdin.take().expect("stdin").write_all(out.as_bytes()).expect("write");
+    let res = sh.wait_with_output().expect("sh");
+    assert!(res.status.success(), "{}", stderr(&res));
+    assert!(stdout(&res).contains("tokenmail-detach"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).expect("kill");
+    for _ in 0..200 {
+        if !socket.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(!socket.exists(), "detached agent removed its socket on SIGTERM");
+    // Start-up failure is reported by the parent, with a non-zero exit.
+    let o = Command::new(bin("tokenmail-agent"))
+        .arg("--socket")
+        .arg(dir.path().join("b.sock"))
+        .args(["--pkcs11-module", "/nonexistent/module.so", "--token-label", "x"])
+        .output()
+        .expect("agent");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("cannot load PKCS#11 module"), "{}", stderr(&o));
+}
+
+#[test]
+fn cli_without_agent_says_how_to_start_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = Command::new(bin("tokenmail"))
+        .arg("--socket")
+        .arg(dir.path().join("none.sock"))
+        .arg("status")
+        .output()
+        .expect("tokenmail");
+    assert_eq!(o.status.code(), Some(3));
+    let err = stderr(&o);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("no tokenmail agent") && err.contains("tokenmail-agent"), "{err}");
+}
+
+#[test]
+fn lock_then_login_from_stdin_through_the_cli() {
+    let agent = Agent::start();
+    let o = agent.cli(&["lock"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = agent.cli(&["sign-digest", "--key", "alice-rsa", "--digest", &"ab".repeat(32)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("needs its PIN"), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&agent.cli(&["status", "--json"]).stdout).expect("json");
+    assert_eq!(v["tokens"][0]["locked"], true);
+    assert_eq!(v["tokens"][0]["logged_in"], false);
+    // Wrong PIN: clear error, nothing retried.
+    let mut c = agent.cli_cmd(&["login", "--pin-stdin"]);
+    let mut child = c.stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("login");
+    child.stdin.take().expect("stdin").write_all(b"99999999\n").expect("write");
+    let o = child.wait_with_output().expect("wait");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("wrong PIN"), "{}", stderr(&o));
+    // Right PIN.
+    let mut c = agent.cli_cmd(&["login", "--pin-stdin"]);
+    let mut child = c.stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("login");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{}\n", agent.fixture.pin()).as_bytes())
+        .expect("write");
+    let o = child.wait_with_output().expect("wait");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = agent.cli(&["sign-digest", "--key", "alice-rsa", "--digest", &"ab".repeat(32)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout.len(), 256);
+    let v: serde_json::Value = serde_json::from_slice(&agent.cli(&["status", "--json"]).stdout).expect("json");
+    assert_eq!(v["tokens"][0]["pin_source"], "client");
+}
+
+#[test]
+fn pin_from_environment_variable() {
+    let fixture = tokenmail_e2e::provision("tokenmail-pinenv");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("agent.sock");
+    let mut child = Command::new(bin("tokenmail-agent"))
+        .arg("--foreground")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--pkcs11-module")
+        .arg(&fixture.module)
+        .args(["--token-label", &fixture.label, "--pin-env", "E2E_TOKEN_PIN"])
+        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+        .env("E2E_TOKEN_PIN", fixture.pin())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("agent");
+    let mut signed = false;
+    for _ in 0..200 {
+        if let Ok(mut c) = Client::connect(&socket, "e2e") {
+            let r = c.call(&Request::SignDigest {
+                key: "bob@example.com".into(),
+                algorithm: tokenmail_proto::v1::SignAlgorithm::EcdsaSha256,
+                digest: tokenmail_proto::v1::Bytes(vec![7u8; 32]),
+            });
+            signed = matches!(r, Ok(Response::Signature { .. }));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let _ = child.kill();
+    let o = child.wait_with_output().expect("wait");
+    assert!(signed, "signed with the PIN from the environment");
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(!log.contains(&fixture.pin()), "the PIN never appears in the log");
+}
+
+#[test]
+fn python_standard_library_client_works() {
+    let agent = Agent::start();
+    let client = tokenmail_e2e::workspace().join("docs/examples/tokenmail_client.py");
+    let work = tempfile::tempdir().expect("tempdir");
+    let msg = work.path().join("msg.txt");
+    std::fs::write(&msg, b"signed through the python client\n").expect("write");
+    let o = Command::new("python3")
+        .arg(&client)
+        .arg("--socket")
+        .arg(&agent.socket)
+        .arg("status")
+        .output()
+        .expect("python3");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json status");
+    assert_eq!(v["keys"].as_array().expect("keys").len(), 3);
+    let sig = work.path().join("sig");
+    let o = Command::new("python3")
+        .arg(&client)
+        .arg("--socket")
+        .arg(&agent.socket)
+        .args(["sign", "--key", "alice-rsa", "--out"])
+        .arg(&sig)
+        .arg(&msg)
+        .output()
+        .expect("python3");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pubkey = work.path().join("pub.pem");
+    let p = Command::new("openssl")
+        .args(["x509", "-pubkey", "-noout", "-in"])
+        .arg(agent.fixture.pki("alice-rsa.pem"))
+        .output()
+        .expect("openssl");
+    std::fs::write(&pubkey, p.stdout).expect("write");
+    let v = Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(&pubkey)
+        .arg("-signature")
+        .arg(&sig)
+        .arg(&msg)
+        .output()
+        .expect("openssl");
+    assert_eq!(stdout(&v).trim(), "Verified OK");
+}

@@ -1,0 +1,157 @@
+//! End-to-end test support: find the built binaries, provision a token, run an agent.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use tokenmail_pkcs11_tests::{provision, workspace, Fixture};
+
+/// A built binary of the workspace (`cargo build --workspace` must have run; the test
+/// script does it).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --workspace` before the tests",
+        p.display()
+    );
+    p
+}
+
+/// A running agent on a private token.
+#[derive(Debug)]
+pub struct Agent {
+    /// The agent process.
+    pub child: Option<Child>,
+    /// Its socket.
+    pub socket: PathBuf,
+    /// The token directory and PKI.
+    pub fixture: Fixture,
+    /// Scratch directory (socket lives in `dir/run/`).
+    pub dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Provisions a token and starts `tokenmail-agent --foreground` with `--pin-file`.
+    pub fn start() -> Agent {
+        Self::start_with(&[], true)
+    }
+
+    /// As `start`, with extra flags; `pin_file` adds `--pin-file`.
+    pub fn start_with(extra: &[&str], pin_file: bool) -> Agent {
+        let fixture = provision("tokenmail-e2e");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("run").join("agent.sock");
+        let mut cmd = Command::new(bin("tokenmail-agent"));
+        cmd.arg("--foreground")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--pkcs11-module")
+            .arg(&fixture.module)
+            .arg("--token-label")
+            .arg(&fixture.label)
+            .args(extra)
+            .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if pin_file {
+            cmd.arg("--pin-file").arg(fixture.pin_file());
+        }
+        let child = cmd.spawn().expect("spawn agent");
+        let agent = Agent {
+            child: Some(child),
+            socket,
+            fixture,
+            dir,
+        };
+        agent.wait_ready();
+        agent
+    }
+
+    fn wait_ready(&self) {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("agent did not listen on {} within 20 s", self.socket.display());
+    }
+
+    /// Runs `tokenmail --socket S ARGS`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_cmd(args).output().expect("run tokenmail")
+    }
+
+    /// The command for `tokenmail --socket S ARGS`.
+    pub fn cli_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("tokenmail"));
+        c.arg("--socket").arg(&self.socket).args(args);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// The agent's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// Sends SIGTERM and waits; returns the exit status and stderr.
+    pub fn stop(&mut self) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("kill");
+        let status = wait_timeout(&mut child, Duration::from_secs(10)).expect("agent exits on SIGTERM");
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status, err)
+    }
+
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits for a child with a deadline.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+/// stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
