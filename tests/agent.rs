@@ -57,7 +57,10 @@ fn serves_status_json_with_keys_and_emails() {
     let o = agent.cli(&["status", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    assert!(v["agent_version"].as_str().expect("version").starts_with("tokenmail-agent/"));
+    assert!(v["agent_version"]
+        .as_str()
+        .expect("version")
+        .starts_with("tokenmail-agent/"));
     let t = &v["tokens"][0];
     assert_eq!(t["label"], "tokenmail-e2e");
     assert_eq!(t["present"], true);
@@ -71,21 +74,45 @@ fn serves_status_json_with_keys_and_emails() {
                 k["label"].as_str().expect("label").to_string(),
                 k["id"].as_str().expect("id").to_string(),
                 k["algorithm"].as_str().expect("alg").to_string(),
-                k["certificate"]["emails"][0].as_str().expect("email").to_string(),
+                k["certificate"]["emails"][0]
+                    .as_str()
+                    .expect("email")
+                    .to_string(),
             )
         })
         .collect();
     assert_eq!(
         got,
         vec![
-            ("alice-rsa".into(), "01".into(), "rsa-2048".into(), "alice@example.com".into()),
-            ("bob-p256".into(), "02".into(), "ec-p256".into(), "bob@example.com".into()),
-            ("carol-p384".into(), "03".into(), "ec-p384".into(), "carol@example.com".into()),
+            (
+                "alice-rsa".into(),
+                "01".into(),
+                "rsa-2048".into(),
+                "alice@example.com".into()
+            ),
+            (
+                "bob-p256".into(),
+                "02".into(),
+                "ec-p256".into(),
+                "bob@example.com".into()
+            ),
+            (
+                "carol-p384".into(),
+                "03".into(),
+                "ec-p384".into(),
+                "carol@example.com".into()
+            ),
         ]
     );
     for k in keys {
-        assert!(k["certificate"]["not_after"].as_str().expect("expiry").ends_with('Z'));
-        assert!(k["certificate"]["subject"].as_str().expect("subject").contains("CN="));
+        assert!(k["certificate"]["not_after"]
+            .as_str()
+            .expect("expiry")
+            .ends_with('Z'));
+        assert!(k["certificate"]["subject"]
+            .as_str()
+            .expect("subject")
+            .contains("CN="));
     }
     assert_eq!(v["emails"][0]["email"], "alice@example.com");
     assert_eq!(v["emails"][0]["key"], "alice-rsa");
@@ -125,7 +152,14 @@ fn signed_digest_verifies_with_openssl_for_each_key() {
         ("carol-p384", "-sha384", "carol-p384.pem"),
     ] {
         let sig = work.path().join("sig");
-        let o = agent.cli(&["sign-digest", "--key", key, msg.to_str().expect("utf8"), "-o", sig.to_str().expect("utf8")]);
+        let o = agent.cli(&[
+            "sign-digest",
+            "--key",
+            key,
+            msg.to_str().expect("utf8"),
+            "-o",
+            sig.to_str().expect("utf8"),
+        ]);
         assert!(o.status.success(), "{key}: {}", stderr(&o));
         let pubkey = work.path().join("pub.pem");
         let out = Command::new("openssl")
@@ -151,7 +185,8 @@ fn garbage_oversize_and_truncated_frames_close_only_that_connection() {
     let agent = Agent::start();
     // 1. Garbage: not our magic.
     let mut s = UnixStream::connect(&agent.socket).expect("connect");
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
     let r = closing_error(&mut s);
     assert!(
         matches!(&r, Some(Response::Error(e)) if e.code == ErrorCode::BadRequest && e.message.contains("magic")),
@@ -163,39 +198,61 @@ fn garbage_oversize_and_truncated_frames_close_only_that_connection() {
     h[8..12].copy_from_slice(&(64u32 << 20).to_be_bytes());
     s.write_all(&h).expect("write");
     let r = closing_error(&mut s);
-    assert!(matches!(&r, Some(Response::Error(e)) if e.message.contains("exceeds")), "{r:?}");
+    assert!(
+        matches!(&r, Some(Response::Error(e)) if e.message.contains("exceeds")),
+        "{r:?}"
+    );
     // 3. Another major version.
     let mut s = UnixStream::connect(&agent.socket).expect("connect");
     let mut h = encode_frame(FrameKind::Message, b"{}").expect("frame");
     h[4] = 9;
     s.write_all(&h).expect("write");
     let r = closing_error(&mut s);
-    assert!(matches!(&r, Some(Response::Error(e)) if e.code == ErrorCode::UnsupportedVersion), "{r:?}");
+    assert!(
+        matches!(&r, Some(Response::Error(e)) if e.code == ErrorCode::UnsupportedVersion),
+        "{r:?}"
+    );
     // 4. Valid frame, invalid JSON, after a handshake.
     let mut s = UnixStream::connect(&agent.socket).expect("connect");
     hello(&mut s);
     s.write_all(&encode_frame(FrameKind::Message, b"{\"op\":\"nope\"").expect("frame"))
         .expect("write");
     let r = closing_error(&mut s);
-    assert!(matches!(&r, Some(Response::Error(e)) if e.code == ErrorCode::BadRequest), "{r:?}");
+    assert!(
+        matches!(&r, Some(Response::Error(e)) if e.code == ErrorCode::BadRequest),
+        "{r:?}"
+    );
     // 5. A request before hello.
     let mut s = UnixStream::connect(&agent.socket).expect("connect");
-    s.write_all(&encode_frame(FrameKind::Message, &encode_message(&Request::Status).expect("enc")).expect("frame"))
-        .expect("write");
+    s.write_all(
+        &encode_frame(
+            FrameKind::Message,
+            &encode_message(&Request::Status).expect("enc"),
+        )
+        .expect("frame"),
+    )
+    .expect("write");
     let r = closing_error(&mut s);
-    assert!(matches!(&r, Some(Response::Error(e)) if e.message.contains("hello")), "{r:?}");
+    assert!(
+        matches!(&r, Some(Response::Error(e)) if e.message.contains("hello")),
+        "{r:?}"
+    );
     // 6. Truncated frame, then the client vanishes.
     let mut s = UnixStream::connect(&agent.socket).expect("connect");
     let f = encode_frame(FrameKind::Message, br#"{"op":"hello","client":"x"}"#).expect("frame");
     s.write_all(&f[..f.len() / 2]).expect("write");
     drop(s);
     // 7. Many connections opened and dropped at once.
-    let many: Vec<_> = (0..50).map(|_| UnixStream::connect(&agent.socket).expect("connect")).collect();
+    let many: Vec<_> = (0..50)
+        .map(|_| UnixStream::connect(&agent.socket).expect("connect"))
+        .collect();
     drop(many);
     // The agent still serves everyone else.
     status_ok(&agent);
     let mut c = Client::connect(&agent.socket, "e2e").expect("handshake");
-    assert!(matches!(c.call(&Request::ListKeys).expect("keys"), Response::Keys { keys } if keys.len() == 3));
+    assert!(
+        matches!(c.call(&Request::ListKeys).expect("keys"), Response::Keys { keys } if keys.len() == 3)
+    );
 }
 
 #[test]
@@ -218,7 +275,8 @@ fn killed_client_mid_request_does_not_hurt_the_agent() {
     let mut s = UnixStream::connect(&agent.socket).expect("connect");
     hello(&mut s);
     let req = encode_message(&Request::Status).expect("enc");
-    s.write_all(&encode_frame(FrameKind::Message, &req).expect("frame")).expect("write");
+    s.write_all(&encode_frame(FrameKind::Message, &req).expect("frame"))
+        .expect("write");
     drop(s);
     assert!(agent.alive());
     status_ok(&agent);
@@ -292,7 +350,10 @@ fn second_agent_refuses_and_stale_socket_is_replaced() {
 
 #[test]
 fn sigterm_and_sigint_exit_zero_and_remove_the_socket() {
-    for sig in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGINT] {
+    for sig in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
         let mut agent = Agent::start();
         let mut child = agent.child.take().expect("child");
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("signal");
@@ -314,7 +375,11 @@ fn peer_with_another_uid_is_refused_even_with_open_modes() {
     let all = std::fs::Permissions::from_mode(0o777);
     let tmp_root = agent.dir.path();
     std::fs::set_permissions(tmp_root, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::fs::set_permissions(agent.socket.parent().expect("dir"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(
+        agent.socket.parent().expect("dir"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
     std::fs::set_permissions(&agent.socket, all).expect("chmod");
     let script = r#"
 import socket, struct, sys, json
@@ -331,14 +396,30 @@ while True:
 print(data[12:].decode() if len(data) > 12 else "closed")
 "#;
     let o = Command::new("setpriv")
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-c", script])
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            script,
+        ])
         .arg(&agent.socket)
         .output()
         .expect("setpriv");
-    assert!(o.status.success(), "intruder could connect at the file level: {}", stderr(&o));
+    assert!(
+        o.status.success(),
+        "intruder could connect at the file level: {}",
+        stderr(&o)
+    );
     let answer = stdout(&o);
     assert!(answer.contains("refused"), "{answer}");
-    assert!(!answer.contains("\"hello\""), "no handshake for another uid: {answer}");
+    assert!(
+        !answer.contains("\"hello\""),
+        "no handshake for another uid: {answer}"
+    );
     status_ok(&agent);
 }
 
@@ -364,7 +445,10 @@ fn detached_agent_prints_the_export_line_and_serves() {
     let first = out.lines().next().expect("export line");
     assert_eq!(
         first,
-        format!("TOKENMAIL_SOCK='{}'; export TOKENMAIL_SOCK;", socket.display())
+        format!(
+            "TOKENMAIL_SOCK='{}'; export TOKENMAIL_SOCK;",
+            socket.display()
+        )
     );
     let pid: i32 = out
         .split("Agent pid ")
@@ -375,34 +459,57 @@ fn detached_agent_prints_the_export_line_and_serves() {
     // `eval` form: a shell that evals the output finds the agent through TOKENMAIL_SOCK.
     let sh = Command::new("sh")
         .arg("-c")
-        .arg(format!("eval \"$(cat)\" >/dev/null && exec {} status --json", bin("tokenmail").display()))
+        .arg(format!(
+            "eval \"$(cat)\" >/dev/null && exec {} status --json",
+            bin("tokenmail").display()
+        ))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("sh");
     let mut sh = sh;
-    sh.stdin.take().expect("stdin").write_all(out.as_bytes()).expect("write");
+    sh.stdin
+        .take()
+        .expect("stdin")
+        .write_all(out.as_bytes())
+        .expect("write");
     let res = sh.wait_with_output().expect("sh");
     assert!(res.status.success(), "{}", stderr(&res));
     assert!(stdout(&res).contains("tokenmail-detach"));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).expect("kill");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
     for _ in 0..200 {
         if !socket.exists() {
             break;
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    assert!(!socket.exists(), "detached agent removed its socket on SIGTERM");
+    assert!(
+        !socket.exists(),
+        "detached agent removed its socket on SIGTERM"
+    );
     // Start-up failure is reported by the parent, with a non-zero exit.
     let o = Command::new(bin("tokenmail-agent"))
         .arg("--socket")
         .arg(dir.path().join("b.sock"))
-        .args(["--pkcs11-module", "/nonexistent/module.so", "--token-label", "x"])
+        .args([
+            "--pkcs11-module",
+            "/nonexistent/module.so",
+            "--token-label",
+            "x",
+        ])
         .output()
         .expect("agent");
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("cannot load PKCS#11 module"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot load PKCS#11 module"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -417,7 +524,10 @@ fn cli_without_agent_says_how_to_start_one() {
     assert_eq!(o.status.code(), Some(3));
     let err = stderr(&o);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("no tokenmail agent") && err.contains("tokenmail-agent"), "{err}");
+    assert!(
+        err.contains("no tokenmail agent") && err.contains("tokenmail-agent"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -425,22 +535,42 @@ fn lock_then_login_from_stdin_through_the_cli() {
     let agent = Agent::start();
     let o = agent.cli(&["lock"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = agent.cli(&["sign-digest", "--key", "alice-rsa", "--digest", &"ab".repeat(32)]);
+    let o = agent.cli(&[
+        "sign-digest",
+        "--key",
+        "alice-rsa",
+        "--digest",
+        &"ab".repeat(32),
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("needs its PIN"), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_slice(&agent.cli(&["status", "--json"]).stdout).expect("json");
+    let v: serde_json::Value =
+        serde_json::from_slice(&agent.cli(&["status", "--json"]).stdout).expect("json");
     assert_eq!(v["tokens"][0]["locked"], true);
     assert_eq!(v["tokens"][0]["logged_in"], false);
     // Wrong PIN: clear error, nothing retried.
     let mut c = agent.cli_cmd(&["login", "--pin-stdin"]);
-    let mut child = c.stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("login");
-    child.stdin.take().expect("stdin").write_all(b"99999999\n").expect("write");
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("login");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"99999999\n")
+        .expect("write");
     let o = child.wait_with_output().expect("wait");
     assert!(!o.status.success());
     assert!(stderr(&o).contains("wrong PIN"), "{}", stderr(&o));
     // Right PIN.
     let mut c = agent.cli_cmd(&["login", "--pin-stdin"]);
-    let mut child = c.stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("login");
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("login");
     child
         .stdin
         .take()
@@ -449,10 +579,17 @@ fn lock_then_login_from_stdin_through_the_cli() {
         .expect("write");
     let o = child.wait_with_output().expect("wait");
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = agent.cli(&["sign-digest", "--key", "alice-rsa", "--digest", &"ab".repeat(32)]);
+    let o = agent.cli(&[
+        "sign-digest",
+        "--key",
+        "alice-rsa",
+        "--digest",
+        &"ab".repeat(32),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(o.stdout.len(), 256);
-    let v: serde_json::Value = serde_json::from_slice(&agent.cli(&["status", "--json"]).stdout).expect("json");
+    let v: serde_json::Value =
+        serde_json::from_slice(&agent.cli(&["status", "--json"]).stdout).expect("json");
     assert_eq!(v["tokens"][0]["pin_source"], "client");
 }
 
@@ -467,7 +604,12 @@ fn pin_from_environment_variable() {
         .arg(&socket)
         .arg("--pkcs11-module")
         .arg(&fixture.module)
-        .args(["--token-label", &fixture.label, "--pin-env", "E2E_TOKEN_PIN"])
+        .args([
+            "--token-label",
+            &fixture.label,
+            "--pin-env",
+            "E2E_TOKEN_PIN",
+        ])
         .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
         .env("E2E_TOKEN_PIN", fixture.pin())
         .stderr(Stdio::piped())
@@ -490,7 +632,10 @@ fn pin_from_environment_variable() {
     let o = child.wait_with_output().expect("wait");
     assert!(signed, "signed with the PIN from the environment");
     let log = String::from_utf8_lossy(&o.stderr);
-    assert!(!log.contains(&fixture.pin()), "the PIN never appears in the log");
+    assert!(
+        !log.contains(&fixture.pin()),
+        "the PIN never appears in the log"
+    );
 }
 
 #[test]

@@ -109,7 +109,9 @@ pub fn token(
         ));
     }
     let pin_source = match (pin_file, pin_env) {
-        (Some(_), Some(_)) => return Err("give either a PIN file or a PIN variable, not both".into()),
+        (Some(_), Some(_)) => {
+            return Err("give either a PIN file or a PIN variable, not both".into())
+        }
         (Some(f), None) => {
             let f = absolute(f);
             if !f.is_file() {

@@ -180,7 +180,11 @@ fn detach(socket: &std::path::Path) -> Result<OwnedFd> {
             drop(rd);
             let _ = nix::unistd::setsid();
             let _ = std::env::set_current_dir("/");
-            if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
                 let fd = null.as_raw_fd();
                 for target in 0..=2 {
                     let _ = nix::unistd::dup2(fd, target);

@@ -31,7 +31,9 @@ pub const MAX_CONNECTIONS: usize = 256;
 #[non_exhaustive]
 pub enum SocketError {
     /// Another agent answers on the socket.
-    #[error("another tokenmail agent is already running on {0}; stop it first, or use --socket PATH")]
+    #[error(
+        "another tokenmail agent is already running on {0}; stop it first, or use --socket PATH"
+    )]
     Live(PathBuf),
     /// A non-socket file sits at the path.
     #[error("{0} exists and is not a socket; remove it or choose another --socket")]

@@ -136,9 +136,7 @@ impl Service {
         if keys.is_empty() {
             // Say why: no token present, or a PIN needed to see private keys.
             for s in &self.stores {
-                if let Err(e) = s.keys() {
-                    return Err(e);
-                }
+                s.keys()?;
             }
             return Err(TokenError::NoSuchKey(name.to_string()));
         }

@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
-use tokenmail_proto::v1::{
-    Bytes, ErrorCode, KeyInfo, Pin, Request, Response, SignAlgorithm,
-};
+use tokenmail_proto::v1::{Bytes, ErrorCode, KeyInfo, Pin, Request, Response, SignAlgorithm};
 use tokenmail_proto::{Client, ClientError};
 
 mod output;
@@ -108,7 +106,9 @@ fn socket_path(cli_socket: Option<&Path>) -> PathBuf {
 fn current_uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
     // The uid owning /proc/self is ours; avoids linking libc for one call.
-    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0)
 }
 
 fn connect(socket: Option<&Path>) -> Result<Client> {
@@ -132,7 +132,10 @@ fn call_with_login(client: &mut Client, req: &Request) -> Result<Response> {
             }
             let token = token_of(&e.message);
             let pin = prompt_pin(token.as_deref())?;
-            client.call(&Request::Login { token, pin: Some(pin) })?;
+            client.call(&Request::Login {
+                token,
+                pin: Some(pin),
+            })?;
             Ok(client.call(req)?)
         }
         other => Ok(other?),
@@ -151,7 +154,8 @@ fn prompt_pin(token: Option<&str>) -> Result<Pin> {
         Some(t) => format!("PIN for token {t:?}: "),
         None => "Token PIN: ".to_string(),
     };
-    let pin = rpassword::prompt_password(prompt).context("cannot read the PIN from the terminal")?;
+    let pin =
+        rpassword::prompt_password(prompt).context("cannot read the PIN from the terminal")?;
     if pin.is_empty() {
         return Err(anyhow!("empty PIN; nothing sent"));
     }

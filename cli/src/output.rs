@@ -55,7 +55,10 @@ pub fn status_text(st: &AgentStatus) -> String {
             if t.locked { " (locked)" } else { "" }
         ));
         if !t.pin_warnings.is_empty() {
-            s.push_str(&format!("    PIN warnings: {}\n", t.pin_warnings.join(", ")));
+            s.push_str(&format!(
+                "    PIN warnings: {}\n",
+                t.pin_warnings.join(", ")
+            ));
         }
     }
     s.push_str(&keys_text(&st.keys));

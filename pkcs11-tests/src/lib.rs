@@ -31,7 +31,10 @@ impl Fixture {
     }
     /// The user PIN.
     pub fn pin(&self) -> String {
-        std::fs::read_to_string(self.pin_file()).expect("pin file").trim().to_string()
+        std::fs::read_to_string(self.pin_file())
+            .expect("pin file")
+            .trim()
+            .to_string()
     }
     /// A PKI file (certificates, keys of software peers).
     pub fn pki(&self, name: &str) -> PathBuf {

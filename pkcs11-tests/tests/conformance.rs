@@ -47,12 +47,24 @@ fn verify(k: &KeyEntry, alg: SignAlgorithm, dig: &[u8], sig: &[u8]) -> bool {
             let pk = rsa::RsaPublicKey::from_public_key_der(&spki).expect("rsa key");
             let pss = alg.family() == tokenmail_proto::v1::SignFamily::RsaPss;
             match (alg.hash(), pss) {
-                (HashAlgorithm::Sha256, false) => pk.verify(rsa::Pkcs1v15Sign::new::<Sha256>(), dig, sig),
-                (HashAlgorithm::Sha384, false) => pk.verify(rsa::Pkcs1v15Sign::new::<Sha384>(), dig, sig),
-                (HashAlgorithm::Sha512, false) => pk.verify(rsa::Pkcs1v15Sign::new::<Sha512>(), dig, sig),
-                (HashAlgorithm::Sha256, true) => pk.verify(rsa::Pss::<Sha256>::new_with_salt(32), dig, sig),
-                (HashAlgorithm::Sha384, true) => pk.verify(rsa::Pss::<Sha384>::new_with_salt(48), dig, sig),
-                (HashAlgorithm::Sha512, true) => pk.verify(rsa::Pss::<Sha512>::new_with_salt(64), dig, sig),
+                (HashAlgorithm::Sha256, false) => {
+                    pk.verify(rsa::Pkcs1v15Sign::new::<Sha256>(), dig, sig)
+                }
+                (HashAlgorithm::Sha384, false) => {
+                    pk.verify(rsa::Pkcs1v15Sign::new::<Sha384>(), dig, sig)
+                }
+                (HashAlgorithm::Sha512, false) => {
+                    pk.verify(rsa::Pkcs1v15Sign::new::<Sha512>(), dig, sig)
+                }
+                (HashAlgorithm::Sha256, true) => {
+                    pk.verify(rsa::Pss::<Sha256>::new_with_salt(32), dig, sig)
+                }
+                (HashAlgorithm::Sha384, true) => {
+                    pk.verify(rsa::Pss::<Sha384>::new_with_salt(48), dig, sig)
+                }
+                (HashAlgorithm::Sha512, true) => {
+                    pk.verify(rsa::Pss::<Sha512>::new_with_salt(64), dig, sig)
+                }
                 _ => unreachable!(),
             }
             .is_ok()
@@ -79,7 +91,13 @@ fn lists_keys_paired_with_certificates() {
     let keys = store.keys().expect("keys");
     let summary: Vec<(String, String, String)> = keys
         .iter()
-        .map(|k| (k.label.clone(), hex::encode(&k.id), k.public.algorithm_name()))
+        .map(|k| {
+            (
+                k.label.clone(),
+                hex::encode(&k.id),
+                k.public.algorithm_name(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -90,9 +108,16 @@ fn lists_keys_paired_with_certificates() {
         ]
     );
     for (k, email) in keys.iter().zip(["alice", "bob", "carol"]) {
-        let der = k.certificate.as_deref().expect("certificate with the same CKA_ID");
+        let der = k
+            .certificate
+            .as_deref()
+            .expect("certificate with the same CKA_ID");
         let on_disk = std::fs::read(fixture().pki(&format!("{}.der", k.label))).expect("pki der");
-        assert_eq!(der, &on_disk[..], "the token's certificate is the issued one");
+        assert_eq!(
+            der,
+            &on_disk[..],
+            "the token's certificate is the issued one"
+        );
         let facts = tokenmail_agent::token::cert::facts(der).expect("parses");
         assert_eq!(facts.summary.emails, vec![format!("{email}@example.com")]);
         // The public key the token reports is the certificate's.
@@ -134,7 +159,11 @@ fn every_signature_mechanism_verifies_independently() {
         ),
         (
             "carol-p384",
-            &[SignAlgorithm::EcdsaSha384, SignAlgorithm::EcdsaSha256, SignAlgorithm::EcdsaSha512],
+            &[
+                SignAlgorithm::EcdsaSha384,
+                SignAlgorithm::EcdsaSha256,
+                SignAlgorithm::EcdsaSha512,
+            ],
         ),
     ];
     for (label, algs) in cases {
@@ -142,10 +171,18 @@ fn every_signature_mechanism_verifies_independently() {
         for alg in *algs {
             let d = digest(alg.hash(), msg);
             let sig = store.sign_digest(&k.id, *alg, &d).expect("token signs");
-            assert!(verify(&k, *alg, &d, &sig), "{label} {} verifies", alg.name());
+            assert!(
+                verify(&k, *alg, &d, &sig),
+                "{label} {} verifies",
+                alg.name()
+            );
             let mut other = d.clone();
             other[0] ^= 1;
-            assert!(!verify(&k, *alg, &other, &sig), "{label} {} binds the digest", alg.name());
+            assert!(
+                !verify(&k, *alg, &other, &sig),
+                "{label} {} binds the digest",
+                alg.name()
+            );
         }
     }
 }
@@ -178,7 +215,11 @@ fn openssl_verifies_token_signatures() {
             .arg("-signature")
             .arg(&sig_path)
             .arg(&msg));
-        assert_eq!(String::from_utf8_lossy(&out).trim(), "Verified OK", "{label}");
+        assert_eq!(
+            String::from_utf8_lossy(&out).trim(),
+            "Verified OK",
+            "{label}"
+        );
     }
 }
 
@@ -187,7 +228,9 @@ fn openssl_encrypt(pki_cert: &std::path::Path, plain: &[u8], opts: &[&str]) -> V
     let pubk = dir.path().join("pub.pem");
     std::fs::write(
         &pubk,
-        run(Command::new("openssl").args(["x509", "-pubkey", "-noout", "-in"]).arg(pki_cert)),
+        run(Command::new("openssl")
+            .args(["x509", "-pubkey", "-noout", "-in"])
+            .arg(pki_cert)),
     )
     .expect("write");
     let inp = dir.path().join("in");
@@ -214,15 +257,27 @@ fn rsa_decrypts_openssl_ciphertexts_pkcs1_and_oaep() {
         (DecryptAlgorithm::RsaOaepSha1, &["rsa_padding_mode:oaep"]),
         (
             DecryptAlgorithm::RsaOaepSha256,
-            &["rsa_padding_mode:oaep", "rsa_oaep_md:sha256", "rsa_mgf1_md:sha256"],
+            &[
+                "rsa_padding_mode:oaep",
+                "rsa_oaep_md:sha256",
+                "rsa_mgf1_md:sha256",
+            ],
         ),
         (
             DecryptAlgorithm::RsaOaepSha384,
-            &["rsa_padding_mode:oaep", "rsa_oaep_md:sha384", "rsa_mgf1_md:sha384"],
+            &[
+                "rsa_padding_mode:oaep",
+                "rsa_oaep_md:sha384",
+                "rsa_mgf1_md:sha384",
+            ],
         ),
         (
             DecryptAlgorithm::RsaOaepSha512,
-            &["rsa_padding_mode:oaep", "rsa_oaep_md:sha512", "rsa_mgf1_md:sha512"],
+            &[
+                "rsa_padding_mode:oaep",
+                "rsa_oaep_md:sha512",
+                "rsa_mgf1_md:sha512",
+            ],
         ),
     ];
     for (alg, opts) in cases {
@@ -232,15 +287,31 @@ fn rsa_decrypts_openssl_ciphertexts_pkcs1_and_oaep() {
         // Tampered ciphertext, and the right ciphertext under the wrong padding: one uniform error.
         let mut bad = ct.clone();
         bad[100] ^= 0x40;
-        assert!(matches!(store.decrypt(&k.id, *alg, &bad), Err(TokenError::DecryptFailed)), "{alg:?} tampered");
+        assert!(
+            matches!(
+                store.decrypt(&k.id, *alg, &bad),
+                Err(TokenError::DecryptFailed)
+            ),
+            "{alg:?} tampered"
+        );
     }
     let oaep256 = openssl_encrypt(
         &f.pki("alice-rsa.pem"),
         cek,
-        &["rsa_padding_mode:oaep", "rsa_oaep_md:sha256", "rsa_mgf1_md:sha256"],
+        &[
+            "rsa_padding_mode:oaep",
+            "rsa_oaep_md:sha256",
+            "rsa_mgf1_md:sha256",
+        ],
     );
-    for wrong in [DecryptAlgorithm::RsaOaepSha1, DecryptAlgorithm::RsaPkcs1, DecryptAlgorithm::RsaOaepSha384] {
-        let e = store.decrypt(&k.id, wrong, &oaep256).expect_err("wrong padding fails");
+    for wrong in [
+        DecryptAlgorithm::RsaOaepSha1,
+        DecryptAlgorithm::RsaPkcs1,
+        DecryptAlgorithm::RsaOaepSha384,
+    ] {
+        let e = store
+            .decrypt(&k.id, wrong, &oaep256)
+            .expect_err("wrong padding fails");
         assert!(matches!(e, TokenError::DecryptFailed), "{wrong:?}: {e:?}");
         assert_eq!(e.to_string(), "decryption failed");
     }
@@ -252,7 +323,10 @@ fn rsa_decrypts_openssl_ciphertexts_pkcs1_and_oaep() {
         assert_eq!(store.oaep_path(HashAlgorithm::Sha256), Some(false));
     }
     // Wrong length ciphertext: same error, no panic.
-    assert!(matches!(store.decrypt(&k.id, DecryptAlgorithm::RsaOaepSha256, &[1, 2, 3]), Err(TokenError::DecryptFailed)));
+    assert!(matches!(
+        store.decrypt(&k.id, DecryptAlgorithm::RsaOaepSha256, &[1, 2, 3]),
+        Err(TokenError::DecryptFailed)
+    ));
 }
 
 #[test]
@@ -280,7 +354,15 @@ fn ecdh_agrees_with_openssl() {
             .arg("-peerkey")
             .arg(&peer_pub));
         let eph_pub_der = run(Command::new("openssl")
-            .args(["ec", "-pubout", "-outform", "DER", "-conv_form", "uncompressed", "-in"])
+            .args([
+                "ec",
+                "-pubout",
+                "-outform",
+                "DER",
+                "-conv_form",
+                "uncompressed",
+                "-in",
+            ])
             .arg(&eph));
         let spki = spki::SubjectPublicKeyInfoRef::from_der(&eph_pub_der).expect("spki");
         let point = spki.subject_public_key.as_bytes().expect("bits").to_vec();
@@ -289,7 +371,10 @@ fn ecdh_agrees_with_openssl() {
         // A point that is not on the curve is refused (by us or by the token), never a panic.
         let mut bad = point.clone();
         bad[5] ^= 1;
-        assert!(store.derive(&k.id, &bad).is_err(), "{label} off-curve point");
+        assert!(
+            store.derive(&k.id, &bad).is_err(),
+            "{label} off-curve point"
+        );
     }
 }
 
@@ -299,17 +384,29 @@ fn mismatched_requests_are_refused_clearly() {
     let rsa = key(&store, "alice-rsa");
     let ec = key(&store, "bob-p256");
     let d = digest(HashAlgorithm::Sha256, b"x");
-    let e = store.sign_digest(&rsa.id, SignAlgorithm::EcdsaSha256, &d).expect_err("ecdsa with rsa");
+    let e = store
+        .sign_digest(&rsa.id, SignAlgorithm::EcdsaSha256, &d)
+        .expect_err("ecdsa with rsa");
     assert!(matches!(e, TokenError::KeyMismatch(_)), "{e}");
-    let e = store.sign_digest(&ec.id, SignAlgorithm::RsaPkcs1Sha256, &d).expect_err("rsa with ec");
+    let e = store
+        .sign_digest(&ec.id, SignAlgorithm::RsaPkcs1Sha256, &d)
+        .expect_err("rsa with ec");
     assert!(matches!(e, TokenError::KeyMismatch(_)), "{e}");
-    let e = store.sign_digest(&rsa.id, SignAlgorithm::RsaPkcs1Sha384, &d).expect_err("short digest");
+    let e = store
+        .sign_digest(&rsa.id, SignAlgorithm::RsaPkcs1Sha384, &d)
+        .expect_err("short digest");
     assert!(e.to_string().contains("48-byte digest"), "{e}");
-    let e = store.decrypt(&ec.id, DecryptAlgorithm::RsaPkcs1, &[0u8; 256]).expect_err("decrypt with ec");
+    let e = store
+        .decrypt(&ec.id, DecryptAlgorithm::RsaPkcs1, &[0u8; 256])
+        .expect_err("decrypt with ec");
     assert!(matches!(e, TokenError::KeyMismatch(_)), "{e}");
-    let e = store.derive(&rsa.id, &[4u8; 65]).expect_err("derive with rsa");
+    let e = store
+        .derive(&rsa.id, &[4u8; 65])
+        .expect_err("derive with rsa");
     assert!(matches!(e, TokenError::KeyMismatch(_)), "{e}");
-    let e = store.sign_digest(&[0x99], SignAlgorithm::RsaPkcs1Sha256, &d).expect_err("no key");
+    let e = store
+        .sign_digest(&[0x99], SignAlgorithm::RsaPkcs1Sha256, &d)
+        .expect_err("no key");
     assert!(matches!(e, TokenError::NoSuchKey(_)), "{e}");
 }
 
@@ -341,5 +438,8 @@ fn session_pool_serves_concurrent_requests() {
         t.join().expect("thread");
     }
     let open = store.sessions_open();
-    assert!((1..=4).contains(&open), "pool bounded by max_sessions=4, got {open}");
+    assert!(
+        (1..=4).contains(&open),
+        "pool bounded by max_sessions=4, got {open}"
+    );
 }

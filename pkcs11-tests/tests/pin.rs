@@ -13,7 +13,11 @@ use tokenmail_pkcs11_tests::fixture;
 use tokenmail_proto::v1::SignAlgorithm;
 
 fn sign(store: &Pkcs11Store) -> Result<Vec<u8>, TokenError> {
-    store.sign_digest(&[1], SignAlgorithm::RsaPkcs1Sha256, &Sha256::digest(b"pin test"))
+    store.sign_digest(
+        &[1],
+        SignAlgorithm::RsaPkcs1Sha256,
+        &Sha256::digest(b"pin test"),
+    )
 }
 
 fn secret(s: &str) -> SecretString {
@@ -26,13 +30,23 @@ fn no_pin_then_wrong_pin_then_right_pin_then_lock() {
     let f = fixture();
     let store = Pkcs11Store::new(f.config(PinSource::None)).expect("module");
     // Before login the keys are listed from their public halves.
-    let labels: Vec<String> = store.keys().expect("public listing").into_iter().map(|k| k.label).collect();
+    let labels: Vec<String> = store
+        .keys()
+        .expect("public listing")
+        .into_iter()
+        .map(|k| k.label)
+        .collect();
     assert_eq!(labels, ["alice-rsa", "bob-p256", "carol-p384"]);
     let e = sign(&store).expect_err("needs a PIN");
     assert!(matches!(e, TokenError::PinRequired(_)), "{e}");
-    assert!(e.to_string().contains("tokenmail login"), "says what to do: {e}");
+    assert!(
+        e.to_string().contains("tokenmail login"),
+        "says what to do: {e}"
+    );
 
-    let e = store.login(Some(secret("00000000"))).expect_err("wrong PIN");
+    let e = store
+        .login(Some(secret("00000000")))
+        .expect_err("wrong PIN");
     assert!(matches!(e, TokenError::PinIncorrect { .. }), "{e}");
     assert!(e.to_string().starts_with("wrong PIN for token"), "{e}");
     // Nothing is retried by itself: the next operation asks for a PIN again.
@@ -64,7 +78,10 @@ fn wrong_pin_file_is_tried_once_then_login_rereads_it() {
     let e = sign(&store).expect_err("wrong PIN in file");
     assert!(matches!(e, TokenError::PinIncorrect { .. }), "{e}");
     let e = sign(&store).expect_err("not retried");
-    assert!(matches!(e, TokenError::PinRequired(_)), "the file is not read again by itself: {e}");
+    assert!(
+        matches!(e, TokenError::PinRequired(_)),
+        "the file is not read again by itself: {e}"
+    );
     std::fs::write(&pin_file, format!("{}\n", f.pin())).expect("fix the file");
     let e = sign(&store).expect_err("still waits for a login");
     assert!(matches!(e, TokenError::PinRequired(_)), "{e}");
@@ -81,7 +98,9 @@ fn lock_stops_the_pin_file_until_login() {
     sign(&store).expect("logs in from the file");
     store.lock();
     assert!(matches!(sign(&store), Err(TokenError::PinRequired(_))));
-    store.login(None).expect("explicit login reads the file again");
+    store
+        .login(None)
+        .expect("explicit login reads the file again");
     sign(&store).expect("signs");
 }
 

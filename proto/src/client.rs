@@ -93,7 +93,9 @@ impl Client {
         sent?;
         let (header, mut payload) = read_frame(&mut self.stream)?.ok_or(ProtoError::Truncated)?;
         if header.kind != FrameKind::Message {
-            return Err(ClientError::Unexpected("a data frame instead of a response".into()));
+            return Err(ClientError::Unexpected(
+                "a data frame instead of a response".into(),
+            ));
         }
         let resp = decode_message::<Response>(&payload);
         payload.zeroize();

@@ -81,7 +81,10 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("agent did not listen on {} within 20 s", self.socket.display());
+        panic!(
+            "agent did not listen on {} within 20 s",
+            self.socket.display()
+        );
     }
 
     /// Runs `tokenmail --socket S ARGS`.
@@ -110,7 +113,8 @@ impl Agent {
             nix::sys::signal::Signal::SIGTERM,
         )
         .expect("kill");
-        let status = wait_timeout(&mut child, Duration::from_secs(10)).expect("agent exits on SIGTERM");
+        let status =
+            wait_timeout(&mut child, Duration::from_secs(10)).expect("agent exits on SIGTERM");
         let mut err = String::new();
         if let Some(mut e) = child.stderr.take() {
             let _ = e.read_to_string(&mut err);

@@ -12,6 +12,10 @@ use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 use tokenmail_proto::v1::HashAlgorithm;
 use zeroize::Zeroizing;
 
+/// The one error of OAEP decoding: deliberately without detail (no padding oracle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeError;
+
 fn mgf1<D: Digest>(seed: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::with_capacity(len + 64));
     let mut counter: u32 = 0;
@@ -26,11 +30,11 @@ fn mgf1<D: Digest>(seed: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
     out
 }
 
-fn decode_with<D: Digest>(em: &[u8], label: &[u8]) -> Result<Zeroizing<Vec<u8>>, ()> {
+fn decode_with<D: Digest>(em: &[u8], label: &[u8]) -> Result<Zeroizing<Vec<u8>>, DecodeError> {
     let h_len = <D as Digest>::output_size();
     let k = em.len();
     if k < 2 * h_len + 2 {
-        return Err(());
+        return Err(DecodeError);
     }
     let y = em[0];
     let masked_seed = &em[1..1 + h_len];
@@ -66,13 +70,13 @@ fn decode_with<D: Digest>(em: &[u8], label: &[u8]) -> Result<Zeroizing<Vec<u8>>,
     if bool::from(good) {
         Ok(Zeroizing::new(rest[index as usize + 1..].to_vec()))
     } else {
-        Err(())
+        Err(DecodeError)
     }
 }
 
 /// Decodes an OAEP-encoded block `em` (exactly the modulus length, left-padded with
 /// zeros) with MGF1 over the same hash and an empty label.
-pub fn decode(em: &[u8], hash: HashAlgorithm) -> Result<Zeroizing<Vec<u8>>, ()> {
+pub fn decode(em: &[u8], hash: HashAlgorithm) -> Result<Zeroizing<Vec<u8>>, DecodeError> {
     match hash {
         HashAlgorithm::Sha1 => decode_with::<Sha1>(em, b""),
         HashAlgorithm::Sha256 => decode_with::<Sha256>(em, b""),
@@ -82,9 +86,9 @@ pub fn decode(em: &[u8], hash: HashAlgorithm) -> Result<Zeroizing<Vec<u8>>, ()> 
 }
 
 /// Left-pads a raw RSA output to the modulus length `k` (tokens may strip leading zeros).
-pub fn left_pad(raw: &[u8], k: usize) -> Result<Zeroizing<Vec<u8>>, ()> {
+pub fn left_pad(raw: &[u8], k: usize) -> Result<Zeroizing<Vec<u8>>, DecodeError> {
     if raw.len() > k {
-        return Err(());
+        return Err(DecodeError);
     }
     let mut out = Zeroizing::new(vec![0u8; k]);
     out[k - raw.len()..].copy_from_slice(raw);
@@ -105,7 +109,11 @@ mod tests {
         let db_mask = mgf1::<D>(seed, db.len());
         let masked_db: Vec<u8> = db.iter().zip(db_mask.iter()).map(|(a, b)| a ^ b).collect();
         let seed_mask = mgf1::<D>(&masked_db, h_len);
-        let masked_seed: Vec<u8> = seed.iter().zip(seed_mask.iter()).map(|(a, b)| a ^ b).collect();
+        let masked_seed: Vec<u8> = seed
+            .iter()
+            .zip(seed_mask.iter())
+            .map(|(a, b)| a ^ b)
+            .collect();
         let mut em = vec![0u8];
         em.extend_from_slice(&masked_seed);
         em.extend_from_slice(&masked_db);
@@ -118,7 +126,10 @@ mod tests {
         let msg = b"content encryption key 32 bytes!";
         let em = encode::<Sha256>(msg, 256, &seed);
         assert_eq!(em.len(), 256);
-        assert_eq!(&decode(&em, HashAlgorithm::Sha256).expect("valid block")[..], msg);
+        assert_eq!(
+            &decode(&em, HashAlgorithm::Sha256).expect("valid block")[..],
+            msg
+        );
         // wrong hash
         assert!(decode(&em, HashAlgorithm::Sha1).is_err());
         // flip each byte in turn: never accepted with the same message

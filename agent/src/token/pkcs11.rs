@@ -187,19 +187,27 @@ impl Pkcs11Store {
         if inner.slot.is_some() {
             return Ok(());
         }
-        if inner.ctx.as_ref().is_none_or(|(_, e)| *e != self.module.epoch()) {
+        if inner
+            .ctx
+            .as_ref()
+            .is_none_or(|(_, e)| *e != self.module.epoch())
+        {
             inner.ctx = Some(self.module.context()?);
         }
         let ctx = match &inner.ctx {
             Some((c, _)) => c.clone(),
             None => return Err(TokenError::NotPresent(self.name.clone())),
         };
-        let slots = ctx
-            .get_slots_with_token()
-            .map_err(ck("C_GetSlotList"))?;
+        let slots = ctx.get_slots_with_token().map_err(ck("C_GetSlotList"))?;
         for slot in slots {
-            let Ok(ti) = ctx.get_token_info(slot) else { continue };
-            let label_ok = self.cfg.label.as_deref().is_none_or(|l| ti.label().trim_end() == l);
+            let Ok(ti) = ctx.get_token_info(slot) else {
+                continue;
+            };
+            let label_ok = self
+                .cfg
+                .label
+                .as_deref()
+                .is_none_or(|l| ti.label().trim_end() == l);
             let serial_ok = self
                 .cfg
                 .serial
@@ -364,10 +372,7 @@ impl Pkcs11Store {
                     }
                 }
             }
-            inner = self
-                .freed
-                .wait(inner)
-                .unwrap_or_else(|p| p.into_inner());
+            inner = self.freed.wait(inner).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -501,10 +506,10 @@ impl Pkcs11Store {
             Attribute::Class(ObjectClass::PRIVATE_KEY),
             Attribute::Id(id.to_vec()),
         ])?;
-        found
-            .into_iter()
-            .next()
-            .ok_or(CkError::Pkcs11(RvError::KeyHandleInvalid, cryptoki::context::Function::FindObjects))
+        found.into_iter().next().ok_or(CkError::Pkcs11(
+            RvError::KeyHandleInvalid,
+            cryptoki::context::Function::FindObjects,
+        ))
     }
 
     /// Whether OAEP with `hash` ran on the token (`Some(true)`), through CKM_RSA_X_509 with
@@ -640,7 +645,11 @@ fn list_keys(sess: &Session) -> Result<Vec<KeyEntry>, CkError> {
     for h in sess.find_objects(&[Attribute::Class(ObjectClass::CERTIFICATE)])? {
         let attrs = sess.get_attributes(
             h,
-            &[AttributeType::Id, AttributeType::Value, AttributeType::Label],
+            &[
+                AttributeType::Id,
+                AttributeType::Value,
+                AttributeType::Label,
+            ],
         )?;
         let (mut id, mut value, mut label) = (None, None, String::new());
         for a in attrs {
@@ -898,7 +907,7 @@ impl KeyStore for Pkcs11Store {
                 return Ok(k.clone());
             }
         }
-        let keys = self.with_session(Need::IfPossible, |s| list_keys(s), "list keys")?;
+        let keys = self.with_session(Need::IfPossible, list_keys, "list keys")?;
         let mut inner = self.lock_inner();
         if inner.logged_in {
             inner.keys = Some(keys.clone());
@@ -963,11 +972,11 @@ impl KeyStore for Pkcs11Store {
     ) -> Result<Vec<u8>, TokenError> {
         let key = self.find_key(id)?;
         let hash = alg.hash();
-        if digest.len() != hash.len() {
+        if digest.len() != hash.digest_len() {
             return Err(TokenError::KeyMismatch(format!(
                 "{} needs a {}-byte digest, got {} bytes",
                 alg.name(),
-                hash.len(),
+                hash.digest_len(),
                 digest.len()
             )));
         }
@@ -995,13 +1004,15 @@ impl KeyStore for Pkcs11Store {
             |s| {
                 let h = Self::private_handle(s, id)?;
                 match family {
-                    SignFamily::RsaPkcs1 => s.sign(&Mechanism::RsaPkcs, h, &digest_info(hash, digest)),
+                    SignFamily::RsaPkcs1 => {
+                        s.sign(&Mechanism::RsaPkcs, h, &digest_info(hash, digest))
+                    }
                     SignFamily::RsaPss => {
                         let (hm, mgf) = hash_mech(hash);
                         let params = PkcsPssParams {
                             hash_alg: hm,
                             mgf,
-                            s_len: (hash.len() as u64).into(),
+                            s_len: (hash.digest_len() as u64).into(),
                         };
                         s.sign(&Mechanism::RsaPkcsPss(params), h, digest)
                     }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The demo: build, provision an embedded SoftHSM token (private directory), start the
+# agent, and use the keys on the token with visible output.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+. scripts/deps.sh
+say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+say "building (release)"
+cargo build --release --workspace --locked
+bin="$here/target/release"
+demo="$here/target/demo"
+
+say "provisioning a private SoftHSM token in $demo (keys generated on the token)"
+bash softhsm/provision.sh "$demo" --force >/dev/null
+. "$demo/env"      # SOFTHSM2_CONF (private), module, label, PIN file, PKI dir
+
+say "starting tokenmail-agent"
+export TOKENMAIL_SOCK="$demo/run/agent.sock"
+eval "$("$bin/tokenmail-agent" --pkcs11-module "$TOKENMAIL_PKCS11_MODULE" \
+        --token-label "$TOKENMAIL_TOKEN_LABEL" --pin-file "$TOKENMAIL_PIN_FILE" \
+        --socket "$TOKENMAIL_SOCK" --log-file "$demo/agent.log")"
+agent_pid=$(pgrep -n -f "tokenmail-agent.*$TOKENMAIL_SOCK" || true)
+trap '[ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null || true' EXIT
+
+say "tokenmail status"
+"$bin/tokenmail" status
+
+msg="$demo/message.txt"
+printf 'From: alice@example.com\r\nTo: bob@example.com\r\nSubject: tokenmail demo\r\n\r\nHello Bob, this digest was signed on the token.\r\n' > "$msg"
+for key in alice-rsa bob-p256 carol-p384; do
+  md=sha256; [ "$key" = carol-p384 ] && md=sha384
+  say "sign-digest with $key (key never leaves the token), verified by openssl"
+  "$bin/tokenmail" sign-digest --key "$key" "$msg" -o "$demo/$key.sig"
+  openssl x509 -in "$TOKENMAIL_PKI/$key.pem" -pubkey -noout > "$demo/$key.pub"
+  echo "signature: $(wc -c < "$demo/$key.sig") bytes, $(openssl dgst -$md -verify "$demo/$key.pub" -signature "$demo/$key.sig" "$msg")"
+done
+
+say "done; the agent stops now (log: $demo/agent.log)"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, build, unit + conformance + end-to-end + interop tests.
+# Real components only: SoftHSM (private token dirs), openssl, python3. Run as root on a
+# fresh Debian machine, it installs what it needs first.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+. scripts/deps.sh
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+step() { printf '\n==> %s\n' "$*"; }
+start=$(date +%s)
+
+step "format"
+cargo fmt --all -- --check
+step "clippy (-D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "PIV backend dependencies build (yubikey + pcsc, one RustCrypto generation)"
+cargo check -p tokenmail-agent --features piv --locked
+step "build"
+cargo build --workspace --locked
+step "tests"
+cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee target/test-output.txt
+passed=$(grep -Eo '[0-9]+ passed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
+step "done in $(( $(date +%s) - start )) s"
+echo "${passed} passed, ${failed} failed"
