@@ -1,0 +1,94 @@
+// The protocol's fixture cases, shared by the round-trip test and the generator
+// (`cargo run -p tokenmail-proto --example gen-fixtures`). Included with `include!`.
+use tokenmail_proto::v1::*;
+
+/// (file stem, request)
+pub fn requests() -> Vec<(&'static str, Request)> {
+    vec![
+        ("req-hello", Request::Hello { client: "tokenmail/0.1.0".into() }),
+        ("req-status", Request::Status),
+        ("req-list-keys", Request::ListKeys),
+        (
+            "req-sign-digest",
+            Request::SignDigest {
+                key: "alice@example.com".into(),
+                algorithm: SignAlgorithm::RsaPssSha256,
+                digest: Bytes((0u8..32).collect()),
+            },
+        ),
+        (
+            "req-decrypt-key",
+            Request::DecryptKey {
+                key: "01".into(),
+                algorithm: DecryptAlgorithm::RsaOaepSha256,
+                wrapped: Bytes(vec![0xA5; 256]),
+            },
+        ),
+        (
+            "req-derive",
+            Request::Derive {
+                key: "bob-p256".into(),
+                peer_point: Bytes([vec![4u8], vec![0x11; 64]].concat()),
+            },
+        ),
+        ("req-login", Request::Login { token: Some("work".into()), pin: Some(Pin::new("123456".into())) }),
+        ("req-login-source", Request::Login { token: None, pin: None }),
+        ("req-lock", Request::Lock),
+    ]
+}
+
+/// (file stem, response)
+pub fn responses() -> Vec<(&'static str, Response)> {
+    let cert = CertSummary {
+        subject: "EMAIL=alice@example.com,CN=Alice Example".into(),
+        issuer: "CN=tokenmail Test Intermediate CA".into(),
+        serial: "1183c1f7".into(),
+        not_before: "2026-11-23T13:21:33Z".into(),
+        not_after: "2028-11-22T13:21:33Z".into(),
+        emails: vec!["alice@example.com".into()],
+        sha256: "00".repeat(32),
+        der: Bytes(vec![0x30, 0x03, 0x02, 0x01, 0x01]),
+    };
+    let key = KeyInfo {
+        label: "alice-rsa".into(),
+        id: "01".into(),
+        token: "tokenmail-demo".into(),
+        algorithm: "rsa-2048".into(),
+        usage: vec!["sign".into(), "decrypt".into()],
+        certificate: Some(cert),
+    };
+    vec![
+        ("resp-hello", Response::Hello { agent: "tokenmail-agent/0.1.0".into(), protocol: "1.0".into() }),
+        (
+            "resp-status",
+            Response::Status(AgentStatus {
+                agent_version: "tokenmail-agent/0.1.0".into(),
+                protocol: "1.0".into(),
+                tokens: vec![TokenStatus {
+                    label: "tokenmail-demo".into(),
+                    serial: "cc5d622cae24df6c".into(),
+                    model: "SoftHSM project SoftHSM v2".into(),
+                    backend: "pkcs11:/usr/lib/softhsm/libsofthsm2.so".into(),
+                    present: true,
+                    logged_in: true,
+                    pin_source: "file".into(),
+                    locked: false,
+                    pin_warnings: vec![],
+                }],
+                keys: vec![key.clone()],
+                emails: vec![EmailSelection {
+                    email: "alice@example.com".into(),
+                    key: "alice-rsa".into(),
+                    id: "01".into(),
+                    reason: "only".into(),
+                }],
+            }),
+        ),
+        ("resp-keys", Response::Keys { keys: vec![key] }),
+        ("resp-signature", Response::Signature { key: "alice-rsa".into(), signature: Bytes(vec![0x5A; 256]) }),
+        ("resp-secret", Response::Secret { secret: SecretBytes(zeroize::Zeroizing::new(vec![0x42; 32])) }),
+        ("resp-ok", Response::Ok),
+        ("resp-error-pin-required", Response::error(ErrorCode::PinRequired, "token \"tokenmail-demo\" needs its PIN: run `tokenmail login`")),
+        ("resp-error-decrypt-failed", Response::error(ErrorCode::DecryptFailed, "decryption failed")),
+    ]
+}
