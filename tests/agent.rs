@@ -120,7 +120,10 @@ fn serves_status_json_with_keys_and_emails() {
     let o = agent.cli(&["status"]);
     let text = stdout(&o);
     assert!(text.contains("tokenmail-e2e"), "{text}");
-    assert!(text.contains("-> alice-rsa (id 01, only)"), "{text}");
+    assert!(
+        text.contains("-> alice-rsa (id 01 on tokenmail-e2e, only)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -682,4 +685,140 @@ fn python_standard_library_client_works() {
         .output()
         .expect("openssl");
     assert_eq!(stdout(&v).trim(), "Verified OK");
+}
+
+#[test]
+fn config_file_with_two_tokens_offers_keys_of_both_and_selects_by_email() {
+    // Two tokens in one SoftHSM directory: provision a second one and move its token
+    // directory beside the first's.
+    let a = tokenmail_e2e::provision("tokenmail-one");
+    std::thread::sleep(Duration::from_millis(1100)); // the second token's certificates expire later
+    let b = tokenmail_e2e::provision("tokenmail-two");
+    for entry in std::fs::read_dir(b.dir.join("tokens")).expect("tokens") {
+        let entry = entry.expect("entry");
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(entry.path())
+            .arg(a.dir.join("tokens"))
+            .status()
+            .expect("cp");
+        assert!(st.success());
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("agent.sock");
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+max_sessions = 2
+[pin]
+cache_ttl = 0
+[[token]]
+module = "{module}"
+label = "tokenmail-one"
+pin_file = "{pin_a}"
+[[token]]
+module = "{module}"
+label = "tokenmail-two"
+pin_file = "{pin_b}"
+[keys.prefer]
+"carol@example.com" = "carol-p384"
+"#,
+            module = a.module.display(),
+            pin_a = a.pin_file().display(),
+            pin_b = b.pin_file().display(),
+        ),
+    )
+    .expect("write config");
+    let mut child = Command::new(bin("tokenmail-agent"))
+        .arg("--foreground")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--config")
+        .arg(&cfg)
+        .env("SOFTHSM2_CONF", a.dir.join("softhsm2.conf"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("agent");
+    let mut status = None;
+    for _ in 0..200 {
+        if let Ok(mut c) = Client::connect(&socket, "e2e") {
+            status = Some(c.call(&Request::Status).expect("status"));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let Some(Response::Status(st)) = status else {
+        panic!("no status")
+    };
+    assert_eq!(st.tokens.len(), 2);
+    assert!(
+        st.tokens.iter().all(|t| t.present && t.logged_in),
+        "{:?}",
+        st.tokens
+    );
+    assert_eq!(st.keys.len(), 6, "keys of both tokens are offered");
+    let bob = st
+        .emails
+        .iter()
+        .find(|e| e.email == "bob@example.com")
+        .expect("bob");
+    assert_eq!(
+        (bob.token.as_str(), bob.reason.as_str()),
+        ("tokenmail-two", "latest-expiry")
+    );
+    let carol = st
+        .emails
+        .iter()
+        .find(|e| e.email == "carol@example.com")
+        .expect("carol");
+    assert_eq!(carol.reason, "preference");
+    // Signing by email uses the selected key; the signature verifies with that token's certificate.
+    let mut c = Client::connect(&socket, "e2e").expect("connect");
+    let digest = vec![9u8; 32];
+    let Response::Signature { signature, .. } = c
+        .call(&Request::SignDigest {
+            key: "bob@example.com".into(),
+            algorithm: tokenmail_proto::v1::SignAlgorithm::EcdsaSha256,
+            digest: tokenmail_proto::v1::Bytes(digest.clone()),
+        })
+        .expect("sign by email")
+    else {
+        panic!("no signature")
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    std::fs::write(work.path().join("sig"), &signature.0).expect("write");
+    std::fs::write(work.path().join("dgst"), &digest).expect("write");
+    let pubkey = Command::new("openssl")
+        .args(["x509", "-pubkey", "-noout", "-in"])
+        .arg(b.pki("bob-p256.pem"))
+        .output()
+        .expect("openssl");
+    std::fs::write(work.path().join("pub.pem"), pubkey.stdout).expect("write");
+    let v = Command::new("openssl")
+        .args(["pkeyutl", "-verify", "-pubin", "-inkey"])
+        .arg(work.path().join("pub.pem"))
+        .arg("-in")
+        .arg(work.path().join("dgst"))
+        .arg("-sigfile")
+        .arg(work.path().join("sig"))
+        .output()
+        .expect("openssl");
+    assert!(
+        stdout(&v).contains("Signature Verified Successfully"),
+        "{}",
+        stdout(&v)
+    );
+    // A bare label present on both tokens is ambiguous, and the error says so.
+    let e = c
+        .call(&Request::SignDigest {
+            key: "alice-rsa".into(),
+            algorithm: tokenmail_proto::v1::SignAlgorithm::RsaPkcs1Sha256,
+            digest: tokenmail_proto::v1::Bytes(digest),
+        })
+        .expect_err("ambiguous");
+    assert!(e.to_string().contains("names 2 keys"), "{e}");
+    let _ = child.kill();
+    let _ = child.wait();
 }

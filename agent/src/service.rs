@@ -89,8 +89,8 @@ impl Service {
     /// Which key each email selects, with the reason.
     fn selections(&self, keys: &[(Arc<dyn KeyStore>, KeyEntry)]) -> Vec<EmailSelection> {
         let now = now_secs();
-        let mut by_email: BTreeMap<String, Vec<(&KeyEntry, u64, bool)>> = BTreeMap::new();
-        for (_, k) in keys {
+        let mut by_email: BTreeMap<String, Vec<(&str, &KeyEntry, u64, bool)>> = BTreeMap::new();
+        for (store, k) in keys {
             let Some(der) = &k.certificate else { continue };
             let Some(f) = cert::facts(der) else { continue };
             let valid = f.not_before <= now && now <= f.not_after;
@@ -98,7 +98,7 @@ impl Service {
                 by_email
                     .entry(e.clone())
                     .or_default()
-                    .push((k, f.not_after, valid));
+                    .push((store.name(), k, f.not_after, valid));
             }
         }
         let mut out = Vec::new();
@@ -106,7 +106,7 @@ impl Service {
             let preferred = self.prefer.get(&email).and_then(|p| {
                 cands
                     .iter()
-                    .find(|(k, _, _)| &k.label == p || &hex::encode(&k.id) == p)
+                    .find(|(_, k, _, _)| &k.label == p || &hex::encode(&k.id) == p)
             });
             let (chosen, reason) = if let Some(c) = preferred {
                 (c, "preference")
@@ -116,14 +116,15 @@ impl Service {
                 // valid certificates first, then the one that expires last
                 let best = cands
                     .iter()
-                    .max_by_key(|(_, na, valid)| (*valid, *na))
+                    .max_by_key(|(_, _, na, valid)| (*valid, *na))
                     .unwrap_or(&cands[0]);
                 (best, "latest-expiry")
             };
             out.push(EmailSelection {
                 email,
-                key: chosen.0.label.clone(),
-                id: hex::encode(&chosen.0.id),
+                token: chosen.0.to_string(),
+                key: chosen.1.label.clone(),
+                id: hex::encode(&chosen.1.id),
                 reason: reason.into(),
             });
         }
@@ -152,7 +153,12 @@ impl Service {
             let email = name.to_ascii_lowercase();
             let sel = self.selections(&keys);
             if let Some(s) = sel.iter().find(|s| s.email == email) {
-                hits = by(&|k| k.label == s.key && hex::encode(&k.id) == s.id);
+                hits = keys
+                    .iter()
+                    .filter(|(st, k)| {
+                        st.name() == s.token && k.label == s.key && hex::encode(&k.id) == s.id
+                    })
+                    .collect();
             }
         }
         match hits.as_slice() {
@@ -161,10 +167,15 @@ impl Service {
                 key: one.1.clone(),
             }),
             [] => Err(TokenError::NoSuchKey(name.to_string())),
-            many => Err(TokenError::KeyMismatch(format!(
-                "{name:?} names {} keys; use the hex id instead (see `tokenmail keys`)",
-                many.len()
-            ))),
+            many => {
+                let mut tokens: Vec<&str> = many.iter().map(|(s, _)| s.name()).collect();
+                tokens.dedup();
+                Err(TokenError::KeyMismatch(format!(
+                    "{name:?} names {} keys (on {}); name the key by its hex id or by email, or set a preference (see `tokenmail status`)",
+                    many.len(),
+                    tokens.join(", ")
+                )))
+            }
         }
     }
 

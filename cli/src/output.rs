@@ -66,8 +66,8 @@ pub fn status_text(st: &AgentStatus) -> String {
         s.push_str("email selects:\n");
         for e in &st.emails {
             s.push_str(&format!(
-                "  {:<28} -> {} (id {}, {})\n",
-                e.email, e.key, e.id, e.reason
+                "  {:<28} -> {} (id {} on {}, {})\n",
+                e.email, e.key, e.id, e.token, e.reason
             ));
         }
     }

@@ -412,6 +412,8 @@ pub struct KeyInfo {
 pub struct EmailSelection {
     /// The email (lower-case).
     pub email: String,
+    /// Token holding the selected key.
+    pub token: String,
     /// Label of the selected key.
     pub key: String,
     /// Id of the selected key, hex.

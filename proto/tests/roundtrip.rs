@@ -26,7 +26,11 @@ where
     assert_eq!((header.ver_major, header.ver_minor), (1, 0), "{name}");
     let decoded: T = decode_message(&payload).expect("decodes");
     assert_eq!(&decoded, expected, "{name}: decodes to the expected value");
-    let again = encode_frame(FrameKind::Message, &encode_message(&decoded).expect("encodes")).expect("frame");
+    let again = encode_frame(
+        FrameKind::Message,
+        &encode_message(&decoded).expect("encodes"),
+    )
+    .expect("frame");
     assert_eq!(again, bytes, "{name}: re-encodes byte for byte");
 }
 
@@ -55,8 +59,14 @@ fn wire_names_are_stable() {
         r#"{"op":"sign-digest","key":"alice@example.com","algorithm":"rsa-pss-sha256","digest":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}"#
     );
     let s = String::from_utf8(fixture("resp-error-pin-required")[12..].to_vec()).expect("utf8");
-    assert!(s.starts_with(r#"{"type":"error","code":"pin-required","#), "{s}");
-    assert_eq!(&fixture("req-status")[..12], b"TKML\x01\x00\x01\x00\x00\x00\x00\x0f");
+    assert!(
+        s.starts_with(r#"{"type":"error","code":"pin-required","#),
+        "{s}"
+    );
+    assert_eq!(
+        &fixture("req-status")[..12],
+        b"TKML\x01\x00\x01\x00\x00\x00\x00\x0f"
+    );
 }
 
 #[test]

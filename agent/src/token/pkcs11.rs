@@ -518,6 +518,20 @@ impl Pkcs11Store {
         self.lock_inner().oaep_native.get(&hash).copied()
     }
 
+    /// Whether the token lists `m` (an empty list — a module that does not answer — counts as yes).
+    fn has_mechanism(&self, m: MechanismType) -> bool {
+        let inner = self.lock_inner();
+        inner.mechanisms.is_empty() || inner.mechanisms.contains(&m)
+    }
+
+    fn require(&self, m: MechanismType, what: &str) -> Result<(), TokenError> {
+        if self.has_mechanism(m) {
+            Ok(())
+        } else {
+            Err(TokenError::Mechanism(format!("{what} ({m})")))
+        }
+    }
+
     fn set_oaep_path(&self, hash: HashAlgorithm, native: bool) {
         self.lock_inner().oaep_native.insert(hash, native);
     }
@@ -999,6 +1013,15 @@ impl KeyStore for Pkcs11Store {
                 key.label
             )));
         }
+        match family {
+            SignFamily::RsaPkcs1 => {
+                self.require(MechanismType::RSA_PKCS, "RSA PKCS#1 v1.5 signatures")?
+            }
+            SignFamily::RsaPss => {
+                self.require(MechanismType::RSA_PKCS_PSS, "RSA-PSS signatures")?
+            }
+            SignFamily::Ecdsa => self.require(MechanismType::ECDSA, "ECDSA signatures")?,
+        }
         let raw = self.with_session(
             Need::Login,
             |s| {
@@ -1061,6 +1084,7 @@ impl KeyStore for Pkcs11Store {
             other => other,
         };
         let Some(hash) = hash else {
+            self.require(MechanismType::RSA_PKCS, "RSA PKCS#1 v1.5 decryption")?;
             let out = self
                 .with_session(
                     Need::Login,
@@ -1073,6 +1097,10 @@ impl KeyStore for Pkcs11Store {
                 .map_err(uniform)?;
             return Ok(Zeroizing::new(out));
         };
+        if self.oaep_path(hash).is_none() && !self.has_mechanism(MechanismType::RSA_PKCS_OAEP) {
+            debug!(token = %self.name, "token lists no CKM_RSA_PKCS_OAEP");
+            self.set_oaep_path(hash, false);
+        }
         if self.oaep_path(hash) != Some(false) {
             let (hm, mgf) = hash_mech(hash);
             let res = self.with_session(
@@ -1108,6 +1136,10 @@ impl KeyStore for Pkcs11Store {
                 Err(e) => return Err(uniform(e)),
             }
         }
+        self.require(
+            MechanismType::RSA_X_509,
+            "RSA-OAEP decryption with this hash",
+        )?;
         debug!(token = %self.name, ?hash, "OAEP via CKM_RSA_X_509 + constant-time in-process decode");
         let raw = Zeroizing::new(
             self.with_session(
@@ -1143,6 +1175,7 @@ impl KeyStore for Pkcs11Store {
                 1 + 2 * field
             )));
         }
+        self.require(MechanismType::ECDH1_DERIVE, "ECDH key agreement")?;
         let out = self.with_session(
             Need::Login,
             |s| {

@@ -78,6 +78,7 @@ pub fn responses() -> Vec<(&'static str, Response)> {
                 keys: vec![key.clone()],
                 emails: vec![EmailSelection {
                     email: "alice@example.com".into(),
+                    token: "tokenmail-demo".into(),
                     key: "alice-rsa".into(),
                     id: "01".into(),
                     reason: "only".into(),
