@@ -4,7 +4,7 @@
 
 mod envelope_common;
 
-use envelope_common::{Who, fixture};
+use envelope_common::{fixture, Who};
 use sha2::{Digest, Sha256};
 use tokenmail_smime::envelope::{ContentCipher, Encryptor, EnvelopeParser};
 
@@ -32,7 +32,9 @@ fn round_trip(cipher: ContentCipher, who: Who) {
     let mut counter: u64 = 0;
     while produced < TOTAL {
         for b in block.chunks_mut(8) {
-            counter = counter.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            counter = counter
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             b.copy_from_slice(&counter.to_le_bytes()[..b.len()]);
         }
         h_in.update(&block);
@@ -45,7 +47,11 @@ fn round_trip(cipher: ContentCipher, who: Who) {
             h_out.update(pt.as_unverified_bytes());
         }
         assert!(enc.buffered_capacity() <= BOUND, "encryptor buffer grew");
-        assert!(dec.buffered_capacity() <= BOUND, "decryptor buffer grew: {}", dec.buffered_capacity());
+        assert!(
+            dec.buffered_capacity() <= BOUND,
+            "decryptor buffer grew: {}",
+            dec.buffered_capacity()
+        );
         produced += CHUNK;
         // plaintext is released progressively (minus at most one block)
         assert!(out_total + 16 >= produced, "decryptor holds back content");

@@ -101,6 +101,15 @@ pub struct SplitHeaders {
     pub inner: Vec<u8>,
 }
 
+impl SplitHeaders {
+    /// Whether the entity declares `Content-Transfer-Encoding: binary`, whose
+    /// body must not be CRLF-canonicalised.
+    pub fn body_is_binary(&self) -> bool {
+        header_value(&fields(&self.inner), "content-transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("binary"))
+    }
+}
+
 /// Splits a header block (without the empty line).
 pub fn split_headers(block: &[u8]) -> SplitHeaders {
     let mut s = SplitHeaders::default();
@@ -243,7 +252,11 @@ pub fn encrypt_message(
     let mut canon = CrlfCanonicalizer::new();
     canon.push(&split.inner, &mut entity);
     canon.push(b"\r\n", &mut entity);
-    canon.push(body, &mut entity);
+    if split.body_is_binary() {
+        entity.extend_from_slice(body);
+    } else {
+        canon.push(body, &mut entity);
+    }
 
     let (mut enc, header) = Encryptor::new(recipients, cipher)?;
     let mut out = outer_headers(&split.outer, cipher);
@@ -514,6 +527,15 @@ mod tests {
             s.inner,
             b"Content-Type: text/plain;\r\n charset=utf-8\r\n".to_vec()
         );
+    }
+
+    #[test]
+    fn binary_transfer_encoding_detected() {
+        let s = split_headers(
+            b"Content-Type: application/octet-stream\nContent-Transfer-Encoding: Binary\n",
+        );
+        assert!(s.body_is_binary());
+        assert!(!split_headers(b"Content-Type: text/plain\n").body_is_binary());
     }
 
     #[test]
