@@ -185,6 +185,8 @@ fn openssl_to_ours_ciphers_and_forms() {
         ("-aes-256-cbc", false),
         ("-aes-128-gcm", true),
         ("-aes-256-gcm", true),
+        ("-aes-192-cbc", false),
+        ("-aes-192-gcm", true),
         ("-des3", false),
     ] {
         for form in [
@@ -424,4 +426,46 @@ fn oaep_sha256_parameters_as_rfc4055() {
     assert!(text.contains("sha256"), "{text}");
     assert!(text.contains("mgf1"), "{text}");
     let _ = OaepHash::Sha256;
+}
+
+#[test]
+fn key_usage_is_enforced_when_encrypting() {
+    let f = fixture();
+    let dir = f.dir.path();
+    let key = dir.join("sigonly.key");
+    let cert = dir.join("sigonly.pem");
+    let (ok, _, err) = openssl(
+        &[
+            "req",
+            "-x509",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=signing only",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-keyout",
+            path_str(&key),
+            "-out",
+            path_str(&cert),
+            "-addext",
+            "keyUsage=critical,digitalSignature",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let pem = std::fs::read(&cert).expect("cert");
+    let e = EncryptRecipient::from_pem_or_der(&pem).expect_err("signing-only certificate");
+    assert!(e.to_string().contains("keyAgreement"), "{e}");
+}
+
+#[test]
+fn envelope_types_are_send() {
+    fn is_send<T: Send>() {}
+    is_send::<tokenmail_smime::envelope::Encryptor>();
+    is_send::<tokenmail_smime::envelope::Decryptor>();
+    is_send::<tokenmail_smime::envelope::ParsedEnvelope>();
 }
