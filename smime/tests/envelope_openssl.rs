@@ -537,3 +537,34 @@ fn random_mutations_never_panic_and_gcm_never_accepts() {
         }
     }
 }
+
+#[test]
+fn recipient_certificate_files_in_several_forms() {
+    let f = fixture();
+    let pem = std::fs::read(f.cert_path(Who::P256)).expect("pem");
+    let (ok, der, err) = openssl(
+        &[
+            "x509",
+            "-outform",
+            "DER",
+            "-in",
+            path_str(&f.cert_path(Who::P256)),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let mut noisy = b"Bag Attributes\n    localKeyID: 01\nsubject=CN = x\n".to_vec();
+    noisy.extend_from_slice(&pem);
+    noisy.extend_from_slice(&std::fs::read(f.cert_path(Who::Rsa)).expect("pem"));
+    for bytes in [pem, der, noisy] {
+        let r = EncryptRecipient::from_pem_or_der(&bytes).expect("certificate");
+        let ct = encrypt(&[r], ContentCipher::Aes128Gcm, b"hi").expect("enc");
+        assert_eq!(
+            &decrypt(&ct, &f.software_key(Who::P256))
+                .expect("dec")
+                .content[..],
+            b"hi"
+        );
+    }
+    assert!(EncryptRecipient::from_pem_or_der(b"not a certificate").is_err());
+}

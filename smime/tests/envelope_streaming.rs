@@ -12,7 +12,7 @@ const TOTAL: usize = 64 << 20;
 const CHUNK: usize = 64 << 10;
 const BOUND: usize = 4 * CHUNK;
 
-fn round_trip(cipher: ContentCipher, who: Who) {
+fn round_trip(cipher: ContentCipher, who: Who, total: usize) {
     let f = fixture();
     let key = f.software_key(who);
     let (mut enc, header) = Encryptor::new(&[f.recipient(who)], cipher).expect("encryptor");
@@ -30,7 +30,7 @@ fn round_trip(cipher: ContentCipher, who: Who) {
     let mut block = vec![0u8; CHUNK];
     let mut produced = 0usize;
     let mut counter: u64 = 0;
-    while produced < TOTAL {
+    while produced < total {
         for b in block.chunks_mut(8) {
             counter = counter
                 .wrapping_mul(6364136223846793005)
@@ -63,17 +63,18 @@ fn round_trip(cipher: ContentCipher, who: Who) {
     let outcome = dec.finish().expect("verified");
     h_out.update(&outcome.final_plaintext);
     out_total += outcome.final_plaintext.len();
-    assert_eq!(out_total, TOTAL);
+    assert_eq!(out_total, total);
     assert_eq!(outcome.authenticated, cipher.is_authenticated());
     assert_eq!(h_in.finalize(), h_out.finalize());
 }
 
 #[test]
 fn stream_64_mib_gcm_bounded() {
-    round_trip(ContentCipher::Aes256Gcm, Who::P256);
+    round_trip(ContentCipher::Aes256Gcm, Who::P256, TOTAL);
 }
 
 #[test]
-fn stream_64_mib_cbc_bounded() {
-    round_trip(ContentCipher::Aes128Cbc, Who::Rsa);
+fn stream_16_mib_cbc_bounded() {
+    // smaller: debug-build AES is slow, and the bound is the same
+    round_trip(ContentCipher::Aes128Cbc, Who::Rsa, TOTAL / 4);
 }

@@ -67,15 +67,22 @@ impl EncryptRecipient {
         })
     }
 
-    /// Parses a PEM or DER certificate.
+    /// Parses a certificate file: DER, or PEM (the first `CERTIFICATE` block;
+    /// text around it, as in `openssl pkcs12` output, is ignored).
     pub fn from_pem_or_der(bytes: &[u8]) -> Result<Self, EncryptError> {
         use der::{Decode, DecodePem};
-        let cert = if bytes.starts_with(b"-----") || bytes.iter().take(64).all(u8::is_ascii) {
-            Certificate::from_pem(bytes)
-        } else {
-            Certificate::from_der(bytes)
-        }
-        .map_err(|e| EncryptError::UnsupportedRecipient {
+        const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+        const END: &[u8] = b"-----END CERTIFICATE-----";
+        let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+        let parsed = match find(bytes, BEGIN) {
+            Some(start) => {
+                let rest = &bytes[start..];
+                let end = find(rest, END).map(|e| e + END.len()).unwrap_or(rest.len());
+                Certificate::from_pem(&rest[..end])
+            }
+            None => Certificate::from_der(bytes),
+        };
+        let cert = parsed.map_err(|e| EncryptError::UnsupportedRecipient {
             subject: "(unparsable)".into(),
             reason: format!("not a PEM or DER certificate: {e}"),
         })?;

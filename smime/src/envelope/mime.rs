@@ -453,18 +453,9 @@ impl CmsInputDecoder {
             }
             match b {
                 b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'+' | b'/' | b'=' => {
-                    if self.state == InState::PemBody && !self.buf.is_empty() {
-                        // inside a "-----END" line
-                        self.buf.push(b);
-                        continue;
-                    }
                     self.b64.push(b);
                 }
-                b' ' | b'\t' | b'\r' | b'\n' => {
-                    if b == b'\n' {
-                        self.buf.clear();
-                    }
-                }
+                b' ' | b'\t' | b'\r' | b'\n' => {}
                 b'-' if self.state == InState::PemBody => {
                     // the END line: stop
                     self.state = InState::Done;
