@@ -568,3 +568,39 @@ fn recipient_certificate_files_in_several_forms() {
     }
     assert!(EncryptRecipient::from_pem_or_der(b"not a certificate").is_err());
 }
+
+#[test]
+fn message_decryptor_lets_the_caller_try_several_keys() {
+    use tokenmail_smime::envelope::MessageDecryptor;
+    let f = fixture();
+    let content = sample_content(5000);
+    let msg = openssl_encrypt(
+        &["-aes-256-gcm", "-outform", "SMIME", "-stream"],
+        &[Who::P384],
+        &content,
+    );
+    let mut md = MessageDecryptor::new();
+    let mut pt = Vec::new();
+    let (head, rest) = msg.split_at(msg.len() / 2);
+    pt.extend(md.push(head).expect("push").into_unverified_bytes());
+    assert!(pt.is_empty(), "nothing before a key is chosen");
+    let env = md.envelope().expect("header parsed from the first half");
+    assert!(env.authenticated());
+    assert_eq!(env.recipient_ids().len(), 1);
+    for wrong in [Who::Rsa, Who::P256, Who::Other] {
+        assert!(matches!(
+            md.unlock(&f.software_key(wrong)),
+            Err(DecryptError::NotARecipient)
+        ));
+    }
+    pt.extend(
+        md.unlock(&f.software_key(Who::P384))
+            .expect("unlock")
+            .into_unverified_bytes(),
+    );
+    pt.extend(md.push(rest).expect("push").into_unverified_bytes());
+    let outcome = md.finish().expect("verified");
+    pt.extend(outcome.final_plaintext);
+    assert!(outcome.authenticated);
+    assert_eq!(pt, content);
+}

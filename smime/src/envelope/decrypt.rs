@@ -645,3 +645,106 @@ pub fn decrypt(input: &[u8], key: &dyn RecipientKey) -> Result<Decrypted, Decryp
         kind: outcome.kind,
     })
 }
+
+/// The whole decryption pipeline for any input form (MIME, PEM, DER/BER),
+/// push-style: feed input with [`MessageDecryptor::push`] until the header is
+/// known, choose a key ([`MessageDecryptor::envelope`],
+/// [`ParsedEnvelope::is_recipient`]), [`MessageDecryptor::unlock`] it, keep
+/// pushing, then [`MessageDecryptor::finish`].
+///
+/// As with [`Decryptor`], every plaintext byte is [`Unverified`] until
+/// `finish` returns `Ok`.
+#[derive(Debug, Default)]
+pub struct MessageDecryptor {
+    form: super::mime::CmsInputDecoder,
+    parser: EnvelopeParser,
+    parsed: Option<ParsedEnvelope>,
+    held: Vec<u8>,
+    dec: Option<Decryptor>,
+}
+
+impl MessageDecryptor {
+    /// A decryptor waiting for input.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds input. Before [`MessageDecryptor::unlock`], input is parsed (and
+    /// buffered, bounded) and nothing is returned; after it, returns
+    /// unverified plaintext.
+    pub fn push(&mut self, data: &[u8]) -> Result<Unverified, DecryptError> {
+        let bytes = self.form.push(data)?;
+        self.route(bytes)
+    }
+
+    fn route(&mut self, bytes: Vec<u8>) -> Result<Unverified, DecryptError> {
+        if let Some(d) = self.dec.as_mut() {
+            return d.update(&bytes);
+        }
+        if self.parsed.is_some() {
+            if self.held.len() + bytes.len() > 2 * ber::MAX_ELEMENT {
+                return Err(DecryptError::Malformed(
+                    "too much input before a key was chosen",
+                ));
+            }
+            self.held.extend_from_slice(&bytes);
+            return Ok(Unverified::default());
+        }
+        if let Some(p) = self.parser.push(&bytes)? {
+            self.parsed = Some(p);
+        }
+        Ok(Unverified::default())
+    }
+
+    /// The envelope header, once enough input was pushed.
+    pub fn envelope(&self) -> Option<&ParsedEnvelope> {
+        self.parsed.as_ref()
+    }
+
+    /// Recovers the content key with `key` and returns the plaintext of what
+    /// was already pushed. [`DecryptError::NotARecipient`] leaves the
+    /// decryptor as it was, so that another key can be tried.
+    pub fn unlock(&mut self, key: &dyn RecipientKey) -> Result<Unverified, DecryptError> {
+        if self.dec.is_some() {
+            return Ok(Unverified::default());
+        }
+        let parsed = self
+            .parsed
+            .as_ref()
+            .ok_or(DecryptError::Malformed("truncated input"))?;
+        if !parsed.is_recipient(key.certificate()) {
+            return Err(DecryptError::NotARecipient);
+        }
+        let parsed = self
+            .parsed
+            .take()
+            .ok_or(DecryptError::Malformed("truncated input"))?;
+        let mut d = parsed.decryptor(key)?;
+        let held = std::mem::take(&mut self.held);
+        let out = d.update(&held)?;
+        self.dec = Some(d);
+        Ok(out)
+    }
+
+    /// Ends the input. See [`Decryptor::finish`].
+    pub fn finish(mut self) -> Result<DecryptOutcome, DecryptError> {
+        let tail = std::mem::take(&mut self.form).finish()?;
+        if self.dec.is_none() {
+            // still before unlock: parse what is left, to report the right error
+            let _nothing_before_unlock = self.route(tail)?;
+            return Err(match self.parsed {
+                Some(_) => DecryptError::Malformed("no key was chosen"),
+                None => DecryptError::Malformed("truncated input"),
+            });
+        }
+        let extra = self.route(tail)?;
+        let d = self.dec.take().ok_or(DecryptError::Failed)?;
+        let mut outcome = d.finish()?;
+        if !extra.is_empty() {
+            let mut all = extra.into_unverified_bytes();
+            all.extend_from_slice(&outcome.final_plaintext);
+            outcome.final_plaintext = all;
+        }
+        Ok(outcome)
+    }
+}

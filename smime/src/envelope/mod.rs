@@ -11,7 +11,8 @@
 //! * Decryption: [`EnvelopeParser`] reads the header (DER or BER as
 //!   `openssl cms -stream` writes it), [`ParsedEnvelope::decryptor`] recovers the
 //!   content key through the [`RecipientKey`], and [`Decryptor`] streams the
-//!   content.
+//!   content. [`MessageDecryptor`] wraps the three, plus MIME/PEM/DER
+//!   detection ([`mime::CmsInputDecoder`]), in one push API.
 //!
 //! # Unverified plaintext — read this before using [`Decryptor`]
 //!
@@ -46,8 +47,8 @@ use zeroize::Zeroizing;
 
 pub use content::ContentCipher;
 pub use decrypt::{
-    decrypt, DecryptOutcome, Decrypted, Decryptor, EnvelopeKind, EnvelopeParser, ParsedEnvelope,
-    RecipientId, Unverified,
+    decrypt, DecryptOutcome, Decrypted, Decryptor, EnvelopeKind, EnvelopeParser, MessageDecryptor,
+    ParsedEnvelope, RecipientId, Unverified,
 };
 pub use encrypt::{encrypt, EncryptRecipient, Encryptor};
 pub use soft::SoftwareKey;

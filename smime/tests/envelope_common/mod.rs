@@ -7,8 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use tokenmail_smime::envelope::{
-    mime::CmsInputDecoder, DecryptError, Decryptor, EncryptRecipient, EnvelopeParser, RecipientKey,
-    SoftwareKey,
+    DecryptError, EncryptRecipient, MessageDecryptor, RecipientKey, SoftwareKey,
 };
 
 pub struct Fixture {
@@ -160,44 +159,28 @@ pub fn openssl_decrypt(f: &Fixture, who: Who, input: &[u8], inform: &str) -> Vec
     out
 }
 
-/// Streams `input` (any form: MIME, PEM, DER/BER) through the decoder,
-/// parser and decryptor in `chunk`-sized pieces. Returns the plaintext and
+/// Streams `input` (any form: MIME, PEM, DER/BER) through
+/// [`MessageDecryptor`] in `chunk`-sized pieces. Returns the plaintext and
 /// whether it was authenticated.
 pub fn stream_decrypt(
     input: &[u8],
     key: &dyn RecipientKey,
     chunk: usize,
 ) -> Result<(Vec<u8>, bool), DecryptError> {
-    let mut form = CmsInputDecoder::new();
-    let mut parser = EnvelopeParser::new();
-    let mut dec: Option<Decryptor> = None;
-    let mut parsed = None;
+    let mut md = MessageDecryptor::new();
     let mut plaintext = Vec::new();
-    let mut feed = |bytes: Vec<u8>,
-                    parser: &mut EnvelopeParser,
-                    parsed: &mut Option<_>,
-                    dec: &mut Option<Decryptor>|
-     -> Result<(), DecryptError> {
-        if let Some(d) = dec.as_mut() {
-            plaintext.extend(d.update(&bytes)?.into_unverified_bytes());
-            return Ok(());
-        }
-        if let Some(p) = parser.push(&bytes)? {
-            *parsed = Some(());
-            let mut d = p.decryptor(key)?;
-            plaintext.extend(d.update(&[])?.into_unverified_bytes());
-            *dec = Some(d);
-        }
-        Ok(())
-    };
+    let mut unlocked = false;
     for piece in input.chunks(chunk.max(1)) {
-        let bytes = form.push(piece)?;
-        feed(bytes, &mut parser, &mut parsed, &mut dec)?;
+        plaintext.extend(md.push(piece)?.into_unverified_bytes());
+        if !unlocked && md.envelope().is_some() {
+            plaintext.extend(md.unlock(key)?.into_unverified_bytes());
+            unlocked = true;
+        }
     }
-    let bytes = form.finish()?;
-    feed(bytes, &mut parser, &mut parsed, &mut dec)?;
-    let d = dec.ok_or(DecryptError::Malformed("truncated input"))?;
-    let outcome = d.finish()?;
+    if !unlocked && md.envelope().is_some() {
+        plaintext.extend(md.unlock(key)?.into_unverified_bytes());
+    }
+    let outcome = md.finish()?;
     plaintext.extend(outcome.final_plaintext);
     Ok((plaintext, outcome.authenticated))
 }
