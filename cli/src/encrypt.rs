@@ -218,3 +218,110 @@ pub fn encrypt_stream(
     output.write_all(&out).context("cannot write the output")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+    use tokenmail_smime::envelope::{decrypt, SoftwareKey};
+
+    fn make_key(dir: &Path) -> (PathBuf, PathBuf) {
+        let key = dir.join("k.pem");
+        let cert = dir.join("c.pem");
+        let ok = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=cli test",
+            ])
+            .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl")
+            .status
+            .success();
+        assert!(ok);
+        (key, cert)
+    }
+
+    #[test]
+    fn to_is_refused_for_now() {
+        let e = run(EncryptArgs {
+            recipient_cert: vec![],
+            to: vec!["a@example.org".into()],
+            cipher: None,
+            input: None,
+            output: None,
+        })
+        .expect_err("--to");
+        assert_eq!(
+            e.to_string(),
+            "--to needs the recipient store; use --recipient-cert"
+        );
+    }
+
+    #[test]
+    fn encrypts_a_message_to_a_file_atomically() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (key, cert) = make_key(dir.path());
+        let input = dir.path().join("in.eml");
+        std::fs::write(
+            &input,
+            b"From: a@example.org\nTo: b@example.org\nSubject: s\nContent-Type: text/plain\n\nbody\n",
+        )
+        .expect("write");
+        let output = dir.path().join("out.eml");
+        run(EncryptArgs {
+            recipient_cert: vec![cert.clone()],
+            to: vec![],
+            cipher: Some("aes128-cbc".into()),
+            input: Some(input),
+            output: Some(output.clone()),
+        })
+        .expect("encrypt");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names.len(), 4, "no temporary file left: {names:?}");
+        let out = std::fs::read(&output).expect("read");
+        assert!(out.starts_with(b"From: a@example.org\r\nTo: b@example.org\r\nSubject: s\r\n"));
+        let sk = SoftwareKey::from_pem(
+            &std::fs::read_to_string(key).expect("key"),
+            &std::fs::read_to_string(cert).expect("cert"),
+        )
+        .expect("soft key");
+        let d = decrypt(&out, &sk).expect("decrypt");
+        assert_eq!(&d.content[..], b"Content-Type: text/plain\r\n\r\nbody\r\n");
+        assert!(!d.authenticated);
+    }
+
+    #[test]
+    fn bad_cipher_and_missing_certificate_are_one_line_errors() {
+        let e = run(EncryptArgs {
+            recipient_cert: vec![PathBuf::from("/nonexistent/cert.pem")],
+            to: vec![],
+            cipher: Some("rc2".into()),
+            input: None,
+            output: None,
+        })
+        .expect_err("bad cipher");
+        assert!(e.to_string().contains("unknown --cipher"));
+        let e = run(EncryptArgs {
+            recipient_cert: vec![PathBuf::from("/nonexistent/cert.pem")],
+            to: vec![],
+            cipher: None,
+            input: None,
+            output: None,
+        })
+        .expect_err("missing cert");
+        assert!(e.to_string().contains("cannot read certificate"));
+    }
+}

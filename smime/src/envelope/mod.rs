@@ -107,7 +107,14 @@ pub trait RecipientKey {
     /// (issuerAndSerialNumber or subjectKeyIdentifier).
     fn certificate(&self) -> &x509_cert::Certificate;
 
-    /// RSA key transport: decrypt the wrapped content-encryption key.
+    /// RSA key transport: decrypt the wrapped content-encryption key
+    /// (`CKM_RSA_PKCS` / `CKM_RSA_PKCS_OAEP` with MGF1 over the same hash and
+    /// no label).
+    ///
+    /// Implementations return [`KeyOpError::Failed`] for any failure of the
+    /// operation itself (bad padding included) without detail, and
+    /// [`KeyOpError::Unsupported`] when the token lacks the mechanism (SoftHSM
+    /// 2.6.1 refuses OAEP with SHA-256, see shared/STACK.md).
     fn decrypt_key(
         &self,
         alg: KeyTransport,
@@ -115,7 +122,10 @@ pub trait RecipientKey {
     ) -> Result<Zeroizing<Vec<u8>>, KeyOpError>;
 
     /// Raw ECDH shared secret (the x coordinate, field-size bytes) with the
-    /// given SEC1-encoded peer point.
+    /// given SEC1-encoded peer point (`CKM_ECDH1_DERIVE` with `CKD_NULL`;
+    /// the X9.63 KDF and the key unwrap run in-process). The point comes
+    /// from the message: the token, or the implementation, must reject
+    /// points not on the curve.
     fn ecdh(&self, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyOpError>;
 }
 
