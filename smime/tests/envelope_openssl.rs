@@ -604,3 +604,61 @@ fn message_decryptor_lets_the_caller_try_several_keys() {
     assert!(outcome.authenticated);
     assert_eq!(pt, content);
 }
+
+/// A key whose token is "removed" on the first attempt.
+struct FlakyKey {
+    inner: tokenmail_smime::envelope::SoftwareKey,
+    tries: std::cell::Cell<u32>,
+}
+
+impl tokenmail_smime::envelope::RecipientKey for FlakyKey {
+    fn certificate(&self) -> &x509_cert::Certificate {
+        self.inner.certificate()
+    }
+    fn decrypt_key(
+        &self,
+        alg: KeyTransport,
+        wrapped: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, tokenmail_smime::envelope::KeyOpError> {
+        self.tries.set(self.tries.get() + 1);
+        if self.tries.get() == 1 {
+            return Err(tokenmail_smime::envelope::KeyOpError::Unavailable(
+                "token not present".into(),
+            ));
+        }
+        self.inner.decrypt_key(alg, wrapped)
+    }
+    fn ecdh(
+        &self,
+        peer: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, tokenmail_smime::envelope::KeyOpError> {
+        self.inner.ecdh(peer)
+    }
+}
+
+#[test]
+fn unavailable_key_is_reported_and_can_be_retried() {
+    use tokenmail_smime::envelope::{MessageDecryptor, RecipientKey};
+    let f = fixture();
+    let der = encrypt(
+        &[f.recipient(Who::Rsa)],
+        ContentCipher::Aes256Gcm,
+        b"retry me",
+    )
+    .expect("enc");
+    let key = FlakyKey {
+        inner: f.software_key(Who::Rsa),
+        tries: std::cell::Cell::new(0),
+    };
+    let _ = key.certificate();
+    let mut md = MessageDecryptor::new();
+    assert!(md.push(&der).expect("push").is_empty());
+    match md.unlock(&key) {
+        Err(DecryptError::KeyUnavailable(m)) => assert_eq!(m, "token not present"),
+        other => panic!("expected KeyUnavailable, got {other:?}"),
+    }
+    let mut pt = md.unlock(&key).expect("second try").into_unverified_bytes();
+    let outcome = md.finish().expect("finish");
+    pt.extend(outcome.final_plaintext);
+    assert_eq!(pt, b"retry me");
+}

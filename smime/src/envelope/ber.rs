@@ -215,7 +215,7 @@ pub(crate) enum End {
 /// An incremental reader: bytes are appended with [`Reader::feed`], consumed
 /// from the front, and the stack of open containers is tracked with absolute
 /// offsets so that definite and indefinite forms can be mixed.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Reader {
     buf: Vec<u8>,
     start: usize,

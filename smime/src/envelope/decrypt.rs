@@ -243,7 +243,7 @@ fn take_oid(r: &mut Reader) -> Result<ObjectIdentifier, BerError> {
 }
 
 /// A parsed envelope header: who it is for and how it is encrypted.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ParsedEnvelope {
     kind: EnvelopeKind,
     recipients: Vec<RecipientInfo>,
@@ -654,6 +654,11 @@ pub fn decrypt(input: &[u8], key: &dyn RecipientKey) -> Result<Decrypted, Decryp
 ///
 /// As with [`Decryptor`], every plaintext byte is [`Unverified`] until
 /// `finish` returns `Ok`.
+///
+/// Call `unlock` as soon as [`MessageDecryptor::envelope`] is `Some`: until
+/// then input is held in memory, and more than 2 MiB of it is an error.
+/// [`DecryptError::NotARecipient`] and [`DecryptError::KeyUnavailable`] from
+/// `unlock` leave the decryptor usable for another attempt.
 #[derive(Debug, Default)]
 pub struct MessageDecryptor {
     form: super::mime::CmsInputDecoder,
@@ -715,11 +720,10 @@ impl MessageDecryptor {
         if !parsed.is_recipient(key.certificate()) {
             return Err(DecryptError::NotARecipient);
         }
-        let parsed = self
-            .parsed
-            .take()
-            .ok_or(DecryptError::Malformed("truncated input"))?;
-        let mut d = parsed.decryptor(key)?;
+        // a clone (bounded: the header's remainder), so that a key that is
+        // unavailable right now can be retried
+        let mut d = parsed.clone().decryptor(key)?;
+        self.parsed = None;
         let held = std::mem::take(&mut self.held);
         let out = d.update(&held)?;
         self.dec = Some(d);
