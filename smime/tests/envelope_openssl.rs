@@ -662,3 +662,40 @@ fn unavailable_key_is_reported_and_can_be_retried() {
     pt.extend(outcome.final_plaintext);
     assert_eq!(pt, b"retry me");
 }
+
+#[test]
+fn known_length_streaming_output_is_der() {
+    let f = fixture();
+    for cipher in CIPHERS {
+        for len in [0usize, 15, 16, 1000, 70_000] {
+            let content = sample_content(len);
+            let recips = [f.recipient(Who::Rsa), f.recipient(Who::P256)];
+            let (mut enc, mut out) =
+                Encryptor::new_with_length(&recips, cipher, len as u64).expect("enc");
+            for piece in content.chunks(777) {
+                out.extend(enc.update(piece).expect("update"));
+            }
+            out.extend(enc.finish().expect("finish"));
+            // strict DER: openssl re-encodes it byte for byte
+            let (ok, reenc, err) = openssl(
+                &["cms", "-cmsout", "-inform", "DER", "-outform", "DER"],
+                Some(&out),
+            );
+            assert!(ok, "{err}");
+            assert_eq!(reenc, out, "{cipher:?} {len}: not DER");
+            assert_eq!(openssl_decrypt(f, Who::P256, &out, "DER"), content);
+            let (pt, _) = stream_decrypt(&out, &f.software_key(Who::Rsa), 1000).expect("ours");
+            assert_eq!(pt, content);
+        }
+    }
+    // a wrong length is refused
+    let (mut enc, _) =
+        Encryptor::new_with_length(&[f.recipient(Who::P256)], ContentCipher::Aes256Gcm, 10)
+            .expect("enc");
+    assert!(enc.update(b"12345").is_ok());
+    assert!(enc.finish().is_err());
+    let (mut enc, _) =
+        Encryptor::new_with_length(&[f.recipient(Who::P256)], ContentCipher::Aes256Gcm, 2)
+            .expect("enc");
+    assert!(enc.update(b"12345").is_err());
+}

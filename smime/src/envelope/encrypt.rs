@@ -10,7 +10,7 @@ use spki::AlgorithmIdentifierOwned;
 use x509_cert::ext::pkix::KeyUsage;
 use x509_cert::Certificate;
 
-use super::ber::write_tlv;
+use super::ber::{write_len, write_tlv};
 use super::content::{ContentCipher, ContentEncryptor};
 use super::oids;
 use super::recipients::{build_kari, build_ktri, random_cek, RecipientPublicKey};
@@ -164,6 +164,8 @@ pub struct Encryptor {
     content: Option<ContentEncryptor>,
     cipher: ContentCipher,
     scratch: Vec<u8>,
+    /// `Some((declared, seen))` for the definite-length (DER) form.
+    length: Option<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Encryptor {
@@ -204,6 +206,69 @@ impl Encryptor {
                 content: Some(p.content),
                 cipher,
                 scratch: Vec::new(),
+                length: None,
+            },
+            h,
+        ))
+    }
+
+    /// Like [`Encryptor::new`], for content of a length known in advance: the
+    /// output is then DER (definite lengths throughout, the encryptedContent
+    /// one primitive OCTET STRING), still produced as a stream. Exactly
+    /// `content_len` bytes must be given to `update`; `finish` fails otherwise.
+    pub fn new_with_length(
+        recipients: &[EncryptRecipient],
+        cipher: ContentCipher,
+        content_len: u64,
+    ) -> Result<(Self, Vec<u8>), EncryptError> {
+        let p = prepare(recipients, cipher)?;
+        let ct_len = if cipher.is_authenticated() {
+            content_len
+        } else {
+            (content_len / 16 + 1) * 16
+        };
+        let ct_len = usize::try_from(ct_len).map_err(|_| EncryptError::TooLong)?;
+        let der = |e: der::Error| EncryptError::Der(e);
+        // EncryptedContentInfo
+        let mut eci_head = oids::ID_DATA.to_der().map_err(der)?;
+        eci_head.extend_from_slice(&p.alg.to_der().map_err(der)?);
+        eci_head.push(0x80);
+        write_len(&mut eci_head, ct_len);
+        let eci_len = eci_head.len() + ct_len;
+        // (Auth)EnvelopedData
+        let mut env_head = p.version.to_der().map_err(der)?;
+        env_head.extend_from_slice(&p.infos.to_der().map_err(der)?);
+        env_head.push(0x30);
+        write_len(&mut env_head, eci_len);
+        let mac_len = if cipher.is_authenticated() { 18 } else { 0 };
+        let env_len = env_head.len() + eci_len + mac_len;
+        // [0] EXPLICIT
+        let mut explicit_head = vec![0x30];
+        write_len(&mut explicit_head, env_len);
+        let explicit_len = explicit_head.len() + env_len;
+        // ContentInfo
+        let ct_oid = if cipher.is_authenticated() {
+            oids::ID_AUTH_ENVELOPED_DATA
+        } else {
+            oids::ID_ENVELOPED_DATA
+        };
+        let mut ci_body_head = ct_oid.to_der().map_err(der)?;
+        ci_body_head.push(0xa0);
+        write_len(&mut ci_body_head, explicit_len);
+        let ci_len = ci_body_head.len() + explicit_len;
+
+        let mut h = vec![0x30];
+        write_len(&mut h, ci_len);
+        h.extend_from_slice(&ci_body_head);
+        h.extend_from_slice(&explicit_head);
+        h.extend_from_slice(&env_head);
+        h.extend_from_slice(&eci_head);
+        Ok((
+            Self {
+                content: Some(p.content),
+                cipher,
+                scratch: Vec::new(),
+                length: Some((content_len, 0)),
             },
             h,
         ))
@@ -220,6 +285,13 @@ impl Encryptor {
     /// Like [`Encryptor::update`], appending to `out`.
     pub fn update_into(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), EncryptError> {
         let content = self.content.as_mut().ok_or(EncryptError::Finished)?;
+        if let Some((declared, seen)) = &mut self.length {
+            *seen += data.len() as u64;
+            if *seen > *declared {
+                return Err(EncryptError::LengthMismatch);
+            }
+            return content.update(data, out);
+        }
         self.scratch.clear();
         content.update(data, &mut self.scratch)?;
         if !self.scratch.is_empty() {
@@ -233,6 +305,15 @@ impl Encryptor {
     pub fn finish(mut self) -> Result<Vec<u8>, EncryptError> {
         let content = self.content.take().ok_or(EncryptError::Finished)?;
         let mut last = Vec::new();
+        if let Some((declared, seen)) = self.length {
+            if declared != seen {
+                return Err(EncryptError::LengthMismatch);
+            }
+            if let Some(tag) = content.finish(&mut last) {
+                write_tlv(&mut last, 0x04, &tag);
+            }
+            return Ok(last);
+        }
         let tag = content.finish(&mut last);
         let mut out = Vec::with_capacity(64);
         if !last.is_empty() {

@@ -166,6 +166,9 @@ pub enum EncryptError {
     /// The content is longer than the cipher allows with one key (AES-GCM: 64 GiB).
     #[error("content too long for this cipher")]
     TooLong,
+    /// [`Encryptor::new_with_length`] was given a different number of bytes.
+    #[error("the content length differs from the length declared")]
+    LengthMismatch,
     /// `update` or `finish` called out of order.
     #[error("encryptor used after finish")]
     Finished,
