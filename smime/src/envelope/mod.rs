@@ -4,8 +4,11 @@
 //! * Private-key operations go through [`RecipientKey`], implemented by the
 //!   agent over a token (and by [`SoftwareKey`] for tests). Everything else —
 //!   CMS, MIME, content encryption, KDF, key wrap — runs in-process.
-//! * Encryption: [`Encryptor`] (push API: header bytes, `update`, trailer) or
-//!   [`encrypt`] for whole buffers. Recipients: RSA key transport (RSAES-OAEP
+//! * Encryption: [`Encryptor`] (push API: header bytes, `update`, trailer;
+//!   BER with indefinite lengths like `openssl cms -stream`, or DER with
+//!   [`Encryptor::new_with_length`]) or [`encrypt`] for whole buffers (DER).
+//!   [`mime::encrypt_message`] and the pieces next to it add the S/MIME
+//!   framing. Recipients: RSA key transport (RSAES-OAEP
 //!   SHA-256 by default, or PKCS#1 v1.5) and ECDH ephemeral-static key
 //!   agreement on P-256/P-384 (RFC 5753), identified by issuerAndSerialNumber.
 //! * Decryption: [`EnvelopeParser`] reads the header (DER or BER as
