@@ -5,3 +5,5 @@
 //! the same code runs with a key on a PKCS#11 token, a PIV card, or in software (tests).
 //! Nothing here opens a file, a socket or a token; the clock is passed in.
 #![forbid(unsafe_code)]
+
+pub mod envelope;

@@ -1,0 +1,327 @@
+//! `tokenmail encrypt`: S/MIME-encrypt a message to given certificates.
+//!
+//! Needs no agent (no private key is involved). Streams from the input file or
+//! standard input to `-o FILE` or standard output in bounded memory; with
+//! `-o`, the output is written to a temporary file in the same directory and
+//! renamed over FILE only when everything succeeded.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use tokenmail_smime::envelope::mime::{
+    find_header_end, looks_like_headers, outer_headers, split_headers, Base64LineEncoder,
+    CrlfCanonicalizer, SplitHeaders, MAX_HEADER_BLOCK,
+};
+use tokenmail_smime::envelope::{ContentCipher, EncryptRecipient, Encryptor};
+
+/// Arguments of `tokenmail encrypt`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EncryptArgs {
+    /// Encrypt to the certificate in this PEM (or DER) file; repeatable.
+    #[arg(long = "recipient-cert", value_name = "PEM")]
+    pub recipient_cert: Vec<PathBuf>,
+
+    /// Encrypt to this email address's certificate (needs the recipient store).
+    #[arg(long = "to", value_name = "EMAIL")]
+    pub to: Vec<String>,
+
+    /// Content cipher: aes256-gcm (default), aes128-gcm, aes256-cbc, aes128-cbc.
+    #[arg(long, value_name = "CIPHER")]
+    pub cipher: Option<String>,
+
+    /// The RFC 5322 message or MIME entity to encrypt (default: standard input).
+    #[arg(value_name = "IN")]
+    pub input: Option<PathBuf>,
+
+    /// Write the encrypted message here (default: standard output).
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: Option<PathBuf>,
+}
+
+const CHUNK: usize = 64 * 1024;
+
+/// Runs `tokenmail encrypt`.
+pub fn run(args: EncryptArgs) -> anyhow::Result<()> {
+    if !args.to.is_empty() {
+        bail!("--to needs the recipient store; use --recipient-cert");
+    }
+    if args.recipient_cert.is_empty() {
+        bail!("no recipient: give --recipient-cert PEM (repeatable)");
+    }
+    let cipher = match args.cipher.as_deref() {
+        None => ContentCipher::Aes256Gcm,
+        Some(name) => ContentCipher::from_name(name).with_context(|| {
+            format!(
+                "unknown --cipher {name:?}; use aes256-gcm, aes128-gcm, aes256-cbc or aes128-cbc"
+            )
+        })?,
+    };
+    let recipients = args
+        .recipient_cert
+        .iter()
+        .map(|p| load_recipient(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let mut input: Box<dyn Read> = match &args.input {
+        Some(p) => {
+            Box::new(File::open(p).with_context(|| format!("cannot open input {}", p.display()))?)
+        }
+        None => Box::new(io::stdin().lock()),
+    };
+
+    match &args.output {
+        None => {
+            let stdout = io::stdout();
+            let mut out = BufWriter::new(stdout.lock());
+            encrypt_stream(&recipients, cipher, &mut input, &mut out)?;
+            out.flush().context("cannot write to standard output")?;
+        }
+        Some(path) => {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let tmp = tempfile::Builder::new()
+                .prefix(".tokenmail-encrypt-")
+                .tempfile_in(&dir)
+                .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+            {
+                let mut out = BufWriter::new(tmp.as_file());
+                encrypt_stream(&recipients, cipher, &mut input, &mut out)?;
+                out.flush()
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            tmp.as_file()
+                .sync_all()
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            tmp.persist(path)
+                .with_context(|| format!("cannot rename the output to {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn load_recipient(path: &Path) -> anyhow::Result<EncryptRecipient> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read certificate {}", path.display()))?;
+    EncryptRecipient::from_pem_or_der(&bytes)
+        .with_context(|| format!("cannot encrypt to {}", path.display()))
+}
+
+/// Reads into `buf` until it holds `want` more bytes or the input ends.
+fn read_some(input: &mut dyn Read, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + want, 0);
+    let mut got = 0;
+    while got < want {
+        match input.read(&mut buf[start + got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                buf.truncate(start + got);
+                return Err(e);
+            }
+        }
+    }
+    buf.truncate(start + got);
+    Ok(got)
+}
+
+/// Encrypts a message from `input` to `output`, streaming: the header block
+/// (bounded) is read first and split, then the body goes through CRLF
+/// canonicalisation (skipped for `Content-Transfer-Encoding: binary`), the
+/// encryptor and base64, chunk by chunk.
+pub fn encrypt_stream(
+    recipients: &[EncryptRecipient],
+    cipher: ContentCipher,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+) -> anyhow::Result<()> {
+    // 1. the header block
+    let mut head = Vec::with_capacity(CHUNK);
+    let (split, body_start) = loop {
+        let n = read_some(input, &mut head, CHUNK).context("cannot read the input")?;
+        if !head.is_empty() && !looks_like_headers(&head) {
+            break (SplitHeaders::default(), 0);
+        }
+        if let Some((end, body)) = find_header_end(&head) {
+            break (split_headers(&head[..end]), body);
+        }
+        if n == 0 {
+            // headers only (or empty input)
+            let s = if head.is_empty() {
+                SplitHeaders::default()
+            } else {
+                split_headers(&head)
+            };
+            let len = head.len();
+            break (s, len);
+        }
+        if head.len() > MAX_HEADER_BLOCK {
+            bail!("the input's header block is larger than {MAX_HEADER_BLOCK} bytes");
+        }
+    };
+
+    let (mut enc, header) = Encryptor::new(recipients, cipher).context("cannot encrypt")?;
+    output
+        .write_all(&outer_headers(&split.outer, cipher))
+        .context("cannot write the output")?;
+    let mut b64 = Base64LineEncoder::new();
+    let mut canon = CrlfCanonicalizer::new();
+    let mut text = Vec::with_capacity(CHUNK * 2);
+    let mut ct = Vec::with_capacity(CHUNK * 2);
+    let mut out = Vec::with_capacity(CHUNK * 3);
+    b64.push(&header, &mut out);
+
+    // 2. the entity: Content-* headers, empty line, body
+    let mut pending = Vec::with_capacity(CHUNK);
+    canon.push(&split.inner, &mut pending);
+    canon.push(b"\r\n", &mut pending);
+    let binary = split.body_is_binary();
+    if binary {
+        pending.extend_from_slice(&head[body_start..]);
+    } else {
+        canon.push(&head[body_start..], &mut pending);
+    }
+    drop(head);
+    enc.update_into(&pending, &mut ct)
+        .context("cannot encrypt")?;
+    b64.push(&ct, &mut out);
+    output.write_all(&out).context("cannot write the output")?;
+
+    // 3. the rest of the body
+    let mut buf = Vec::with_capacity(CHUNK);
+    loop {
+        buf.clear();
+        let n = read_some(input, &mut buf, CHUNK).context("cannot read the input")?;
+        if n == 0 {
+            break;
+        }
+        text.clear();
+        if binary {
+            text.extend_from_slice(&buf);
+        } else {
+            canon.push(&buf, &mut text);
+        }
+        ct.clear();
+        enc.update_into(&text, &mut ct).context("cannot encrypt")?;
+        out.clear();
+        b64.push(&ct, &mut out);
+        output.write_all(&out).context("cannot write the output")?;
+    }
+    out.clear();
+    b64.push(&enc.finish().context("cannot encrypt")?, &mut out);
+    b64.finish(&mut out);
+    output.write_all(&out).context("cannot write the output")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+    use tokenmail_smime::envelope::{decrypt, SoftwareKey};
+
+    fn make_key(dir: &Path) -> (PathBuf, PathBuf) {
+        let key = dir.join("k.pem");
+        let cert = dir.join("c.pem");
+        let ok = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=cli test",
+            ])
+            .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl")
+            .status
+            .success();
+        assert!(ok);
+        (key, cert)
+    }
+
+    #[test]
+    fn to_is_refused_for_now() {
+        let e = run(EncryptArgs {
+            recipient_cert: vec![],
+            to: vec!["a@example.org".into()],
+            cipher: None,
+            input: None,
+            output: None,
+        })
+        .expect_err("--to");
+        assert_eq!(
+            e.to_string(),
+            "--to needs the recipient store; use --recipient-cert"
+        );
+    }
+
+    #[test]
+    fn encrypts_a_message_to_a_file_atomically() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (key, cert) = make_key(dir.path());
+        let input = dir.path().join("in.eml");
+        std::fs::write(
+            &input,
+            b"From: a@example.org\nTo: b@example.org\nSubject: s\nContent-Type: text/plain\n\nbody\n",
+        )
+        .expect("write");
+        let output = dir.path().join("out.eml");
+        run(EncryptArgs {
+            recipient_cert: vec![cert.clone()],
+            to: vec![],
+            cipher: Some("aes128-cbc".into()),
+            input: Some(input),
+            output: Some(output.clone()),
+        })
+        .expect("encrypt");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names.len(), 4, "no temporary file left: {names:?}");
+        let out = std::fs::read(&output).expect("read");
+        assert!(out.starts_with(b"From: a@example.org\r\nTo: b@example.org\r\nSubject: s\r\n"));
+        let sk = SoftwareKey::from_pem(
+            &std::fs::read_to_string(key).expect("key"),
+            &std::fs::read_to_string(cert).expect("cert"),
+        )
+        .expect("soft key");
+        let d = decrypt(&out, &sk).expect("decrypt");
+        assert_eq!(&d.content[..], b"Content-Type: text/plain\r\n\r\nbody\r\n");
+        assert!(!d.authenticated);
+    }
+
+    #[test]
+    fn bad_cipher_and_missing_certificate_are_one_line_errors() {
+        let e = run(EncryptArgs {
+            recipient_cert: vec![PathBuf::from("/nonexistent/cert.pem")],
+            to: vec![],
+            cipher: Some("rc2".into()),
+            input: None,
+            output: None,
+        })
+        .expect_err("bad cipher");
+        assert!(e.to_string().contains("unknown --cipher"));
+        let e = run(EncryptArgs {
+            recipient_cert: vec![PathBuf::from("/nonexistent/cert.pem")],
+            to: vec![],
+            cipher: None,
+            input: None,
+            output: None,
+        })
+        .expect_err("missing cert");
+        assert!(e.to_string().contains("cannot read certificate"));
+    }
+}
