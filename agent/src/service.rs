@@ -131,7 +131,8 @@ impl Service {
         out
     }
 
-    /// Resolves a key name: CKA_LABEL, hex CKA_ID, or an email in its certificate.
+    /// Resolves a key name: CKA_LABEL, hex CKA_ID, `sha256:` + its certificate's SHA-256
+    /// fingerprint (unique across tokens), or an email in its certificate.
     fn resolve(&self, name: &str) -> Result<Found, TokenError> {
         let keys = self.all_keys();
         if keys.is_empty() {
@@ -148,6 +149,17 @@ impl Service {
         if hits.is_empty() {
             let lower = name.to_ascii_lowercase();
             hits = by(&|k| hex::encode(&k.id) == lower);
+        }
+        if hits.is_empty() {
+            if let Some(fp) = name.strip_prefix("sha256:") {
+                let fp = fp.to_ascii_lowercase();
+                hits = by(&|k| {
+                    k.certificate
+                        .as_deref()
+                        .and_then(cert::facts)
+                        .is_some_and(|f| f.summary.sha256 == fp)
+                });
+            }
         }
         if hits.is_empty() && name.contains('@') {
             let email = name.to_ascii_lowercase();

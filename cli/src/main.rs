@@ -3,15 +3,20 @@
 //! Talks to tokenmail-agent over its socket for private-key operations; never links a
 //! token library, so commands that need no private key work with no agent running.
 
-use std::io::{IsTerminal, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
-use tokenmail_proto::v1::{Bytes, ErrorCode, KeyInfo, Pin, Request, Response, SignAlgorithm};
+use tokenmail_proto::v1::{Bytes, KeyInfo, Pin, Request, Response, SignAlgorithm};
 use tokenmail_proto::{Client, ClientError};
 
+mod agentkey;
+mod decrypt;
+mod encrypt;
 mod output;
+
+use agentkey::{call_with_login, connect, prompt_pin};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -62,6 +67,10 @@ enum Command {
     },
     /// Log out of every token and forget cached PINs.
     Lock,
+    /// Encrypt a message to certificates (needs no agent): application/pkcs7-mime, AES-GCM by default.
+    Encrypt(encrypt::EncryptArgs),
+    /// Decrypt a message with a key on a token (through the agent); plaintext released only after it verified.
+    Decrypt(decrypt::DecryptArgs),
     /// Sign a digest with a key on the token (the file is hashed here; only the digest is sent).
     SignDigest {
         /// Key: label, hex id, or an email in its certificate.
@@ -94,72 +103,6 @@ fn main() {
             });
         }
     }
-}
-
-fn socket_path(cli_socket: Option<&Path>) -> PathBuf {
-    match cli_socket {
-        Some(p) => p.to_path_buf(),
-        None => tokenmail_proto::default_socket_path(current_uid()),
-    }
-}
-
-fn current_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    // The uid owning /proc/self is ours; avoids linking libc for one call.
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(0)
-}
-
-fn connect(socket: Option<&Path>) -> Result<Client> {
-    let path = socket_path(socket);
-    Ok(Client::connect(
-        &path,
-        concat!("tokenmail/", env!("CARGO_PKG_VERSION")),
-    )?)
-}
-
-/// Sends a request; when the agent needs a PIN and we have a terminal, asks for it,
-/// logs in, and sends the request again (once).
-fn call_with_login(client: &mut Client, req: &Request) -> Result<Response> {
-    match client.call(req) {
-        Err(ClientError::Agent(e)) if e.code == ErrorCode::PinRequired => {
-            if !std::io::stdin().is_terminal() && std::fs::File::open("/dev/tty").is_err() {
-                return Err(anyhow!(
-                    "{}; no terminal to ask on (run `tokenmail login` first)",
-                    e.message
-                ));
-            }
-            let token = token_of(&e.message);
-            let pin = prompt_pin(token.as_deref())?;
-            client.call(&Request::Login {
-                token,
-                pin: Some(pin),
-            })?;
-            Ok(client.call(req)?)
-        }
-        other => Ok(other?),
-    }
-}
-
-/// Extracts the token name from a "token \"X\" needs its PIN" message.
-fn token_of(msg: &str) -> Option<String> {
-    let start = msg.find('"')? + 1;
-    let end = start + msg[start..].find('"')?;
-    Some(msg[start..end].to_string())
-}
-
-fn prompt_pin(token: Option<&str>) -> Result<Pin> {
-    let prompt = match token {
-        Some(t) => format!("PIN for token {t:?}: "),
-        None => "Token PIN: ".to_string(),
-    };
-    let pin =
-        rpassword::prompt_password(prompt).context("cannot read the PIN from the terminal")?;
-    if pin.is_empty() {
-        return Err(anyhow!("empty PIN; nothing sent"));
-    }
-    Ok(Pin::new(pin))
 }
 
 fn run(cli: Cli) -> Result<i32> {
@@ -209,6 +152,11 @@ fn run(cli: Cli) -> Result<i32> {
             eprintln!("logged in");
             Ok(0)
         }
+        Command::Encrypt(args) => {
+            encrypt::run(args)?;
+            Ok(0)
+        }
+        Command::Decrypt(args) => decrypt::run(args, socket),
         Command::Lock => {
             let mut c = connect(socket)?;
             c.call(&Request::Lock)?;

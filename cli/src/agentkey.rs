@@ -1,0 +1,190 @@
+//! Keys on the agent's tokens, seen from the CLI: the private-key operations go over the
+//! socket; everything else (CMS, MIME, AES) runs here.
+
+use std::cell::RefCell;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use tokenmail_proto::v1::{Bytes, DecryptAlgorithm, ErrorCode, KeyInfo, Pin, Request, Response};
+use tokenmail_proto::{Client, ClientError};
+use tokenmail_smime::envelope::{KeyOpError, KeyTransport, OaepHash, RecipientKey};
+use x509_cert::der::Decode;
+use zeroize::Zeroizing;
+
+/// The socket path: `--socket`, else the contract's defaults.
+pub fn socket_path(cli_socket: Option<&Path>) -> PathBuf {
+    match cli_socket {
+        Some(p) => p.to_path_buf(),
+        None => tokenmail_proto::default_socket_path(current_uid()),
+    }
+}
+
+fn current_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    // The uid owning /proc/self is ours; avoids linking libc for one call.
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0)
+}
+
+/// Connects and performs the handshake.
+pub fn connect(socket: Option<&Path>) -> Result<Client> {
+    let path = socket_path(socket);
+    Ok(Client::connect(
+        &path,
+        concat!("tokenmail/", env!("CARGO_PKG_VERSION")),
+    )?)
+}
+
+/// Sends a request; when the agent needs a PIN and we have a terminal, asks for it,
+/// logs in, and sends the request again (once).
+pub fn call_with_login(client: &mut Client, req: &Request) -> Result<Response, ClientError> {
+    match client.call(req) {
+        Err(ClientError::Agent(e)) if e.code == ErrorCode::PinRequired && have_tty() => {
+            let token = token_of(&e.message);
+            let pin = match prompt_pin(token.as_deref()) {
+                Ok(p) => p,
+                Err(_) => return Err(ClientError::Agent(e)),
+            };
+            client.call(&Request::Login {
+                token,
+                pin: Some(pin),
+            })?;
+            client.call(req)
+        }
+        other => other,
+    }
+}
+
+fn have_tty() -> bool {
+    std::io::stdin().is_terminal() || std::fs::File::open("/dev/tty").is_ok()
+}
+
+/// Extracts the token name from a `token "X" needs its PIN` message.
+fn token_of(msg: &str) -> Option<String> {
+    let start = msg.find('"')? + 1;
+    let end = start + msg[start..].find('"')?;
+    Some(msg[start..end].to_string())
+}
+
+/// Asks for a PIN on the terminal without echo.
+pub fn prompt_pin(token: Option<&str>) -> Result<Pin> {
+    let prompt = match token {
+        Some(t) => format!("PIN for token {t:?}: "),
+        None => "Token PIN: ".to_string(),
+    };
+    let pin =
+        rpassword::prompt_password(prompt).context("cannot read the PIN from the terminal")?;
+    if pin.is_empty() {
+        return Err(anyhow!("empty PIN; nothing sent"));
+    }
+    Ok(Pin::new(pin))
+}
+
+/// The agent's keys that have a certificate, parsed.
+pub fn keys_with_certificates(
+    client: &mut Client,
+) -> Result<Vec<(KeyInfo, x509_cert::Certificate)>> {
+    let Response::Keys { keys } = client.call(&Request::ListKeys)? else {
+        return Err(anyhow!("unexpected answer to list-keys"));
+    };
+    Ok(keys
+        .into_iter()
+        .filter_map(|k| {
+            let cert = x509_cert::Certificate::from_der(&k.certificate.as_ref()?.der.0).ok()?;
+            Some((k, cert))
+        })
+        .collect())
+}
+
+/// A key on a token, used through the agent.
+pub struct AgentKey<'a> {
+    client: &'a RefCell<Client>,
+    /// Key name sent to the agent (hex id, unique within the listing it came from).
+    name: String,
+    cert: x509_cert::Certificate,
+    /// Label, for messages.
+    pub label: String,
+}
+
+impl std::fmt::Debug for AgentKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentKey")
+            .field("label", &self.label)
+            .finish()
+    }
+}
+
+impl<'a> AgentKey<'a> {
+    /// A key of the listing.
+    pub fn new(client: &'a RefCell<Client>, info: &KeyInfo, cert: x509_cert::Certificate) -> Self {
+        // The certificate fingerprint names the key uniquely across tokens.
+        let name = match &info.certificate {
+            Some(c) => format!("sha256:{}", c.sha256),
+            None => info.id.clone(),
+        };
+        AgentKey {
+            client,
+            name,
+            cert,
+            label: info.label.clone(),
+        }
+    }
+
+    fn call(&self, req: &Request) -> Result<Response, KeyOpError> {
+        let mut c = self.client.borrow_mut();
+        match call_with_login(&mut c, req) {
+            Ok(r) => Ok(r),
+            Err(ClientError::Agent(e)) if e.code == ErrorCode::DecryptFailed => {
+                Err(KeyOpError::Failed)
+            }
+            Err(ClientError::Agent(e)) if e.code == ErrorCode::MechanismUnsupported => {
+                Err(KeyOpError::Unsupported(e.message))
+            }
+            Err(e) => Err(KeyOpError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+impl RecipientKey for AgentKey<'_> {
+    fn certificate(&self) -> &x509_cert::Certificate {
+        &self.cert
+    }
+
+    fn decrypt_key(
+        &self,
+        alg: KeyTransport,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeyOpError> {
+        let algorithm = match alg {
+            KeyTransport::RsaPkcs1v15 => DecryptAlgorithm::RsaPkcs1,
+            KeyTransport::RsaOaep { hash } => match hash {
+                OaepHash::Sha1 => DecryptAlgorithm::RsaOaepSha1,
+                OaepHash::Sha256 => DecryptAlgorithm::RsaOaepSha256,
+                OaepHash::Sha384 => DecryptAlgorithm::RsaOaepSha384,
+                OaepHash::Sha512 => DecryptAlgorithm::RsaOaepSha512,
+                other => return Err(KeyOpError::Unsupported(format!("OAEP with {other:?}"))),
+            },
+            other => return Err(KeyOpError::Unsupported(format!("{other:?}"))),
+        };
+        match self.call(&Request::DecryptKey {
+            key: self.name.clone(),
+            algorithm,
+            wrapped: Bytes(wrapped.to_vec()),
+        })? {
+            Response::Secret { secret } => Ok(secret.0),
+            _ => Err(KeyOpError::Failed),
+        }
+    }
+
+    fn ecdh(&self, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyOpError> {
+        match self.call(&Request::Derive {
+            key: self.name.clone(),
+            peer_point: Bytes(peer_point.to_vec()),
+        })? {
+            Response::Secret { secret } => Ok(secret.0),
+            _ => Err(KeyOpError::Failed),
+        }
+    }
+}
