@@ -144,6 +144,56 @@ fn socket_directory_0700_socket_0600() {
 }
 
 #[test]
+fn existing_socket_directory_is_left_alone_default_one_is_private() {
+    // --socket in an existing shared directory (like /tmp): its mode is not touched.
+    let fixture = tokenmail_e2e::provision("tokenmail-dirs");
+    let shared = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let socket = shared.path().join("agent.sock");
+    let xdg = tempfile::tempdir().expect("tempdir");
+    let spawn = |socket: Option<&std::path::Path>| {
+        let mut c = Command::new(bin("tokenmail-agent"));
+        c.arg("--foreground");
+        if let Some(s) = socket {
+            c.arg("--socket").arg(s);
+        }
+        c.arg("--pkcs11-module")
+            .arg(&fixture.module)
+            .args(["--token-label", &fixture.label])
+            .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+            .env_remove("TOKENMAIL_SOCK")
+            .env("XDG_RUNTIME_DIR", xdg.path())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("agent")
+    };
+    let wait = |p: &std::path::Path| {
+        for _ in 0..400 {
+            if UnixStream::connect(p).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("no socket at {}", p.display());
+    };
+    let mut a = spawn(Some(&socket));
+    wait(&socket);
+    let mode = std::fs::metadata(shared.path()).expect("dir").permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o1777, "a directory named by --socket is never modified");
+    assert_eq!(std::fs::metadata(&socket).expect("sock").permissions().mode() & 0o777, 0o600);
+    let _ = a.kill();
+    let _ = a.wait();
+    // The default path under $XDG_RUNTIME_DIR: created private.
+    let mut b = spawn(None);
+    let default = xdg.path().join("tokenmail").join("agent.sock");
+    wait(&default);
+    let mode = std::fs::metadata(default.parent().expect("dir")).expect("dir").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    let _ = b.kill();
+    let _ = b.wait();
+}
+
+#[test]
 fn signed_digest_verifies_with_openssl_for_each_key() {
     let agent = Agent::start();
     let work = tempfile::tempdir().expect("tempdir");
@@ -215,6 +265,18 @@ fn garbage_oversize_and_truncated_frames_close_only_that_connection() {
         matches!(&r, Some(Response::Error(e)) if e.code == ErrorCode::UnsupportedVersion),
         "{r:?}"
     );
+    // 4a. A well-formed request for an unknown operation: answered, connection kept.
+    let mut s = UnixStream::connect(&agent.socket).expect("connect");
+    hello(&mut s);
+    s.write_all(&encode_frame(FrameKind::Message, br#"{"op":"teleport"}"#).expect("frame"))
+        .expect("write");
+    let (_, p) = read_frame(&mut s).expect("read").expect("answer");
+    let r = decode_message::<Response>(&p).expect("decode");
+    assert!(matches!(&r, Response::Error(e) if e.code == ErrorCode::BadRequest && e.message.contains("sign-digest")), "{r:?}");
+    let req = encode_message(&Request::ListKeys).expect("enc");
+    s.write_all(&encode_frame(FrameKind::Message, &req).expect("frame")).expect("write");
+    let (_, p) = read_frame(&mut s).expect("read").expect("answer");
+    assert!(matches!(decode_message::<Response>(&p).expect("decode"), Response::Keys { .. }));
     // 4. Valid frame, invalid JSON, after a handshake.
     let mut s = UnixStream::connect(&agent.socket).expect("connect");
     hello(&mut s);

@@ -131,8 +131,11 @@ fn init_logging(verbose: u8, file: Option<std::fs::File>) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TOKENMAIL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // cryptoki logs every vendor mechanism it cannot name as an error; that is noise.
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("TOKENMAIL_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{level},cryptoki::mechanism=off"))
+        });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match file {
         Some(f) => builder
@@ -210,9 +213,9 @@ fn run(args: Args) -> Result<()> {
         None => FileConfig::default(),
     };
     let tokens = token_configs(&args, &file)?;
-    let socket = config::absolute(&server::socket_path(
-        args.socket.as_deref().or(file.socket.as_deref()),
-    ));
+    let explicit = args.socket.as_deref().or(file.socket.as_deref());
+    let dedicated_dir = explicit.is_none() && std::env::var_os("TOKENMAIL_SOCK").is_none();
+    let socket = config::absolute(&server::socket_path(explicit));
     // Refuse early (before detaching) when another agent is live; the socket itself is
     // bound only once the signal handlers exist, so SIGTERM after it appears is handled.
     server::check_free(&socket)?;
@@ -237,7 +240,7 @@ fn run(args: Args) -> Result<()> {
         Some(wr)
     };
 
-    let result = serve(tokens, &file, &socket, ready_pipe);
+    let result = serve(tokens, &file, &socket, dedicated_dir, ready_pipe);
     if let Err(e) = &result {
         error!("{e:#}");
     }
@@ -257,6 +260,7 @@ fn serve(
     tokens: Vec<Pkcs11Config>,
     file: &FileConfig,
     socket: &std::path::Path,
+    dedicated_dir: bool,
     ready_pipe: Option<OwnedFd>,
 ) -> Result<()> {
     let report = |pipe: &Option<OwnedFd>, msg: &str| {
@@ -301,7 +305,7 @@ fn serve(
             .context("SIGTERM handler")?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
             .context("SIGINT handler")?;
-        let listener = match server::bind(socket) {
+        let listener = match server::bind(socket, dedicated_dir) {
             Ok(l) => l,
             Err(e) => {
                 report(&ready_pipe, &e.to_string());

@@ -83,9 +83,14 @@ pub fn check_free(path: &Path) -> Result<(), SocketError> {
     Ok(())
 }
 
-/// Creates the directory (0700, ours), refuses a live agent, replaces a stale socket,
-/// binds with mode 0600.
-pub fn bind(path: &Path) -> Result<StdListener, SocketError> {
+/// Creates the directory (0700) when missing, refuses a live agent, replaces a stale
+/// socket, binds with mode 0600.
+///
+/// `dedicated`: the directory is the agent's own (the default `…/tokenmail` or
+/// `/tmp/tokenmail-$UID`), so an existing one with loose modes is tightened to 0700.
+/// A directory named by `--socket` that already exists is never modified (it may be
+/// `/tmp` or a home directory); the socket's 0600 mode and the peer-uid check protect it.
+pub fn bind(path: &Path, dedicated: bool) -> Result<StdListener, SocketError> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -93,12 +98,19 @@ pub fn bind(path: &Path) -> Result<StdListener, SocketError> {
     let uid = nix::unistd::getuid().as_raw();
     match std::fs::metadata(dir) {
         Ok(m) => {
-            if m.uid() != uid {
+            if m.uid() != uid && dedicated {
                 return Err(SocketError::ForeignDir(dir.to_path_buf()));
             }
             if m.mode() & 0o077 != 0 {
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                    .map_err(io_err("cannot restrict", dir))?;
+                if dedicated {
+                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                        .map_err(io_err("cannot restrict", dir))?;
+                } else {
+                    warn!(
+                        "socket directory {} is accessible by other users; the socket is 0600 and other uids are refused, but a private directory is better",
+                        dir.display()
+                    );
+                }
             }
         }
         Err(_) => {
@@ -148,6 +160,14 @@ pub async fn serve(
                 };
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     warn!("too many connections; refusing one");
+                    tokio::spawn(async move {
+                        let mut stream = stream;
+                        let _ = write_response(
+                            &mut stream,
+                            &Response::error(ErrorCode::Internal, "the agent is busy: too many connections"),
+                        )
+                        .await;
+                    });
                     continue;
                 };
                 let svc = svc.clone();
@@ -273,14 +293,31 @@ async fn serve_connection(stream: &mut UnixStream, svc: Arc<Service>, my_uid: u3
             return true;
         }
         let req = decode_message::<Request>(&payload);
+        // Keep only whether it was a JSON object with an unknown "op" (no secrets kept).
+        let unknown_op = req.is_err() && op_is_unknown(&payload);
         payload.zeroize();
         let req = match req {
             Ok(r) => r,
+            Err(e) if greeted && unknown_op => {
+                // A well-formed request for an operation we do not serve: answer, stay open.
+                debug!("unknown operation: {e}");
+                let resp = Response::error(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "unknown operation; this agent serves: {}",
+                        tokenmail_proto::v1::OPERATIONS.join(", ")
+                    ),
+                );
+                if write_response(stream, &resp).await.is_err() {
+                    return false;
+                }
+                continue;
+            }
             Err(e) => {
                 debug!("malformed request, closing: {e}");
                 let _ = write_response(
                     stream,
-                    &Response::error(ErrorCode::BadRequest, format!("malformed request: {e}")),
+                    &Response::error(ErrorCode::BadRequest, e.to_string()),
                 )
                 .await;
                 return true;
@@ -312,6 +349,16 @@ async fn serve_connection(stream: &mut UnixStream, svc: Arc<Service>, my_uid: u3
             debug!("client went away: {e}");
             return false;
         }
+    }
+}
+
+fn op_is_unknown(payload: &[u8]) -> bool {
+    match serde_json::from_slice::<serde_json::Value>(payload) {
+        Ok(serde_json::Value::Object(m)) => m
+            .get("op")
+            .and_then(|v| v.as_str())
+            .is_some_and(|op| !tokenmail_proto::v1::OPERATIONS.contains(&op)),
+        _ => false,
     }
 }
 

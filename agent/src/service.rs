@@ -41,6 +41,8 @@ pub fn to_response(e: &TokenError) -> Response {
         TokenError::PinLocked(_) => ErrorCode::PinLocked,
         TokenError::NoSuchKey(_) => ErrorCode::NoSuchKey,
         TokenError::KeyMismatch(_) => ErrorCode::KeyMismatch,
+        TokenError::Invalid(_) => ErrorCode::BadRequest,
+        TokenError::PinSource(_) => ErrorCode::PinRequired,
         TokenError::Mechanism(_) => ErrorCode::MechanismUnsupported,
         TokenError::DecryptFailed => ErrorCode::DecryptFailed,
         TokenError::Pkcs11 { .. } => ErrorCode::TokenError,
@@ -220,6 +222,10 @@ impl Service {
     pub fn handle(&self, req: Request) -> Response {
         match req {
             Request::Hello { .. } => Response::Hello {
+                operations: tokenmail_proto::v1::OPERATIONS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
                 agent: AGENT.into(),
                 protocol: format!(
                     "{}.{}",
@@ -233,7 +239,11 @@ impl Service {
                 let emails = self.selections(&keys);
                 Response::Status(AgentStatus {
                     agent_version: AGENT.into(),
-                    protocol: "1.0".into(),
+                    protocol: format!(
+                        "{}.{}",
+                        tokenmail_proto::frame::VERSION_MAJOR,
+                        tokenmail_proto::frame::VERSION_MINOR
+                    ),
                     tokens,
                     keys: keys
                         .iter()

@@ -249,6 +249,18 @@ pub enum DecryptAlgorithm {
     RsaOaepSha512,
 }
 
+/// The `op` values of this protocol version that the agent serves.
+pub const OPERATIONS: &[&str] = &[
+    "hello",
+    "status",
+    "list-keys",
+    "sign-digest",
+    "decrypt-key",
+    "derive",
+    "login",
+    "lock",
+];
+
 /// A request from a client.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
@@ -444,6 +456,9 @@ pub struct AgentStatus {
 pub enum Response {
     /// Answer to `hello`.
     Hello {
+        /// The operations (`op` values) this agent serves.
+        #[serde(default)]
+        operations: Vec<String>,
         /// Agent name and version.
         agent: String,
         /// Protocol version, `MAJOR.MINOR`.

@@ -119,6 +119,12 @@ pub enum TokenError {
     /// The key cannot do this.
     #[error("{0}")]
     KeyMismatch(String),
+    /// The request itself is wrong (digest length, point not on the curve, empty PIN).
+    #[error("{0}")]
+    Invalid(String),
+    /// The unattended PIN source cannot be read.
+    #[error("{0}")]
+    PinSource(String),
     /// The token lacks the mechanism.
     #[error("the token does not support {0}")]
     Mechanism(String),

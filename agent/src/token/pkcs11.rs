@@ -22,7 +22,7 @@ use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokenmail_proto::v1::{
     DecryptAlgorithm, HashAlgorithm, SignAlgorithm, SignFamily, TokenStatus,
 };
@@ -930,6 +930,11 @@ impl KeyStore for Pkcs11Store {
     }
 
     fn login(&self, pin: Option<SecretString>) -> Result<(), TokenError> {
+        if pin.as_ref().is_some_and(|p| p.expose_secret().is_empty()) {
+            return Err(TokenError::Invalid(
+                "empty PIN; nothing was sent to the token".into(),
+            ));
+        }
         let mut inner = self.lock_inner();
         self.connect(&mut inner)?;
         if inner.logged_in {
@@ -938,12 +943,13 @@ impl KeyStore for Pkcs11Store {
             }
             inner.logged_in = false;
         }
+        inner.keys = None;
         let (pin, from_client) = match pin {
             Some(p) => (p, true),
             None => match inner.pin.read_source() {
                 Ok(Some(p)) => (p, false),
                 Ok(None) => return Err(TokenError::PinRequired(self.name.clone())),
-                Err(msg) => return Err(TokenError::KeyMismatch(msg)),
+                Err(msg) => return Err(TokenError::PinSource(msg)),
             },
         };
         self.login_with(&mut inner, pin, from_client)
@@ -987,7 +993,7 @@ impl KeyStore for Pkcs11Store {
         let key = self.find_key(id)?;
         let hash = alg.hash();
         if digest.len() != hash.digest_len() {
-            return Err(TokenError::KeyMismatch(format!(
+            return Err(TokenError::Invalid(format!(
                 "{} needs a {}-byte digest, got {} bytes",
                 alg.name(),
                 hash.digest_len(),
@@ -1169,9 +1175,13 @@ impl KeyStore for Pkcs11Store {
                 )))
             }
         };
-        if peer_point.len() != 1 + 2 * field || peer_point.first() != Some(&0x04) {
-            return Err(TokenError::KeyMismatch(format!(
-                "the peer point must be an uncompressed SEC1 point of {} bytes",
+        let on_curve = match field {
+            32 => p256::PublicKey::from_sec1_bytes(peer_point).is_ok(),
+            _ => p384::PublicKey::from_sec1_bytes(peer_point).is_ok(),
+        };
+        if peer_point.len() != 1 + 2 * field || peer_point.first() != Some(&0x04) || !on_curve {
+            return Err(TokenError::Invalid(format!(
+                "the peer point must be an uncompressed SEC1 point of {} bytes on the key's curve",
                 1 + 2 * field
             )));
         }

@@ -58,7 +58,14 @@ pub fn responses() -> Vec<(&'static str, Response)> {
         certificate: Some(cert),
     };
     vec![
-        ("resp-hello", Response::Hello { agent: "tokenmail-agent/0.1.0".into(), protocol: "1.0".into() }),
+        (
+            "resp-hello",
+            Response::Hello {
+                operations: OPERATIONS.iter().map(|s| s.to_string()).collect(),
+                agent: "tokenmail-agent/0.1.0".into(),
+                protocol: "1.0".into(),
+            },
+        ),
         (
             "resp-status",
             Response::Status(AgentStatus {

@@ -1,0 +1,512 @@
+#!/usr/bin/env python3
+"""A minimal tokenmail-agent client (protocol v1), Python 3 standard library only.
+
+Importable::
+
+    from tokenmail_client import TokenmailClient, TokenmailError
+
+    with TokenmailClient() as c:                    # default socket path
+        print(c.hello()["agent"])
+        digest = hashlib.sha256(data).digest()
+        try:
+            sig = c.sign_digest("alice@example.com", "rsa-pkcs1-sha256", digest)
+        except TokenmailError as e:
+            if e.code != "pin-required":
+                raise
+            c.login(getpass.getpass("Token PIN: "))
+            sig = c.sign_digest("alice@example.com", "rsa-pkcs1-sha256", digest)
+
+Command line::
+
+    tokenmail_client.py [--socket PATH] status
+    tokenmail_client.py [--socket PATH] keys [--json]
+    tokenmail_client.py [--socket PATH] sign --key KEY [--algorithm ALG] [--out FILE] FILE
+    tokenmail_client.py [--socket PATH] login [--token LABEL] [--pin-stdin]
+    tokenmail_client.py [--socket PATH] lock
+
+The wire protocol is specified in docs/protocol.md.
+
+Note on PINs: Python strings cannot be wiped from memory. This client keeps the
+encoded request in a bytearray and overwrites it after sending, but copies made by
+str/json/getpass remain until the garbage collector reuses the memory. Use the Rust
+`tokenmail` CLI where that matters.
+"""
+
+import argparse
+import base64
+import getpass
+import hashlib
+import json
+import os
+import socket
+import struct
+import sys
+
+__all__ = [
+    "TokenmailClient",
+    "TokenmailError",
+    "ProtocolError",
+    "default_socket_path",
+    "encode_frame",
+    "read_frame",
+    "SIGN_ALGORITHMS",
+    "DECRYPT_ALGORITHMS",
+]
+
+# ---------------------------------------------------------------- framing
+
+MAGIC = b"TKML"
+VERSION_MAJOR = 1
+VERSION_MINOR = 0
+HEADER = struct.Struct(">4sBBBBI")  # magic, ver_major, ver_minor, kind, flags, length
+HEADER_LEN = HEADER.size  # 12
+MAX_FRAME = 1 << 20  # largest payload either side may send (1 MiB)
+CHUNK = 64 * 1024  # recommended data-chunk size for streams
+
+KIND_MESSAGE = 1  # a JSON request or response
+KIND_DATA = 2  # a chunk of a data stream (reserved for stream operations)
+KIND_END = 3  # end of a data stream, empty payload
+
+# Signature algorithm -> hashlib name of the digest it signs.
+SIGN_ALGORITHMS = {
+    "rsa-pkcs1-sha256": "sha256",
+    "rsa-pkcs1-sha384": "sha384",
+    "rsa-pkcs1-sha512": "sha512",
+    "rsa-pss-sha256": "sha256",
+    "rsa-pss-sha384": "sha384",
+    "rsa-pss-sha512": "sha512",
+    "ecdsa-sha256": "sha256",
+    "ecdsa-sha384": "sha384",
+    "ecdsa-sha512": "sha512",
+}
+
+DECRYPT_ALGORITHMS = (
+    "rsa-pkcs1",
+    "rsa-oaep-sha1",
+    "rsa-oaep-sha256",
+    "rsa-oaep-sha384",
+    "rsa-oaep-sha512",
+)
+
+
+class TokenmailError(Exception):
+    """The agent answered with an error response.
+
+    `code` is the kebab-case code from the wire (e.g. "pin-required"), `message` the
+    agent's human-readable text.
+    """
+
+    def __init__(self, code, message):
+        super().__init__("%s: %s" % (code, message))
+        self.code = code
+        self.message = message
+
+
+class ProtocolError(Exception):
+    """The peer is not a tokenmail v1 agent, or broke the framing."""
+
+
+def default_socket_path():
+    """--socket aside: $TOKENMAIL_SOCK, else $XDG_RUNTIME_DIR/tokenmail/agent.sock,
+    else /tmp/tokenmail-$UID/agent.sock (empty variables count as unset)."""
+    p = os.environ.get("TOKENMAIL_SOCK")
+    if p:
+        return p
+    d = os.environ.get("XDG_RUNTIME_DIR")
+    if d:
+        return os.path.join(d, "tokenmail", "agent.sock")
+    return "/tmp/tokenmail-%d/agent.sock" % os.getuid()
+
+
+def encode_frame(kind, payload=b""):
+    """Header + payload as a bytearray (so a caller can wipe it after sending)."""
+    if len(payload) > MAX_FRAME:
+        raise ProtocolError("frame of %d bytes exceeds the %d byte limit" % (len(payload), MAX_FRAME))
+    if kind == KIND_END and payload:
+        raise ProtocolError("an end frame carries no payload")
+    buf = bytearray(HEADER.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, kind, 0, len(payload)))
+    buf += payload
+    return buf
+
+
+def _recv_exact(sock, n):
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            return bytes(buf[:got])
+        got += k
+    return bytes(buf)
+
+
+def read_frame(sock):
+    """Reads one frame; returns (kind, payload), or None on a clean close before a header.
+
+    Checks what docs/protocol.md requires of a receiver: magic, major version, kind,
+    flags, length <= MAX_FRAME, and an empty End frame.
+    """
+    h = _recv_exact(sock, HEADER_LEN)
+    if not h:
+        return None
+    if len(h) < HEADER_LEN:
+        raise ProtocolError("connection closed in the middle of a frame header")
+    magic, major, minor, kind, flags, length = HEADER.unpack(h)
+    if magic != MAGIC:
+        raise ProtocolError("bad frame magic %r: not a tokenmail agent" % magic)
+    if major != VERSION_MAJOR:
+        raise ProtocolError("agent speaks protocol %d.%d; this client speaks 1.x" % (major, minor))
+    if kind not in (KIND_MESSAGE, KIND_DATA, KIND_END):
+        raise ProtocolError("unknown frame kind %d" % kind)
+    if flags != 0:
+        raise ProtocolError("non-zero frame flags 0x%02x" % flags)
+    if length > MAX_FRAME:
+        raise ProtocolError("frame of %d bytes exceeds the %d byte limit" % (length, MAX_FRAME))
+    if kind == KIND_END and length != 0:
+        raise ProtocolError("end frame with a payload")
+    payload = _recv_exact(sock, length)
+    if len(payload) < length:
+        raise ProtocolError("connection closed in the middle of a frame")
+    return kind, payload
+
+
+def _b64(data):
+    return base64.b64encode(bytes(data)).decode("ascii")
+
+
+def _unb64(text):
+    return base64.b64decode(text, validate=True)
+
+
+# ----------------------------------------------------------------- client
+
+
+class TokenmailClient:
+    """One connection to tokenmail-agent.
+
+    The `hello` handshake is sent automatically before the first other request (or
+    call hello() yourself). Requests on one connection are answered in order. Agent
+    error responses raise TokenmailError; the connection stays usable after them.
+    Framing failures raise ProtocolError and the connection is closed.
+    """
+
+    def __init__(self, path=None, client_name="tokenmail_client.py/1", timeout=120.0):
+        self.path = path or default_socket_path()
+        self.client_name = client_name
+        self.agent = None
+        self.protocol = None
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout)
+        try:
+            self._sock.connect(self.path)
+        except OSError as e:
+            self._sock.close()
+            raise OSError(
+                e.errno,
+                "no tokenmail agent at %s (%s); start one, or pass --socket / set TOKENMAIL_SOCK"
+                % (self.path, e.strerror or e),
+            ) from None
+
+    # -- plumbing
+
+    def close(self):
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def call(self, request):
+        """Sends one request (a dict with "op") and returns the response dict.
+
+        Raises TokenmailError for {"type": "error"} responses.
+        """
+        if self._sock is None:
+            raise ProtocolError("connection closed")
+        if self.agent is None and request.get("op") != "hello":
+            self.hello()
+        frame = encode_frame(KIND_MESSAGE, json.dumps(request, separators=(",", ":")).encode("utf-8"))
+        try:
+            self._sock.sendall(frame)
+        except (BrokenPipeError, ConnectionResetError):
+            # The agent may have answered with an error and closed (e.g. a connection
+            # from another user); read that answer below if it is there.
+            pass
+        finally:
+            frame[:] = bytes(len(frame))  # best effort: wipe the encoded request
+        try:
+            got = read_frame(self._sock)
+        except ProtocolError:
+            self.close()
+            raise
+        if got is None:
+            self.close()
+            raise ProtocolError("the agent closed the connection without answering")
+        kind, payload = got
+        if kind != KIND_MESSAGE:
+            self.close()
+            raise ProtocolError("expected a message frame, got kind %d" % kind)
+        try:
+            resp = json.loads(payload.decode("utf-8"))
+        except ValueError as e:
+            self.close()
+            raise ProtocolError("malformed response: %s" % e) from None
+        if not isinstance(resp, dict) or "type" not in resp:
+            self.close()
+            raise ProtocolError("malformed response: no \"type\"")
+        if resp["type"] == "error":
+            raise TokenmailError(resp.get("code", "internal"), resp.get("message", ""))
+        return resp
+
+    def _expect(self, request, rtype):
+        resp = self.call(request)
+        if resp["type"] != rtype:
+            raise ProtocolError("expected a %r response to %r, got %r" % (rtype, request["op"], resp["type"]))
+        return resp
+
+    # -- operations
+
+    def hello(self):
+        """Handshake. Returns {"type": "hello", "agent": ..., "protocol": "1.0"}."""
+        resp = self._expect({"op": "hello", "client": self.client_name}, "hello")
+        self.agent = resp.get("agent", "")
+        self.protocol = resp.get("protocol", "")
+        return resp
+
+    def status(self):
+        """Agent version, tokens, keys, and which key each email selects (a dict)."""
+        return self._expect({"op": "status"}, "status")
+
+    def list_keys(self):
+        """The keys on present tokens: a list of dicts (label, id, token, algorithm, usage,
+        certificate)."""
+        return self._expect({"op": "list-keys"}, "keys")["keys"]
+
+    def sign_digest(self, key, algorithm, digest_bytes):
+        """Signs a digest computed by the caller. Returns the signature bytes (RSA: raw,
+        ECDSA: DER Ecdsa-Sig-Value)."""
+        if algorithm not in SIGN_ALGORITHMS:
+            raise ValueError("unknown algorithm %r; use one of %s" % (algorithm, ", ".join(SIGN_ALGORITHMS)))
+        resp = self._expect(
+            {"op": "sign-digest", "key": key, "algorithm": algorithm, "digest": _b64(digest_bytes)},
+            "signature",
+        )
+        return _unb64(resp["signature"])
+
+    def decrypt_key(self, key, algorithm, wrapped):
+        """Unwraps an RSA-encrypted content key. Returns the key bytes."""
+        if algorithm not in DECRYPT_ALGORITHMS:
+            raise ValueError("unknown algorithm %r; use one of %s" % (algorithm, ", ".join(DECRYPT_ALGORITHMS)))
+        resp = self._expect(
+            {"op": "decrypt-key", "key": key, "algorithm": algorithm, "wrapped": _b64(wrapped)},
+            "secret",
+        )
+        return _unb64(resp["secret"])
+
+    def derive(self, key, peer_point):
+        """ECDH with an EC key: peer_point is SEC1 uncompressed (0x04 || X || Y).
+        Returns the raw shared secret (the X coordinate)."""
+        resp = self._expect({"op": "derive", "key": key, "peer_point": _b64(peer_point)}, "secret")
+        return _unb64(resp["secret"])
+
+    def login(self, pin, token=None):
+        """Logs in with `pin`; with pin=None the agent uses the token's configured
+        unattended source (PIN file or variable). `token`: label or serial."""
+        req = {"op": "login"}
+        if token is not None:
+            req["token"] = token
+        if pin is not None:
+            req["pin"] = pin
+        self._expect(req, "ok")
+
+    def lock(self):
+        """Logs out of every token; the agent forgets cached PINs."""
+        self._expect({"op": "lock"}, "ok")
+
+
+# -------------------------------------------------------------------- CLI
+
+
+def _default_algorithm(client, key):
+    """rsa-pkcs1-sha256 for RSA, ecdsa-sha256 for P-256, ecdsa-sha384 for P-384, resolving
+    the key name as the agent does (label, hex id, sha256: fingerprint, email selection)."""
+    st = client.status()
+    keys = st.get("keys", [])
+    hit = [k for k in keys if k.get("label") == key]
+    if not hit:
+        hit = [k for k in keys if k.get("id") == key.lower()]
+    if not hit and key.startswith("sha256:"):
+        fp = key[len("sha256:"):].lower()
+        hit = [k for k in keys if (k.get("certificate") or {}).get("sha256") == fp]
+    if not hit and "@" in key:
+        for sel in st.get("emails", []):
+            if sel.get("email") == key.lower():
+                hit = [
+                    k
+                    for k in keys
+                    if k.get("label") == sel.get("key")
+                    and k.get("id") == sel.get("id")
+                    and k.get("token") == sel.get("token", k.get("token"))
+                ]
+    alg = hit[0].get("algorithm") if len(hit) == 1 else None
+    return {"ec-p256": "ecdsa-sha256", "ec-p384": "ecdsa-sha384"}.get(alg, "rsa-pkcs1-sha256")
+
+
+def _hash_file(path, hash_name):
+    h = hashlib.new(hash_name)
+    f = sys.stdin.buffer if path == "-" else open(path, "rb")
+    try:
+        while True:
+            block = f.read(CHUNK)
+            if not block:
+                break
+            h.update(block)
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+    return h.digest()
+
+
+def _read_pin(args):
+    if args.pin_stdin:
+        line = sys.stdin.readline().rstrip("\r\n")
+    else:
+        prompt = "PIN for token %r: " % args.token if args.token else "Token PIN: "
+        line = getpass.getpass(prompt)
+    if not line:
+        raise ValueError("empty PIN; nothing sent")
+    return line
+
+
+def _cmd_status(c, args):
+    json.dump(c.status(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _cmd_keys(c, args):
+    keys = c.list_keys()
+    if args.json:
+        json.dump(keys, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    for k in keys:
+        cert = k.get("certificate") or {}
+        print(
+            "%-24s id=%-8s %-9s %-22s %s"
+            % (
+                k.get("label", ""),
+                k.get("id", ""),
+                k.get("algorithm", ""),
+                ",".join(k.get("usage", [])),
+                " ".join(cert.get("emails", [])),
+            )
+        )
+
+
+def _cmd_sign(c, args):
+    alg = args.algorithm or _default_algorithm(c, args.key)
+    if alg not in SIGN_ALGORITHMS:
+        raise ValueError("unknown algorithm %r; use one of %s" % (alg, ", ".join(SIGN_ALGORITHMS)))
+    digest = _hash_file(args.file, SIGN_ALGORITHMS[alg])
+    try:
+        sig = c.sign_digest(args.key, alg, digest)
+    except TokenmailError as e:
+        # Like the tokenmail CLI: ask for the PIN once if there is a terminal to ask on.
+        if e.code != "pin-required" or not sys.stdin.isatty():
+            raise
+        pin = getpass.getpass("Token PIN: ")
+        if not pin:
+            raise ValueError("empty PIN; nothing sent") from None
+        c.login(pin)
+        sig = c.sign_digest(args.key, alg, digest)
+    if args.out:
+        with open(args.out, "wb") as f:
+            f.write(sig)
+    else:
+        print(base64.b64encode(sig).decode("ascii"))
+
+
+def _cmd_login(c, args):
+    c.login(_read_pin(args), token=args.token)
+    print("logged in", file=sys.stderr)
+
+
+def _cmd_lock(c, args):
+    c.lock()
+    print("locked: tokens logged out, cached PINs forgotten", file=sys.stderr)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors, too, end with one `error: ...` line and exit status 1."""
+
+    def error(self, message):
+        print("error: %s (see --help)" % message, file=sys.stderr)
+        sys.exit(1)
+
+
+def main(argv=None):
+    p = _Parser(
+        prog="tokenmail_client.py",
+        description="Talk to tokenmail-agent over its socket (protocol v1).",
+        epilog="The socket is --socket, else $TOKENMAIL_SOCK, else "
+        "$XDG_RUNTIME_DIR/tokenmail/agent.sock, else /tmp/tokenmail-$UID/agent.sock.",
+    )
+    p.add_argument("--socket", metavar="PATH", help="agent socket (default: %s)" % default_socket_path())
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    s = sub.add_parser("status", help="agent, tokens, keys and email selections, as JSON")
+    s.set_defaults(func=_cmd_status)
+
+    s = sub.add_parser("keys", help="the keys on the tokens")
+    s.add_argument("--json", action="store_true", help="print the agent's JSON list")
+    s.set_defaults(func=_cmd_keys)
+
+    s = sub.add_parser("sign", help="hash FILE here and sign the digest on the token")
+    s.add_argument(
+        "--key",
+        required=True,
+        help="CKA_LABEL, hex CKA_ID, sha256:FINGERPRINT of its certificate, or an email in its certificate",
+    )
+    s.add_argument(
+        "--algorithm",
+        choices=list(SIGN_ALGORITHMS),
+        metavar="ALG",
+        help="one of %s (default: rsa-pkcs1-sha256 for RSA keys, ecdsa-sha256 for P-256, "
+        "ecdsa-sha384 for P-384)" % ", ".join(SIGN_ALGORITHMS),
+    )
+    s.add_argument("--out", metavar="FILE", help="write the raw signature to FILE instead of printing base64")
+    s.add_argument("file", metavar="FILE", help="file to sign ('-' for standard input)")
+    s.set_defaults(func=_cmd_sign)
+
+    s = sub.add_parser("login", help="log in to a token (PIN from the terminal, no echo)")
+    s.add_argument("--token", metavar="LABEL", help="token label or serial (needed only with several tokens)")
+    s.add_argument("--pin-stdin", action="store_true", help="read the PIN from the first line of standard input")
+    s.set_defaults(func=_cmd_login)
+
+    s = sub.add_parser("lock", help="log out of every token and forget cached PINs")
+    s.set_defaults(func=_cmd_lock)
+
+    args = p.parse_args(argv)
+    try:
+        with TokenmailClient(args.socket) as c:
+            args.func(c, args)
+    except TokenmailError as e:
+        msg = "%s: %s" % (e.code, e.message)
+    except (ProtocolError, OSError, ValueError) as e:
+        msg = str(e)
+    except KeyboardInterrupt:
+        msg = "interrupted"
+    else:
+        return 0
+    print("error: %s" % (msg.splitlines()[0] if msg else "failed"), file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
