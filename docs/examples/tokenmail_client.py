@@ -6,7 +6,9 @@ Importable::
     from tokenmail_client import TokenmailClient, TokenmailError
 
     with TokenmailClient() as c:                    # default socket path
-        print(c.hello()["agent"])
+        print(c.hello()["agent"])                   # also sets c.protocol, c.operations
+        if not c.supports("sign-digest"):
+            raise SystemExit("this agent cannot sign digests")
         digest = hashlib.sha256(data).digest()
         try:
             sig = c.sign_digest("alice@example.com", "rsa-pkcs1-sha256", digest)
@@ -18,6 +20,7 @@ Importable::
 
 Command line::
 
+    tokenmail_client.py [--socket PATH] hello [--json]
     tokenmail_client.py [--socket PATH] status
     tokenmail_client.py [--socket PATH] keys [--json]
     tokenmail_client.py [--socket PATH] sign --key KEY [--algorithm ALG] [--out FILE] FILE
@@ -51,6 +54,7 @@ __all__ = [
     "read_frame",
     "SIGN_ALGORITHMS",
     "DECRYPT_ALGORITHMS",
+    "V1_OPERATIONS",
 ]
 
 # ---------------------------------------------------------------- framing
@@ -86,6 +90,19 @@ DECRYPT_ALGORITHMS = (
     "rsa-oaep-sha256",
     "rsa-oaep-sha384",
     "rsa-oaep-sha512",
+)
+
+# The operations of protocol 1.0: what to assume of an agent whose hello has no
+# "operations" member (agents built before it was added).
+V1_OPERATIONS = (
+    "hello",
+    "status",
+    "list-keys",
+    "sign-digest",
+    "decrypt-key",
+    "derive",
+    "login",
+    "lock",
 )
 
 
@@ -189,6 +206,11 @@ class TokenmailClient:
     call hello() yourself). Requests on one connection are answered in order. Agent
     error responses raise TokenmailError; the connection stays usable after them.
     Framing failures raise ProtocolError and the connection is closed.
+
+    After hello(), `agent`, `protocol` and `operations` (the `op` values the agent
+    serves, a list) describe the agent; supports(op) checks one. An `op` the agent
+    does not serve is answered with a "bad-request" TokenmailError and the connection
+    stays open.
     """
 
     def __init__(self, path=None, client_name="tokenmail_client.py/1", timeout=120.0):
@@ -196,6 +218,7 @@ class TokenmailClient:
         self.client_name = client_name
         self.agent = None
         self.protocol = None
+        self.operations = None
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
         try:
@@ -272,11 +295,23 @@ class TokenmailClient:
     # -- operations
 
     def hello(self):
-        """Handshake. Returns {"type": "hello", "agent": ..., "protocol": "1.0"}."""
+        """Handshake. Returns {"type": "hello", "operations": [...], "agent": ...,
+        "protocol": "1.0"} and sets self.agent, self.protocol and self.operations
+        (V1_OPERATIONS when the agent sends no "operations")."""
         resp = self._expect({"op": "hello", "client": self.client_name}, "hello")
         self.agent = resp.get("agent", "")
         self.protocol = resp.get("protocol", "")
+        ops = resp.get("operations")
+        if not isinstance(ops, list) or not all(isinstance(o, str) for o in ops):
+            ops = list(V1_OPERATIONS)
+        self.operations = ops
         return resp
+
+    def supports(self, op):
+        """Whether the agent serves `op` (as its hello lists it); sends hello if needed."""
+        if self.operations is None:
+            self.hello()
+        return op in self.operations
 
     def status(self):
         """Agent version, tokens, keys, and which key each email selects (a dict)."""
@@ -383,6 +418,17 @@ def _read_pin(args):
     return line
 
 
+def _cmd_hello(c, args):
+    resp = c.hello()
+    if args.json:
+        json.dump(resp, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    print("agent:      %s" % c.agent)
+    print("protocol:   %s" % c.protocol)
+    print("operations: %s" % " ".join(c.operations))
+
+
 def _cmd_status(c, args):
     json.dump(c.status(), sys.stdout, indent=2)
     sys.stdout.write("\n")
@@ -459,6 +505,10 @@ def main(argv=None):
     p.add_argument("--socket", metavar="PATH", help="agent socket (default: %s)" % default_socket_path())
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+
+    s = sub.add_parser("hello", help="the agent's name, protocol version and operations")
+    s.add_argument("--json", action="store_true", help="print the agent's JSON answer")
+    s.set_defaults(func=_cmd_hello)
 
     s = sub.add_parser("status", help="agent, tokens, keys and email selections, as JSON")
     s.set_defaults(func=_cmd_status)
