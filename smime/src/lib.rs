@@ -5,3 +5,14 @@
 //! the same code runs with a key on a PKCS#11 token, a PIV card, or in software (tests).
 //! Nothing here opens a file, a socket or a token; the clock is passed in.
 #![forbid(unsafe_code)]
+
+pub mod alg;
+pub mod ber;
+pub mod error;
+pub mod keys;
+pub mod mime;
+pub mod path;
+pub mod signed;
+pub mod verify;
+
+pub use error::SmimeError;
