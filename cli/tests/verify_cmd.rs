@@ -1,0 +1,146 @@
+//! `tokenmail verify` (cli/src/verify.rs) run in-process against openssl-made messages.
+
+#[path = "../src/verify.rs"]
+#[allow(dead_code)]
+mod verify;
+
+use clap::Parser;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use verify::{run, VerifyArgs};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: VerifyArgs,
+}
+
+fn args(v: &[&str]) -> VerifyArgs {
+    let mut all = vec!["tokenmail-verify"];
+    all.extend_from_slice(v);
+    Cli::try_parse_from(all).expect("arguments parse").args
+}
+
+fn sh(dir: &Path, script: &str) {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn p(dir: &Path, f: &str) -> String {
+    dir.join(f).display().to_string()
+}
+
+#[test]
+fn verify_command() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let dir = d.path();
+    sh(dir, include_str!("../../smime/tests/pki.sh"));
+    std::fs::write(
+        dir.join("msg.txt"),
+        "Content-Type: text/plain\n\nhello from the CLI test\n",
+    )
+    .expect("write");
+    let sign = |signer: &str, out: &str, extra: &str| {
+        sh(
+            dir,
+            &format!(
+                "openssl cms -sign -in msg.txt -signer {signer}.pem -inkey {signer}.key -certfile int.pem \
+                 -from 'Alice <alice@example.com>' -subject test {extra} -out {out}"
+            ),
+        )
+    };
+    sign("ee_rsa", "good.eml", "");
+    sign("ee_server", "wrong_eku.eml", "");
+    sign("ee_rsa", "detached.p7s", "-binary -outform PEM");
+
+    // valid message, content written atomically
+    let out = dir.join("out.txt");
+    let code = run(args(&[
+        "--trust",
+        &p(dir, "root.pem"),
+        &p(dir, "good.eml"),
+        "-o",
+        &out.display().to_string(),
+    ]))
+    .expect("runs");
+    assert_eq!(code, 0);
+    let content = std::fs::read_to_string(&out).expect("content written");
+    assert!(content.contains("hello from the CLI test"));
+
+    // --json
+    assert_eq!(
+        run(args(&[
+            "--json",
+            "--trust",
+            &p(dir, "root.pem"),
+            &p(dir, "good.eml")
+        ]))
+        .expect("runs"),
+        0
+    );
+
+    // wrong EKU: exit 1, no content written
+    let out2 = dir.join("out2.txt");
+    let code = run(args(&[
+        "--trust",
+        &p(dir, "root.pem"),
+        &p(dir, "wrong_eku.eml"),
+        "-o",
+        &out2.display().to_string(),
+    ]))
+    .expect("runs");
+    assert_eq!(code, 1);
+    assert!(!out2.exists());
+
+    // untrusted root: exit 1
+    assert_eq!(
+        run(args(&[
+            "--trust",
+            &p(dir, "other_root.pem"),
+            &p(dir, "good.eml")
+        ]))
+        .expect("runs"),
+        1
+    );
+
+    // detached PEM signature over the exact bytes of IN
+    assert_eq!(
+        run(args(&[
+            "--trust",
+            &p(dir, "root.pem"),
+            "--signature",
+            &p(dir, "detached.p7s"),
+            &p(dir, "msg.txt"),
+        ]))
+        .expect("runs"),
+        0
+    );
+
+    // trust anchors from TOKENMAIL_TRUST, then none at all (one test: the environment is global)
+    std::env::set_var(
+        "TOKENMAIL_TRUST",
+        format!("{}:{}", p(dir, "other_root.pem"), p(dir, "root.pem")),
+    );
+    assert_eq!(run(args(&[&p(dir, "good.eml")])).expect("runs"), 0);
+    std::env::remove_var("TOKENMAIL_TRUST");
+    let err = run(args(&[&p(dir, "good.eml")])).expect_err("no anchor is an error");
+    assert_eq!(
+        err.to_string(),
+        "no trust anchor: pass --trust CA.pem or set TOKENMAIL_TRUST"
+    );
+
+    // not a signed message: an error, not exit 1
+    let err = run(args(&["--trust", &p(dir, "root.pem"), &p(dir, "msg.txt")]))
+        .expect_err("unsigned input");
+    assert!(err.to_string().contains("cannot verify"));
+    let _ = PathBuf::new();
+}
