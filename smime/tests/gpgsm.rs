@@ -1,0 +1,165 @@
+//! Our SignedData verified by gpgsm (GnuPG's S/MIME tool) with a throw-away GNUPGHOME.
+//!
+//! The other direction (gpgsm signing, we verify) is not covered: gpgsm 2.2 needs the key
+//! imported from PKCS#12 through gpg-agent's passphrase inquiry, which does not work in batch
+//! mode here.
+
+mod common;
+
+use common::{pki, scratch};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+use tokenmail_smime::alg::{HashAlg, SignatureScheme};
+use tokenmail_smime::signed::{sign_detached, sign_encapsulated, DigestSigner, SignOptions};
+
+/// A GNUPGHOME whose gpg-agent is stopped on drop.
+struct GnupgHome {
+    dir: tempfile::TempDir,
+}
+
+impl GnupgHome {
+    fn new() -> Self {
+        let dir = scratch();
+        let p = pki();
+        let home = GnupgHome { dir };
+        let out = home
+            .gpgsm()
+            .arg("--import")
+            .arg(p.path("root.pem"))
+            .arg(p.path("int.pem"))
+            .output()
+            .expect("gpgsm --import");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let fp = Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha1", "-in"])
+            .arg(p.path("root.pem"))
+            .output()
+            .expect("openssl");
+        let fp = String::from_utf8_lossy(&fp.stdout);
+        let fp = fp
+            .trim()
+            .split('=')
+            .nth(1)
+            .expect("fingerprint")
+            .to_string();
+        std::fs::write(home.path().join("trustlist.txt"), format!("{fp} S relax\n"))
+            .expect("trustlist");
+        home
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn gpgsm(&self) -> Command {
+        let mut c = Command::new("gpgsm");
+        c.env("GNUPGHOME", self.path()).args([
+            "--batch",
+            "--disable-crl-checks",
+            "--status-fd",
+            "1",
+        ]);
+        c
+    }
+}
+
+impl Drop for GnupgHome {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", self.path())
+            .args(["--kill", "gpg-agent"])
+            .status();
+    }
+}
+
+fn have_gpgsm() -> bool {
+    Command::new("gpgsm").arg("--version").output().is_ok()
+}
+
+const CONTENT: &[u8] = b"signed for gpgsm\n";
+
+#[test]
+fn gpgsm_verifies_our_signatures() {
+    if !have_gpgsm() {
+        eprintln!("gpgsm not installed: skipped");
+        return;
+    }
+    let home = GnupgHome::new();
+    let p = pki();
+    let content: PathBuf = home.path().join("content");
+    std::fs::write(&content, CONTENT).expect("write");
+    for (name, scheme) in [
+        ("ee_rsa", None),
+        ("ee_rsa", Some(SignatureScheme::RsaPss(HashAlg::Sha256))),
+        ("ee_p256", None),
+        ("ee_p384", None),
+    ] {
+        let signer = p.signer(name);
+        let opts = SignOptions {
+            scheme,
+            signing_time: Some(SystemTime::now()),
+            ..SignOptions::default()
+        };
+        let hash = opts.scheme_for(signer.key_kind()).expect("scheme").hash();
+        let chain = [p.cert("int")];
+        let detached = sign_detached(&signer, &p.cert(name), &chain, &hash.digest(CONTENT), &opts)
+            .expect("sign");
+        let opaque =
+            sign_encapsulated(&signer, &p.cert(name), &chain, CONTENT, &opts).expect("sign");
+        let sig = home.path().join("sig.p7s");
+        std::fs::write(&sig, &detached).expect("write");
+        let out = home
+            .gpgsm()
+            .arg("--verify")
+            .arg(&sig)
+            .arg(&content)
+            .output()
+            .expect("gpgsm");
+        let status = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && status.contains("GOODSIG") && status.contains("TRUST_FULLY"),
+            "{name} {scheme:?} detached: {status}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let p7m = home.path().join("sig.p7m");
+        let got = home.path().join("got");
+        let _ = std::fs::remove_file(&got);
+        std::fs::write(&p7m, &opaque).expect("write");
+        let out = home
+            .gpgsm()
+            .arg("--output")
+            .arg(&got)
+            .arg("--verify")
+            .arg(&p7m)
+            .output()
+            .expect("gpgsm");
+        let status = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && status.contains("GOODSIG"),
+            "{name} {scheme:?} opaque: {status}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read(&got).expect("content"), CONTENT);
+
+        // and a tampered content is refused
+        std::fs::write(&content, b"signed for gpgsm?\n").expect("write");
+        let out = home
+            .gpgsm()
+            .arg("--verify")
+            .arg(&sig)
+            .arg(&content)
+            .output()
+            .expect("gpgsm");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("GOODSIG"),
+            "gpgsm accepted tampered content"
+        );
+        std::fs::write(&content, CONTENT).expect("write");
+    }
+}
