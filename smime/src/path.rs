@@ -188,6 +188,20 @@ impl CertEntry {
     }
 }
 
+/// Extensions whose criticality we honour: basicConstraints, keyUsage, extKeyUsage,
+/// subjectAltName, issuerAltName, subjectKeyIdentifier, authorityKeyIdentifier,
+/// certificatePolicies (no policy processing: treated as anyPolicy).
+const KNOWN_EXTENSIONS: &[&str] = &[
+    "2.5.29.19",
+    "2.5.29.15",
+    "2.5.29.37",
+    "2.5.29.17",
+    "2.5.29.18",
+    "2.5.29.14",
+    "2.5.29.35",
+    "2.5.29.32",
+];
+
 /// Path validation policy.
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -525,6 +539,37 @@ pub fn check_signer_certificate(ee: &CertEntry, inp: &PathInputs<'_>) -> (Vec<Ch
             },
         ));
     }
+
+    // RFC 5280 4.2: a certificate with a critical extension we do not process is rejected
+    // (the anchor is exempt: it is trusted as configured).
+    let mut crit = Vec::new();
+    for (i, c) in chain.iter().enumerate() {
+        if path.is_ok() && i == chain.len() - 1 {
+            continue;
+        }
+        for ext in c.cert.tbs_certificate().extensions().into_iter().flatten() {
+            if ext.critical
+                && !KNOWN_EXTENSIONS
+                    .iter()
+                    .any(|k| ext.extn_id.to_string() == *k)
+            {
+                crit.push(format!(
+                    "'{}' has an unsupported critical extension {}",
+                    c.subject(),
+                    ext.extn_id
+                ));
+            }
+        }
+    }
+    checks.push(check(
+        "critical_extensions",
+        crit.is_empty(),
+        if crit.is_empty() {
+            "no unsupported critical extension".to_string()
+        } else {
+            crit.join("; ")
+        },
+    ));
 
     // algorithms: signer key size, certificate signature hashes
     let mut alg_problems = Vec::new();

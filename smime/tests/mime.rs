@@ -361,3 +361,58 @@ fn unsigned_input_is_an_error() {
     assert!(verify_smime(MSG_7BIT, None, &o).is_err());
     assert!(verify_smime(b"", None, &o).is_err());
 }
+
+#[test]
+fn streaming_opaque_equals_openssl_view() {
+    // header → BER SignedData around the streamed entity, all through base64 lines
+    use tokenmail_smime::alg::ContentHasher;
+    use tokenmail_smime::mime::{opaque_header, Base64Lines};
+    use tokenmail_smime::signed::OpaqueStream;
+    let p = pki();
+    let signer = p.signer("ee_rsa");
+    let o = opts();
+    let hash = o.scheme_for(signer.key_kind()).expect("scheme").hash();
+    let (headers, body) = split_message(MSG_8BIT).expect("split");
+    let mut scan = SevenBitScanner::default();
+    scan.update(body);
+    let plan = MultipartSigned::new(&headers, scan.needs_encoding(), "unused", hash).expect("plan");
+    let stream = OpaqueStream::new(hash);
+    let mut b64 = Base64Lines::default();
+    let mut hasher = ContentHasher::new(hash);
+    let mut out = opaque_header(&headers);
+    out.extend(b64.update(&stream.header().expect("header")));
+    let mut emit = |bytes: &[u8], out: &mut Vec<u8>, b64: &mut Base64Lines| {
+        hasher.update(bytes);
+        out.extend(b64.update(&OpaqueStream::chunk_header(bytes.len())));
+        out.extend(b64.update(bytes));
+    };
+    emit(&plan.part_header(), &mut out, &mut b64);
+    let mut enc = plan.body_encoder();
+    for c in body.chunks(4) {
+        let e = enc.update(c);
+        emit(&e, &mut out, &mut b64);
+    }
+    let e = enc.finish();
+    emit(&e, &mut out, &mut b64);
+    let trailer = stream
+        .trailer(
+            &signer,
+            &p.cert("ee_rsa"),
+            &[p.cert("int")],
+            &hasher.finalize(),
+            &o,
+        )
+        .expect("trailer");
+    out.extend(b64.update(&trailer));
+    out.extend(b64.finish());
+
+    let (ok, content, err) = openssl_verify_eml(&out);
+    assert!(ok, "{err}");
+    let ours = our_verify(&out, None);
+    assert!(ours.report.valid, "{:?}", ours.report);
+    assert_eq!(ours.content, content);
+    assert_eq!(
+        ours.content,
+        tokenmail_smime::mime::signed_entity(MSG_8BIT).expect("entity")
+    );
+}

@@ -114,3 +114,14 @@ rsa int_below; issue int_below int_pl0 ca "/CN=tokenmail below pathlen0"
 rsa ee_pl; issue ee_pl int_below ee "/CN=Alice pathlen"
 
 # PKCS#8 for every key (genpkey already writes PKCS#8)
+# an end entity with a critical extension we do not process (nameConstraints is CA-only, but
+# any unknown critical OID will do: a private one)
+cat >> ext.cnf <<'EOT'
+[ee_crit]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = emailProtection
+subjectAltName = email:alice@example.com
+1.3.6.1.4.1.99999.1 = critical,ASN1:NULL
+EOT
+rsa ee_crit; issue ee_crit int ee_crit "/CN=Alice Critical"

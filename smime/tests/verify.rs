@@ -442,3 +442,14 @@ fn garbage_is_an_error_not_a_panic() {
         assert!(ParsedSignedData::parse(&sig[..cut]).is_err());
     }
 }
+
+#[test]
+fn unknown_critical_extension_rejected() {
+    let sig = ours("ee_crit", None, true);
+    let r = Run::new(&sig, Some(CONTENT)).go();
+    assert_fails(&r, &["critical_extensions"], "unknown critical extension");
+    assert!(r.signers[0]
+        .checks
+        .iter()
+        .any(|c| c.reason.contains("1.3.6.1.4.1.99999.1")));
+}
