@@ -648,31 +648,153 @@ fn decode_body(fields: &[HeaderField], body: &[u8]) -> Result<Vec<u8>, SmimeErro
     }
 }
 
-/// Position of each delimiter line `--boundary` (start offset, offset after its line end,
-/// closing?) in `body`.
-fn delimiters(body: &[u8], boundary: &str) -> Vec<(usize, usize, bool)> {
-    let delim = format!("--{boundary}");
-    let d = delim.as_bytes();
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < body.len() {
-        let line_end = body[pos..]
-            .iter()
-            .position(|b| *b == b'\n')
-            .map(|i| pos + i + 1)
-            .unwrap_or(body.len());
-        let line = &body[pos..line_end];
-        if line.starts_with(d) {
-            let rest = &line[d.len()..];
-            let closing = rest.starts_with(b"--");
-            let tail = if closing { &rest[2..] } else { rest };
-            if tail.iter().all(|b| b.is_ascii_whitespace()) {
-                out.push((pos, line_end, closing));
+/// Maximum size of the signature part of a `multipart/signed` message.
+pub const MAX_SIGNATURE_PART: usize = 4 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ScanState {
+    Preamble,
+    Signed,
+    Signature,
+    Epilogue,
+}
+
+/// Streaming splitter for the body of a `multipart/signed` message: feed the body (after the
+/// top-level header) in chunks; [`SignedPartScanner::update`] returns the next bytes of the
+/// signed part, CRLF-canonical, to hash (and write, for `-o`); [`SignedPartScanner::finish`]
+/// returns the decoded signature. Memory stays bounded whatever the size of the signed part.
+#[derive(Clone, Debug)]
+pub struct SignedPartScanner {
+    delim: Vec<u8>,
+    state: ScanState,
+    line: Vec<u8>,
+    line_flushed: bool,
+    pending_eol: bool,
+    signature_part: Vec<u8>,
+}
+
+impl SignedPartScanner {
+    /// A scanner for `boundary` (the Content-Type parameter).
+    pub fn new(boundary: &str) -> Self {
+        Self {
+            delim: format!("--{boundary}").into_bytes(),
+            state: ScanState::Preamble,
+            line: Vec::new(),
+            line_flushed: false,
+            pending_eol: false,
+            signature_part: Vec::new(),
+        }
+    }
+
+    /// Feed body bytes; returns signed-part bytes.
+    pub fn update(&mut self, chunk: &[u8]) -> Result<Vec<u8>, SmimeError> {
+        let mut out = Vec::new();
+        for piece in chunk.split_inclusive(|b| *b == b'\n') {
+            self.line.extend_from_slice(piece);
+            if piece.ends_with(b"\n") {
+                self.complete_line(&mut out)?;
+            } else if self.state == ScanState::Signed && self.line.len() > 65_536 {
+                self.flush_partial(&mut out);
             }
         }
-        pos = line_end;
+        Ok(out)
     }
-    out
+
+    fn flush_partial(&mut self, out: &mut Vec<u8>) {
+        if !self.line_flushed && self.line.starts_with(&self.delim) {
+            let rest = &self.line[self.delim.len()..];
+            let rest = rest.strip_prefix(b"--").unwrap_or(rest);
+            if rest.iter().all(|b| b.is_ascii_whitespace()) {
+                return; // could still be a delimiter with trailing whitespace
+            }
+        }
+        if self.pending_eol {
+            out.extend_from_slice(b"\r\n");
+            self.pending_eol = false;
+        }
+        // keep the last byte: it may be the CR of a CRLF
+        let keep = self.line.len() - 1;
+        out.extend_from_slice(&self.line[..keep]);
+        self.line.drain(..keep);
+        self.line_flushed = true;
+    }
+
+    fn complete_line(&mut self, out: &mut Vec<u8>) -> Result<(), SmimeError> {
+        let line = std::mem::take(&mut self.line);
+        let flushed = std::mem::replace(&mut self.line_flushed, false);
+        let content = line.strip_suffix(b"\n").unwrap_or(&line);
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
+        let mut delim = None;
+        if !flushed && content.starts_with(&self.delim) {
+            let rest = &content[self.delim.len()..];
+            let closing = rest.starts_with(b"--");
+            let tail = if closing { &rest[2..] } else { rest };
+            if tail.iter().all(|b| *b == b' ' || *b == b'\t') {
+                delim = Some(closing);
+            }
+        }
+        match (self.state, delim) {
+            (ScanState::Preamble, Some(false)) => self.state = ScanState::Signed,
+            (ScanState::Preamble, Some(true)) => {
+                return Err(malformed("multipart/signed closes before its first part"))
+            }
+            (ScanState::Preamble, None) | (ScanState::Epilogue, _) => {}
+            (ScanState::Signed, Some(false)) => {
+                self.pending_eol = false; // the line break belongs to the delimiter
+                self.state = ScanState::Signature;
+            }
+            (ScanState::Signed, Some(true)) => {
+                return Err(malformed("multipart/signed has no signature part"))
+            }
+            (ScanState::Signed, None) => {
+                if self.pending_eol {
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(content);
+                self.pending_eol = true;
+            }
+            (ScanState::Signature, Some(true)) => self.state = ScanState::Epilogue,
+            (ScanState::Signature, Some(false)) => {
+                return Err(malformed("multipart/signed has more than two parts"))
+            }
+            (ScanState::Signature, None) => {
+                if self.signature_part.len() + line.len() > MAX_SIGNATURE_PART {
+                    return Err(malformed("signature part too large"));
+                }
+                self.signature_part.extend_from_slice(&line);
+            }
+        }
+        Ok(())
+    }
+
+    /// End of input: the signature (DER/BER) from the second part.
+    pub fn finish(mut self) -> Result<Vec<u8>, SmimeError> {
+        if !self.line.is_empty() {
+            self.line.push(b'\n');
+            let mut sink = Vec::new();
+            self.complete_line(&mut sink)?;
+            if !sink.is_empty() {
+                return Err(malformed("multipart/signed is truncated"));
+            }
+        }
+        match self.state {
+            ScanState::Epilogue => {}
+            ScanState::Signature => {
+                return Err(malformed("multipart/signed without closing delimiter"))
+            }
+            _ => return Err(malformed("multipart/signed needs two parts")),
+        }
+        let (sig_headers, sig_body) = split_message(&self.signature_part)?;
+        let sig_ct = header(&sig_headers, "Content-Type")
+            .map(|f| ContentType::parse(&f.value()).mime)
+            .unwrap_or_default();
+        if sig_ct != "application/pkcs7-signature" && sig_ct != "application/x-pkcs7-signature" {
+            return Err(malformed(format!(
+                "second part of multipart/signed is {sig_ct}, not application/pkcs7-signature"
+            )));
+        }
+        decode_body(&sig_headers, sig_body)
+    }
 }
 
 /// Tell a verify input apart: multipart/signed, opaque pkcs7-mime, or a bare CMS.
@@ -691,35 +813,9 @@ pub fn parse_smime(input: &[u8]) -> Result<SmimeInput, SmimeError> {
             let boundary = ct
                 .param("boundary")
                 .ok_or_else(|| malformed("multipart/signed without boundary"))?;
-            let ds = delimiters(body, boundary);
-            let [(_, first_start, false), (second, second_start, false), ..] = ds.as_slice() else {
-                return Err(malformed("multipart/signed needs two parts"));
-            };
-            // the part ends before the line break that precedes the next delimiter
-            let mut end = *second;
-            if end > *first_start && body[end - 1] == b'\n' {
-                end -= 1;
-                if end > *first_start && body[end - 1] == b'\r' {
-                    end -= 1;
-                }
-            }
-            let signed_part = canonicalize(&body[*first_start..end]);
-            let sig_end = ds
-                .get(2)
-                .map(|(s, _, _)| *s)
-                .ok_or_else(|| malformed("multipart/signed without closing delimiter"))?;
-            let sig_part = &body[*second_start..sig_end];
-            let (sig_headers, sig_body) = split_message(sig_part)?;
-            let sig_ct = header(&sig_headers, "Content-Type")
-                .map(|f| ContentType::parse(&f.value()).mime)
-                .unwrap_or_default();
-            if sig_ct != "application/pkcs7-signature" && sig_ct != "application/x-pkcs7-signature"
-            {
-                return Err(malformed(format!(
-                    "second part of multipart/signed is {sig_ct}, not application/pkcs7-signature"
-                )));
-            }
-            let signature = decode_body(&sig_headers, sig_body)?;
+            let mut scanner = SignedPartScanner::new(boundary);
+            let signed_part = scanner.update(body)?;
+            let signature = scanner.finish()?;
             Ok(SmimeInput::MultipartSigned {
                 headers,
                 signed_part,
@@ -790,6 +886,45 @@ mod tests {
         let mut s = SevenBitScanner::default();
         s.update(&vec![b'a'; 999]);
         assert!(s.needs_encoding());
+    }
+
+    #[test]
+    fn scanner_chunking_is_irrelevant() {
+        let long = "x".repeat(200_000);
+        let body = format!(
+            "preamble\n--b\nContent-Type: text/plain\n\nline1\r\n--bnot\n{long}\n\n--b  \r\n\
+             Content-Type: application/pkcs7-signature\nContent-Transfer-Encoding: base64\n\nMAA=\n--b--\nepilogue"
+        );
+        let body = body.as_bytes();
+        let mut whole = SignedPartScanner::new("b");
+        let expect = whole.update(body).expect("scan");
+        assert_eq!(whole.finish().expect("sig"), vec![0x30, 0x00]);
+        let want = format!("Content-Type: text/plain\r\n\r\nline1\r\n--bnot\r\n{long}\r\n");
+        assert_eq!(String::from_utf8(expect.clone()).expect("utf8"), want);
+        for size in [1, 2, 3, 7, 64, 65_537] {
+            let mut sc = SignedPartScanner::new("b");
+            let mut got = Vec::new();
+            for c in body.chunks(size) {
+                got.extend(sc.update(c).expect("scan"));
+            }
+            assert_eq!(sc.finish().expect("sig"), vec![0x30, 0x00], "chunk {size}");
+            assert_eq!(got, expect, "chunk {size}");
+        }
+    }
+
+    #[test]
+    fn scanner_rejects_bad_structure() {
+        for body in [
+            "--b\nx\n--b--\n",
+            "--b\nx\n--b\nContent-Type: application/pkcs7-signature\n\nMAA=\n",
+            "--b\nx\n--b\nContent-Type: text/plain\n\nMAA=\n--b--\n",
+            "no delimiter at all\n",
+            "--b\nx\n--b\nContent-Type: application/pkcs7-signature\n\nMAA=\n--b\n",
+        ] {
+            let mut sc = SignedPartScanner::new("b");
+            let r = sc.update(body.as_bytes()).and_then(|_| sc.finish());
+            assert!(r.is_err(), "{body:?}");
+        }
     }
 
     #[test]
