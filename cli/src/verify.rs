@@ -3,6 +3,9 @@
 //! Works without an agent: everything happens in `tokenmail-smime`.
 //! * The report (one block per signer, one line per failed check) goes to standard output,
 //!   or the JSON report with `--json`.
+//! * Detached content and `multipart/signed` messages are streamed: hashed (SHA-1/256/384/512
+//!   at once, since the digest algorithm is only known from the signature at the end) and
+//!   written to the temporary output file chunk by chunk.
 //! * `-o FILE` writes the verified content (the signed MIME entity, the encapsulated content,
 //!   or the detached content) through a temporary file and a rename — only when the signature
 //!   is valid; `-o -` writes it to standard output (then the report goes to standard error).
@@ -13,9 +16,13 @@ use anyhow::{anyhow, bail, Context};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-use tokenmail_smime::mime::{verify_smime, MessageVerification};
+use tokenmail_smime::alg::{ContentDigests, HashAlg, MultiHasher};
+use tokenmail_smime::mime::{
+    bare_cms, from_address, parse_header, verify_smime, ContentType, MessageVerification,
+    SignedPartScanner,
+};
 use tokenmail_smime::path::{CertEntry, Policy};
-use tokenmail_smime::verify::VerifyOptions;
+use tokenmail_smime::verify::{verify, ParsedSignedData, VerifyOptions};
 
 /// Arguments of `tokenmail verify`.
 #[derive(Debug, Clone, clap::Args)]
@@ -73,37 +80,6 @@ fn load_anchors(paths: &[PathBuf]) -> anyhow::Result<Vec<CertEntry>> {
     Ok(out)
 }
 
-fn read_input(path: Option<&Path>) -> anyhow::Result<Vec<u8>> {
-    match path {
-        Some(p) if p.as_os_str() != "-" => {
-            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
-        }
-        _ => {
-            let mut v = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut v)
-                .context("cannot read standard input")?;
-            Ok(v)
-        }
-    }
-}
-
-/// Write `data` to `path` via a temporary file in the same directory and a rename.
-fn write_atomically(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    tmp.write_all(data)
-        .and_then(|_| tmp.as_file().sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| anyhow!("cannot rename into {}: {}", path.display(), e.error))?;
-    Ok(())
-}
-
 /// The human-readable report.
 pub fn render(v: &MessageVerification) -> String {
     let mut s = String::new();
@@ -148,10 +124,117 @@ pub fn render(v: &MessageVerification) -> String {
     s
 }
 
+/// Where the verified content ends up.
+enum Sink {
+    None,
+    Stdout(Vec<u8>),
+    File(tempfile::NamedTempFile, PathBuf),
+}
+
+impl Sink {
+    fn new(output: Option<&Path>) -> anyhow::Result<Self> {
+        Ok(match output {
+            None => Sink::None,
+            Some(p) if p.as_os_str() == "-" => Sink::Stdout(Vec::new()),
+            Some(p) => {
+                let dir = match p.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                let tmp = tempfile::NamedTempFile::new_in(&dir).with_context(|| {
+                    format!("cannot create a temporary file in {}", dir.display())
+                })?;
+                Sink::File(tmp, p.to_path_buf())
+            }
+        })
+    }
+
+    fn write(&mut self, data: &[u8]) -> anyhow::Result<()> {
+        match self {
+            Sink::None => {}
+            Sink::Stdout(v) => v.extend_from_slice(data),
+            Sink::File(f, p) => f
+                .write_all(data)
+                .with_context(|| format!("cannot write {}", p.display()))?,
+        }
+        Ok(())
+    }
+
+    /// Release the content (only called when the signature is valid).
+    fn commit(self) -> anyhow::Result<()> {
+        match self {
+            Sink::None => {}
+            Sink::Stdout(v) => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&v)?;
+                out.flush()?;
+            }
+            Sink::File(f, p) => {
+                f.as_file()
+                    .sync_all()
+                    .with_context(|| format!("cannot write {}", p.display()))?;
+                f.persist(&p)
+                    .map_err(|e| anyhow!("cannot rename into {}: {}", p.display(), e.error))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+const ALL_HASHES: [HashAlg; 4] = [
+    HashAlg::Sha1,
+    HashAlg::Sha256,
+    HashAlg::Sha384,
+    HashAlg::Sha512,
+];
+const CHUNK: usize = 1 << 16;
+
+fn open_input(path: Option<&Path>) -> anyhow::Result<Box<dyn Read>> {
+    Ok(match path {
+        Some(p) if p.as_os_str() != "-" => Box::new(
+            std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?,
+        ),
+        _ => Box::new(std::io::stdin()),
+    })
+}
+
+fn read_chunk(r: &mut dyn Read, buf: &mut [u8]) -> anyhow::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("cannot read the input"),
+        }
+    }
+}
+
+/// Verify a detached signature (already parsed) against content digests computed while
+/// streaming.
+fn verify_streamed(
+    signature: &[u8],
+    digests: &ContentDigests,
+    sender: Option<String>,
+    form: &'static str,
+    opts: &VerifyOptions<'_>,
+) -> anyhow::Result<MessageVerification> {
+    let parsed = ParsedSignedData::parse(signature).map_err(|e| anyhow!("cannot verify: {e}"))?;
+    let mut o = opts.clone();
+    o.sender_email = sender.as_deref();
+    let report = verify(&parsed, digests, &o);
+    Ok(MessageVerification {
+        report,
+        content: Vec::new(),
+        sender,
+        form,
+    })
+}
+
 /// Run `tokenmail verify`; returns the process exit code.
+///
+/// Detached content and `multipart/signed` messages are streamed (hashed, and written to the
+/// temporary output file, chunk by chunk); other forms are read whole.
 pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
     let anchors = load_anchors(&trust_paths(&args)?)?;
-    let input = read_input(args.input.as_deref())?;
     let signature = match &args.signature {
         Some(p) => Some(
             std::fs::read(p).with_context(|| format!("cannot read signature {}", p.display()))?,
@@ -169,10 +252,109 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
         sender_email: None,
         policy,
     };
-    let v = verify_smime(&input, signature.as_deref(), &opts)
-        .map_err(|e| anyhow!("cannot verify: {e}"))?;
+    let mut input = open_input(args.input.as_deref())?;
+    let mut sink = Sink::new(args.output.as_deref())?;
+    let mut buf = vec![0u8; CHUNK];
 
-    let content_to_stdout = args.output.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    let v = if let Some(sig) = &signature {
+        // detached: the content is IN, byte for byte
+        let cms = bare_cms(sig)
+            .map_err(|e| anyhow!("cannot verify: {e}"))?
+            .ok_or_else(|| anyhow!("the --signature file is neither DER nor PEM CMS"))?;
+        let mut hasher = MultiHasher::new(&ALL_HASHES);
+        let mut head = Vec::new();
+        loop {
+            let n = read_chunk(&mut *input, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            sink.write(&buf[..n])?;
+            if head.len() < CHUNK {
+                head.extend_from_slice(&buf[..n]);
+            }
+        }
+        let sender = parse_header(&head)
+            .ok()
+            .flatten()
+            .and_then(|(h, _)| from_address(&h));
+        verify_streamed(&cms, &hasher.finalize(), sender, "detached", &opts)?
+    } else {
+        // read until the header is complete (or the input is obviously not MIME)
+        let mut head = Vec::new();
+        let mut eof = false;
+        let parsed_header = loop {
+            if head.first() == Some(&0x30) || head.starts_with(b"-----") {
+                break None;
+            }
+            match parse_header(&head) {
+                Ok(Some(h)) => break Some(h),
+                Ok(None) => {}
+                Err(_) => break None,
+            }
+            if head.len() > (1 << 20) {
+                break None;
+            }
+            let n = read_chunk(&mut *input, &mut buf)?;
+            if n == 0 {
+                eof = true;
+                break None;
+            }
+            head.extend_from_slice(&buf[..n]);
+        };
+        let multipart = parsed_header.as_ref().and_then(|(h, _)| {
+            let ct = h.iter().find(|f| f.is("Content-Type"))?;
+            let ct = ContentType::parse(&ct.value());
+            (ct.mime == "multipart/signed")
+                .then(|| ct.param("boundary").map(str::to_string))
+                .flatten()
+        });
+        match (parsed_header, multipart) {
+            (Some((headers, body_off)), Some(boundary)) => {
+                let mut scanner = SignedPartScanner::new(&boundary);
+                let mut hasher = MultiHasher::new(&ALL_HASHES);
+                let part = scanner
+                    .update(&head[body_off..])
+                    .map_err(|e| anyhow!("cannot verify: {e}"))?;
+                hasher.update(&part);
+                sink.write(&part)?;
+                loop {
+                    let n = read_chunk(&mut *input, &mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    let part = scanner
+                        .update(&buf[..n])
+                        .map_err(|e| anyhow!("cannot verify: {e}"))?;
+                    hasher.update(&part);
+                    sink.write(&part)?;
+                }
+                let sig = scanner
+                    .finish()
+                    .map_err(|e| anyhow!("cannot verify: {e}"))?;
+                verify_streamed(
+                    &sig,
+                    &hasher.finalize(),
+                    from_address(&headers),
+                    "multipart/signed",
+                    &opts,
+                )?
+            }
+            _ => {
+                if !eof {
+                    input
+                        .read_to_end(&mut head)
+                        .context("cannot read the input")?;
+                }
+                let v =
+                    verify_smime(&head, None, &opts).map_err(|e| anyhow!("cannot verify: {e}"))?;
+                sink.write(&v.content)?;
+                v
+            }
+        }
+    };
+
+    let content_to_stdout = matches!(sink, Sink::Stdout(_));
     let report = if args.json {
         let mut j = serde_json::to_string_pretty(&serde_json::json!({
             "valid": v.report.valid,
@@ -193,20 +375,13 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
     }
 
     if v.report.valid {
-        match args.output.as_deref() {
-            Some(p) if p.as_os_str() == "-" => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(&v.content)?;
-                out.flush()?;
-            }
-            Some(p) => write_atomically(p, &v.content)?,
-            None => {}
-        }
+        sink.commit()?;
         Ok(0)
     } else {
         if args.output.is_some() {
             eprintln!("tokenmail verify: the signature is not valid; no content written");
         }
+        // dropping the sink deletes the temporary file
         Ok(1)
     }
 }

@@ -143,4 +143,61 @@ fn verify_command() {
         .expect_err("unsigned input");
     assert!(err.to_string().contains("cannot verify"));
     let _ = PathBuf::new();
+
+    // a large multipart/signed message, streamed through the splitter into -o
+    let big: String = (0..200_000)
+        .map(|i| format!("line {i} of a big message\n"))
+        .collect();
+    std::fs::write(
+        dir.join("big.txt"),
+        format!("Content-Type: text/plain\n\n{big}"),
+    )
+    .expect("write");
+    sh(
+        dir,
+        "openssl cms -sign -stream -in big.txt -signer ee_p384.pem -inkey ee_p384.key -certfile int.pem \
+         -md sha384 -from alice@example.com -out big.eml && \
+         openssl cms -verify -in big.eml -CAfile root.pem -out big.openssl 2>/dev/null",
+    );
+    let out3 = dir.join("big.out");
+    let code = run(args(&[
+        "--trust",
+        &p(dir, "root.pem"),
+        &p(dir, "big.eml"),
+        "-o",
+        &out3.display().to_string(),
+    ]))
+    .expect("runs");
+    assert_eq!(code, 0);
+    let got = std::fs::read(&out3).expect("written");
+    assert!(got.len() > 5_000_000);
+    assert_eq!(
+        got,
+        std::fs::read(dir.join("big.openssl")).expect("openssl output")
+    );
+
+    // tampered in the middle: exit 1 and -o is not created
+    let eml = std::fs::read_to_string(dir.join("big.eml")).expect("read");
+    std::fs::write(
+        dir.join("bad.eml"),
+        eml.replacen("line 100000 of", "line 100001 of", 1),
+    )
+    .expect("write");
+    let out4 = dir.join("bad.out");
+    let code = run(args(&[
+        "--trust",
+        &p(dir, "root.pem"),
+        &p(dir, "bad.eml"),
+        "-o",
+        &out4.display().to_string(),
+    ]))
+    .expect("runs");
+    assert_eq!(code, 1);
+    assert!(!out4.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left behind");
 }
