@@ -85,7 +85,10 @@ impl HeaderField {
 
     /// Content-* field (stays with the entity when signing).
     pub fn is_content(&self) -> bool {
-        self.name.len() >= 8 && self.name[..8].eq_ignore_ascii_case("content-")
+        self.name
+            .as_bytes()
+            .get(..8)
+            .is_some_and(|n| n.eq_ignore_ascii_case(b"content-"))
     }
 
     /// The field with CRLF line endings (canonical).
@@ -859,6 +862,12 @@ mod tests {
             b"Content-Type: text/plain;\r\n charset=utf-8\r\n"
         );
         assert!(parse_header(b"From: a\nSubj").expect("ok").is_none());
+    }
+
+    #[test]
+    fn non_ascii_header_names_do_not_panic() {
+        let (h, _) = split_message("Cont\u{e9}nt-Type: x\n\nbody".as_bytes()).expect("parses");
+        assert!(!h[0].is_content());
     }
 
     #[test]

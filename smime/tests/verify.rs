@@ -453,3 +453,59 @@ fn unknown_critical_extension_rejected() {
         .iter()
         .any(|c| c.reason.contains("1.3.6.1.4.1.99999.1")));
 }
+
+fn find(hay: &[u8], needle: &[u8]) -> std::ops::Range<usize> {
+    let i = hay
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("present");
+    i..i + needle.len()
+}
+
+#[test]
+fn mutated_signatures_never_panic_and_protected_bytes_matter() {
+    let sig = ours("ee_p256", None, false);
+    let orig = ParsedSignedData::parse(&sig).expect("parse");
+    // the regions the signature protects
+    let attrs = orig.signers[0].signed_attrs_der.clone().expect("attrs");
+    let protected = [
+        find(&sig, CONTENT),
+        find(&sig, &attrs[1..]),
+        find(&sig, orig.signers[0].info.signature.as_bytes()),
+    ];
+    let a = anchors(&["root"]);
+    let mut parsed_ok = 0;
+    for i in 0..sig.len() {
+        // both flips in the protected regions, one elsewhere (the test runs in debug builds)
+        let flips: &[u8] = if protected.iter().any(|p| p.contains(&i)) || i % 2 == 0 {
+            &[0x01, 0x80]
+        } else {
+            &[]
+        };
+        for &flip in flips {
+            let mut m = sig.clone();
+            m[i] ^= flip;
+            let Ok(parsed) = ParsedSignedData::parse(&m) else {
+                continue;
+            };
+            parsed_ok += 1;
+            let content = parsed.encapsulated_content().unwrap_or_default().to_vec();
+            let digests = ContentDigests::of(&parsed.digest_algorithms(), &content);
+            let r = verify(
+                &parsed,
+                &digests,
+                &VerifyOptions {
+                    trust_anchors: &a,
+                    extra_certs: &[],
+                    now: SystemTime::now(),
+                    sender_email: Some("alice@example.com"),
+                    policy: Policy::default(),
+                },
+            );
+            if protected.iter().any(|p| p.contains(&i)) {
+                assert!(!r.valid, "mutation at byte {i} ^ {flip:#x} still valid");
+            }
+        }
+    }
+    assert!(parsed_ok > 100, "{parsed_ok}");
+}
