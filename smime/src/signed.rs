@@ -58,6 +58,42 @@ pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, SignerError> {
     Ok(tlv(0x30, &body))
 }
 
+/// DER DigestInfo (RFC 8017 9.2) for `digest`: what `CKM_RSA_PKCS` must be given to make a
+/// PKCS#1 v1.5 signature over a precomputed digest.
+pub fn digest_info(hash: HashAlg, digest: &[u8]) -> Result<Vec<u8>, SmimeError> {
+    if digest.len() != hash.output_len() {
+        return Err(SmimeError::Unsupported(format!(
+            "{} digest must have {} bytes",
+            hash.name(),
+            hash.output_len()
+        )));
+    }
+    // AlgorithmIdentifier with NULL parameters, as RFC 8017 prescribes for DigestInfo
+    let mut alg = hash.oid().to_der()?;
+    alg.extend_from_slice(&[0x05, 0x00]);
+    let mut body = tlv(0x30, &alg);
+    body.extend_from_slice(&tlv(0x04, digest));
+    Ok(tlv(0x30, &body))
+}
+
+/// EMSA-PKCS1-v1_5 encoded message `00 01 FF.. 00 DigestInfo` of `modulus_len` bytes: the input
+/// for a raw RSA private-key operation (e.g. a PIV card's GENERAL AUTHENTICATE).
+pub fn pkcs1v15_encode(
+    hash: HashAlg,
+    digest: &[u8],
+    modulus_len: usize,
+) -> Result<Vec<u8>, SmimeError> {
+    let t = digest_info(hash, digest)?;
+    if modulus_len < t.len() + 11 {
+        return Err(SmimeError::Unsupported("RSA modulus too short".into()));
+    }
+    let mut em = vec![0x00, 0x01];
+    em.resize(modulus_len - t.len() - 1, 0xff);
+    em.push(0x00);
+    em.extend_from_slice(&t);
+    Ok(em)
+}
+
 /// A software key, for tests and for users without a token.
 #[derive(Clone, Debug)]
 pub enum SoftwareSigner {
@@ -448,6 +484,52 @@ impl OpaqueStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// throw-away 1024-bit test key (`openssl genpkey`)
+    const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIICdwIBADANBgkqhkiG9w0BAQEFAASCAmEwggJdAgEAAoGBALfzugyUOswCc30s
+55oMF9EV9el7w4GW/vbmz0hShH61KNmZM013bZ3S2B5YQVt5BAky0KAUGjVmG940
+/hdTRdzrzYgH8Zyk+LsjLdv1hZytsL0SZklDW4IUL5w4C2pP9XmN6UrmU7hcDR5S
+3DYzDttjQOlHKPShSgBzhnMHJEJvAgMBAAECgYEAmbd8uDhB7er6cRbOLsd+O4Wb
+alG27Rqt0srLWkdCWtOt4DAKU+jB3Amt+aWMcBDvU3R4K9zAjfDWxtgHoJxAmtCG
+YzU8ra7PgPv6+DGPt9RVT7Zo3nsC4pZ3uD4HwzapV5TbkHF3HsEfiXl2KOzDt+q+
+tSc6rSM9tjz/Lv19gRkCQQDwcPKb4HYBgZ41QxNB81y8QapZcAl0GtzCmgSrEo0E
+uIzOYYKbwmQPEhpMFRT6GlNYVfZk+OfcVrRvMnpxP6JNAkEAw9sAqqxgxyUfdyIW
+YBzjtb6KK/nIoO0kXaN0C1CjACwGeJpuq9ixs3yXMI5EYnKpJ57+NJ1BF3OfzxtN
+ShC9qwJABsa4H6qAyOQVSFz+kvI/39Jd8a1Vpt8G77kVfpjEPqjQ1xQqcSdWWJJj
+CVfiwnWxeaDak9fr+Oq8pRGgH8byVQJAX1jhtTUgFDMlY1kL7ZSC4rq1B32dx4JL
+Pu7REqUaBX5pVBNSp4Rh1lBkRjYsYoURhoFnnfOkeadHeIsBEHqf6wJBAIEMzqbM
+xFIxR6bUIvfDwDFcqcWWPscMPry0owF/bBq/WjdG7hIwCJnYsQAPxl1TlG5rIxVr
+idoB0WG/BucOqgc=
+-----END PRIVATE KEY-----
+";
+
+    #[test]
+    fn digest_info_matches_rsa_crate() {
+        // a PKCS#1 v1.5 signature made over our DigestInfo with the unprefixed scheme equals
+        // the rsa crate's prefixed signature, for every hash
+        let signer = SoftwareSigner::from_pkcs8_pem(TEST_KEY).expect("key");
+        let SoftwareSigner::Rsa(key) = signer.clone() else {
+            panic!("RSA key expected")
+        };
+        for h in [HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512] {
+            let d = h.digest(b"abc");
+            let ours = key
+                .sign(
+                    rsa::Pkcs1v15Sign::new_unprefixed(),
+                    &digest_info(h, &d).expect("di"),
+                )
+                .expect("sign");
+            let theirs = signer
+                .sign_digest(SignatureScheme::RsaPkcs1v15(h), &d)
+                .expect("sign");
+            assert_eq!(ours, theirs, "{h:?}");
+            let em = pkcs1v15_encode(h, &d, 128).expect("em");
+            assert_eq!(em.len(), 128);
+            assert_eq!(&em[..2], &[0, 1]);
+        }
+        assert!(digest_info(HashAlg::Sha256, &[0; 20]).is_err());
+    }
 
     #[test]
     fn raw_to_der() {
