@@ -60,6 +60,13 @@ impl ParsedSignedData {
             return Err(malformed("ContentInfo must have contentType and content"));
         };
         let ct = ObjectIdentifier::from_der(ct.raw)?;
+        if ct.to_string() == "1.2.840.113549.1.7.3"
+            || ct.to_string() == "1.2.840.113549.1.9.16.1.23"
+        {
+            return Err(SmimeError::Unsupported(
+                "this is an encrypted message (EnvelopedData): decrypt it first, then verify the result".into(),
+            ));
+        }
         if ct != oid::ID_SIGNED_DATA {
             return Err(SmimeError::Unsupported(format!(
                 "CMS content type {ct} is not signedData"
