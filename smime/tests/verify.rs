@@ -509,3 +509,59 @@ fn mutated_signatures_never_panic_and_protected_bytes_matter() {
     }
     assert!(parsed_ok > 100, "{parsed_ok}");
 }
+
+#[test]
+fn subject_key_identifier_signer_and_external_certificates() {
+    // -keyid: the SignerInfo names the signer by subjectKeyIdentifier (version 3)
+    let sig = openssl_sign("ee_rsa", &["-keyid"], true);
+    assert_valid(&Run::new(&sig, Some(CONTENT)).go(), "-keyid");
+
+    // -nocerts: the signer certificate is supplied from outside
+    let sig = openssl_sign("ee_p256", &["-nocerts"], true);
+    let mut run = Run::new(&sig, Some(CONTENT));
+    let r = run.go();
+    assert!(failed(&r).contains(&"signer_certificate".to_string()));
+    run.extra = anchors(&["ee_p256"]);
+    assert_valid(&run.go(), "signer certificate given separately");
+}
+
+#[test]
+fn two_signers_must_both_pass() {
+    let p = pki();
+    let d = scratch();
+    std::fs::write(d.path().join("content"), CONTENT).expect("write");
+    let two = |second: &str| {
+        let (ok, _, err) = run(Command::new("openssl")
+            .current_dir(d.path())
+            .args([
+                "cms", "-sign", "-binary", "-in", "content", "-outform", "DER", "-out", "sig",
+            ])
+            .arg("-signer")
+            .arg(p.path("ee_rsa.pem"))
+            .arg("-inkey")
+            .arg(p.path("ee_rsa.key"))
+            .arg("-signer")
+            .arg(p.path(&format!("{second}.pem")))
+            .arg("-inkey")
+            .arg(p.path(&format!("{second}.key")))
+            .arg("-certfile")
+            .arg(p.path("int.pem")));
+        assert!(ok, "{err}");
+        std::fs::read(d.path().join("sig")).expect("read")
+    };
+    let sig = two("ee_p384");
+    let r = Run::new(&sig, Some(CONTENT)).go();
+    assert_eq!(r.signers.len(), 2);
+    assert!(
+        r.valid,
+        "{}",
+        serde_json::to_string_pretty(&r).expect("json")
+    );
+
+    let sig = two("ee_server");
+    let r = Run::new(&sig, Some(CONTENT)).go();
+    assert_eq!(r.signers.len(), 2);
+    assert!(!r.valid);
+    assert_eq!(r.signers.iter().filter(|s| s.valid).count(), 1);
+    assert_eq!(failed(&r), vec!["extended_key_usage"]);
+}
