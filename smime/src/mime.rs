@@ -568,6 +568,139 @@ pub fn sign_opaque(
     Ok(out)
 }
 
+/// Streaming writer for `multipart/signed`: hashes what must be hashed, so the caller only
+/// moves bytes. `new` returns the first output bytes; feed the body (the bytes after the
+/// header block) to `update`; `finish` signs and returns the last bytes.
+#[derive(Debug)]
+pub struct MultipartSignedWriter {
+    plan: MultipartSigned,
+    encoder: BodyEncoder,
+    hasher: crate::alg::ContentHasher,
+}
+
+impl MultipartSignedWriter {
+    /// `body_needs_encoding`: from a [`SevenBitScanner`] over the body, or `true` when the
+    /// body cannot be scanned in advance (base64 is always safe for a non-multipart entity).
+    pub fn new(
+        headers: &[HeaderField],
+        body_needs_encoding: bool,
+        boundary: &str,
+        hash: HashAlg,
+    ) -> Result<(Self, Vec<u8>), SmimeError> {
+        let plan = MultipartSigned::new(headers, body_needs_encoding, boundary, hash)?;
+        let mut hasher = crate::alg::ContentHasher::new(hash);
+        let mut out = plan.preamble();
+        let ph = plan.part_header();
+        hasher.update(&ph);
+        out.extend_from_slice(&ph);
+        let encoder = plan.body_encoder();
+        Ok((
+            Self {
+                plan,
+                encoder,
+                hasher,
+            },
+            out,
+        ))
+    }
+
+    /// Body bytes in, output bytes out.
+    pub fn update(&mut self, body: &[u8]) -> Vec<u8> {
+        let out = self.encoder.update(body);
+        self.hasher.update(&out);
+        out
+    }
+
+    /// Sign (the digest only goes to `signer`) and return the remaining output.
+    pub fn finish(
+        self,
+        signer: &dyn DigestSigner,
+        cert: &Certificate,
+        chain: &[Certificate],
+        opts: &SignOptions,
+    ) -> Result<Vec<u8>, SmimeError> {
+        if opts.scheme_for(signer.key_kind())?.hash() != self.hasher.alg() {
+            return Err(SmimeError::Unsupported(
+                "the signing scheme's hash differs from the writer's micalg".into(),
+            ));
+        }
+        let mut out = self.encoder.finish();
+        let mut hasher = self.hasher;
+        hasher.update(&out);
+        let sig = sign_detached(signer, cert, chain, &hasher.finalize(), opts)?;
+        out.extend_from_slice(&self.plan.trailer(&sig));
+        Ok(out)
+    }
+}
+
+/// Streaming writer for opaque `application/pkcs7-mime; smime-type=signed-data`: the signed
+/// entity is wrapped in indefinite-length BER SignedData and base64 lines as it goes.
+#[derive(Debug)]
+pub struct OpaqueWriter {
+    encoder: BodyEncoder,
+    hasher: crate::alg::ContentHasher,
+    stream: crate::signed::OpaqueStream,
+    b64: Base64Lines,
+}
+
+impl OpaqueWriter {
+    /// Like [`MultipartSignedWriter::new`].
+    pub fn new(
+        headers: &[HeaderField],
+        body_needs_encoding: bool,
+        hash: HashAlg,
+    ) -> Result<(Self, Vec<u8>), SmimeError> {
+        let plan = MultipartSigned::new(headers, body_needs_encoding, "unused", hash)?;
+        let stream = crate::signed::OpaqueStream::new(hash);
+        let mut w = Self {
+            encoder: plan.body_encoder(),
+            hasher: crate::alg::ContentHasher::new(hash),
+            stream,
+            b64: Base64Lines::default(),
+        };
+        let mut out = opaque_header(headers);
+        out.extend_from_slice(&w.b64.update(&stream.header()?));
+        out.extend_from_slice(&w.content(&plan.part_header()));
+        Ok((w, out))
+    }
+
+    fn content(&mut self, bytes: &[u8]) -> Vec<u8> {
+        self.hasher.update(bytes);
+        let mut out = self
+            .b64
+            .update(&crate::signed::OpaqueStream::chunk_header(bytes.len()));
+        out.extend_from_slice(&self.b64.update(bytes));
+        out
+    }
+
+    /// Body bytes in, output bytes out.
+    pub fn update(&mut self, body: &[u8]) -> Vec<u8> {
+        let e = self.encoder.update(body);
+        self.content(&e)
+    }
+
+    /// Sign and return the remaining output.
+    pub fn finish(
+        mut self,
+        signer: &dyn DigestSigner,
+        cert: &Certificate,
+        chain: &[Certificate],
+        opts: &SignOptions,
+    ) -> Result<Vec<u8>, SmimeError> {
+        let encoder = std::mem::replace(
+            &mut self.encoder,
+            BodyEncoder::Canonical(Canonicalizer::default()),
+        );
+        let tail = encoder.finish();
+        let mut out = self.content(&tail);
+        let digest = self.hasher.finalize();
+        let trailer = self.stream.trailer(signer, cert, chain, &digest, opts)?;
+        out.extend_from_slice(&self.b64.update(&trailer));
+        out.extend_from_slice(&self.b64.finish());
+        Ok(out)
+    }
+}
+
 /// What a verify input turned out to be.
 #[derive(Clone, Debug)]
 pub enum SmimeInput {

@@ -416,3 +416,43 @@ fn streaming_opaque_equals_openssl_view() {
         tokenmail_smime::mime::signed_entity(MSG_8BIT).expect("entity")
     );
 }
+
+#[test]
+fn streaming_writers_verify_with_openssl() {
+    use tokenmail_smime::mime::{MultipartSignedWriter, OpaqueWriter};
+    let p = pki();
+    let signer = p.signer("ee_p384");
+    let cert = p.cert("ee_p384");
+    let chain = [p.cert("int")];
+    let o = opts();
+    let hash = o.scheme_for(signer.key_kind()).expect("scheme").hash();
+    for msg in [MSG_7BIT, MSG_8BIT] {
+        let (headers, body) = split_message(msg).expect("split");
+        // a body we cannot scan in advance is simply base64-encoded
+        for needs in [true, false] {
+            if !needs && msg == MSG_8BIT {
+                continue;
+            }
+            let (mut w, mut out) =
+                MultipartSignedWriter::new(&headers, needs, "stream-b", hash).expect("writer");
+            for c in body.chunks(5) {
+                out.extend(w.update(c));
+            }
+            out.extend(w.finish(&signer, &cert, &chain, &o).expect("finish"));
+            let (ok, _, err) = openssl_verify_eml(&out);
+            assert!(ok, "multipart needs={needs}: {err}");
+            assert!(our_verify(&out, None).report.valid);
+
+            let (mut w, mut out) = OpaqueWriter::new(&headers, needs, hash).expect("writer");
+            for c in body.chunks(5) {
+                out.extend(w.update(c));
+            }
+            out.extend(w.finish(&signer, &cert, &chain, &o).expect("finish"));
+            let (ok, content, err) = openssl_verify_eml(&out);
+            assert!(ok, "opaque needs={needs}: {err}");
+            let ours = our_verify(&out, None);
+            assert!(ours.report.valid);
+            assert_eq!(ours.content, content);
+        }
+    }
+}
