@@ -125,3 +125,9 @@ subjectAltName = email:alice@example.com
 1.3.6.1.4.1.99999.1 = critical,ASN1:NULL
 EOT
 rsa ee_crit; issue ee_crit int ee_crit "/CN=Alice Critical"
+# an intermediate whose certificate is signed by the root with RSA-PSS, issuing an EE
+rsa int_pss
+openssl req -new -key int_pss.key -subj "/CN=tokenmail PSS Intermediate" -out int_pss.csr -config ext.cnf
+openssl x509 -req -in int_pss.csr -CA root.pem -CAkey root.key -set_serial 777 -days 3650 -sha384 \
+  -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:-1 -extfile ext.cnf -extensions ca -out int_pss.pem 2>/dev/null
+rsa ee_pss; issue ee_pss int_pss ee "/CN=Alice under PSS CA"

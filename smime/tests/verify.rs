@@ -565,3 +565,26 @@ fn two_signers_must_both_pass() {
     assert_eq!(r.signers.iter().filter(|s| s.valid).count(), 1);
     assert_eq!(failed(&r), vec!["extended_key_usage"]);
 }
+
+#[test]
+fn pss_signed_certificate_chain() {
+    let p = pki();
+    let sig = sign_detached(
+        &p.signer("ee_pss"),
+        &p.cert("ee_pss"),
+        &[p.cert("int_pss")],
+        &HashAlg::Sha256.digest(CONTENT),
+        &SignOptions::default(),
+    )
+    .expect("sign");
+    let r = Run::new(&sig, Some(CONTENT)).go();
+    assert_valid(&r, "intermediate signed with RSA-PSS/SHA-384");
+}
+
+#[test]
+fn sha1_allowed_only_by_policy() {
+    let sig = openssl_sign("ee_rsa", &["-md", "sha1"], true);
+    let mut run = Run::new(&sig, Some(CONTENT));
+    run.policy.allow_sha1 = true;
+    assert_valid(&run.go(), "SHA-1 with allow_sha1");
+}
