@@ -134,6 +134,44 @@ impl<'a> Tlv<'a> {
     }
 }
 
+/// An element header at the start of `input`: (first identifier octet, length or `None` for
+/// indefinite, header length), or `Ok(None)` when `input` is too short to tell.
+pub fn header(input: &[u8]) -> Result<Option<(u8, Option<usize>, usize)>, SmimeError> {
+    let Some(&first) = input.first() else {
+        return Ok(None);
+    };
+    let mut tl = 1;
+    if first & 0x1f == 0x1f {
+        loop {
+            let Some(&b) = input.get(tl) else {
+                return Ok(None);
+            };
+            tl += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+            if tl > 6 {
+                return Err(err("tag number too large"));
+            }
+        }
+    }
+    let Some(&l0) = input.get(tl) else {
+        return Ok(None);
+    };
+    if l0 > 0x80 && input.len() < tl + 1 + (l0 & 0x7f) as usize {
+        return Ok(None);
+    }
+    let (len, ll) = read_len(&input[tl..])?;
+    Ok(Some((first, len, tl + ll)))
+}
+
+/// Normalize the first BER element of `input` to DER; returns it and the octets consumed.
+pub fn normalize_element(input: &[u8]) -> Result<(Vec<u8>, usize), SmimeError> {
+    let mut out = Vec::new();
+    let used = normalize(input, &mut out, 0)?;
+    Ok((out, used))
+}
+
 /// Normalize BER (indefinite lengths, constructed OCTET STRINGs, long-form lengths) to DER.
 /// Elements already in DER are copied unchanged. SET ordering is not touched.
 pub fn ber_to_der(input: &[u8]) -> Result<Vec<u8>, SmimeError> {

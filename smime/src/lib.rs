@@ -13,6 +13,7 @@ pub mod keys;
 pub mod mime;
 pub mod path;
 pub mod signed;
+pub mod stream;
 pub mod verify;
 
 pub use error::SmimeError;
