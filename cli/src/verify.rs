@@ -3,7 +3,8 @@
 //! Works without an agent: everything happens in `tokenmail-smime`.
 //! * The report (one block per signer, one line per failed check) goes to standard output,
 //!   or the JSON report with `--json`.
-//! * Detached content and `multipart/signed` messages are streamed: hashed (SHA-1/256/384/512
+//! * Detached content, `multipart/signed`, base64 `application/pkcs7-mime` and bare DER/BER
+//!   SignedData are streamed: hashed (SHA-1/256/384/512
 //!   at once, since the digest algorithm is only known from the signature at the end) and
 //!   written to the temporary output file chunk by chunk.
 //! * `-o FILE` writes the verified content (the signed MIME entity, the encapsulated content,
@@ -18,10 +19,11 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 use tokenmail_smime::alg::{ContentDigests, HashAlg, MultiHasher};
 use tokenmail_smime::mime::{
-    bare_cms, from_address, parse_header, verify_smime, ContentType, MessageVerification,
-    SignedPartScanner,
+    bare_cms, from_address, parse_header, verify_smime, Base64Decoder, ContentType, HeaderField,
+    MessageVerification, SignedPartScanner,
 };
 use tokenmail_smime::path::{CertEntry, Policy};
+use tokenmail_smime::stream::EncapsulatedSplitter;
 use tokenmail_smime::verify::{verify, ParsedSignedData, VerifyOptions};
 
 /// Arguments of `tokenmail verify`.
@@ -229,6 +231,28 @@ fn verify_streamed(
     })
 }
 
+/// Whether the input can be streamed as opaque SignedData: bare DER/BER, or a MIME header
+/// announcing base64 `application/pkcs7-mime` signed-data.
+fn stream_opaque(header: Option<&(Vec<HeaderField>, usize)>, head: &[u8]) -> bool {
+    match header {
+        None => head.first() == Some(&0x30),
+        Some((h, _)) => {
+            let ct = h
+                .iter()
+                .find(|f| f.is("Content-Type"))
+                .map(|f| ContentType::parse(&f.value()));
+            let cte = h
+                .iter()
+                .find(|f| f.is("Content-Transfer-Encoding"))
+                .map(|f| f.value().to_ascii_lowercase());
+            matches!(&ct, Some(ct)
+                if (ct.mime == "application/pkcs7-mime" || ct.mime == "application/x-pkcs7-mime")
+                    && ct.param("smime-type").is_none_or(|t| t.eq_ignore_ascii_case("signed-data")))
+                && cte.as_deref() == Some("base64")
+        }
+    }
+}
+
 /// Run `tokenmail verify`; returns the process exit code.
 ///
 /// Detached content and `multipart/signed` messages are streamed (hashed, and written to the
@@ -340,7 +364,60 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
                     &opts,
                 )?
             }
-            _ => {
+            (header, None) if stream_opaque(header.as_ref(), &head) => {
+                let (headers, body_off) = match header {
+                    Some((h, off)) => (Some(h), off),
+                    None => (None, 0),
+                };
+                let mut b64 = headers.as_ref().map(|_| Base64Decoder::default());
+                let mut splitter = EncapsulatedSplitter::new();
+                let mut hasher = MultiHasher::new(&ALL_HASHES);
+                let cms_err = |e: tokenmail_smime::SmimeError| anyhow!("cannot verify: {e}");
+                let mut feed = |data: &[u8],
+                                b64: &mut Option<Base64Decoder>,
+                                sink: &mut Sink|
+                 -> anyhow::Result<()> {
+                    let cms = match b64 {
+                        Some(d) => d.update(data).map_err(cms_err)?,
+                        None => data.to_vec(),
+                    };
+                    let content = splitter.update(&cms).map_err(cms_err)?;
+                    hasher.update(&content);
+                    sink.write(&content)
+                };
+                feed(&head[body_off..], &mut b64, &mut sink)?;
+                if !eof {
+                    loop {
+                        let n = read_chunk(&mut *input, &mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        feed(&buf[..n], &mut b64, &mut sink)?;
+                    }
+                }
+                if let Some(d) = b64.take() {
+                    let rest = d.finish().map_err(cms_err)?;
+                    let content = splitter.update(&rest).map_err(cms_err)?;
+                    hasher.update(&content);
+                    sink.write(&content)?;
+                }
+                let parsed = splitter.finish().map_err(cms_err)?;
+                let sender = headers.as_deref().and_then(from_address);
+                let mut o = opts.clone();
+                o.sender_email = sender.as_deref();
+                let report = verify(&parsed, &hasher.finalize(), &o);
+                MessageVerification {
+                    report,
+                    content: Vec::new(),
+                    sender,
+                    form: if headers.is_some() {
+                        "pkcs7-mime"
+                    } else {
+                        "cms"
+                    },
+                }
+            }
+            (_, _) => {
                 if !eof {
                     input
                         .read_to_end(&mut head)

@@ -200,4 +200,56 @@ fn verify_command() {
         .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left behind");
+
+    // opaque forms, streamed: pkcs7-mime (BER inside base64) and bare DER; PEM read whole
+    sh(
+        dir,
+        "openssl cms -sign -nodetach -stream -in big.txt -signer ee_rsa.pem -inkey ee_rsa.key \
+           -certfile int.pem -from alice@example.com -out big.p7m.eml && \
+         openssl cms -sign -nodetach -binary -in big.txt -signer ee_rsa.pem -inkey ee_rsa.key \
+           -certfile int.pem -outform DER -out big.p7m && \
+         openssl cms -sign -nodetach -binary -in msg.txt -signer ee_rsa.pem -inkey ee_rsa.key \
+           -certfile int.pem -outform PEM -out small.pem",
+    );
+    let big_txt = std::fs::read(dir.join("big.txt")).expect("read");
+    for (input, canonical) in [("big.p7m.eml", true), ("big.p7m", false)] {
+        let o = dir.join(format!("{input}.out"));
+        let code = run(args(&[
+            "--trust",
+            &p(dir, "root.pem"),
+            &p(dir, input),
+            "-o",
+            &o.display().to_string(),
+        ]))
+        .expect("runs");
+        assert_eq!(code, 0, "{input}");
+        let got = std::fs::read(&o).expect("written");
+        if canonical {
+            // S/MIME mode signs the CRLF-canonical text
+            let text = String::from_utf8(big_txt.clone())
+                .expect("utf8")
+                .replace('\n', "\r\n");
+            assert_eq!(got, text.into_bytes(), "{input}");
+        } else {
+            assert_eq!(got, big_txt, "{input}");
+        }
+    }
+    assert_eq!(
+        run(args(&[
+            "--trust",
+            &p(dir, "root.pem"),
+            &p(dir, "small.pem")
+        ]))
+        .expect("runs"),
+        0
+    );
+    // a flipped byte inside the opaque content
+    let mut der = std::fs::read(dir.join("big.p7m")).expect("read");
+    let mid = der.len() / 2;
+    der[mid] ^= 1;
+    std::fs::write(dir.join("bad.p7m"), der).expect("write");
+    assert_eq!(
+        run(args(&["--trust", &p(dir, "root.pem"), &p(dir, "bad.p7m")])).expect("runs"),
+        1
+    );
 }

@@ -326,6 +326,37 @@ impl Base64Lines {
     }
 }
 
+/// Streaming base64 decoder (whitespace ignored, padding optional).
+#[derive(Clone, Debug, Default)]
+pub struct Base64Decoder {
+    pending: Vec<u8>,
+}
+
+impl Base64Decoder {
+    /// Decode a chunk of base64 text.
+    pub fn update(&mut self, chunk: &[u8]) -> Result<Vec<u8>, SmimeError> {
+        self.pending
+            .extend(chunk.iter().copied().filter(|b| !b.is_ascii_whitespace()));
+        let n = self.pending.len() / 4 * 4;
+        if n == 0 || self.pending[..n].contains(&b'=') {
+            // padding: wait for the end (anything after it is an error in finish)
+            return Ok(Vec::new());
+        }
+        let out = B64_LENIENT
+            .decode(&self.pending[..n])
+            .map_err(|e| malformed(format!("base64: {e}")))?;
+        self.pending.drain(..n);
+        Ok(out)
+    }
+
+    /// Decode what is left.
+    pub fn finish(self) -> Result<Vec<u8>, SmimeError> {
+        B64_LENIENT
+            .decode(&self.pending)
+            .map_err(|e| malformed(format!("base64: {e}")))
+    }
+}
+
 /// Transforms body chunks into the bytes of the signed part's body.
 #[derive(Clone, Debug)]
 pub enum BodyEncoder {
@@ -1067,6 +1098,23 @@ mod tests {
             let r = sc.update(body.as_bytes()).and_then(|_| sc.finish());
             assert!(r.is_err(), "{body:?}");
         }
+    }
+
+    #[test]
+    fn base64_decoder_streams() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        let text = Base64Lines::encode(&data);
+        for size in [1, 3, 5, 77, 4096] {
+            let mut d = Base64Decoder::default();
+            let mut out = Vec::new();
+            for c in text.chunks(size) {
+                out.extend(d.update(c).expect("decode"));
+            }
+            out.extend(d.finish().expect("finish"));
+            assert_eq!(out, data, "chunk {size}");
+        }
+        let mut d = Base64Decoder::default();
+        assert!(d.update(b"QQ==QUFB").and_then(|_| d.finish()).is_err());
     }
 
     #[test]
