@@ -1,8 +1,8 @@
 //! Our SignedData verified by gpgsm (GnuPG's S/MIME tool) with a throw-away GNUPGHOME.
 //!
-//! The other direction (gpgsm signing, we verify) is not covered: gpgsm 2.2 needs the key
-//! imported from PKCS#12 through gpg-agent's passphrase inquiry, which does not work in batch
-//! mode here.
+//! And the other direction: keys imported into gpgsm from PKCS#12 (3DES/SHA-1 PBE with an empty
+//! passphrase, the only form gpgsm 2.2 imports in batch mode), gpgsm signs, we verify (RSA only:
+//! gpgsm 2.2.40 crashes importing EC keys from PKCS#12).
 
 mod common;
 
@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
 use tokenmail_smime::alg::{HashAlg, SignatureScheme};
+use tokenmail_smime::path::{CertEntry, Policy};
 use tokenmail_smime::signed::{sign_detached, sign_encapsulated, DigestSigner, SignOptions};
+use tokenmail_smime::verify::{verify, ParsedSignedData, VerifyOptions};
 
 /// A GNUPGHOME whose gpg-agent is stopped on drop.
 struct GnupgHome {
@@ -161,5 +163,95 @@ fn gpgsm_verifies_our_signatures() {
             "gpgsm accepted tampered content"
         );
         std::fs::write(&content, CONTENT).expect("write");
+    }
+}
+
+#[test]
+fn we_verify_gpgsm_signatures() {
+    if !have_gpgsm() {
+        eprintln!("gpgsm not installed: skipped");
+        return;
+    }
+    let home = GnupgHome::new();
+    let p = pki();
+    let content = home.path().join("content");
+    std::fs::write(&content, CONTENT).expect("write");
+    let anchors =
+        CertEntry::from_pem_bundle(&std::fs::read(p.path("root.pem")).expect("read")).expect("pem");
+    // RSA only: gpgsm 2.2.40 segfaults importing an EC key from PKCS#12
+    for (name, cn) in [("ee_rsa", "CN=Alice RSA")] {
+        let p12 = home.path().join(format!("{name}.p12"));
+        let out = Command::new("openssl")
+            .args([
+                "pkcs12",
+                "-export",
+                "-passout",
+                "pass:",
+                "-keypbe",
+                "PBE-SHA1-3DES",
+            ])
+            .args(["-certpbe", "PBE-SHA1-3DES", "-macalg", "sha1", "-inkey"])
+            .arg(p.path(&format!("{name}.key")))
+            .arg("-in")
+            .arg(p.path(&format!("{name}.pem")))
+            .arg("-out")
+            .arg(&p12)
+            .output()
+            .expect("openssl pkcs12");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let loopback = |c: &mut Command| {
+            c.args(["--pinentry-mode", "loopback", "--passphrase-fd", "0"])
+                .stdin(std::process::Stdio::null());
+        };
+        let mut imp = home.gpgsm();
+        loopback(&mut imp);
+        let out = imp.arg("--import").arg(&p12).output().expect("gpgsm");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        for detached in [true, false] {
+            let sig = home.path().join(format!("{name}-{detached}.sig"));
+            let mut c = home.gpgsm();
+            loopback(&mut c);
+            c.args(["-u", cn, "--include-certs", "-1", "--output"])
+                .arg(&sig);
+            c.arg(if detached { "--detach-sign" } else { "--sign" })
+                .arg(&content);
+            let out = c.output().expect("gpgsm sign");
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let der = std::fs::read(&sig).expect("sig");
+            let parsed = ParsedSignedData::parse(&der).expect("parse gpgsm output");
+            let data = if detached {
+                CONTENT.to_vec()
+            } else {
+                parsed.encapsulated_content().expect("opaque").to_vec()
+            };
+            assert_eq!(data, CONTENT);
+            let digests =
+                tokenmail_smime::alg::ContentDigests::of(&parsed.digest_algorithms(), &data);
+            let r = verify(
+                &parsed,
+                &digests,
+                &VerifyOptions {
+                    trust_anchors: &anchors,
+                    extra_certs: &[],
+                    now: SystemTime::now(),
+                    sender_email: Some("alice@example.com"),
+                    policy: Policy::default(),
+                },
+            );
+            assert!(r.valid, "{name} detached={detached}: {r:?}");
+        }
     }
 }
