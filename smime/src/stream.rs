@@ -8,6 +8,7 @@
 use crate::ber::{header, normalize_element, tlv};
 use crate::verify::ParsedSignedData;
 use crate::SmimeError;
+use der::Encode;
 
 /// Bound for everything except the content (certificates, SignerInfos...).
 pub const MAX_STRUCTURE: usize = 16 << 20;
@@ -46,7 +47,6 @@ pub struct EncapsulatedSplitter {
     frames: Vec<Option<usize>>,
     /// bytes left of the current primitive OCTET STRING segment
     segment: usize,
-    had_content: bool,
     /// ContentInfo, [0] and SignedData headers with an indefinite length (each needs an EOC)
     open_outer: usize,
 }
@@ -69,7 +69,6 @@ impl EncapsulatedSplitter {
             eci_remaining: None,
             frames: Vec::new(),
             segment: 0,
-            had_content: false,
             open_outer: 0,
         }
     }
@@ -145,7 +144,7 @@ impl EncapsulatedSplitter {
                     .then_some(Step::ContentType),
                 Step::ContentType => match self.take_definite(0x06, "contentType")? {
                     Some(o) => {
-                        if o != crate::alg::oid::ID_SIGNED_DATA.to_der_vec()? {
+                        if o != crate::alg::oid::ID_SIGNED_DATA.to_der()? {
                             return Err(SmimeError::Unsupported(
                                 "the CMS structure is not SignedData".into(),
                             ));
@@ -204,7 +203,6 @@ impl EncapsulatedSplitter {
                         match self.take_header(0xa0, "eContent [0]")? {
                             Some(len) => {
                                 self.frames.push(len);
-                                self.had_content = true;
                                 Some(Step::Content)
                             }
                             None => None,
@@ -295,7 +293,6 @@ impl EncapsulatedSplitter {
                 return Err(malformed("the CMS structure is truncated"));
             }
         }
-        let _ = self.had_content;
         // what follows the encapsulated content: [0] certificates, [1] crls, signerInfos
         let mut rest = self.buf.as_slice();
         let mut body = self.version.clone();
@@ -315,19 +312,8 @@ impl EncapsulatedSplitter {
         if rest[eocs..].iter().any(|b| !b.is_ascii_whitespace()) {
             return Err(malformed("trailing data after SignedData"));
         }
-        let mut ci = crate::alg::oid::ID_SIGNED_DATA.to_der_vec()?;
+        let mut ci = crate::alg::oid::ID_SIGNED_DATA.to_der()?;
         ci.extend_from_slice(&tlv(0xa0, &tlv(0x30, &body)));
         ParsedSignedData::parse(&tlv(0x30, &ci))
-    }
-}
-
-trait ToDerVec {
-    fn to_der_vec(&self) -> Result<Vec<u8>, SmimeError>;
-}
-
-impl ToDerVec for const_oid::ObjectIdentifier {
-    fn to_der_vec(&self) -> Result<Vec<u8>, SmimeError> {
-        use der::Encode;
-        Ok(self.to_der()?)
     }
 }
