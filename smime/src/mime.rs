@@ -364,6 +364,8 @@ pub enum BodyEncoder {
     Canonical(Canonicalizer),
     /// re-encoded as base64
     Base64(Base64Lines),
+    /// text: line breaks made CRLF (canonical text), then base64
+    TextBase64(Canonicalizer, Base64Lines),
 }
 
 impl BodyEncoder {
@@ -372,6 +374,7 @@ impl BodyEncoder {
         match self {
             BodyEncoder::Canonical(c) => c.update(chunk),
             BodyEncoder::Base64(b) => b.update(chunk),
+            BodyEncoder::TextBase64(c, b) => b.update(&c.update(chunk)),
         }
     }
 
@@ -379,9 +382,159 @@ impl BodyEncoder {
     pub fn finish(self) -> Vec<u8> {
         match self {
             BodyEncoder::Canonical(_) => Vec::new(),
-            BodyEncoder::Base64(b) => b.finish(),
+            BodyEncoder::Base64(b) | BodyEncoder::TextBase64(_, b) => b.finish(),
         }
     }
+}
+
+fn content_type_of(fields: &[HeaderField]) -> ContentType {
+    header(fields, "Content-Type")
+        .map(|f| ContentType::parse(&f.value()))
+        .unwrap_or_else(|| ContentType::parse("text/plain"))
+}
+
+fn is_7bit(data: &[u8]) -> bool {
+    let mut s = SevenBitScanner::default();
+    s.update(data);
+    !s.needs_encoding()
+}
+
+/// Split a multipart body into (preamble, parts, epilogue); line breaks before delimiters
+/// belong to the delimiters.
+fn split_multipart<'a>(
+    body: &'a [u8],
+    boundary: &str,
+) -> Result<(&'a [u8], Vec<&'a [u8]>, &'a [u8]), SmimeError> {
+    let delim = format!("--{boundary}");
+    let d = delim.as_bytes();
+    let mut marks: Vec<(usize, usize, bool)> = Vec::new();
+    let mut pos = 0;
+    while pos < body.len() {
+        let end = body[pos..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map(|i| pos + i + 1)
+            .unwrap_or(body.len());
+        let line = &body[pos..end];
+        if let Some(rest) = line.strip_prefix(d) {
+            let closing = rest.starts_with(b"--");
+            let tail = if closing { &rest[2..] } else { rest };
+            if tail.iter().all(|b| b.is_ascii_whitespace()) {
+                marks.push((pos, end, closing));
+                if closing {
+                    break;
+                }
+            }
+        }
+        pos = end;
+    }
+    let before = |i: usize, from: usize| -> usize {
+        let mut e = i;
+        if e > from && body[e - 1] == b'\n' {
+            e -= 1;
+            if e > from && body[e - 1] == b'\r' {
+                e -= 1;
+            }
+        }
+        e
+    };
+    let Some(&(first, _, false)) = marks.first() else {
+        return Err(malformed(format!(
+            "multipart body without boundary {boundary}"
+        )));
+    };
+    let Some(&(last, last_end, true)) = marks.last() else {
+        return Err(malformed(format!(
+            "multipart body without closing boundary {boundary}"
+        )));
+    };
+    let _ = last;
+    let preamble = &body[..before(first, 0)];
+    let mut parts = Vec::new();
+    for w in marks.windows(2) {
+        let (_, start, _) = w[0];
+        let (next, _, _) = w[1];
+        parts.push(&body[start..before(next, start)]);
+    }
+    Ok((preamble, parts, &body[last_end..]))
+}
+
+/// Make an entity 7-bit safe: leaves with 8-bit bytes or long lines are re-encoded as base64
+/// (text made CRLF first); multipart and message entities are rebuilt around re-encoded parts
+/// (RFC 8551 3.1.2: their own encoding must stay 7bit). Returns canonical header and body.
+fn seven_bit_entity(
+    headers: &[HeaderField],
+    body: &[u8],
+    depth: usize,
+) -> Result<(Vec<HeaderField>, Vec<u8>), SmimeError> {
+    if depth > 32 {
+        return Err(malformed("MIME nesting too deep"));
+    }
+    if is_7bit(body) {
+        return Ok((headers.to_vec(), canonicalize(body)));
+    }
+    let ct = content_type_of(headers);
+    let cte = header(headers, "Content-Transfer-Encoding")
+        .map(|f| f.value().to_ascii_lowercase())
+        .unwrap_or_default();
+    let mut h: Vec<HeaderField> = headers
+        .iter()
+        .filter(|f| !f.is("Content-Transfer-Encoding"))
+        .cloned()
+        .collect();
+    if ct.mime.starts_with("multipart/") {
+        let boundary = ct
+            .param("boundary")
+            .ok_or_else(|| malformed("multipart entity without boundary"))?;
+        let (preamble, parts, epilogue) = split_multipart(body, boundary)?;
+        let mut out = Vec::new();
+        if !preamble.is_empty() && is_7bit(preamble) {
+            out.extend_from_slice(&canonicalize(preamble));
+            out.extend_from_slice(b"\r\n");
+        }
+        for part in parts {
+            let (ph, pb) = split_message(part)?;
+            let (ph, pb) = seven_bit_entity(&ph, pb, depth + 1)?;
+            out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+            for f in &ph {
+                out.extend_from_slice(&f.canonical());
+            }
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&pb);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        if is_7bit(epilogue) {
+            out.extend_from_slice(&canonicalize(epilogue));
+        }
+        return Ok((h, out));
+    }
+    if ct.mime.starts_with("message/") {
+        let (ih, ib) = split_message(body)?;
+        let (ih, ib) = seven_bit_entity(&ih, ib, depth + 1)?;
+        let mut out = Vec::new();
+        for f in &ih {
+            out.extend_from_slice(&f.canonical());
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&ib);
+        return Ok((h, out));
+    }
+    if cte == "base64" || cte == "quoted-printable" {
+        return Err(malformed(format!(
+            "body declared {cte} contains 8-bit bytes or over-long lines"
+        )));
+    }
+    h.push(HeaderField {
+        name: "Content-Transfer-Encoding".into(),
+        raw: b"Content-Transfer-Encoding: base64".to_vec(),
+    });
+    let data = if ct.mime.starts_with("text/") {
+        canonicalize(body)
+    } else {
+        body.to_vec()
+    };
+    Ok((h, Base64Lines::encode(&data)))
 }
 
 /// Plan for a `multipart/signed` message.
@@ -406,7 +559,7 @@ fn entity_headers(headers: &[HeaderField], base64: bool) -> Result<Vec<HeaderFie
     if let Some(ct) = &ct {
         if base64 && (ct.mime.starts_with("multipart/") || ct.mime.starts_with("message/")) {
             return Err(SmimeError::Unsupported(
-                "8-bit or long-line content inside a multipart or message entity: re-encode its parts as quoted-printable or base64 before signing".into(),
+                "8-bit or long-line content inside a multipart or message entity cannot be re-encoded while streaming: use sign_multipart/sign_opaque on the whole message".into(),
             ));
         }
     }
@@ -504,7 +657,9 @@ impl MultipartSigned {
 
     /// The encoder for the body (its output is written and hashed).
     pub fn body_encoder(&self) -> BodyEncoder {
-        if self.base64 {
+        if self.base64 && content_type_of(&self.entity).mime.starts_with("text/") {
+            BodyEncoder::TextBase64(Canonicalizer::default(), Base64Lines::default())
+        } else if self.base64 {
             BodyEncoder::Base64(Base64Lines::default())
         } else {
             BodyEncoder::Canonical(Canonicalizer::default())
@@ -526,6 +681,26 @@ impl MultipartSigned {
     }
 }
 
+/// Header and body of a whole message, made 7-bit safe where a streaming plan cannot do it
+/// (multipart and message entities with 8-bit parts); returns whether the body still needs the
+/// plan's base64 encoding.
+fn prepare(message: &[u8]) -> Result<(Vec<HeaderField>, Vec<u8>, bool), SmimeError> {
+    let (headers, body) = split_message(message)?;
+    if is_7bit(body) {
+        return Ok((headers, body.to_vec(), false));
+    }
+    let ct = content_type_of(&headers);
+    if ct.mime.starts_with("multipart/") || ct.mime.starts_with("message/") {
+        let content: Vec<HeaderField> =
+            headers.iter().filter(|f| f.is_content()).cloned().collect();
+        let (new_content, new_body) = seven_bit_entity(&content, body, 0)?;
+        let mut h: Vec<HeaderField> = headers.into_iter().filter(|f| !f.is_content()).collect();
+        h.extend(new_content);
+        return Ok((h, new_body, false));
+    }
+    Ok((headers, body.to_vec(), true))
+}
+
 /// Sign a whole message as `multipart/signed`.
 pub fn sign_multipart(
     message: &[u8],
@@ -535,14 +710,12 @@ pub fn sign_multipart(
     opts: &SignOptions,
     boundary: &str,
 ) -> Result<Vec<u8>, SmimeError> {
-    let (headers, body) = split_message(message)?;
+    let (headers, body, needs) = prepare(message)?;
     let hash = opts.scheme_for(signer.key_kind())?.hash();
-    let mut scan = SevenBitScanner::default();
-    scan.update(body);
-    let plan = MultipartSigned::new(&headers, scan.needs_encoding(), boundary, hash)?;
+    let plan = MultipartSigned::new(&headers, needs, boundary, hash)?;
     let mut part = plan.part_header();
     let mut enc = plan.body_encoder();
-    part.extend_from_slice(&enc.update(body));
+    part.extend_from_slice(&enc.update(&body));
     part.extend_from_slice(&enc.finish());
     let sig = sign_detached(signer, cert, chain, &hash.digest(&part), opts)?;
     let mut out = plan.preamble();
@@ -572,13 +745,11 @@ pub fn opaque_header(headers: &[HeaderField]) -> Vec<u8> {
 /// The canonical inner entity for a message (Content-* headers + body; re-encoded when not
 /// 7-bit safe), as signed in both the multipart and the opaque form.
 pub fn signed_entity(message: &[u8]) -> Result<Vec<u8>, SmimeError> {
-    let (headers, body) = split_message(message)?;
-    let mut scan = SevenBitScanner::default();
-    scan.update(body);
-    let plan = MultipartSigned::new(&headers, scan.needs_encoding(), "x", HashAlg::Sha256)?;
+    let (headers, body, needs) = prepare(message)?;
+    let plan = MultipartSigned::new(&headers, needs, "x", HashAlg::Sha256)?;
     let mut part = plan.part_header();
     let mut enc = plan.body_encoder();
-    part.extend_from_slice(&enc.update(body));
+    part.extend_from_slice(&enc.update(&body));
     part.extend_from_slice(&enc.finish());
     Ok(part)
 }

@@ -456,3 +456,103 @@ fn streaming_writers_verify_with_openssl() {
         }
     }
 }
+
+const MSG_MULTI_8BIT: &[u8] = b"From: Alice <alice@example.com>\n\
+To: bob@example.org\n\
+Subject: multipart, 8-bit\n\
+MIME-Version: 1.0\n\
+Content-Type: multipart/mixed; boundary=\"outer\"\n\
+Content-Transfer-Encoding: 8bit\n\
+\n\
+preamble\n\
+--outer\n\
+Content-Type: multipart/alternative; boundary=inner\n\
+\n\
+--inner\n\
+Content-Type: text/plain; charset=utf-8\n\
+Content-Transfer-Encoding: 8bit\n\
+\n\
+Gr\xc3\xbc\xc3\x9fe aus K\xc3\xb6ln\n\
+zweite Zeile\n\
+--inner\n\
+Content-Type: text/html; charset=utf-8\n\
+\n\
+<p>Gr\xc3\xbc\xc3\x9fe</p>\n\
+--inner--\n\
+--outer\n\
+Content-Type: application/octet-stream\n\
+Content-Transfer-Encoding: binary\n\
+Content-Disposition: attachment; filename=blob.bin\n\
+\n\
+\x00\x01\x02\xff\xfe binary\n\
+--outer\n\
+Content-Type: text/plain\n\
+\n\
+plain ascii part\n\
+--outer--\n";
+
+#[test]
+fn multipart_with_8bit_parts_is_reencoded_part_by_part() {
+    use base64::Engine;
+    let p = pki();
+    let out = sign_multipart(
+        MSG_MULTI_8BIT,
+        &p.signer("ee_rsa"),
+        &p.cert("ee_rsa"),
+        &[p.cert("int")],
+        &opts(),
+        "sig-boundary",
+    )
+    .expect("sign");
+    assert!(out.iter().all(|b| *b < 0x80), "output is 7-bit");
+    let text = String::from_utf8(out.clone()).expect("ascii");
+    assert!(!text.contains("Content-Transfer-Encoding: 8bit"));
+    assert!(!text.contains("Content-Transfer-Encoding: binary"));
+    assert!(
+        text.contains("plain ascii part\r\n"),
+        "7-bit parts stay readable"
+    );
+    let (ok, content, err) = openssl_verify_eml(&out);
+    assert!(ok, "{err}\n{text}");
+    let ours = our_verify(&out, None);
+    assert!(ours.report.valid);
+    assert_eq!(ours.content, content);
+
+    // every base64 leaf decodes back to the original bytes (text made CRLF)
+    let entity = String::from_utf8(content).expect("ascii");
+    let mut decoded = Vec::new();
+    for chunk in entity
+        .split("Content-Transfer-Encoding: base64\r\n")
+        .skip(1)
+    {
+        // the re-encoding header is the last one: the blank line follows
+        let body = chunk
+            .strip_prefix("\r\n")
+            .expect("blank line after the header");
+        let b64: String = body
+            .lines()
+            .take_while(|l| !l.starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("");
+        decoded.push(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .expect("base64"),
+        );
+    }
+    assert_eq!(decoded.len(), 3);
+    assert_eq!(decoded[0], "Grüße aus Köln\r\nzweite Zeile".as_bytes());
+    assert_eq!(decoded[1], "<p>Grüße</p>".as_bytes());
+    assert_eq!(decoded[2], b"\x00\x01\x02\xff\xfe binary");
+
+    let opaque = sign_opaque(
+        MSG_MULTI_8BIT,
+        &p.signer("ee_p256"),
+        &p.cert("ee_p256"),
+        &[p.cert("int")],
+        &opts(),
+    )
+    .expect("opaque");
+    let (ok, _, err) = openssl_verify_eml(&opaque);
+    assert!(ok, "{err}");
+}
