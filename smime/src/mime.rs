@@ -399,12 +399,12 @@ fn is_7bit(data: &[u8]) -> bool {
     !s.needs_encoding()
 }
 
+/// (preamble, parts, epilogue) of a multipart body.
+type MultipartPieces<'a> = (&'a [u8], Vec<&'a [u8]>, &'a [u8]);
+
 /// Split a multipart body into (preamble, parts, epilogue); line breaks before delimiters
 /// belong to the delimiters.
-fn split_multipart<'a>(
-    body: &'a [u8],
-    boundary: &str,
-) -> Result<(&'a [u8], Vec<&'a [u8]>, &'a [u8]), SmimeError> {
+fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<MultipartPieces<'a>, SmimeError> {
     let delim = format!("--{boundary}");
     let d = delim.as_bytes();
     let mut marks: Vec<(usize, usize, bool)> = Vec::new();
