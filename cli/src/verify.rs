@@ -4,8 +4,9 @@
 //! * The report (one block per signer, one line per failed check) goes to standard output,
 //!   or the JSON report with `--json`.
 //! * Detached content, `multipart/signed`, base64 `application/pkcs7-mime` and bare DER/BER
-//!   SignedData are streamed: hashed (SHA-1/256/384/512
-//!   at once, since the digest algorithm is only known from the signature at the end) and
+//!   SignedData are streamed: hashed (detached: with the signature's digest algorithms;
+//!   opaque: with the SignedData's digestAlgorithms, which precede the content;
+//!   multipart/signed: with `micalg` plus SHA-256, or all SHA variants without `micalg`) and
 //!   written to the temporary output file chunk by chunk.
 //! * `-o FILE` writes the verified content (the signed MIME entity, the encapsulated content,
 //!   or the detached content) through a temporary file and a rename — only when the signature
@@ -183,12 +184,31 @@ impl Sink {
     }
 }
 
-const ALL_HASHES: [HashAlg; 4] = [
-    HashAlg::Sha1,
-    HashAlg::Sha256,
-    HashAlg::Sha384,
-    HashAlg::Sha512,
-];
+/// The digests to compute for a streamed multipart/signed body: those `micalg` names (it is
+/// not authoritative, so SHA-256 is always added), or all of them without `micalg`.
+fn micalg_hashes(micalg: Option<&str>) -> Vec<HashAlg> {
+    let all = vec![
+        HashAlg::Sha1,
+        HashAlg::Sha256,
+        HashAlg::Sha384,
+        HashAlg::Sha512,
+    ];
+    let Some(m) = micalg else {
+        return all;
+    };
+    let named: Vec<HashAlg> = m.split(',').filter_map(HashAlg::from_micalg).collect();
+    if named.is_empty() {
+        return all;
+    }
+    with_fallback(named)
+}
+
+fn with_fallback(mut algs: Vec<HashAlg>) -> Vec<HashAlg> {
+    algs.push(HashAlg::Sha256);
+    algs.sort();
+    algs.dedup();
+    algs
+}
 const CHUNK: usize = 1 << 16;
 
 fn open_input(path: Option<&Path>) -> anyhow::Result<Box<dyn Read>> {
@@ -285,7 +305,11 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
         let cms = bare_cms(sig)
             .map_err(|e| anyhow!("cannot verify: {e}"))?
             .ok_or_else(|| anyhow!("the --signature file is neither DER nor PEM CMS"))?;
-        let mut hasher = MultiHasher::new(&ALL_HASHES);
+        // the signature is at hand: hash only with what its signers use
+        let algs = ParsedSignedData::parse(&cms)
+            .map_err(|e| anyhow!("cannot verify: {e}"))?
+            .digest_algorithms();
+        let mut hasher = MultiHasher::new(&algs);
         let mut head = Vec::new();
         loop {
             let n = read_chunk(&mut *input, &mut buf)?;
@@ -329,14 +353,15 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
         let multipart = parsed_header.as_ref().and_then(|(h, _)| {
             let ct = h.iter().find(|f| f.is("Content-Type"))?;
             let ct = ContentType::parse(&ct.value());
-            (ct.mime == "multipart/signed")
+            let boundary = (ct.mime == "multipart/signed")
                 .then(|| ct.param("boundary").map(str::to_string))
-                .flatten()
+                .flatten()?;
+            Some((boundary, micalg_hashes(ct.param("micalg"))))
         });
         match (parsed_header, multipart) {
-            (Some((headers, body_off)), Some(boundary)) => {
+            (Some((headers, body_off)), Some((boundary, algs))) => {
                 let mut scanner = SignedPartScanner::new(&boundary);
-                let mut hasher = MultiHasher::new(&ALL_HASHES);
+                let mut hasher = MultiHasher::new(&algs);
                 let part = scanner
                     .update(&head[body_off..])
                     .map_err(|e| anyhow!("cannot verify: {e}"))?;
@@ -371,7 +396,8 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
                 };
                 let mut b64 = headers.as_ref().map(|_| Base64Decoder::default());
                 let mut splitter = EncapsulatedSplitter::new();
-                let mut hasher = MultiHasher::new(&ALL_HASHES);
+                // created once the digestAlgorithms (which precede the content) are read
+                let mut hasher: Option<MultiHasher> = None;
                 let cms_err = |e: tokenmail_smime::SmimeError| anyhow!("cannot verify: {e}");
                 let mut feed = |data: &[u8],
                                 b64: &mut Option<Base64Decoder>,
@@ -382,7 +408,14 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
                         None => data.to_vec(),
                     };
                     let content = splitter.update(&cms).map_err(cms_err)?;
-                    hasher.update(&content);
+                    if hasher.is_none() {
+                        if let Some(algs) = splitter.digest_algorithms() {
+                            hasher = Some(MultiHasher::new(&with_fallback(algs)));
+                        }
+                    }
+                    if let Some(h) = &mut hasher {
+                        h.update(&content);
+                    }
                     sink.write(&content)
                 };
                 feed(&head[body_off..], &mut b64, &mut sink)?;
@@ -397,10 +430,9 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
                 }
                 if let Some(d) = b64.take() {
                     let rest = d.finish().map_err(cms_err)?;
-                    let content = splitter.update(&rest).map_err(cms_err)?;
-                    hasher.update(&content);
-                    sink.write(&content)?;
+                    feed(&rest, &mut None, &mut sink)?;
                 }
+                let hasher = hasher.unwrap_or_else(|| MultiHasher::new(&[HashAlg::Sha256]));
                 let parsed = splitter.finish().map_err(cms_err)?;
                 let sender = headers.as_deref().and_then(from_address);
                 let mut o = opts.clone();

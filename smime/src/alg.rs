@@ -147,6 +147,18 @@ impl HashAlg {
         }
     }
 
+    /// From a `micalg` name (`sha-256`, also `sha256`), case-insensitive.
+    pub fn from_micalg(name: &str) -> Option<Self> {
+        let n = name.trim().to_ascii_lowercase().replace('-', "");
+        match n.as_str() {
+            "sha1" => Some(HashAlg::Sha1),
+            "sha256" => Some(HashAlg::Sha256),
+            "sha384" => Some(HashAlg::Sha384),
+            "sha512" => Some(HashAlg::Sha512),
+            _ => None,
+        }
+    }
+
     /// Human name.
     pub fn name(self) -> &'static str {
         match self {
@@ -498,5 +510,51 @@ impl ContentDigests {
             .iter()
             .find(|(a, _)| *a == alg)
             .map(|(_, d)| d.as_slice())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn micalg_names() {
+        assert_eq!(HashAlg::from_micalg("SHA-256"), Some(HashAlg::Sha256));
+        assert_eq!(HashAlg::from_micalg(" sha384"), Some(HashAlg::Sha384));
+        assert_eq!(HashAlg::from_micalg("sha-1"), Some(HashAlg::Sha1));
+        assert_eq!(HashAlg::from_micalg("md5"), None);
+        for h in [
+            HashAlg::Sha1,
+            HashAlg::Sha256,
+            HashAlg::Sha384,
+            HashAlg::Sha512,
+        ] {
+            assert_eq!(HashAlg::from_micalg(h.micalg()), Some(h));
+            assert_eq!(HashAlg::from_oid(&h.oid()), Some(h));
+            assert_eq!(h.digest(b"x").len(), h.output_len());
+        }
+    }
+
+    #[test]
+    fn pss_parameters_round_trip() {
+        for h in [HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512] {
+            let alg = SignatureScheme::RsaPss(h)
+                .signer_info_algorithm()
+                .expect("encodes");
+            match classify_signature_alg(&alg).expect("classifies") {
+                SigAlgKind::RsaPss(p) => {
+                    assert_eq!(p.hash, h);
+                    assert_eq!(p.mgf_hash, h);
+                    assert_eq!(p.salt_len, h.output_len());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // absent parameters mean SHA-1 / MGF1-SHA-1 / salt 20 (RFC 4055)
+        let d = parse_pss_params(None).expect("defaults");
+        assert_eq!(
+            (d.hash, d.mgf_hash, d.salt_len),
+            (HashAlg::Sha1, HashAlg::Sha1, 20)
+        );
     }
 }

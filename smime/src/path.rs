@@ -202,8 +202,10 @@ const KNOWN_EXTENSIONS: &[&str] = &[
     "2.5.29.32",
 ];
 
-/// Path validation policy.
-#[derive(Clone, Debug)]
+/// Path validation policy (deserializable, so a configuration file can carry it; missing
+/// fields take the defaults).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Policy {
     /// Accept anyExtendedKeyUsage in place of emailProtection.
     pub allow_any_eku: bool,
@@ -653,6 +655,15 @@ pub fn check_signer_certificate(ee: &CertEntry, inp: &PathInputs<'_>) -> (Vec<Ch
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_from_partial_config() {
+        let p: Policy = serde_json::from_str(r#"{"allow_any_eku": true}"#).expect("parses");
+        assert!(p.allow_any_eku);
+        assert_eq!(p.max_intermediates, 3);
+        assert_eq!(p.min_rsa_bits, 2048);
+        assert!(serde_json::from_str::<Policy>(r#"{"allow_md5": true}"#).is_err());
+    }
 
     #[test]
     fn email_comparison() {

@@ -8,7 +8,7 @@
 use crate::ber::{header, normalize_element, tlv};
 use crate::verify::ParsedSignedData;
 use crate::SmimeError;
-use der::Encode;
+use der::{Decode, Encode};
 
 /// Bound for everything except the content (certificates, SignerInfos...).
 pub const MAX_STRUCTURE: usize = 16 << 20;
@@ -280,6 +280,25 @@ impl EncapsulatedSplitter {
         } else {
             Step::Content
         }
+    }
+
+    /// The SignedData's digestAlgorithms (supported ones), once they have been read — always
+    /// before the first content byte is returned. Hash the content with these.
+    pub fn digest_algorithms(&self) -> Option<Vec<crate::alg::HashAlg>> {
+        if self.digest_algs.is_empty() {
+            return None;
+        }
+        let set = crate::ber::Tlv::parse_exact(&self.digest_algs).ok()?;
+        let mut v: Vec<crate::alg::HashAlg> = set
+            .children()
+            .ok()?
+            .iter()
+            .filter_map(|c| spki::AlgorithmIdentifierOwned::from_der(c.raw).ok())
+            .filter_map(|a| crate::alg::HashAlg::from_oid(&a.oid))
+            .collect();
+        v.sort();
+        v.dedup();
+        Some(v)
     }
 
     /// End of input: the SignedData without its content (verify it against the digests of

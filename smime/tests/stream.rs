@@ -116,6 +116,14 @@ fn streamed_equals_whole_and_verifies() {
             let mut got = 0usize;
             for chunk in cms.chunks(size) {
                 let part = s.update(chunk).expect("update");
+                if !part.is_empty() {
+                    // the digest algorithms are known before the first content byte
+                    assert_eq!(
+                        s.digest_algorithms().as_deref(),
+                        Some(whole.digest_algorithms().as_slice()),
+                        "{label}"
+                    );
+                }
                 assert_eq!(&part[..], &c[got..got + part.len()], "{label} chunk {size}");
                 got += part.len();
                 hasher.update(&part);
