@@ -6,7 +6,7 @@
 //! * Detached content, `multipart/signed`, base64 `application/pkcs7-mime` and bare DER/BER
 //!   SignedData are streamed: hashed (detached: with the signature's digest algorithms;
 //!   opaque: with the SignedData's digestAlgorithms, which precede the content;
-//!   multipart/signed: with `micalg` plus SHA-256, or all SHA variants without `micalg`) and
+//!   multipart/signed: SHA-256/384/512, plus SHA-1 when `micalg` names it) and
 //!   written to the temporary output file chunk by chunk.
 //! * `-o FILE` writes the verified content (the signed MIME entity, the encapsulated content,
 //!   or the detached content) through a temporary file and a rename — only when the signature
@@ -184,23 +184,18 @@ impl Sink {
     }
 }
 
-/// The digests to compute for a streamed multipart/signed body: those `micalg` names (it is
-/// not authoritative, so SHA-256 is always added), or all of them without `micalg`.
+/// The digests to compute for a streamed multipart/signed body, whose signature (naming the
+/// real algorithm) only comes at the end: SHA-256/384/512, plus SHA-1 only when `micalg` names
+/// it (policy rejects SHA-1 anyway; the report then says so). `micalg` alone is not trusted:
+/// some clients mislabel it.
 fn micalg_hashes(micalg: Option<&str>) -> Vec<HashAlg> {
-    let all = vec![
-        HashAlg::Sha1,
-        HashAlg::Sha256,
-        HashAlg::Sha384,
-        HashAlg::Sha512,
-    ];
-    let Some(m) = micalg else {
-        return all;
-    };
-    let named: Vec<HashAlg> = m.split(',').filter_map(HashAlg::from_micalg).collect();
-    if named.is_empty() {
-        return all;
+    let mut v = vec![HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512];
+    if let Some(m) = micalg {
+        v.extend(m.split(',').filter_map(HashAlg::from_micalg));
     }
-    with_fallback(named)
+    v.sort();
+    v.dedup();
+    v
 }
 
 fn with_fallback(mut algs: Vec<HashAlg>) -> Vec<HashAlg> {
