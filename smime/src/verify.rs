@@ -496,7 +496,18 @@ fn verify_signer(
                         .ok()
                         .and_then(|d| x509_cert::time::Time::from_der(&d).ok())
                     {
-                        Some(t) => signing_time = Some(t.to_system_time()),
+                        Some(t) => {
+                            let st = t.to_system_time();
+                            signing_time = Some(st);
+                            // a day of clock skew is tolerated
+                            if st > opts.now + std::time::Duration::from_secs(86_400) {
+                                checks.push(check(
+                                    "signing_time",
+                                    false,
+                                    format!("signingTime {} lies in the future", format_time(st)),
+                                ));
+                            }
+                        }
                         None => {
                             checks.push(check("signing_time", false, "signingTime is not a Time"))
                         }

@@ -588,3 +588,22 @@ fn sha1_allowed_only_by_policy() {
     run.policy.allow_sha1 = true;
     assert_valid(&run.go(), "SHA-1 with allow_sha1");
 }
+
+#[test]
+fn signing_time_in_the_future_rejected() {
+    let p = pki();
+    let opts = SignOptions {
+        signing_time: Some(SystemTime::now() + Duration::from_secs(3 * 86_400)),
+        ..SignOptions::default()
+    };
+    let sig = sign_detached(
+        &p.signer("ee_rsa"),
+        &p.cert("ee_rsa"),
+        &[p.cert("int")],
+        &HashAlg::Sha256.digest(CONTENT),
+        &opts,
+    )
+    .expect("sign");
+    let r = Run::new(&sig, Some(CONTENT)).go();
+    assert_fails(&r, &["signing_time"], "signingTime in 3 days");
+}
