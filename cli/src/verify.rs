@@ -164,13 +164,12 @@ impl Sink {
     }
 
     /// Release the content (only called when the signature is valid).
-    fn commit(self) -> anyhow::Result<()> {
+    fn commit(self, stdout: &mut dyn Write) -> anyhow::Result<()> {
         match self {
             Sink::None => {}
             Sink::Stdout(v) => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(&v)?;
-                out.flush()?;
+                stdout.write_all(&v)?;
+                stdout.flush()?;
             }
             Sink::File(f, p) => {
                 f.as_file()
@@ -268,11 +267,22 @@ fn stream_opaque(header: Option<&(Vec<HeaderField>, usize)>, head: &[u8]) -> boo
     }
 }
 
-/// Run `tokenmail verify`; returns the process exit code.
+/// Run `tokenmail verify` on the process's standard output and error; returns the exit code.
+pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    run_with(args, &mut stdout.lock(), &mut stderr.lock())
+}
+
+/// [`run`] with explicit output streams (for tests and embedding).
 ///
 /// Detached content and `multipart/signed` messages are streamed (hashed, and written to the
 /// temporary output file, chunk by chunk); other forms are read whole.
-pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
+pub fn run_with(
+    args: VerifyArgs,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> anyhow::Result<i32> {
     let anchors = load_anchors(&trust_paths(&args)?)?;
     let signature = match &args.signature {
         Some(p) => Some(
@@ -472,18 +482,21 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
         render(&v)
     };
     if content_to_stdout {
-        eprint!("{report}");
+        stderr.write_all(report.as_bytes())?;
     } else {
-        print!("{report}");
-        std::io::stdout().flush().ok();
+        stdout.write_all(report.as_bytes())?;
+        stdout.flush()?;
     }
 
     if v.report.valid {
-        sink.commit()?;
+        sink.commit(stdout)?;
         Ok(0)
     } else {
         if args.output.is_some() {
-            eprintln!("tokenmail verify: the signature is not valid; no content written");
+            writeln!(
+                stderr,
+                "tokenmail verify: the signature is not valid; no content written"
+            )?;
         }
         // dropping the sink deletes the temporary file
         Ok(1)

@@ -7,7 +7,7 @@ mod verify;
 use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use verify::{run, VerifyArgs};
+use verify::{run, run_with, VerifyArgs};
 
 #[derive(Parser)]
 struct Cli {
@@ -76,17 +76,60 @@ fn verify_command() {
     let content = std::fs::read_to_string(&out).expect("content written");
     assert!(content.contains("hello from the CLI test"));
 
-    // --json
-    assert_eq!(
-        run(args(&[
+    // --json: the report on stdout
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run_with(
+        args(&[
             "--json",
             "--trust",
             &p(dir, "root.pem"),
-            &p(dir, "good.eml")
-        ]))
-        .expect("runs"),
-        0
+            &p(dir, "good.eml"),
+        ]),
+        &mut out,
+        &mut err,
+    )
+    .expect("runs");
+    assert_eq!(code, 0);
+    let j: serde_json::Value = serde_json::from_slice(&out).expect("JSON report");
+    assert_eq!(j["valid"], true);
+    assert_eq!(j["form"], "multipart/signed");
+    assert_eq!(j["sender"], "alice@example.com");
+    assert_eq!(j["signers"][0]["subject"], "CN=Alice RSA");
+    assert!(j["signers"][0]["checks"].as_array().expect("checks").len() > 10);
+
+    // text: the signer and one line per failed check; -o - puts the content on stdout and
+    // the report on stderr
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run_with(
+        args(&["--trust", &p(dir, "root.pem"), &p(dir, "wrong_eku.eml")]),
+        &mut out,
+        &mut err,
+    )
+    .expect("runs");
+    assert_eq!(code, 1);
+    let text = String::from_utf8(out).expect("utf8");
+    assert!(
+        text.contains("BAD signature from \"CN=Alice Server EKU\""),
+        "{text}"
     );
+    assert_eq!(text.matches("FAILED ").count(), 1, "{text}");
+    assert!(text.contains("FAILED extended_key_usage:"), "{text}");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run_with(
+        args(&[
+            "--trust",
+            &p(dir, "root.pem"),
+            &p(dir, "good.eml"),
+            "-o",
+            "-",
+        ]),
+        &mut out,
+        &mut err,
+    )
+    .expect("runs");
+    assert_eq!(code, 0);
+    assert!(String::from_utf8_lossy(&out).contains("hello from the CLI test"));
+    assert!(String::from_utf8_lossy(&err).contains("Good signature from"));
 
     // wrong EKU: exit 1, no content written
     let out2 = dir.join("out2.txt");
