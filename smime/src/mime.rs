@@ -61,6 +61,19 @@ pub fn pem_blocks(input: &[u8]) -> Result<Vec<(String, Vec<u8>)>, SmimeError> {
     Ok(out)
 }
 
+/// PEM armour (`-----BEGIN {label}-----`, 64-column base64 lines, LF line ends), e.g. label
+/// `CMS` for `--detached-pem` output (what `openssl cms -outform PEM` writes).
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    let b64 = B64.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
 /// One header field, as raw bytes (folded lines included, final line ending excluded).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeaderField {

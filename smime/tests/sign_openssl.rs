@@ -241,3 +241,40 @@ fn sha1_and_mismatched_schemes_refused() {
     let o = opts(Some(SignatureScheme::Ecdsa(HashAlg::Sha256)));
     assert!(o.scheme_for(rsa.key_kind()).is_err());
 }
+
+#[test]
+fn detached_pem_verifies_with_openssl() {
+    let p = pki();
+    let signer = p.signer("ee_rsa");
+    let sig = sign_detached(
+        &signer,
+        &p.cert("ee_rsa"),
+        &[p.cert("int")],
+        &HashAlg::Sha256.digest(CONTENT),
+        &opts(None),
+    )
+    .expect("sign");
+    let pem = tokenmail_smime::mime::pem_encode("CMS", &sig);
+    assert!(pem.lines().all(|l| l.len() <= 64));
+    let d = scratch();
+    std::fs::write(d.path().join("sig.pem"), &pem).expect("write");
+    std::fs::write(d.path().join("content"), CONTENT).expect("write");
+    let (ok, out, err) = openssl_verify(
+        &[
+            "-binary",
+            "-inform",
+            "PEM",
+            "-in",
+            "sig.pem",
+            "-content",
+            "content",
+            "-out",
+            "/dev/stdout",
+        ],
+        d.path(),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, CONTENT);
+    let back = tokenmail_smime::mime::pem_blocks(pem.as_bytes()).expect("pem");
+    assert_eq!(back, vec![("CMS".to_string(), sig)]);
+}
