@@ -1044,8 +1044,20 @@ impl SignedPartScanner {
             self.line.extend_from_slice(piece);
             if piece.ends_with(b"\n") {
                 self.complete_line(&mut out)?;
-            } else if self.state == ScanState::Signed && self.line.len() > 65_536 {
-                self.flush_partial(&mut out);
+            } else if self.line.len() > 65_536 {
+                match self.state {
+                    ScanState::Signed => self.flush_partial(&mut out),
+                    ScanState::Preamble | ScanState::Epilogue => {
+                        // an over-long line here is no delimiter: drop it, remember that
+                        self.line.clear();
+                        self.line_flushed = true;
+                    }
+                    ScanState::Signature => {
+                        if self.signature_part.len() + self.line.len() > MAX_SIGNATURE_PART {
+                            return Err(malformed("signature part too large"));
+                        }
+                    }
+                }
             }
         }
         Ok(out)
@@ -1267,6 +1279,22 @@ mod tests {
             assert_eq!(sc.finish().expect("sig"), vec![0x30, 0x00], "chunk {size}");
             assert_eq!(got, expect, "chunk {size}");
         }
+    }
+
+    #[test]
+    fn scanner_bounded_on_long_preamble_lines() {
+        let mut sc = SignedPartScanner::new("b");
+        let junk = vec![b'x'; 300_000];
+        for c in junk.chunks(4096) {
+            assert!(sc.update(c).expect("scan").is_empty());
+            assert!(sc.line.len() <= 65_536 + 4096);
+        }
+        let tail =
+            b"--b\n--b\n\nfollows\n--b\nContent-Type: application/pkcs7-signature\n\nMAA=\n--b--\n";
+        let part = sc.update(tail).expect("scan");
+        // the "--b" that ends the over-long line is no delimiter; the next line is
+        assert_eq!(part, b"\r\nfollows");
+        assert_eq!(sc.finish().expect("signature"), vec![0x30, 0x00]);
     }
 
     #[test]

@@ -136,6 +136,9 @@ impl EncapsulatedSplitter {
     /// Feed CMS bytes; returns eContent bytes.
     pub fn update(&mut self, chunk: &[u8]) -> Result<Vec<u8>, SmimeError> {
         self.buf.extend_from_slice(chunk);
+        if self.step != Step::Content && self.buf.len() > MAX_STRUCTURE {
+            return Err(malformed("SignedData structure too large"));
+        }
         let mut out = Vec::new();
         loop {
             let progressed = match self.step {
