@@ -87,14 +87,25 @@ fn body_of(entity: &[u8]) -> Vec<u8> {
 #[test]
 fn multipart_signed_verifies_with_openssl_and_us() {
     let p = pki();
-    for name in ["ee_rsa", "ee_p256", "ee_p384"] {
+    let pss = SignOptions {
+        scheme: Some(tokenmail_smime::alg::SignatureScheme::RsaPss(
+            HashAlg::Sha256,
+        )),
+        ..opts()
+    };
+    for (name, o) in [
+        ("ee_rsa", opts()),
+        ("ee_rsa", pss),
+        ("ee_p256", opts()),
+        ("ee_p384", opts()),
+    ] {
         for msg in [MSG_7BIT, MSG_8BIT] {
             let out = sign_multipart(
                 msg,
                 &p.signer(name),
                 &p.cert(name),
                 &[p.cert("int")],
-                &opts(),
+                &o,
                 &boundary_from_random(&[1, 2, 3, 4, 5, 6, 7, 8]),
             )
             .expect("sign");
