@@ -15,6 +15,7 @@ mod agentkey;
 mod decrypt;
 mod encrypt;
 mod output;
+mod verify;
 
 use agentkey::{call_with_login, connect, prompt_pin};
 
@@ -67,6 +68,8 @@ enum Command {
     },
     /// Log out of every token and forget cached PINs.
     Lock,
+    /// Verify a signed message (multipart/signed, opaque, or detached with --signature); needs no agent.
+    Verify(verify::VerifyArgs),
     /// Encrypt a message to certificates (needs no agent): application/pkcs7-mime, AES-GCM by default.
     Encrypt(encrypt::EncryptArgs),
     /// Decrypt a message with a key on a token (through the agent); plaintext released only after it verified.
@@ -152,6 +155,7 @@ fn run(cli: Cli) -> Result<i32> {
             eprintln!("logged in");
             Ok(0)
         }
+        Command::Verify(args) => verify::run(args),
         Command::Encrypt(args) => {
             encrypt::run(args)?;
             Ok(0)

@@ -6,4 +6,15 @@
 //! Nothing here opens a file, a socket or a token; the clock is passed in.
 #![forbid(unsafe_code)]
 
+pub mod alg;
+pub mod ber;
 pub mod envelope;
+pub mod error;
+pub mod keys;
+pub mod mime;
+pub mod path;
+pub mod signed;
+pub mod stream;
+pub mod verify;
+
+pub use error::SmimeError;

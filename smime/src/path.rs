@@ -1,0 +1,676 @@
+//! Certificates, path building to trust anchors and the signer-certificate policy.
+//!
+//! No revocation (CRL/OCSP) yet.
+
+use crate::alg::{classify_signature_alg, SigAlgKind, SignatureScheme};
+use crate::ber::Tlv;
+use crate::keys::PublicKey;
+use crate::verify::Check;
+use crate::SmimeError;
+use der::asn1::Ia5String;
+use der::{Decode, Encode};
+use std::time::SystemTime;
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAltName};
+use x509_cert::Certificate;
+
+/// A certificate together with the exact DER it was read from.
+#[derive(Clone, Debug)]
+pub struct CertEntry {
+    /// parsed
+    pub cert: Certificate,
+    /// as received
+    pub der: Vec<u8>,
+}
+
+impl PartialEq for CertEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.der == other.der
+    }
+}
+
+impl CertEntry {
+    /// From DER.
+    pub fn from_der(der: Vec<u8>) -> Result<Self, SmimeError> {
+        let cert = Certificate::from_der(&der)?;
+        Ok(Self { cert, der })
+    }
+
+    /// Every `CERTIFICATE` block of a PEM bundle (other blocks are skipped).
+    pub fn from_pem_bundle(pem: &[u8]) -> Result<Vec<Self>, SmimeError> {
+        crate::mime::pem_blocks(pem)?
+            .into_iter()
+            .filter(|(label, _)| label == "CERTIFICATE" || label == "X509 CERTIFICATE")
+            .map(|(_, der)| Self::from_der(der))
+            .collect()
+    }
+
+    /// PEM bundle or a single DER certificate.
+    pub fn from_pem_or_der(data: &[u8]) -> Result<Vec<Self>, SmimeError> {
+        if data.first() == Some(&0x30) {
+            return Ok(vec![Self::from_der(data.to_vec())?]);
+        }
+        let v = Self::from_pem_bundle(data)?;
+        if v.is_empty() {
+            return Err(SmimeError::Malformed("no CERTIFICATE in PEM input".into()));
+        }
+        Ok(v)
+    }
+
+    /// Subject as RFC 4514 text.
+    pub fn subject(&self) -> String {
+        self.cert.tbs_certificate().subject().to_string()
+    }
+
+    /// Issuer as RFC 4514 text.
+    pub fn issuer(&self) -> String {
+        self.cert.tbs_certificate().issuer().to_string()
+    }
+
+    /// Serial number in hex.
+    pub fn serial_hex(&self) -> String {
+        self.cert
+            .tbs_certificate()
+            .serial_number()
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect()
+    }
+
+    fn subject_der(&self) -> Vec<u8> {
+        self.cert
+            .tbs_certificate()
+            .subject()
+            .to_der()
+            .unwrap_or_default()
+    }
+
+    fn issuer_der(&self) -> Vec<u8> {
+        self.cert
+            .tbs_certificate()
+            .issuer()
+            .to_der()
+            .unwrap_or_default()
+    }
+
+    /// Subject and issuer are the same name.
+    pub fn is_self_issued(&self) -> bool {
+        self.subject_der() == self.issuer_der()
+    }
+
+    /// The public key.
+    pub fn public_key(&self) -> Result<PublicKey, String> {
+        PublicKey::from_spki(self.cert.tbs_certificate().subject_public_key_info())
+    }
+
+    /// E-mail addresses: rfc822Name SANs, then subject emailAddress attributes.
+    pub fn emails(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let tbs = self.cert.tbs_certificate();
+        if let Ok(Some((_, san))) = tbs.get_extension::<SubjectAltName>() {
+            for gn in san.0.iter() {
+                if let GeneralName::Rfc822Name(s) = gn {
+                    out.push(s.to_string());
+                }
+            }
+        }
+        for atv in tbs.subject().iter() {
+            if atv.oid == crate::alg::oid::EMAIL_ADDRESS {
+                if let Ok(d) = atv.value.to_der() {
+                    if let Ok(s) = Ia5String::from_der(&d) {
+                        out.push(s.to_string());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Verify this certificate's signature with `issuer`'s key. Returns the hash used.
+    pub fn verify_signed_by(&self, issuer: &CertEntry) -> Result<SigAlgKind, String> {
+        let top = Tlv::parse_exact(&self.der).map_err(|e| e.to_string())?;
+        let tbs = top
+            .children()
+            .map_err(|e| e.to_string())?
+            .first()
+            .map(|t| t.raw)
+            .ok_or("certificate without TBSCertificate")?;
+        let kind = classify_signature_alg(self.cert.signature_algorithm())?;
+        let sig = self
+            .cert
+            .signature()
+            .as_bytes()
+            .ok_or("signature bit string has unused bits")?;
+        let (scheme, salt) = match kind {
+            SigAlgKind::RsaPkcs1(Some(h)) => (SignatureScheme::RsaPkcs1v15(h), None),
+            SigAlgKind::RsaPss(p) => {
+                if p.mgf_hash != p.hash {
+                    return Err("RSA-PSS with an MGF1 hash different from the message hash".into());
+                }
+                (SignatureScheme::RsaPss(p.hash), Some(p.salt_len))
+            }
+            SigAlgKind::Ecdsa(Some(h)) => (SignatureScheme::Ecdsa(h), None),
+            SigAlgKind::Md5Rsa => return Err("certificate signed with MD5".into()),
+            _ => return Err("certificate signature algorithm names no hash".into()),
+        };
+        let digest = scheme.hash().digest(tbs);
+        issuer
+            .public_key()?
+            .verify_digest(scheme, salt, &digest, sig)
+            .map(|_| kind)
+    }
+
+    fn validity(&self) -> (SystemTime, SystemTime) {
+        let v = self.cert.tbs_certificate().validity();
+        (v.not_before.to_system_time(), v.not_after.to_system_time())
+    }
+
+    /// Why the certificate is not valid at `t` (`None` if it is).
+    pub fn validity_problem(&self, t: SystemTime) -> Option<String> {
+        let v = self.cert.tbs_certificate().validity();
+        let (nb, na) = self.validity();
+        if t < nb {
+            Some(format!(
+                "'{}' is not yet valid (notBefore {})",
+                self.subject(),
+                v.not_before
+            ))
+        } else if t > na {
+            Some(format!(
+                "'{}' has expired (notAfter {})",
+                self.subject(),
+                v.not_after
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// Extensions whose criticality we honour: basicConstraints, keyUsage, extKeyUsage,
+/// subjectAltName, issuerAltName, subjectKeyIdentifier, authorityKeyIdentifier,
+/// certificatePolicies (no policy processing: treated as anyPolicy).
+const KNOWN_EXTENSIONS: &[&str] = &[
+    "2.5.29.19",
+    "2.5.29.15",
+    "2.5.29.37",
+    "2.5.29.17",
+    "2.5.29.18",
+    "2.5.29.14",
+    "2.5.29.35",
+    "2.5.29.32",
+];
+
+/// Path validation policy (deserializable, so a configuration file can carry it; missing
+/// fields take the defaults).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    /// Accept anyExtendedKeyUsage in place of emailProtection.
+    pub allow_any_eku: bool,
+    /// Maximum number of intermediate CA certificates between the signer and the anchor.
+    pub max_intermediates: usize,
+    /// Minimum RSA modulus size.
+    pub min_rsa_bits: usize,
+    /// Accept SHA-1 (message digests and certificate signatures).
+    pub allow_sha1: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            allow_any_eku: false,
+            max_intermediates: 3,
+            min_rsa_bits: 2048,
+            allow_sha1: false,
+        }
+    }
+}
+
+/// Find a path `[ee, intermediates..., anchor]` through `pool` to one of `anchors`.
+/// Every link's signature is verified.
+pub fn build_path<'a>(
+    ee: &'a CertEntry,
+    pool: &'a [CertEntry],
+    anchors: &'a [CertEntry],
+) -> Result<Vec<&'a CertEntry>, String> {
+    const HARD_LIMIT: usize = 12;
+    let mut best_err: Option<String> = None;
+    fn dfs<'a>(
+        path: &mut Vec<&'a CertEntry>,
+        pool: &'a [CertEntry],
+        anchors: &'a [CertEntry],
+        best_err: &mut Option<String>,
+    ) -> bool {
+        let Some(cur) = path.last().copied() else {
+            return false;
+        };
+        if anchors.iter().any(|a| a == cur) {
+            return true;
+        }
+        let issuer = cur.issuer_der();
+        for a in anchors {
+            if a.subject_der() == issuer {
+                match cur.verify_signed_by(a) {
+                    Ok(_) => {
+                        path.push(a);
+                        return true;
+                    }
+                    Err(e) => {
+                        *best_err = Some(format!(
+                            "signature of '{}' does not verify with trust anchor '{}': {e}",
+                            cur.subject(),
+                            a.subject()
+                        ))
+                    }
+                }
+            }
+        }
+        if path.len() >= HARD_LIMIT {
+            return false;
+        }
+        for c in pool {
+            if c.subject_der() != issuer || path.contains(&c) {
+                continue;
+            }
+            match cur.verify_signed_by(c) {
+                Ok(_) => {
+                    path.push(c);
+                    if dfs(path, pool, anchors, best_err) {
+                        return true;
+                    }
+                    path.pop();
+                }
+                Err(e) => {
+                    *best_err = Some(format!(
+                        "signature of '{}' does not verify with '{}': {e}",
+                        cur.subject(),
+                        c.subject()
+                    ))
+                }
+            }
+        }
+        if best_err.is_none() {
+            *best_err = Some(format!(
+                "no chain to a trust anchor: issuer '{}' of '{}' is neither a trust anchor nor an included certificate",
+                cur.issuer(),
+                cur.subject()
+            ));
+        }
+        false
+    }
+    if ee.is_self_issued() && ee.verify_signed_by(ee).is_ok() && !anchors.contains(ee) {
+        return Err(format!(
+            "'{}' is a self-signed certificate and not a trust anchor",
+            ee.subject()
+        ));
+    }
+    let mut path = vec![ee];
+    if dfs(&mut path, pool, anchors, &mut best_err) {
+        Ok(path)
+    } else {
+        Err(best_err.unwrap_or_else(|| "no chain to a trust anchor".into()))
+    }
+}
+
+fn check(name: &str, ok: bool, reason: impl Into<String>) -> Check {
+    Check {
+        name: name.to_string(),
+        ok,
+        reason: reason.into(),
+    }
+}
+
+/// Does `email` match one of `cert_emails`: local part exact, domain case-insensitive.
+pub fn email_matches(email: &str, cert_emails: &[String]) -> bool {
+    let Some((l, d)) = email.trim().rsplit_once('@') else {
+        return false;
+    };
+    cert_emails.iter().any(|c| {
+        c.rsplit_once('@')
+            .is_some_and(|(cl, cd)| cl == l && cd.eq_ignore_ascii_case(d))
+    })
+}
+
+/// Inputs to [`check_signer_certificate`].
+#[derive(Debug)]
+pub struct PathInputs<'a> {
+    /// certificates from the message and any extra intermediates
+    pub pool: &'a [CertEntry],
+    /// trust anchors
+    pub anchors: &'a [CertEntry],
+    /// the verification time
+    pub now: SystemTime,
+    /// signingTime from the signed attributes
+    pub signing_time: Option<SystemTime>,
+    /// the From address to match
+    pub sender_email: Option<&'a str>,
+    /// policy
+    pub policy: &'a Policy,
+}
+
+/// All certificate checks for the signer: path, validity (now and at signing time),
+/// key usage, EKU, CA constraints, path length, algorithms, e-mail. Returns the checks and
+/// the path (EE first) as subjects.
+pub fn check_signer_certificate(ee: &CertEntry, inp: &PathInputs<'_>) -> (Vec<Check>, Vec<String>) {
+    let mut checks = Vec::new();
+    let policy = inp.policy;
+
+    let self_signed = ee.is_self_issued() && ee.verify_signed_by(ee).is_ok();
+    checks.push(check(
+        "not_self_signed",
+        !self_signed,
+        if self_signed {
+            format!("the signer certificate '{}' is self-signed", ee.subject())
+        } else {
+            "the signer certificate is issued by a CA".to_string()
+        },
+    ));
+
+    let path = build_path(ee, inp.pool, inp.anchors);
+    let chain: Vec<&CertEntry> = match &path {
+        Ok(p) => {
+            checks.push(check(
+                "chain",
+                true,
+                format!(
+                    "chains to trust anchor '{}'",
+                    p.last().map(|c| c.subject()).unwrap_or_default()
+                ),
+            ));
+            p.clone()
+        }
+        Err(e) => {
+            checks.push(check("chain", false, e.clone()));
+            vec![ee]
+        }
+    };
+    let chain_names: Vec<String> = chain.iter().map(|c| c.subject()).collect();
+
+    // path length
+    let intermediates = chain.len().saturating_sub(2);
+    if path.is_ok() {
+        checks.push(check(
+            "path_length",
+            intermediates <= policy.max_intermediates,
+            if intermediates <= policy.max_intermediates {
+                format!(
+                    "{intermediates} intermediate CA(s), limit {}",
+                    policy.max_intermediates
+                )
+            } else {
+                format!(
+                    "path too long: {intermediates} intermediate CAs, policy allows {}",
+                    policy.max_intermediates
+                )
+            },
+        ));
+    }
+
+    // validity of every certificate in the path
+    let now_problems: Vec<String> = chain
+        .iter()
+        .filter_map(|c| c.validity_problem(inp.now))
+        .collect();
+    checks.push(check(
+        "validity_now",
+        now_problems.is_empty(),
+        if now_problems.is_empty() {
+            "all certificates are valid now".to_string()
+        } else {
+            now_problems.join("; ")
+        },
+    ));
+    match inp.signing_time {
+        Some(t) => {
+            let p: Vec<String> = chain.iter().filter_map(|c| c.validity_problem(t)).collect();
+            checks.push(check(
+                "validity_at_signing_time",
+                p.is_empty(),
+                if p.is_empty() {
+                    "all certificates were valid at the signing time".to_string()
+                } else {
+                    format!("at the signing time: {}", p.join("; "))
+                },
+            ));
+        }
+        None => checks.push(check(
+            "validity_at_signing_time",
+            true,
+            "no signingTime attribute; checked at the verification time only",
+        )),
+    }
+
+    // key usage of the signer
+    let tbs = ee.cert.tbs_certificate();
+    match tbs.get_extension::<KeyUsage>() {
+        Ok(Some((_, ku))) => {
+            let ok = ku.digital_signature() || ku.non_repudiation();
+            checks.push(check(
+                "key_usage",
+                ok,
+                if ok {
+                    "keyUsage allows digitalSignature/nonRepudiation"
+                } else {
+                    "keyUsage allows neither digitalSignature nor nonRepudiation"
+                },
+            ));
+        }
+        Ok(None) => checks.push(check("key_usage", true, "no keyUsage extension")),
+        Err(e) => checks.push(check("key_usage", false, format!("bad keyUsage: {e}"))),
+    }
+
+    // extended key usage
+    match tbs.get_extension::<ExtendedKeyUsage>() {
+        Ok(Some((_, eku))) => {
+            let email = eku.0.contains(&crate::alg::oid::KP_EMAIL_PROTECTION);
+            let any = eku.0.contains(&crate::alg::oid::ANY_EKU);
+            let ok = email || (any && policy.allow_any_eku);
+            checks.push(check(
+                "extended_key_usage",
+                ok,
+                if email {
+                    "extendedKeyUsage includes emailProtection".to_string()
+                } else if any && policy.allow_any_eku {
+                    "extendedKeyUsage anyExtendedKeyUsage (allowed by policy)".to_string()
+                } else if any {
+                    "extendedKeyUsage is anyExtendedKeyUsage without emailProtection (not allowed by policy)".to_string()
+                } else {
+                    format!(
+                        "extendedKeyUsage does not include emailProtection ({})",
+                        eku.0.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
+                    )
+                },
+            ));
+        }
+        Ok(None) => checks.push(check(
+            "extended_key_usage",
+            true,
+            "no extendedKeyUsage extension (any use)",
+        )),
+        Err(e) => checks.push(check(
+            "extended_key_usage",
+            false,
+            format!("bad extendedKeyUsage: {e}"),
+        )),
+    }
+
+    // CA certificates: basicConstraints, pathLen, keyCertSign
+    let mut ca_problems = Vec::new();
+    if path.is_ok() {
+        for (i, c) in chain.iter().enumerate().skip(1) {
+            let is_anchor = i == chain.len() - 1;
+            let t = c.cert.tbs_certificate();
+            match t.get_extension::<BasicConstraints>() {
+                Ok(Some((_, bc))) => {
+                    if !bc.ca {
+                        ca_problems.push(format!(
+                            "'{}' is not a CA (basicConstraints CA:FALSE)",
+                            c.subject()
+                        ));
+                    }
+                    if let Some(pl) = bc.path_len_constraint {
+                        // intermediates below this one (not counting the end entity)
+                        let below = i - 1;
+                        if below > pl as usize {
+                            ca_problems.push(format!(
+                                "'{}' has pathLen {pl} but {below} CA(s) below it",
+                                c.subject()
+                            ));
+                        }
+                    }
+                }
+                Ok(None) if is_anchor => {}
+                Ok(None) => ca_problems.push(format!("'{}' has no basicConstraints", c.subject())),
+                Err(e) => ca_problems.push(format!("'{}': bad basicConstraints: {e}", c.subject())),
+            }
+            if let Ok(Some((_, ku))) = t.get_extension::<KeyUsage>() {
+                if !ku.key_cert_sign() {
+                    ca_problems.push(format!("'{}' keyUsage lacks keyCertSign", c.subject()));
+                }
+            }
+        }
+        checks.push(check(
+            "ca_constraints",
+            ca_problems.is_empty(),
+            if ca_problems.is_empty() {
+                "issuing CAs have CA:TRUE, keyCertSign and respect pathLen".to_string()
+            } else {
+                ca_problems.join("; ")
+            },
+        ));
+    }
+
+    // RFC 5280 4.2: a certificate with a critical extension we do not process is rejected
+    // (the anchor is exempt: it is trusted as configured).
+    let mut crit = Vec::new();
+    for (i, c) in chain.iter().enumerate() {
+        if path.is_ok() && i == chain.len() - 1 {
+            continue;
+        }
+        for ext in c.cert.tbs_certificate().extensions().into_iter().flatten() {
+            if ext.critical
+                && !KNOWN_EXTENSIONS
+                    .iter()
+                    .any(|k| ext.extn_id.to_string() == *k)
+            {
+                crit.push(format!(
+                    "'{}' has an unsupported critical extension {}",
+                    c.subject(),
+                    ext.extn_id
+                ));
+            }
+        }
+    }
+    checks.push(check(
+        "critical_extensions",
+        crit.is_empty(),
+        if crit.is_empty() {
+            "no unsupported critical extension".to_string()
+        } else {
+            crit.join("; ")
+        },
+    ));
+
+    // algorithms: signer key size, certificate signature hashes
+    let mut alg_problems = Vec::new();
+    for (i, c) in chain.iter().enumerate() {
+        let is_anchor = path.is_ok() && i == chain.len() - 1;
+        match c.public_key() {
+            Ok(k) => {
+                if let Some(bits) = k.rsa_bits() {
+                    if bits < policy.min_rsa_bits {
+                        alg_problems.push(format!(
+                            "'{}' has a {bits}-bit RSA key (policy minimum {})",
+                            c.subject(),
+                            policy.min_rsa_bits
+                        ));
+                    }
+                }
+            }
+            Err(e) => alg_problems.push(format!("'{}': {e}", c.subject())),
+        }
+        if is_anchor {
+            continue; // the anchor's self-signature is not relied upon
+        }
+        match classify_signature_alg(c.cert.signature_algorithm()) {
+            Ok(SigAlgKind::Md5Rsa) => {
+                alg_problems.push(format!("'{}' is signed with MD5", c.subject()))
+            }
+            Ok(SigAlgKind::RsaPkcs1(Some(crate::alg::HashAlg::Sha1)))
+            | Ok(SigAlgKind::Ecdsa(Some(crate::alg::HashAlg::Sha1)))
+                if !policy.allow_sha1 =>
+            {
+                alg_problems.push(format!("'{}' is signed with SHA-1", c.subject()))
+            }
+            Ok(SigAlgKind::RsaPss(p))
+                if p.hash == crate::alg::HashAlg::Sha1 && !policy.allow_sha1 =>
+            {
+                alg_problems.push(format!("'{}' is signed with SHA-1", c.subject()))
+            }
+            Ok(_) => {}
+            Err(e) => alg_problems.push(format!("'{}': {e}", c.subject())),
+        }
+    }
+    checks.push(check(
+        "certificate_algorithms",
+        alg_problems.is_empty(),
+        if alg_problems.is_empty() {
+            "certificate keys and signatures meet the algorithm policy".to_string()
+        } else {
+            alg_problems.join("; ")
+        },
+    ));
+
+    // sender e-mail
+    let emails = ee.emails();
+    match inp.sender_email {
+        Some(from) => {
+            let ok = email_matches(from, &emails);
+            checks.push(check(
+                "sender_email",
+                ok,
+                if ok {
+                    format!("certificate is issued to the sender {from}")
+                } else if emails.is_empty() {
+                    format!("certificate names no e-mail address; the sender is {from}")
+                } else {
+                    format!(
+                        "sender {from} does not match the certificate's address(es) {}",
+                        emails.join(", ")
+                    )
+                },
+            ));
+        }
+        None => checks.push(check(
+            "sender_email",
+            true,
+            "no sender address to compare (no From header)",
+        )),
+    }
+    (checks, chain_names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_from_partial_config() {
+        let p: Policy = serde_json::from_str(r#"{"allow_any_eku": true}"#).expect("parses");
+        assert!(p.allow_any_eku);
+        assert_eq!(p.max_intermediates, 3);
+        assert_eq!(p.min_rsa_bits, 2048);
+        assert!(serde_json::from_str::<Policy>(r#"{"allow_md5": true}"#).is_err());
+    }
+
+    #[test]
+    fn email_comparison() {
+        let c = vec!["Alice@Example.COM".to_string()];
+        assert!(email_matches("Alice@example.com", &c));
+        assert!(!email_matches("alice@example.com", &c));
+        assert!(!email_matches("Alice@example.org", &c));
+        assert!(!email_matches("no-at-sign", &c));
+    }
+}
