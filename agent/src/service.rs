@@ -215,6 +215,12 @@ impl Service {
                 .as_deref()
                 .and_then(cert::facts)
                 .map(|f| f.summary),
+            chain: k
+                .chain
+                .iter()
+                .cloned()
+                .map(tokenmail_proto::v1::Bytes)
+                .collect(),
         }
     }
 

@@ -15,6 +15,7 @@ mod agentkey;
 mod decrypt;
 mod encrypt;
 mod output;
+mod sign;
 mod verify;
 
 use agentkey::{call_with_login, connect, prompt_pin};
@@ -68,6 +69,8 @@ enum Command {
     },
     /// Log out of every token and forget cached PINs.
     Lock,
+    /// Sign a message with a key on a token: multipart/signed (default), --opaque, or --detached-der/--detached-pem.
+    Sign(sign::SignArgs),
     /// Verify a signed message (multipart/signed, opaque, or detached with --signature); needs no agent.
     Verify(verify::VerifyArgs),
     /// Encrypt a message to certificates (needs no agent): application/pkcs7-mime, AES-GCM by default.
@@ -155,6 +158,7 @@ fn run(cli: Cli) -> Result<i32> {
             eprintln!("logged in");
             Ok(0)
         }
+        Command::Sign(args) => sign::run(args, socket),
         Command::Verify(args) => verify::run(args),
         Command::Encrypt(args) => {
             encrypt::run(args)?;

@@ -99,3 +99,34 @@ pub fn keys_text(keys: &[KeyInfo]) -> String {
     }
     s
 }
+
+/// Streams output produced by `produce` to `path` through a temporary file in the same
+/// directory, renamed over `path` only when `produce` succeeded; `None` streams to
+/// standard output.
+pub fn write_streaming(
+    path: Option<&Path>,
+    produce: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
+    match path {
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            produce(&mut out)?;
+            out.flush()?;
+            Ok(())
+        }
+        Some(p) => {
+            let dir = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)
+                .with_context(|| format!("cannot write in {}", dir.display()))?;
+            produce(tmp.as_file_mut())?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(p)
+                .with_context(|| format!("cannot write {}", p.display()))?;
+            Ok(())
+        }
+    }
+}

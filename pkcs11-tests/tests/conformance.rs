@@ -118,6 +118,12 @@ fn lists_keys_paired_with_certificates() {
             &on_disk[..],
             "the token's certificate is the issued one"
         );
+        let intermediate = std::fs::read(fixture().pki("intermediate.der")).expect("intermediate");
+        assert_eq!(
+            k.chain,
+            vec![intermediate],
+            "the token's CA certificate chains the key's"
+        );
         let facts = tokenmail_agent::token::cert::facts(der).expect("parses");
         assert_eq!(facts.summary.emails, vec![format!("{email}@example.com")]);
         // The public key the token reports is the certificate's.

@@ -417,6 +417,9 @@ pub struct KeyInfo {
     /// The certificate with the same CKA_ID, if the token has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertSummary>,
+    /// CA certificates on the token above that certificate (issuer first), DER.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<Bytes>,
 }
 
 /// Which key an email selects.

@@ -207,9 +207,21 @@ fn we_verify_gpgsm_signatures() {
             c.args(["--pinentry-mode", "loopback", "--passphrase-fd", "0"])
                 .stdin(std::process::Stdio::null());
         };
-        let mut imp = home.gpgsm();
-        loopback(&mut imp);
-        let out = imp.arg("--import").arg(&p12).output().expect("gpgsm");
+        // gpg-agent is started on demand; on a loaded machine its first start can lose a
+        // race with the import, so the import is tried up to three times.
+        let mut out = None;
+        for _ in 0..3 {
+            let mut imp = home.gpgsm();
+            loopback(&mut imp);
+            let o = imp.arg("--import").arg(&p12).output().expect("gpgsm");
+            let ok = o.status.success();
+            out = Some(o);
+            if ok {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        let out = out.expect("an import attempt");
         assert!(
             out.status.success(),
             "{}",

@@ -71,6 +71,35 @@ pub fn emails(cert: &Certificate) -> Vec<String> {
     out
 }
 
+/// The CA certificates among `pool` that chain `leaf` upward (issuer first), matched by
+/// subject = issuer name, at most 8 deep, stopping at a self-issued certificate. The
+/// chain is for inclusion in signatures; verifiers validate it.
+pub fn issuer_chain(leaf: &[u8], pool: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let parsed: Vec<(Certificate, &Vec<u8>)> = pool
+        .iter()
+        .filter_map(|d| Certificate::from_der(d).ok().map(|c| (c, d)))
+        .collect();
+    let Ok(mut cur) = Certificate::from_der(leaf) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..8 {
+        let tbs = cur.tbs_certificate();
+        if tbs.issuer() == tbs.subject() {
+            break;
+        }
+        let Some((next, der)) = parsed
+            .iter()
+            .find(|(c, d)| c.tbs_certificate().subject() == tbs.issuer() && !out.contains(d))
+        else {
+            break;
+        };
+        out.push((*der).clone());
+        cur = next.clone();
+    }
+    out
+}
+
 /// Seconds since the epoch as RFC 3339 UTC.
 pub fn rfc3339(secs: u64) -> String {
     match der::DateTime::from_unix_duration(std::time::Duration::from_secs(secs)) {

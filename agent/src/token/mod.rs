@@ -82,6 +82,9 @@ pub struct KeyEntry {
     pub can_derive: bool,
     /// The certificate's DER, if the token has one with the same CKA_ID.
     pub certificate: Option<Vec<u8>>,
+    /// CA certificates on the token that chain the certificate toward its root
+    /// (issuer first), for inclusion in signatures.
+    pub chain: Vec<Vec<u8>>,
 }
 
 /// Token-layer errors. The `op` says what the agent was doing.

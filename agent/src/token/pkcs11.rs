@@ -779,15 +779,23 @@ fn list_keys(sess: &Session) -> Result<Vec<KeyEntry>, CkError> {
             can_decrypt: decrypt,
             can_derive: derive,
             certificate: cert,
+            chain: Vec::new(),
         });
     }
     keys.sort_by(|a, b| a.id.cmp(&b.id).then(a.label.cmp(&b.label)));
+    let all: Vec<Vec<u8>> = certs.into_values().map(|(der, _)| der).collect();
+    for k in &mut keys {
+        if let Some(c) = &k.certificate {
+            k.chain = super::cert::issuer_chain(c, &all);
+        }
+    }
     Ok(keys)
 }
 
 /// Key entries from certificate objects alone (tokens that hide every key before login).
 fn keys_from_certificates(certs: HashMap<Vec<u8>, (Vec<u8>, String)>) -> Vec<KeyEntry> {
     use der::{Decode, Encode};
+    let all: Vec<Vec<u8>> = certs.values().map(|(der, _)| der.clone()).collect();
     let mut keys: Vec<KeyEntry> = certs
         .into_iter()
         .filter_map(|(id, (der, cert_label))| {
@@ -840,6 +848,7 @@ fn keys_from_certificates(certs: HashMap<Vec<u8>, (Vec<u8>, String)>) -> Vec<Key
                 can_decrypt: is_rsa,
                 can_derive: !is_rsa,
                 public,
+                chain: super::cert::issuer_chain(&der, &all),
                 certificate: Some(der),
             })
         })

@@ -56,6 +56,7 @@ pub fn responses() -> Vec<(&'static str, Response)> {
         algorithm: "rsa-2048".into(),
         usage: vec!["sign".into(), "decrypt".into()],
         certificate: Some(cert),
+        chain: vec![Bytes(vec![0x30, 0x00])],
     };
     vec![
         (

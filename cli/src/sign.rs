@@ -1,0 +1,404 @@
+//! `tokenmail sign`: S/MIME-sign a message with a key on a token.
+//!
+//! The message is hashed here, streaming; only the DER of the signed attributes'
+//! digest goes to the agent (`sign-digest`), and the signature comes back. Output:
+//! multipart/signed (default), opaque signed-data, or a detached CMS over the exact bytes.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{anyhow, bail, Context, Result};
+use tokenmail_proto::v1::{AgentStatus, Bytes, KeyInfo, Request, Response, SignAlgorithm};
+use tokenmail_proto::{Client, ClientError};
+use tokenmail_smime::alg::{ContentHasher, HashAlg, KeyKind, SignatureScheme};
+use tokenmail_smime::mime::{
+    boundary_from_random, parse_header, pem_encode, MultipartSignedWriter, OpaqueWriter,
+    SevenBitScanner,
+};
+use tokenmail_smime::signed::{sign_detached, DigestSigner, SignOptions, SignerError};
+use x509_cert::der::Decode;
+use x509_cert::Certificate;
+
+use crate::agentkey::{self, call_with_login};
+
+/// Arguments of `tokenmail sign`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SignArgs {
+    /// The signing key: label, hex id, `sha256:`fingerprint, or an email in its certificate.
+    #[arg(long, value_name = "KEY")]
+    pub signer: String,
+    /// Opaque `application/pkcs7-mime; smime-type=signed-data` instead of multipart/signed.
+    #[arg(long, conflicts_with_all = ["detached_der", "detached_pem"])]
+    pub opaque: bool,
+    /// Only the detached CMS SignedData (DER) over the exact bytes of IN.
+    #[arg(long, conflicts_with = "detached_pem")]
+    pub detached_der: bool,
+    /// Only the detached CMS SignedData (PEM) over the exact bytes of IN.
+    #[arg(long)]
+    pub detached_pem: bool,
+    /// Digest: sha256, sha384 or sha512 (default: matched to the key; P-384 → sha384).
+    #[arg(long, value_name = "HASH")]
+    pub digest: Option<String>,
+    /// RSA keys: RSASSA-PSS instead of PKCS#1 v1.5.
+    #[arg(long)]
+    pub pss: bool,
+    /// Extra CA certificates (PEM) to include, beyond the chain the token holds.
+    #[arg(long, value_name = "PEM")]
+    pub chain: Vec<PathBuf>,
+    /// The RFC 5322 message or MIME entity (default: standard input).
+    #[arg(value_name = "IN")]
+    pub input: Option<PathBuf>,
+    /// Where to write (default: standard output).
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: Option<PathBuf>,
+}
+
+const CHUNK: usize = 256 * 1024;
+/// The header block of a message must fit in this.
+const MAX_HEADER: usize = 1 << 20;
+
+/// A key on a token, signing through the agent.
+struct AgentSigner<'a> {
+    client: &'a RefCell<Client>,
+    name: String,
+    kind: KeyKind,
+}
+
+impl DigestSigner for AgentSigner<'_> {
+    fn key_kind(&self) -> KeyKind {
+        self.kind
+    }
+
+    fn sign_digest(&self, scheme: SignatureScheme, digest: &[u8]) -> Result<Vec<u8>, SignerError> {
+        let algorithm = wire_algorithm(scheme)
+            .ok_or_else(|| SignerError::Unsupported(scheme.name().to_string()))?;
+        let mut c = self.client.borrow_mut();
+        match call_with_login(
+            &mut c,
+            &Request::SignDigest {
+                key: self.name.clone(),
+                algorithm,
+                digest: Bytes(digest.to_vec()),
+            },
+        ) {
+            Ok(Response::Signature { signature, .. }) => Ok(signature.0),
+            Ok(_) => Err(SignerError::Backend(
+                "unexpected answer to sign-digest".into(),
+            )),
+            Err(e) => Err(SignerError::Backend(e.to_string())),
+        }
+    }
+}
+
+fn wire_algorithm(s: SignatureScheme) -> Option<SignAlgorithm> {
+    use SignatureScheme::*;
+    Some(match s {
+        RsaPkcs1v15(HashAlg::Sha256) => SignAlgorithm::RsaPkcs1Sha256,
+        RsaPkcs1v15(HashAlg::Sha384) => SignAlgorithm::RsaPkcs1Sha384,
+        RsaPkcs1v15(HashAlg::Sha512) => SignAlgorithm::RsaPkcs1Sha512,
+        RsaPss(HashAlg::Sha256) => SignAlgorithm::RsaPssSha256,
+        RsaPss(HashAlg::Sha384) => SignAlgorithm::RsaPssSha384,
+        RsaPss(HashAlg::Sha512) => SignAlgorithm::RsaPssSha512,
+        Ecdsa(HashAlg::Sha256) => SignAlgorithm::EcdsaSha256,
+        Ecdsa(HashAlg::Sha384) => SignAlgorithm::EcdsaSha384,
+        Ecdsa(HashAlg::Sha512) => SignAlgorithm::EcdsaSha512,
+        _ => return None,
+    })
+}
+
+fn key_kind(info: &KeyInfo) -> Result<KeyKind> {
+    match info.algorithm.as_str() {
+        "ec-p256" => Ok(KeyKind::P256),
+        "ec-p384" => Ok(KeyKind::P384),
+        a if a.starts_with("rsa-") => Ok(KeyKind::Rsa {
+            bits: a[4..].parse().unwrap_or(2048),
+        }),
+        other => bail!("key {:?} is {other}, which cannot sign S/MIME", info.label),
+    }
+}
+
+/// Finds the signer among the agent's keys by the same rules the agent uses.
+pub fn resolve_key(st: &AgentStatus, name: &str) -> Result<KeyInfo> {
+    let lower = name.to_ascii_lowercase();
+    let mut hits: Vec<&KeyInfo> = st.keys.iter().filter(|k| k.label == name).collect();
+    if hits.is_empty() {
+        hits = st.keys.iter().filter(|k| k.id == lower).collect();
+    }
+    if hits.is_empty() {
+        if let Some(fp) = lower.strip_prefix("sha256:") {
+            hits = st
+                .keys
+                .iter()
+                .filter(|k| k.certificate.as_ref().is_some_and(|c| c.sha256 == fp))
+                .collect();
+        }
+    }
+    if hits.is_empty() && name.contains('@') {
+        if let Some(sel) = st.emails.iter().find(|e| e.email == lower) {
+            hits = st
+                .keys
+                .iter()
+                .filter(|k| k.token == sel.token && k.label == sel.key && k.id == sel.id)
+                .collect();
+        }
+    }
+    match hits.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(anyhow!(
+            "no key {name:?} on the agent's tokens; see `tokenmail keys`"
+        )),
+        many => Err(anyhow!(
+            "{name:?} names {} keys; use its sha256: fingerprint (see `tokenmail status --json`)",
+            many.len()
+        )),
+    }
+}
+
+fn load_extra_chain(paths: &[PathBuf]) -> Result<Vec<Certificate>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let data = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        let blocks = tokenmail_smime::mime::pem_blocks(&data)
+            .map_err(|e| anyhow!("{}: {e}", p.display()))?;
+        if blocks.is_empty() {
+            out.push(
+                Certificate::from_der(&data)
+                    .map_err(|e| anyhow!("{} is not a certificate: {e}", p.display()))?,
+            );
+        }
+        for (label, der) in blocks {
+            if label == "CERTIFICATE" {
+                out.push(
+                    Certificate::from_der(&der)
+                        .map_err(|e| anyhow!("{}: bad certificate: {e}", p.display()))?,
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An input we can read twice: the file, or standard input spooled to a private temp file.
+fn seekable_input(input: Option<&Path>) -> Result<File> {
+    match input {
+        Some(p) => File::open(p).with_context(|| format!("cannot open {}", p.display())),
+        None => {
+            let mut spool = tempfile::tempfile().context("cannot create a temporary file")?;
+            io::copy(&mut io::stdin().lock(), &mut spool).context("cannot read standard input")?;
+            spool.seek(SeekFrom::Start(0))?;
+            Ok(spool)
+        }
+    }
+}
+
+/// Runs `tokenmail sign`.
+pub fn run(args: SignArgs, socket: Option<&Path>) -> Result<i32> {
+    let mut client = agentkey::connect(socket)?;
+    let Response::Status(st) = client.call(&Request::Status)? else {
+        bail!("unexpected answer to status");
+    };
+    let info = resolve_key(&st, &args.signer)?;
+    let kind = key_kind(&info)?;
+    let cert_summary = info.certificate.as_ref().ok_or_else(|| {
+        anyhow!(
+            "key {:?} has no certificate on the token: import one first",
+            info.label
+        )
+    })?;
+    let cert = Certificate::from_der(&cert_summary.der.0).context("the key's certificate")?;
+    let mut chain: Vec<Certificate> = info
+        .chain
+        .iter()
+        .filter_map(|d| Certificate::from_der(&d.0).ok())
+        .collect();
+    chain.extend(load_extra_chain(&args.chain)?);
+
+    let hash = match args.digest.as_deref() {
+        None => kind.default_hash(),
+        Some("sha256") => HashAlg::Sha256,
+        Some("sha384") => HashAlg::Sha384,
+        Some("sha512") => HashAlg::Sha512,
+        Some(other) => bail!("unknown --digest {other:?}; use sha256, sha384 or sha512"),
+    };
+    let scheme = match kind {
+        KeyKind::Rsa { .. } if args.pss => SignatureScheme::RsaPss(hash),
+        KeyKind::Rsa { .. } => SignatureScheme::RsaPkcs1v15(hash),
+        _ if args.pss => bail!(
+            "--pss is for RSA keys; {:?} is {}",
+            info.label,
+            info.algorithm
+        ),
+        _ => SignatureScheme::Ecdsa(hash),
+    };
+    let opts = SignOptions {
+        scheme: Some(scheme),
+        signing_time: Some(SystemTime::now()),
+        ..SignOptions::default()
+    };
+    // Make sure the key is usable before streaming (asks for the PIN on a TTY if needed),
+    // so a signature does not fail after the output was written.
+    ensure_logged_in(&mut client, &info)?;
+    let client = RefCell::new(client);
+    let signer = AgentSigner {
+        client: &client,
+        name: format!("sha256:{}", cert_summary.sha256),
+        kind,
+    };
+
+    let mut input = seekable_input(args.input.as_deref())?;
+    let write = |out: &mut dyn Write| -> Result<()> {
+        if args.detached_der || args.detached_pem {
+            let mut h = ContentHasher::new(hash);
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = input.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            let der = sign_detached(&signer, &cert, &chain, &h.finalize(), &opts)
+                .map_err(|e| anyhow!("{e}"))?;
+            if args.detached_pem {
+                out.write_all(pem_encode("CMS", &der).as_bytes())?;
+            } else {
+                out.write_all(&der)?;
+            }
+            return Ok(());
+        }
+        sign_mime(
+            &mut input,
+            out,
+            &signer,
+            &cert,
+            &chain,
+            &opts,
+            hash,
+            args.opaque,
+        )
+    };
+    crate::output::write_streaming(args.output.as_deref(), write)?;
+    Ok(0)
+}
+
+fn ensure_logged_in(client: &mut Client, info: &KeyInfo) -> Result<()> {
+    let Response::Status(st) = client.call(&Request::Status)? else {
+        bail!("unexpected answer to status");
+    };
+    let logged = st
+        .tokens
+        .iter()
+        .any(|t| t.label == info.token && t.logged_in);
+    if logged {
+        return Ok(());
+    }
+    match client.call(&Request::Login {
+        token: Some(info.token.clone()),
+        pin: None,
+    }) {
+        Ok(_) => Ok(()),
+        Err(ClientError::Agent(_)) => {
+            let pin = agentkey::prompt_pin(Some(&info.token)).map_err(|_| {
+                anyhow!(
+                    "token {:?} needs its PIN and there is no terminal: run `tokenmail login` first",
+                    info.token
+                )
+            })?;
+            client.call(&Request::Login {
+                token: Some(info.token.clone()),
+                pin: Some(pin),
+            })?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sign_mime(
+    input: &mut File,
+    out: &mut dyn Write,
+    signer: &dyn DigestSigner,
+    cert: &Certificate,
+    chain: &[Certificate],
+    opts: &SignOptions,
+    hash: HashAlg,
+    opaque: bool,
+) -> Result<()> {
+    // Header block.
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; CHUNK];
+    let (headers, body_start) = loop {
+        if let Some((h, off)) = parse_header(&head).map_err(|e| anyhow!("{e}"))? {
+            break (h, off);
+        }
+        if head.len() > MAX_HEADER {
+            bail!("the message's header block is over 1 MiB; is this a message?");
+        }
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            // No blank line: the whole input is a header-less body? Treat as an entity with no headers.
+            match parse_header(&[head.as_slice(), b"\r\n\r\n"].concat())
+                .map_err(|e| anyhow!("{e}"))?
+            {
+                Some((h, _)) if !head.is_empty() => break (h, head.len()),
+                _ => bail!("empty input: nothing to sign"),
+            }
+        }
+        head.extend_from_slice(&buf[..n]);
+    };
+    // First pass over the body: does it need a 7-bit transfer encoding?
+    let body_offset = body_start as u64;
+    input.seek(SeekFrom::Start(body_offset))?;
+    let mut scan = SevenBitScanner::default();
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        scan.update(&buf[..n]);
+    }
+    let needs = scan.needs_encoding();
+    input.seek(SeekFrom::Start(body_offset))?;
+
+    let mut out = BufWriter::with_capacity(CHUNK, out);
+    if opaque {
+        let (mut w, first) =
+            OpaqueWriter::new(&headers, needs, hash).map_err(|e| anyhow!("{e}"))?;
+        out.write_all(&first)?;
+        loop {
+            let n = input.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&w.update(&buf[..n]))?;
+        }
+        out.write_all(
+            &w.finish(signer, cert, chain, opts)
+                .map_err(|e| anyhow!("{e}"))?,
+        )?;
+    } else {
+        let mut random = [0u8; 12];
+        getrandom::fill(&mut random).map_err(|e| anyhow!("no randomness: {e}"))?;
+        let boundary = boundary_from_random(&random);
+        let (mut w, first) = MultipartSignedWriter::new(&headers, needs, &boundary, hash)
+            .map_err(|e| anyhow!("{e}"))?;
+        out.write_all(&first)?;
+        loop {
+            let n = input.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&w.update(&buf[..n]))?;
+        }
+        out.write_all(
+            &w.finish(signer, cert, chain, opts)
+                .map_err(|e| anyhow!("{e}"))?,
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
