@@ -148,7 +148,8 @@ fn existing_socket_directory_is_left_alone_default_one_is_private() {
     // --socket in an existing shared directory (like /tmp): its mode is not touched.
     let fixture = tokenmail_e2e::provision("tokenmail-dirs");
     let shared = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777))
+        .expect("chmod");
     let socket = shared.path().join("agent.sock");
     let xdg = tempfile::tempdir().expect("tempdir");
     let spawn = |socket: Option<&std::path::Path>| {
@@ -178,16 +179,34 @@ fn existing_socket_directory_is_left_alone_default_one_is_private() {
     };
     let mut a = spawn(Some(&socket));
     wait(&socket);
-    let mode = std::fs::metadata(shared.path()).expect("dir").permissions().mode() & 0o7777;
-    assert_eq!(mode, 0o1777, "a directory named by --socket is never modified");
-    assert_eq!(std::fs::metadata(&socket).expect("sock").permissions().mode() & 0o777, 0o600);
+    let mode = std::fs::metadata(shared.path())
+        .expect("dir")
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(
+        mode, 0o1777,
+        "a directory named by --socket is never modified"
+    );
+    assert_eq!(
+        std::fs::metadata(&socket)
+            .expect("sock")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
     let _ = a.kill();
     let _ = a.wait();
     // The default path under $XDG_RUNTIME_DIR: created private.
     let mut b = spawn(None);
     let default = xdg.path().join("tokenmail").join("agent.sock");
     wait(&default);
-    let mode = std::fs::metadata(default.parent().expect("dir")).expect("dir").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(default.parent().expect("dir"))
+        .expect("dir")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o700);
     let _ = b.kill();
     let _ = b.wait();
@@ -272,11 +291,18 @@ fn garbage_oversize_and_truncated_frames_close_only_that_connection() {
         .expect("write");
     let (_, p) = read_frame(&mut s).expect("read").expect("answer");
     let r = decode_message::<Response>(&p).expect("decode");
-    assert!(matches!(&r, Response::Error(e) if e.code == ErrorCode::BadRequest && e.message.contains("sign-digest")), "{r:?}");
+    assert!(
+        matches!(&r, Response::Error(e) if e.code == ErrorCode::BadRequest && e.message.contains("sign-digest")),
+        "{r:?}"
+    );
     let req = encode_message(&Request::ListKeys).expect("enc");
-    s.write_all(&encode_frame(FrameKind::Message, &req).expect("frame")).expect("write");
+    s.write_all(&encode_frame(FrameKind::Message, &req).expect("frame"))
+        .expect("write");
     let (_, p) = read_frame(&mut s).expect("read").expect("answer");
-    assert!(matches!(decode_message::<Response>(&p).expect("decode"), Response::Keys { .. }));
+    assert!(matches!(
+        decode_message::<Response>(&p).expect("decode"),
+        Response::Keys { .. }
+    ));
     // 4. Valid frame, invalid JSON, after a handshake.
     let mut s = UnixStream::connect(&agent.socket).expect("connect");
     hello(&mut s);
