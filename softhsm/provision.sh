@@ -190,7 +190,7 @@ EOF
 run "root key" openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 \
     -pkeyopt ec_param_enc:named_curve -out root.key
 run "root cert" openssl req -new -x509 -config ca-ext.cnf -extensions v3_root \
-    -key root.key -subj "/CN=tokenmail Test Root CA" -days "$CA_DAYS" -sha256 \
+    -key root.key -subj "/CN=tokenmail Test Root CA" -days "$CA_DAYS" -sha384 \
     -set_serial "0x$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" -out root.pem
 
 # intermediate CA (software P-384 key)
@@ -199,14 +199,14 @@ run "intermediate key" openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:
 run "intermediate csr" openssl req -new -config ca-ext.cnf -key intermediate.key \
     -subj "/CN=tokenmail Test Intermediate CA" -out intermediate.csr
 run "intermediate cert" openssl x509 -req -in intermediate.csr -CA root.pem -CAkey root.key \
-    -CAcreateserial -CAserial root.srl -days "$CA_DAYS" -sha256 \
+    -CAcreateserial -CAserial root.srl -days "$CA_DAYS" -sha384 \
     -extfile ca-ext.cnf -extensions v3_intermediate -out intermediate.pem
 cat intermediate.pem root.pem > chain.pem
 
 issue() {  # issue NAME EMAIL rsa|ec   (NAME.csr -> NAME.pem/.der)
   ee_ext "$PKI/$1.ext" "$2" "$3"
   run "issue $1" openssl x509 -req -in "$1.csr" -CA intermediate.pem -CAkey intermediate.key \
-      -CAcreateserial -CAserial intermediate.srl -days "$EE_DAYS" -sha256 \
+      -CAcreateserial -CAserial intermediate.srl -days "$EE_DAYS" -sha384 \
       -extfile "$1.ext" -extensions v3_ee -out "$1.pem"
   openssl x509 -in "$1.pem" -outform DER -out "$1.der"
   run "verify $1" openssl verify -x509_strict -purpose smimesign -CAfile root.pem \

@@ -1,0 +1,659 @@
+//! S/MIME end to end with keys on a SoftHSM token, interop both ways:
+//! tokenmail sign → openssl cms -verify and gpgsm --verify;
+//! openssl (pkcs11 engine, same token key) signs → tokenmail verify;
+//! openssl cms -encrypt to the token's certificates → tokenmail decrypt (on the token);
+//! tokenmail encrypt → openssl cms -decrypt with software keys;
+//! and the rejections that must happen.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use tokenmail_e2e::{stderr, stdout, Agent};
+
+const MESSAGE: &[u8] = b"From: alice@example.com\r\nTo: bob@example.com\r\nSubject: quarterly figures\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello Bob,\r\nthe figures are attached. Gr\xc3\xbc\xc3\x9fe\r\n";
+
+fn entity(msg: &[u8]) -> Vec<u8> {
+    // The MIME entity of a message: from Content-Type on (what encryption/signing covers).
+    let pos = msg
+        .windows(13)
+        .position(|w| w == b"Content-Type:")
+        .expect("content-type");
+    msg[pos..].to_vec()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("spawn")
+}
+
+fn ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what} failed:\nstdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+struct Work {
+    dir: tempfile::TempDir,
+}
+
+impl Work {
+    fn new() -> Self {
+        Work {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn write(&self, name: &str, data: &[u8]) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, data).expect("write");
+        p
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn openssl_verify(agent: &Agent, args: &[&str]) -> Output {
+    run(Command::new("openssl")
+        .args(["cms", "-verify", "-purpose", "smimesign", "-CAfile"])
+        .arg(agent.fixture.pki("root.pem"))
+        .args(args))
+}
+
+#[test]
+fn our_signatures_verify_with_openssl_for_every_key_and_form() {
+    let agent = Agent::start();
+    let w = Work::new();
+    let msg = w.write("m.eml", MESSAGE);
+    for (key, extra) in [
+        ("alice-rsa", &[][..]),
+        ("alice-rsa", &["--pss"][..]),
+        ("alice-rsa", &["--digest", "sha512"][..]),
+        ("bob-p256", &[][..]),
+        ("carol-p384", &[][..]),
+    ] {
+        // multipart/signed
+        let out = w.path("signed.eml");
+        let mut args = vec!["sign", "--signer", key];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[s(&msg), "-o", s(&out)]);
+        ok(&agent.cli(&args), "tokenmail sign");
+        let text = std::fs::read_to_string(&out).expect("utf-8 output");
+        assert!(
+            text.starts_with("From: alice@example.com"),
+            "headers kept outside"
+        );
+        assert!(text.contains("multipart/signed; protocol=\"application/pkcs7-signature\""));
+        let v = openssl_verify(&agent, &["-in", s(&out), "-out", s(&w.path("content"))]);
+        ok(&v, &format!("openssl verify multipart {key} {extra:?}"));
+        // the verified content is the entity, 8-bit body re-encoded to base64 before signing
+        let content = std::fs::read(w.path("content")).expect("content");
+        assert!(content.starts_with(b"Content-Type: text/plain; charset=utf-8"));
+
+        // opaque
+        let mut args = vec!["sign", "--opaque", "--signer", key];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[s(&msg), "-o", s(&out)]);
+        ok(&agent.cli(&args), "tokenmail sign --opaque");
+        assert!(std::fs::read_to_string(&out)
+            .expect("text")
+            .contains("smime-type=signed-data"));
+        ok(
+            &openssl_verify(&agent, &["-in", s(&out), "-out", "/dev/null"]),
+            "openssl opaque",
+        );
+
+        // detached DER and PEM over the exact bytes
+        let der = w.path("sig.der");
+        let mut args = vec!["sign", "--detached-der", "--signer", key];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[s(&msg), "-o", s(&der)]);
+        ok(&agent.cli(&args), "tokenmail sign --detached-der");
+        ok(
+            &openssl_verify(
+                &agent,
+                &[
+                    "-binary",
+                    "-inform",
+                    "DER",
+                    "-in",
+                    s(&der),
+                    "-content",
+                    s(&msg),
+                    "-out",
+                    "/dev/null",
+                ],
+            ),
+            "openssl detached DER",
+        );
+        let pem = w.path("sig.pem");
+        ok(
+            &agent.cli(&[
+                "sign",
+                "--detached-pem",
+                "--signer",
+                key,
+                s(&msg),
+                "-o",
+                s(&pem),
+            ]),
+            "tokenmail sign --detached-pem",
+        );
+        ok(
+            &openssl_verify(
+                &agent,
+                &[
+                    "-binary",
+                    "-inform",
+                    "PEM",
+                    "-in",
+                    s(&pem),
+                    "-content",
+                    s(&msg),
+                    "-out",
+                    "/dev/null",
+                ],
+            ),
+            "openssl detached PEM",
+        );
+        // and our own verifier agrees, with --signature
+        let mut v = agent.cli_cmd(&[
+            "verify",
+            "--trust",
+            s(&agent.fixture.pki("root.pem")),
+            "--signature",
+            s(&der),
+            s(&msg),
+        ]);
+        let o = run(&mut v);
+        // The sender check reads the content's From (alice): only alice's key passes it.
+        let expected = if key == "alice-rsa" { 0 } else { 1 };
+        assert_eq!(o.status.code(), Some(expected), "{key}: {}", stdout(&o));
+    }
+}
+
+#[test]
+fn gpgsm_verifies_our_signatures() {
+    let agent = Agent::start();
+    let w = Work::new();
+    let home = w.path("gnupg");
+    std::fs::create_dir(&home).expect("mkdir");
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("chmod");
+    let gpgsm = |args: &[&str]| -> Output {
+        run(Command::new("gpgsm")
+            .env("GNUPGHOME", &home)
+            .args(["--batch", "--disable-crl-checks", "--status-fd", "1"])
+            .args(args)
+            .stdin(Stdio::null()))
+    };
+    let o = gpgsm(&[
+        "--import",
+        s(&agent.fixture.pki("root.pem")),
+        s(&agent.fixture.pki("intermediate.pem")),
+    ]);
+    ok(&o, "gpgsm import of the test root and intermediate");
+    let fp = stdout(&run(Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha1", "-in"])
+        .arg(agent.fixture.pki("root.pem"))));
+    let fp = fp
+        .trim()
+        .split('=')
+        .nth(1)
+        .expect("fingerprint")
+        .to_string();
+    std::fs::write(home.join("trustlist.txt"), format!("{fp} S relax\n")).expect("trustlist");
+    let msg = w.write("m.eml", MESSAGE);
+    for key in ["alice-rsa", "bob-p256", "carol-p384"] {
+        let der = w.path(&format!("{key}.sig"));
+        ok(
+            &agent.cli(&[
+                "sign",
+                "--detached-der",
+                "--signer",
+                key,
+                s(&msg),
+                "-o",
+                s(&der),
+            ]),
+            "sign",
+        );
+        let o = gpgsm(&["--verify", s(&der), s(&msg)]);
+        ok(&o, &format!("gpgsm --verify {key}"));
+        assert!(
+            stdout(&o).contains("[GNUPG:] GOODSIG"),
+            "{key}: {}",
+            stdout(&o)
+        );
+        assert!(
+            stdout(&o).contains("[GNUPG:] TRUST_FULLY") || stdout(&o).contains("VALIDSIG"),
+            "{key}: {}",
+            stdout(&o)
+        );
+        // opaque too
+        let opaque = w.path(&format!("{key}.p7m"));
+        ok(
+            &agent.cli(&[
+                "sign",
+                "--opaque",
+                "--signer",
+                key,
+                s(&msg),
+                "-o",
+                s(&opaque),
+            ]),
+            "sign opaque",
+        );
+        // gpgsm reads CMS, not MIME: take the structure out with openssl.
+        let cms = w.path(&format!("{key}.cms"));
+        let o = run(Command::new("openssl").args([
+            "cms",
+            "-cmsout",
+            "-in",
+            s(&opaque),
+            "-outform",
+            "DER",
+            "-out",
+            s(&cms),
+        ]));
+        ok(&o, "extract CMS");
+        let o = gpgsm(&["--verify", s(&cms)]);
+        ok(&o, &format!("gpgsm --verify opaque {key}"));
+        assert!(
+            stdout(&o).contains("[GNUPG:] GOODSIG"),
+            "{key}: {}",
+            stdout(&o)
+        );
+    }
+    let _ = Command::new("gpgconf")
+        .env("GNUPGHOME", &home)
+        .args(["--kill", "gpg-agent"])
+        .status();
+}
+
+#[test]
+fn openssl_signatures_with_the_same_token_key_verify_with_tokenmail() {
+    let agent = Agent::start();
+    let w = Work::new();
+    let msg = w.write("m.eml", MESSAGE);
+    let f = &agent.fixture;
+    for (key, md, extra) in [
+        ("alice-rsa", "sha256", &[][..]),
+        (
+            "alice-rsa",
+            "sha384",
+            &["-keyopt", "rsa_padding_mode:pss"][..],
+        ),
+        ("bob-p256", "sha256", &[][..]),
+        ("carol-p384", "sha512", &[][..]),
+    ] {
+        let out = w.path("osig.eml");
+        let uri = format!(
+            "pkcs11:token={};object={key};type=private?pin-source=file:{}",
+            f.label,
+            f.pin_file().display()
+        );
+        let o = run(Command::new("openssl")
+            .env("OPENSSL_CONF", f.dir.join("openssl-pkcs11.cnf"))
+            .env("SOFTHSM2_CONF", f.dir.join("softhsm2.conf"))
+            .args([
+                "cms", "-sign", "-engine", "pkcs11", "-keyform", "engine", "-md", md,
+            ])
+            .arg("-signer")
+            .arg(f.pki(&format!("{key}.pem")))
+            .arg("-inkey")
+            .arg(&uri)
+            .args(extra)
+            .arg("-certfile")
+            .arg(f.pki("intermediate.pem"))
+            .args(["-in", s(&msg), "-out", s(&out)]));
+        ok(&o, &format!("openssl cms -sign with the token key {key}"));
+        // openssl signs the whole input; the From it signs is inside. Ours reads the outer From.
+        let o = agent.cli(&[
+            "verify",
+            "--json",
+            "--trust",
+            s(&f.pki("root.pem")),
+            s(&out),
+        ]);
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json report");
+        let checks = report["signers"][0]["checks"].as_array().expect("checks");
+        for c in checks {
+            if c["name"] != "sender_email" {
+                assert_eq!(c["ok"], true, "{key} {md}: {c}");
+            }
+        }
+        if key == "alice-rsa" {
+            assert!(o.status.success(), "{key}: {}", stdout(&o));
+            assert_eq!(report["valid"], true);
+        }
+    }
+}
+
+#[test]
+fn openssl_encrypts_to_token_certificates_and_tokenmail_decrypts_on_the_token() {
+    let agent = Agent::start();
+    let w = Work::new();
+    let msg = w.write("m.eml", MESSAGE);
+    let f = &agent.fixture;
+    // (what, cipher, recipients, key options given after each -recip)
+    let oaep256: &[&str] = &[
+        "-keyopt",
+        "rsa_padding_mode:oaep",
+        "-keyopt",
+        "rsa_oaep_md:sha256",
+    ];
+    let oaep1: &[&str] = &["-keyopt", "rsa_padding_mode:oaep"];
+    let cases: &[(&str, &str, &[&str], &[&str])] = &[
+        (
+            "aes-256-gcm, RSA PKCS#1",
+            "-aes-256-gcm",
+            &["alice-rsa"],
+            &[],
+        ),
+        (
+            "aes-128-cbc, RSA OAEP-SHA256",
+            "-aes-128-cbc",
+            &["alice-rsa"],
+            oaep256,
+        ),
+        (
+            "aes-256-cbc, RSA OAEP-SHA1",
+            "-aes-256-cbc",
+            &["alice-rsa"],
+            oaep1,
+        ),
+        (
+            "aes-128-gcm, ECDH P-256",
+            "-aes-128-gcm",
+            &["bob-p256"],
+            &[],
+        ),
+        (
+            "aes-256-cbc, ECDH P-384",
+            "-aes-256-cbc",
+            &["carol-p384"],
+            &[],
+        ),
+        ("3des (legacy), RSA", "-des3", &["alice-rsa"], &[]),
+        (
+            "aes-256-gcm, three recipients",
+            "-aes-256-gcm",
+            &["dave-rsa", "carol-p384", "erin-p256"],
+            &[],
+        ),
+    ];
+    for (what, cipher, recips, keyopts) in cases {
+        let enc = w.path("enc.eml");
+        let mut c = Command::new("openssl");
+        c.args(["cms", "-encrypt", cipher, "-in", s(&msg), "-out", s(&enc)]);
+        for r in *recips {
+            c.arg("-recip")
+                .arg(f.pki(&format!("{r}.pem")))
+                .args(*keyopts);
+        }
+        ok(&run(&mut c), &format!("openssl encrypt {what}"));
+        let dec = w.path("dec.eml");
+        let o = agent.cli(&["decrypt", "--json", s(&enc), "-o", s(&dec)]);
+        ok(&o, &format!("tokenmail decrypt {what}"));
+        assert_eq!(
+            std::fs::read(&dec).expect("plaintext"),
+            MESSAGE,
+            "{what}: exact bytes"
+        );
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        assert_eq!(
+            report["authenticated"],
+            what.contains("gcm"),
+            "{what}: {report}"
+        );
+    }
+    // DER and PEM bare CMS, -stream BER
+    for form in [
+        &["-outform", "DER"][..],
+        &["-outform", "PEM"][..],
+        &["-stream", "-outform", "DER"][..],
+    ] {
+        let enc = w.path("enc.bin");
+        let o = run(Command::new("openssl")
+            .args(["cms", "-encrypt", "-aes-256-gcm"])
+            .args(form)
+            .args(["-in", s(&msg), "-out", s(&enc)])
+            .arg(f.pki("bob-p256.pem")));
+        ok(&o, "openssl encrypt bare");
+        let dec = w.path("dec.bin");
+        ok(
+            &agent.cli(&["decrypt", s(&enc), "-o", s(&dec)]),
+            &format!("decrypt {form:?}"),
+        );
+        assert_eq!(std::fs::read(&dec).expect("plaintext"), MESSAGE);
+    }
+}
+
+#[test]
+fn tokenmail_encryption_decrypts_with_openssl_for_every_cipher_and_recipient_kind() {
+    let agent = Agent::start();
+    let w = Work::new();
+    let msg = w.write("m.eml", MESSAGE);
+    let f = &agent.fixture;
+    for cipher in ["aes256-gcm", "aes128-gcm", "aes256-cbc", "aes128-cbc"] {
+        for (recip, key) in [("dave-rsa", "dave-rsa.key"), ("erin-p256", "erin-p256.key")] {
+            let enc = w.path("enc.eml");
+            // encrypt needs no agent at all
+            let o = run(Command::new(tokenmail_e2e::bin("tokenmail"))
+                .args([
+                    "--socket",
+                    "/nonexistent/agent.sock",
+                    "encrypt",
+                    "--cipher",
+                    cipher,
+                    "--recipient-cert",
+                ])
+                .arg(f.pki(&format!("{recip}.pem")))
+                .args([s(&msg), "-o", s(&enc)]));
+            ok(&o, &format!("tokenmail encrypt {cipher} {recip}"));
+            let head = std::fs::read_to_string(&enc).expect("text");
+            assert!(
+                head.starts_with("From: alice@example.com"),
+                "outer headers kept"
+            );
+            let dec = w.path("dec.eml");
+            let o = run(Command::new("openssl")
+                .args(["cms", "-decrypt", "-in", s(&enc), "-out", s(&dec), "-inkey"])
+                .arg(f.pki(key))
+                .arg("-recip")
+                .arg(f.pki(&format!("{recip}.pem"))));
+            ok(&o, &format!("openssl decrypt {cipher} {recip}"));
+            assert_eq!(
+                std::fs::read(&dec).expect("plaintext"),
+                entity(MESSAGE),
+                "{cipher} {recip}"
+            );
+        }
+    }
+    // and round trip through the token for the token's own certificates, several recipients at once
+    let enc = w.path("multi.eml");
+    let mut c = Command::new(tokenmail_e2e::bin("tokenmail"));
+    c.args([
+        "encrypt",
+        "--recipient-cert",
+        s(&f.pki("alice-rsa.pem")),
+        "--recipient-cert",
+        s(&f.pki("bob-p256.pem")),
+        "--recipient-cert",
+        s(&f.pki("carol-p384.pem")),
+        s(&msg),
+        "-o",
+        s(&enc),
+    ]);
+    ok(&run(&mut c), "encrypt to three");
+    let dec = w.path("multi.dec");
+    ok(
+        &agent.cli(&["decrypt", s(&enc), "-o", s(&dec)]),
+        "decrypt on the token",
+    );
+    assert_eq!(std::fs::read(&dec).expect("plaintext"), entity(MESSAGE));
+}
+
+#[test]
+fn tampered_wrong_recipient_and_truncated_input_fail_cleanly() {
+    let agent = Agent::start();
+    let w = Work::new();
+    let msg = w.write("m.eml", MESSAGE);
+    let f = &agent.fixture;
+    // Tampered GCM: one ciphertext byte flipped in the DER.
+    let der = w.path("enc.der");
+    ok(
+        &run(Command::new("openssl")
+            .args([
+                "cms",
+                "-encrypt",
+                "-aes-256-gcm",
+                "-outform",
+                "DER",
+                "-in",
+                s(&msg),
+                "-out",
+                s(&der),
+            ])
+            .arg(f.pki("alice-rsa.pem"))),
+        "encrypt",
+    );
+    let mut bytes = std::fs::read(&der).expect("der");
+    let n = bytes.len();
+    bytes[n - 40] ^= 0x01;
+    let bad = w.write("bad.der", &bytes);
+    let out = w.path("out.txt");
+    let o = agent.cli(&["decrypt", s(&bad), "-o", s(&out)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("decryption failed"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).trim().lines().count(), 1);
+    assert!(!out.exists(), "no plaintext released when the tag fails");
+    // to stdout too: nothing printed
+    let o = agent.cli(&["decrypt", s(&bad)]);
+    assert!(!o.status.success());
+    assert!(o.stdout.is_empty(), "no unverified plaintext on stdout");
+    // Tampered CBC padding area: uniform error.
+    ok(
+        &run(Command::new("openssl")
+            .args([
+                "cms",
+                "-encrypt",
+                "-aes-128-cbc",
+                "-outform",
+                "DER",
+                "-in",
+                s(&msg),
+                "-out",
+                s(&der),
+            ])
+            .arg(f.pki("bob-p256.pem"))),
+        "encrypt",
+    );
+    let mut bytes = std::fs::read(&der).expect("der");
+    let n = bytes.len();
+    bytes[n - 1] ^= 0x55;
+    let bad = w.write("bad2.der", &bytes);
+    let o = agent.cli(&["decrypt", s(&bad), "-o", s(&out)]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("decryption failed") || stderr(&o).contains("not a readable"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+    // Wrong recipient (dave is not on the token).
+    ok(
+        &run(Command::new("openssl")
+            .args([
+                "cms",
+                "-encrypt",
+                "-aes-256-gcm",
+                "-in",
+                s(&msg),
+                "-out",
+                s(&w.path("dave.eml")),
+            ])
+            .arg(f.pki("dave-rsa.pem"))),
+        "encrypt to dave",
+    );
+    let o = agent.cli(&["decrypt", s(&w.path("dave.eml")), "-o", s(&out)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is a recipient"), "{}", stderr(&o));
+    assert!(!out.exists());
+    // Truncated.
+    let full = std::fs::read(w.path("dave.eml")).expect("read");
+    let cut = w.write("cut.eml", &full[..full.len() / 2]);
+    let o = agent.cli(&["decrypt", s(&cut), "-o", s(&out)]);
+    assert!(!o.status.success());
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+    // Garbage.
+    let junk = w.write("junk", b"this is not a message at all");
+    let o = agent.cli(&["decrypt", s(&junk), "-o", s(&out)]);
+    assert!(!o.status.success());
+    assert!(!out.exists());
+}
+
+#[test]
+fn verify_rejects_a_tampered_body_and_a_wrong_sender() {
+    let agent = Agent::start();
+    let w = Work::new();
+    let msg = w.write("m.eml", MESSAGE);
+    let signed = w.path("s.eml");
+    ok(
+        &agent.cli(&[
+            "sign",
+            "--signer",
+            "alice@example.com",
+            s(&msg),
+            "-o",
+            s(&signed),
+        ]),
+        "sign",
+    );
+    let root = agent.fixture.pki("root.pem");
+    let o = agent.cli(&["verify", "--trust", s(&root), s(&signed)]);
+    ok(&o, "verify");
+    assert!(stdout(&o).contains("alice@example.com"));
+    // The body is base64 (8-bit input): change one base64 character of it.
+    let text = std::fs::read_to_string(&signed).expect("text");
+    let idx = text
+        .find("Content-Transfer-Encoding: base64\r\n\r\n")
+        .or_else(|| text.find("Content-Transfer-Encoding: base64\n\n"))
+        .expect("encoded part");
+    let body_at = text[idx..]
+        .find("\n\n")
+        .or_else(|| text[idx..].find("\r\n\r\n"))
+        .expect("body")
+        + idx
+        + 4;
+    let mut bytes = text.into_bytes();
+    bytes[body_at] = if bytes[body_at] == b'A' { b'B' } else { b'A' };
+    let bad = w.write("bad.eml", &bytes);
+    let o = agent.cli(&["verify", "--trust", s(&root), s(&bad)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("FAILED message_digest"),
+        "{}",
+        stdout(&o)
+    );
+    // Sender mismatch: bob's key signing a message From alice.
+    ok(
+        &agent.cli(&["sign", "--signer", "bob-p256", s(&msg), "-o", s(&signed)]),
+        "sign",
+    );
+    let o = agent.cli(&["verify", "--trust", s(&root), s(&signed)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("FAILED sender_email"), "{}", stdout(&o));
+    // No trust anchor at all: a clear error.
+    let o = run(Command::new(tokenmail_e2e::bin("tokenmail"))
+        .args(["verify", s(&signed)])
+        .env_remove("TOKENMAIL_TRUST"));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no trust anchor"), "{}", stderr(&o));
+}
