@@ -15,7 +15,7 @@
 //! does for every signature.
 
 use std::path::{Path, PathBuf};
-use std::sync::Barrier;
+use std::sync::{Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -30,7 +30,7 @@ use cryptoki::types::AuthPin;
 use serde_json::json;
 use sha2::{Digest, Sha256, Sha384};
 use tokenmail_proto::v1::{Bytes, Request, Response, SignAlgorithm};
-use tokenmail_proto::Client;
+use tokenmail_proto::{Client, ClientError};
 
 /// DER of the P-256 curve OID (namedCurve in CKA_EC_PARAMS).
 const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
@@ -38,8 +38,8 @@ const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x0
 const P384_PARAMS: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
 /// DigestInfo prefix of SHA-256 for RSASSA-PKCS1-v1_5 (RFC 8017 §9.2 note 1).
 const SHA256_DIGEST_INFO: &[u8] = &[
-    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
-    0x05, 0x00, 0x04, 0x20,
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
 ];
 
 const CLIENT_NAME: &str = concat!("tokenmail-bench/", env!("CARGO_PKG_VERSION"));
@@ -72,9 +72,13 @@ struct SignArgs {
     /// File holding the user PIN (first line).
     #[arg(long, value_name = "FILE", env = "TOKENMAIL_PIN_FILE")]
     pin_file: PathBuf,
-    /// Seconds each cell (key x concurrency x raw/agent) runs.
+    /// Seconds each cell (key x concurrency x raw/agent) runs, per round.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
+    /// Rounds per cell; raw and agent alternate within a cell and the median is reported
+    /// (guards against other load on the machine).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Concurrencies (threads for raw, clients for the agent).
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 16])]
     concurrency: Vec<usize>,
@@ -84,9 +88,22 @@ struct SignArgs {
     /// Also measure what the agent adds per request (hello, status, C_FindObjects+C_Sign).
     #[arg(long)]
     probes: bool,
+    /// PID of the agent, to count its CPU time per request (run.sh passes it).
+    #[arg(long, value_name = "PID")]
+    agent_pid: Option<u32>,
+    /// Measure only one side (the other column shows 0).
+    #[arg(long, value_enum, default_value_t = Only::Both)]
+    only: Only,
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Only {
+    Both,
+    Raw,
+    Agent,
 }
 
 /// One key under test.
@@ -122,12 +139,16 @@ impl KeySpec {
     }
 }
 
-/// One measured cell: throughput and mean latency per operation.
-#[derive(Clone, Copy, Debug, Default)]
+/// One measured cell: throughput and mean latency per operation (the median round),
+/// with the throughput of every round.
+#[derive(Clone, Debug, Default)]
 struct Rate {
     ops: u64,
     ops_per_s: f64,
     mean_latency_us: f64,
+    /// CPU time per operation: this process (raw), or the client threads + the agent.
+    cpu_us_per_op: Option<f64>,
+    rounds: Vec<f64>,
 }
 
 impl Rate {
@@ -136,8 +157,44 @@ impl Rate {
             "ops": self.ops,
             "ops_per_s": round2(self.ops_per_s),
             "mean_latency_us": round2(self.mean_latency_us),
+            "cpu_us_per_op": self.cpu_us_per_op.map(round2),
+            "rounds_ops_per_s": self.rounds.iter().map(|&r| round2(r)).collect::<Vec<_>>(),
         })
     }
+
+    /// The median of several rounds (the lower middle one for an even count).
+    fn median(mut all: Vec<Rate>) -> Rate {
+        let rounds: Vec<f64> = all.iter().map(|r| r.ops_per_s).collect();
+        all.sort_by(|a, b| a.ops_per_s.total_cmp(&b.ops_per_s));
+        let mid = all.len().saturating_sub(1) / 2;
+        let mut m = all.into_iter().nth(mid).unwrap_or_default();
+        m.rounds = rounds;
+        m
+    }
+
+    /// Smallest and largest round, as "min-max".
+    fn spread(&self) -> String {
+        if self.rounds.is_empty() {
+            return "-".into();
+        }
+        let lo = self.rounds.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = self.rounds.iter().copied().fold(0.0, f64::max);
+        format!("{lo:.0}-{hi:.0}")
+    }
+}
+
+fn repeat(rounds: usize, mut f: impl FnMut() -> Result<Rate>) -> Result<Rate> {
+    let mut all = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        all.push(f()?);
+    }
+    Ok(Rate::median(all))
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
 }
 
 #[derive(Debug)]
@@ -163,6 +220,36 @@ struct Probe {
     name: String,
     concurrency: usize,
     rate: Rate,
+}
+
+/// The agent's PID, when known (for CPU time per request).
+static AGENT_PID: OnceLock<Option<u32>> = OnceLock::new();
+
+/// CPU time (user + system, all threads) of a process, in seconds, from /proc/PID/stat.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces):
+    // state is field 3, utime field 14, stime field 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on Linux (fixed ABI value, independent of CONFIG_HZ).
+    Some((utime + stime) / 100.0)
+}
+
+/// CPU seconds of this process, plus the agent's when `with_agent` (None if unknown).
+fn cpu_now(with_agent: bool) -> Option<f64> {
+    let me = cpu_seconds("self")?;
+    if !with_agent {
+        return Some(me);
+    }
+    let pid = (*AGENT_PID.get()?)?;
+    Some(me + cpu_seconds(&pid.to_string())?)
+}
+
+fn fmt_cpu(c: Option<f64>) -> String {
+    c.map_or_else(|| "-".into(), |c| format!("{c:.0}"))
 }
 
 fn round2(x: f64) -> f64 {
@@ -221,7 +308,9 @@ fn open_token(a: &SignArgs) -> Result<Token> {
     }
     let mut found = None;
     for slot in ctx.get_slots_with_token().context("C_GetSlotList")? {
-        let Ok(ti) = ctx.get_token_info(slot) else { continue };
+        let Ok(ti) = ctx.get_token_info(slot) else {
+            continue;
+        };
         if ti.label().trim_end() == a.token_label {
             found = Some(slot);
             break;
@@ -315,61 +404,98 @@ fn key_spec(tok: &Token, label: &str) -> Result<KeySpec> {
 
 /// Runs `threads` workers; each prepares (untimed), waits for the others, then runs `op`
 /// back to back for `dur`. Throughput is the sum of the per-thread rates.
-fn run_cell<S, P, O>(threads: usize, dur: Duration, prepare: P, op: O) -> Result<Rate>
+///
+/// CPU time (this process, plus the agent's with `with_agent`) is read by the first
+/// worker at its start and end; divided by all operations it gives CPU µs per operation.
+fn run_cell<S, P, O>(
+    threads: usize,
+    dur: Duration,
+    with_agent: bool,
+    prepare: P,
+    op: O,
+) -> Result<Rate>
 where
     P: Fn() -> Result<S> + Sync,
     O: Fn(&mut S) -> Result<()> + Sync,
 {
     let barrier = Barrier::new(threads);
-    let results: Vec<Result<(u64, Duration)>> = std::thread::scope(|sc| {
+    type Out = (u64, Duration, Option<f64>);
+    let results: Vec<Result<Out>> = std::thread::scope(|sc| {
         let handles: Vec<_> = (0..threads)
-            .map(|_| {
+            .map(|i| {
                 let barrier = &barrier;
                 let prepare = &prepare;
                 let op = &op;
-                sc.spawn(move || -> Result<(u64, Duration)> {
+                sc.spawn(move || -> Result<Out> {
                     // A failed preparation must still reach the barrier, or the others hang.
                     let state = prepare().and_then(|mut s| op(&mut s).map(|()| s));
                     barrier.wait();
                     let mut state = state?;
+                    let cpu0 = if i == 0 { cpu_now(with_agent) } else { None };
                     let t0 = Instant::now();
                     let mut n = 0u64;
                     while t0.elapsed() < dur {
                         op(&mut state)?;
                         n += 1;
                     }
-                    Ok((n, t0.elapsed()))
+                    let el = t0.elapsed();
+                    let cpu = match (cpu0, cpu_now(with_agent)) {
+                        (Some(a), Some(b)) => Some(b - a),
+                        _ => None,
+                    };
+                    Ok((n, el, cpu))
                 })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a worker thread panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a worker thread panicked")))
+            })
             .collect()
     });
     let mut ops = 0u64;
     let mut rate = 0.0f64;
     let mut busy = 0.0f64;
+    let mut cpu = None;
     for r in results {
-        let (n, el) = r?;
+        let (n, el, c) = r?;
         ops += n;
         rate += n as f64 / el.as_secs_f64();
         busy += el.as_secs_f64();
+        cpu = cpu.or(c);
     }
     Ok(Rate {
         ops,
         ops_per_s: rate,
-        mean_latency_us: if ops > 0 { busy / ops as f64 * 1e6 } else { 0.0 },
+        mean_latency_us: if ops > 0 {
+            busy / ops as f64 * 1e6
+        } else {
+            0.0
+        },
+        cpu_us_per_op: cpu.filter(|_| ops > 0).map(|c| c / ops as f64 * 1e6),
+        rounds: Vec::new(),
     })
 }
 
-fn raw_rate(tok: &Token, key: &KeySpec, threads: usize, dur: Duration, lookup_each: bool) -> Result<Rate> {
-    let mech = key.mechanism();
+fn raw_rate(
+    tok: &Token,
+    key: &KeySpec,
+    threads: usize,
+    dur: Duration,
+    lookup_each: bool,
+) -> Result<Rate> {
+    // Only the module context crosses threads (a Session is Send but not Sync, the login
+    // session stays here); the mechanism is built per call (it is not Sync either).
+    let ctx = &tok.ctx;
+    let slot = tok.slot;
     run_cell(
         threads,
         dur,
+        false,
         || {
-            let s = tok.ctx.open_ro_session(tok.slot).context("C_OpenSession")?;
+            let s = ctx.open_ro_session(slot).context("C_OpenSession")?;
             let h = find_key(&s, ObjectClass::PRIVATE_KEY, &key.label).context("C_FindObjects")?;
             Ok((s, h))
         },
@@ -379,7 +505,9 @@ fn raw_rate(tok: &Token, key: &KeySpec, threads: usize, dur: Duration, lookup_ea
             } else {
                 *h
             };
-            let sig = s.sign(&mech, h, &key.token_input).context("C_Sign")?;
+            let sig = s
+                .sign(&key.mechanism(), h, &key.token_input)
+                .context("C_Sign")?;
             if sig.is_empty() {
                 bail!("C_Sign returned an empty signature");
             }
@@ -394,14 +522,27 @@ fn connect(socket: &Path) -> Result<Client> {
 }
 
 fn agent_rate(socket: &Path, req: &Request, clients: usize, dur: Duration) -> Result<Rate> {
+    agent_rate_with(socket, req, clients, dur, false)
+}
+
+/// With `refusal_ok`, an error answer from the agent counts as a completed round trip.
+fn agent_rate_with(
+    socket: &Path,
+    req: &Request,
+    clients: usize,
+    dur: Duration,
+    refusal_ok: bool,
+) -> Result<Rate> {
     run_cell(
         clients,
         dur,
+        true,
         || connect(socket),
         |c: &mut Client| match c.call(req) {
             Ok(Response::Signature { signature, .. }) if !signature.0.is_empty() => Ok(()),
             Ok(Response::Hello { .. }) | Ok(Response::Status(_)) => Ok(()),
             Ok(other) => bail!("unexpected answer from the agent: {other:?}"),
+            Err(ClientError::Agent(_)) if refusal_ok => Ok(()),
             Err(e) => Err(anyhow!(e)).context("agent request"),
         },
     )
@@ -454,20 +595,28 @@ fn check_agent_signature(tok: &Token, socket: &Path, key: &KeySpec) -> Result<&'
     let Ok(public) = find_key(&s, ObjectClass::PUBLIC_KEY, &key.label) else {
         return Ok("not checked (no public key object on the token)");
     };
-    let sig = if key.rsa { sig } else { ecdsa_der_to_raw(&sig, key.ec_len)? };
+    let sig = if key.rsa {
+        sig
+    } else {
+        ecdsa_der_to_raw(&sig, key.ec_len)?
+    };
     s.verify(&key.mechanism(), public, &key.token_input, &sig)
         .with_context(|| format!("the agent's {} signature does not verify", key.label))?;
     Ok("verified with C_Verify")
 }
 
 fn sign_digest(a: SignArgs) -> Result<()> {
-    if !(a.seconds > 0.0) {
+    if !a.seconds.is_finite() || a.seconds <= 0.0 {
         bail!("--seconds must be positive");
     }
-    if a.concurrency.iter().any(|&c| c == 0) {
+    if a.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    if a.concurrency.contains(&0) {
         bail!("--concurrency values must be at least 1");
     }
     let dur = Duration::from_secs_f64(a.seconds);
+    let _ = AGENT_PID.set(a.agent_pid);
     let tok = open_token(&a)?;
     let keys = a
         .keys
@@ -481,18 +630,28 @@ fn sign_digest(a: SignArgs) -> Result<()> {
         checks.push((k.label.clone(), check_agent_signature(&tok, &a.socket, k)?));
     }
 
+    let load_before = loadavg();
     let mut rows = Vec::new();
     for k in &keys {
         for &c in &a.concurrency {
-            eprintln!("tokenmail-bench: {} x{c}: raw ...", k.label);
-            let raw = raw_rate(&tok, k, c, dur, false)?;
-            eprintln!("tokenmail-bench: {} x{c}: agent ...", k.label);
-            let agent = agent_rate(&a.socket, &k.request(), c, dur)?;
+            let (mut raws, mut agents) = (Vec::new(), Vec::new());
+            for round in 1..=a.rounds {
+                eprintln!(
+                    "tokenmail-bench: {} x{c}: round {round}/{}: raw, agent",
+                    k.label, a.rounds
+                );
+                if a.only != Only::Agent {
+                    raws.push(raw_rate(&tok, k, c, dur, false)?);
+                }
+                if a.only != Only::Raw {
+                    agents.push(agent_rate(&a.socket, &k.request(), c, dur)?);
+                }
+            }
             rows.push(Row {
                 key: k.clone(),
                 concurrency: c,
-                raw,
-                agent,
+                raw: Rate::median(raws),
+                agent: Rate::median(agents),
             });
         }
     }
@@ -507,28 +666,53 @@ fn sign_digest(a: SignArgs) -> Result<()> {
             probes.push(Probe {
                 name: "agent: hello (null round trip)".into(),
                 concurrency: c,
-                rate: agent_rate(&a.socket, &hello, c, dur)?,
+                rate: repeat(a.rounds, || agent_rate(&a.socket, &hello, c, dur))?,
             });
         }
         eprintln!("tokenmail-bench: probe status x1 ...");
         probes.push(Probe {
             name: "agent: status".into(),
             concurrency: 1,
-            rate: agent_rate(&a.socket, &Request::Status, 1, dur)?,
+            rate: repeat(a.rounds, || agent_rate(&a.socket, &Request::Status, 1, dur))?,
         });
+        // A sign-digest the agent refuses after resolving the key, before the token:
+        // the request path without C_FindObjects/C_Sign.
+        if let Some(k) = keys.first() {
+            let short = Request::SignDigest {
+                key: k.label.clone(),
+                algorithm: k.algorithm,
+                digest: Bytes(vec![0u8; 1]),
+            };
+            for &c in &a.concurrency {
+                eprintln!("tokenmail-bench: probe short digest x{c} ...");
+                probes.push(Probe {
+                    name: format!(
+                        "agent: sign-digest with a 1-byte digest, refused ({})",
+                        k.label
+                    ),
+                    concurrency: c,
+                    rate: repeat(a.rounds, || {
+                        agent_rate_with(&a.socket, &short, c, dur, true)
+                    })?,
+                });
+            }
+        }
         for k in &keys {
             for &c in &a.concurrency {
                 eprintln!("tokenmail-bench: probe {} raw+find x{c} ...", k.label);
                 probes.push(Probe {
                     name: format!("raw: C_FindObjects + C_Sign, {}", k.label),
                     concurrency: c,
-                    rate: raw_rate(&tok, k, c, dur, true)?,
+                    rate: repeat(a.rounds, || raw_rate(&tok, k, c, dur, true))?,
                 });
             }
         }
     }
 
-    let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let load_after = loadavg();
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     if a.json {
         let out = json!({
             "benchmark": "sign-digest",
@@ -537,7 +721,10 @@ fn sign_digest(a: SignArgs) -> Result<()> {
             "token_label": a.token_label,
             "softhsm2_conf": std::env::var("SOFTHSM2_CONF").ok(),
             "nproc": nproc,
-            "seconds_per_cell": a.seconds,
+            "seconds_per_round": a.seconds,
+            "rounds": a.rounds,
+            "loadavg_before": load_before,
+            "loadavg_after": load_after,
             "signature_checks": checks.iter().map(|(k, v)| json!({"key": k, "result": v})).collect::<Vec<_>>(),
             "results": rows.iter().map(|r| json!({
                 "key": r.key.label,
@@ -559,28 +746,26 @@ fn sign_digest(a: SignArgs) -> Result<()> {
     }
 
     println!(
-        "sign-digest: {} vs raw PKCS#11 ({}), token {:?}, {} s per cell, nproc {}",
+        "sign-digest: {} vs raw PKCS#11 ({}), token {:?}",
         agent_name,
         a.module.display(),
         a.token_label,
-        a.seconds,
-        nproc
+    );
+    println!(
+        "  {} s x {} rounds per cell (median shown, raw and agent alternate); nproc {}; loadavg {} -> {}",
+        a.seconds, a.rounds, nproc, load_before, load_after
     );
     for (k, v) in &checks {
         println!("  agent signature with {k}: {v}");
     }
     println!();
     println!(
-        "| {:<10} | {:<5} | {:>11} | {:>8} | {:>12} | {:>14} | {:>11} | {:>12} |",
-        "key", "type", "concurrency", "raw op/s", "agent op/s", "ratio agent/raw", "raw lat µs", "agent lat µs"
+        "| key | type | concurrency | raw op/s | agent op/s | ratio agent/raw | raw lat µs | agent lat µs | raw CPU µs/op | agent CPU µs/op | raw rounds op/s | agent rounds op/s |"
     );
-    println!(
-        "|{:-<12}|{:-<7}|{:-<13}:|{:-<9}:|{:-<13}:|{:-<15}:|{:-<12}:|{:-<13}:|",
-        "", "", "", "", "", "", "", ""
-    );
+    println!("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     for r in &rows {
         println!(
-            "| {:<10} | {:<5} | {:>11} | {:>8.0} | {:>12.0} | {:>15.3} | {:>11.0} | {:>12.0} |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {} | {} | {} |",
             r.key.label,
             r.key.kind,
             r.concurrency,
@@ -588,17 +773,26 @@ fn sign_digest(a: SignArgs) -> Result<()> {
             r.agent.ops_per_s,
             r.ratio(),
             r.raw.mean_latency_us,
-            r.agent.mean_latency_us
+            r.agent.mean_latency_us,
+            fmt_cpu(r.raw.cpu_us_per_op),
+            fmt_cpu(r.agent.cpu_us_per_op),
+            r.raw.spread(),
+            r.agent.spread()
         );
     }
     if !probes.is_empty() {
         println!();
-        println!("| {:<42} | {:>11} | {:>9} | {:>9} |", "probe", "concurrency", "op/s", "lat µs");
-        println!("|{:-<44}|{:-<12}:|{:-<10}:|{:-<10}:|", "", "", "", "");
+        println!("| probe | concurrency | op/s | lat µs | CPU µs/op | rounds op/s |");
+        println!("|---|--:|--:|--:|--:|--:|");
         for p in &probes {
             println!(
-                "| {:<42} | {:>11} | {:>9.0} | {:>9.0} |",
-                p.name, p.concurrency, p.rate.ops_per_s, p.rate.mean_latency_us
+                "| {} | {} | {:.0} | {:.0} | {} | {} |",
+                p.name,
+                p.concurrency,
+                p.rate.ops_per_s,
+                p.rate.mean_latency_us,
+                fmt_cpu(p.rate.cpu_us_per_op),
+                p.rate.spread()
             );
         }
     }
