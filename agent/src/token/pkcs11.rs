@@ -75,6 +75,9 @@ struct Inner {
     pool: Vec<Session>,
     open: usize,
     keys: Option<Vec<KeyEntry>>,
+    /// Private-key object handles by CKA_ID (valid for the connection's generation):
+    /// searching the token for every operation costs more than a P-256 signature.
+    handles: HashMap<Vec<u8>, ObjectHandle>,
     mechanisms: Vec<MechanismType>,
     /// Whether the token did OAEP with a given hash natively (learned on first use).
     oaep_native: HashMap<HashAlgorithm, bool>,
@@ -162,6 +165,7 @@ impl Pkcs11Store {
                 pool: Vec::new(),
                 open: 0,
                 keys: None,
+                handles: HashMap::new(),
                 mechanisms: Vec::new(),
                 oaep_native: HashMap::new(),
                 pin_warnings: Vec::new(),
@@ -245,6 +249,7 @@ impl Pkcs11Store {
         inner.logged_in = false;
         inner.slot = None;
         inner.keys = None;
+        inner.handles.clear();
         inner.generation += 1;
         if finalize {
             if let Some((_, epoch)) = inner.ctx.take() {
@@ -447,6 +452,14 @@ impl Pkcs11Store {
                 self.give_back(sess, generation);
                 Err(TokenError::PinRequired(self.name.clone()))
             }
+            Err(CkError::Pkcs11(RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid, _))
+                if attempt == 0 && self.lock_inner().handles.keys().next().is_some() =>
+            {
+                // A cached handle went stale (object re-created): search again.
+                self.lock_inner().handles.clear();
+                self.give_back(sess, generation);
+                Ok(Try::Retry)
+            }
             Err(e) => {
                 // Some modules keep sessions valid when their token is deleted or replaced
                 // (SoftHSM: objects just vanish). Check that the token is still the one we
@@ -495,21 +508,37 @@ impl Pkcs11Store {
                 return Err(TokenError::PinRequired(self.name.clone()));
             }
         }
+        {
+            let inner = self.lock_inner();
+            if let (Some(keys), true) = (&inner.keys, inner.slot.is_some()) {
+                return keys
+                    .iter()
+                    .find(|k| k.id == id)
+                    .cloned()
+                    .ok_or_else(|| TokenError::NoSuchKey(hex::encode(id)));
+            }
+        }
         self.keys()?
             .into_iter()
             .find(|k| k.id == id)
             .ok_or_else(|| TokenError::NoSuchKey(hex::encode(id)))
     }
 
-    fn private_handle(sess: &Session, id: &[u8]) -> Result<ObjectHandle, CkError> {
+    /// The private key's object handle: from the cache, else searched once.
+    fn key_handle(&self, sess: &Session, id: &[u8]) -> Result<ObjectHandle, CkError> {
+        if let Some(h) = self.lock_inner().handles.get(id) {
+            return Ok(*h);
+        }
         let found = sess.find_objects(&[
             Attribute::Class(ObjectClass::PRIVATE_KEY),
             Attribute::Id(id.to_vec()),
         ])?;
-        found.into_iter().next().ok_or(CkError::Pkcs11(
+        let h = found.into_iter().next().ok_or(CkError::Pkcs11(
             RvError::KeyHandleInvalid,
             cryptoki::context::Function::FindObjects,
-        ))
+        ))?;
+        self.lock_inner().handles.insert(id.to_vec(), h);
+        Ok(h)
     }
 
     /// Whether OAEP with `hash` ran on the token (`Some(true)`), through CKM_RSA_X_509 with
@@ -971,6 +1000,7 @@ impl KeyStore for Pkcs11Store {
         }
         inner.logged_in = false;
         inner.keys = None;
+        inner.handles.clear();
         inner.pin.lock();
         info!(token = %self.name, "locked: logged out and PIN forgotten");
     }
@@ -1040,7 +1070,7 @@ impl KeyStore for Pkcs11Store {
         let raw = self.with_session(
             Need::Login,
             |s| {
-                let h = Self::private_handle(s, id)?;
+                let h = self.key_handle(s, id)?;
                 match family {
                     SignFamily::RsaPkcs1 => {
                         s.sign(&Mechanism::RsaPkcs, h, &digest_info(hash, digest))
@@ -1104,7 +1134,7 @@ impl KeyStore for Pkcs11Store {
                 .with_session(
                     Need::Login,
                     |s| {
-                        let h = Self::private_handle(s, id)?;
+                        let h = self.key_handle(s, id)?;
                         s.decrypt(&Mechanism::RsaPkcs, h, wrapped)
                     },
                     "C_Decrypt",
@@ -1121,7 +1151,7 @@ impl KeyStore for Pkcs11Store {
             let res = self.with_session(
                 Need::Login,
                 |s| {
-                    let h = Self::private_handle(s, id)?;
+                    let h = self.key_handle(s, id)?;
                     let params = PkcsOaepParams::new(hm, mgf, PkcsOaepSource::empty());
                     s.decrypt(&Mechanism::RsaPkcsOaep(params), h, wrapped)
                 },
@@ -1160,7 +1190,7 @@ impl KeyStore for Pkcs11Store {
             self.with_session(
                 Need::Login,
                 |s| {
-                    let h = Self::private_handle(s, id)?;
+                    let h = self.key_handle(s, id)?;
                     s.decrypt(&Mechanism::RsaX509, h, wrapped)
                 },
                 "C_Decrypt",
@@ -1198,7 +1228,7 @@ impl KeyStore for Pkcs11Store {
         let out = self.with_session(
             Need::Login,
             |s| {
-                let h = Self::private_handle(s, id)?;
+                let h = self.key_handle(s, id)?;
                 let params = Ecdh1DeriveParams::new(EcKdf::null(), peer_point);
                 let template = [
                     Attribute::Class(ObjectClass::SECRET_KEY),
