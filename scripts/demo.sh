@@ -37,4 +37,22 @@ for key in alice-rsa bob-p256 carol-p384; do
   echo "signature: $(wc -c < "$demo/$key.sig") bytes, $(openssl dgst -$md -verify "$demo/$key.pub" -signature "$demo/$key.sig" "$msg")"
 done
 
+tm="$bin/tokenmail"
+say "sign the message as alice (multipart/signed; the signed attributes' digest is signed on the token)"
+"$tm" sign --signer alice@example.com "$msg" -o "$demo/signed.eml"
+sed -n '1,12p' "$demo/signed.eml"; echo "  [...]"
+
+say "verify it (no agent needed): chain to the test root, validity, KU/EKU, From = signer"
+"$tm" verify --trust "$TOKENMAIL_PKI/root.pem" "$demo/signed.eml"
+echo "openssl agrees: $(openssl cms -verify -in "$demo/signed.eml" -CAfile "$TOKENMAIL_PKI/root.pem" -purpose smimesign -out /dev/null 2>&1 | tail -1)"
+
+say "encrypt to alice (RSA-OAEP) and carol (ECDH P-384), AES-256-GCM (no agent needed)"
+"$tm" encrypt --recipient-cert "$TOKENMAIL_PKI/alice-rsa.pem" --recipient-cert "$TOKENMAIL_PKI/carol-p384.pem" \
+      "$demo/signed.eml" -o "$demo/encrypted.eml"
+sed -n '1,9p' "$demo/encrypted.eml"; echo "  [...]"
+
+say "decrypt on the token (content key unwrapped by the token; plaintext released after the GCM tag verified)"
+"$tm" decrypt --json "$demo/encrypted.eml" -o "$demo/decrypted.eml"
+"$tm" verify --trust "$TOKENMAIL_PKI/root.pem" "$demo/decrypted.eml" | tail -2
+
 say "done; the agent stops now (log: $demo/agent.log)"

@@ -497,6 +497,13 @@ fn tokenmail_encryption_decrypts_with_openssl_for_every_cipher_and_recipient_kin
         &agent.cli(&["decrypt", s(&enc), "-o", s(&dec)]),
         "decrypt on the token",
     );
+    // The outer headers (From, To, Subject) travel outside the encryption and are put back:
+    // the whole message comes back, byte for byte.
+    assert_eq!(std::fs::read(&dec).expect("plaintext"), MESSAGE);
+    ok(
+        &agent.cli(&["decrypt", "--entity-only", s(&enc), "-o", s(&dec)]),
+        "decrypt --entity-only",
+    );
     assert_eq!(std::fs::read(&dec).expect("plaintext"), entity(MESSAGE));
 }
 
@@ -656,4 +663,116 @@ fn verify_rejects_a_tampered_body_and_a_wrong_sender() {
         .env_remove("TOKENMAIL_TRUST"));
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no trust anchor"), "{}", stderr(&o));
+}
+
+#[test]
+fn sign_then_encrypt_and_triple_wrap_interoperate() {
+    let agent = Agent::start();
+    let w = Work::new();
+    let f = &agent.fixture;
+    let msg = w.write(
+        "m.eml",
+        b"From: alice@example.com\r\nTo: alice@example.com\r\nSubject: note to self\r\nContent-Type: text/plain\r\n\r\nsigned, sealed, delivered\r\n",
+    );
+    let root = f.pki("root.pem");
+    // Signed then encrypted: decrypt verifies and reports the inner signature.
+    let se = w.path("se.eml");
+    ok(
+        &agent.cli(&[
+            "encrypt",
+            "--sign",
+            "--signer",
+            "alice-rsa",
+            "--recipient-cert",
+            s(&f.pki("alice-rsa.pem")),
+            s(&msg),
+            "-o",
+            s(&se),
+        ]),
+        "encrypt --sign",
+    );
+    let out = w.path("out.eml");
+    let o = agent.cli(&[
+        "decrypt",
+        "--json",
+        "--trust",
+        s(&root),
+        s(&se),
+        "-o",
+        s(&out),
+    ]);
+    ok(&o, "decrypt signed+encrypted");
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(report["signature"]["checked"], true, "{report}");
+    assert_eq!(report["signature"]["valid"], true, "{report}");
+    let text = std::fs::read_to_string(&out).expect("text");
+    assert!(
+        text.starts_with("From: alice@example.com\r\n"),
+        "outer headers restored: {text}"
+    );
+    assert!(text.contains("multipart/signed"));
+    // openssl decrypts it with the same token key (pkcs11 engine) and verifies the inner signature.
+    let uri = format!(
+        "pkcs11:token={};object=alice-rsa;type=private?pin-source=file:{}",
+        f.label,
+        f.pin_file().display()
+    );
+    let inner = w.path("inner.eml");
+    ok(
+        &run(Command::new("openssl")
+            .env("OPENSSL_CONF", f.dir.join("openssl-pkcs11.cnf"))
+            .env("SOFTHSM2_CONF", f.dir.join("softhsm2.conf"))
+            .args([
+                "cms", "-decrypt", "-engine", "pkcs11", "-keyform", "engine", "-inkey", &uri,
+                "-recip",
+            ])
+            .arg(f.pki("alice-rsa.pem"))
+            .args(["-in", s(&se), "-out", s(&inner)])),
+        "openssl decrypts with the token key",
+    );
+    ok(
+        &openssl_verify(&agent, &["-in", s(&inner), "-out", "/dev/null"]),
+        "openssl verifies the inner signature",
+    );
+
+    // Triple wrap: openssl verifies the outer signature; we check both and decrypt.
+    let tw = w.path("tw.eml");
+    ok(
+        &agent.cli(&[
+            "encrypt",
+            "--triple-wrap",
+            "--signer",
+            "alice@example.com",
+            "--recipient-cert",
+            s(&f.pki("alice-rsa.pem")),
+            s(&msg),
+            "-o",
+            s(&tw),
+        ]),
+        "encrypt --triple-wrap",
+    );
+    let enveloped = w.path("enveloped.eml");
+    ok(
+        &openssl_verify(&agent, &["-in", s(&tw), "-out", s(&enveloped)]),
+        "openssl verifies the outer signature",
+    );
+    assert!(std::fs::read_to_string(&enveloped)
+        .expect("text")
+        .to_ascii_lowercase()
+        .contains("enveloped-data"));
+    let out2 = w.path("out2.eml");
+    let o = agent.cli(&["decrypt", "--trust", s(&root), s(&tw), "-o", s(&out2)]);
+    ok(&o, "decrypt triple wrap");
+    assert!(
+        stderr(&o).contains("outer signature valid"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("inner signature valid"),
+        "{}",
+        stderr(&o)
+    );
+    let o = agent.cli(&["verify", "--trust", s(&root), s(&out2)]);
+    ok(&o, "the decrypted inner message verifies");
 }

@@ -25,9 +25,31 @@ pub struct DecryptArgs {
     /// Write the plaintext here (default: standard output).
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub output: Option<PathBuf>,
-    /// Print a JSON report (recipient key, cipher kind, authenticated) on standard output; needs -o.
+    /// Print a JSON report (recipient key, cipher kind, authenticated, inner signature) on standard output; needs -o.
     #[arg(long)]
     pub json: bool,
+    /// Output only the decrypted MIME entity, without the message's outer headers (From, To, Subject…).
+    #[arg(long)]
+    pub entity_only: bool,
+    /// Trust anchors for verifying a signed-then-encrypted message's inner signature
+    /// (default: $TOKENMAIL_TRUST; without any, the signature is reported as not checked).
+    #[arg(long = "trust", value_name = "PEM")]
+    pub trust: Vec<PathBuf>,
+}
+
+/// The outer header fields of a MIME message (not Content-*, not MIME-Version), raw,
+/// from the start of the input; empty for bare CMS.
+fn outer_headers(prefix: &[u8]) -> Vec<u8> {
+    let Ok(Some((fields, _))) = tokenmail_smime::mime::parse_header(prefix) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for f in fields {
+        if !f.is_content() && !f.is("MIME-Version") {
+            out.extend_from_slice(&f.canonical());
+        }
+    }
+    out
 }
 
 const CHUNK: usize = 64 * 1024;
@@ -50,6 +72,13 @@ pub fn run(args: DecryptArgs, socket: Option<&Path>) -> Result<i32> {
     if args.json && args.output.is_none() {
         bail!("--json prints the report on standard output: give -o FILE for the plaintext");
     }
+    // A triple-wrapped message (signed, encrypted, signed): check the outer signature,
+    // then decrypt what it signed, with the message's headers kept.
+    if let Some(p) = args.input.as_deref() {
+        if is_signed(p)? {
+            return outer_signed(args.clone(), p, socket);
+        }
+    }
     let mut input: Box<dyn Read> = match &args.input {
         Some(p) => Box::new(File::open(p).with_context(|| format!("cannot open {}", p.display()))?),
         None => Box::new(io::stdin().lock()),
@@ -67,6 +96,8 @@ pub fn run(args: DecryptArgs, socket: Option<&Path>) -> Result<i32> {
         .with_context(|| format!("cannot create a temporary file in {}", spool_dir.display()))?;
 
     let mut md = MessageDecryptor::new();
+    let mut prefix: Vec<u8> = Vec::new();
+    let mut header_written = args.entity_only;
     let mut client: Option<RefCell<tokenmail_proto::Client>> = None;
     let mut keys = Vec::new();
     let mut used: Option<String> = None;
@@ -76,7 +107,15 @@ pub fn run(args: DecryptArgs, socket: Option<&Path>) -> Result<i32> {
         if n == 0 {
             break;
         }
+        if !header_written {
+            prefix.extend_from_slice(&buf[..n.min(64 * 1024)]);
+        }
         let out = md.push(&buf[..n]).map_err(|e| anyhow!(describe(&e)))?;
+        if !header_written && md.envelope().is_some() {
+            // The message's own headers travel outside the encryption: put them back.
+            spool.write_all(&outer_headers(&prefix))?;
+            header_written = true;
+        }
         spool.write_all(out.as_unverified_bytes())?;
         if used.is_none() {
             if let Some(env) = md.envelope() {
@@ -110,6 +149,7 @@ pub fn run(args: DecryptArgs, socket: Option<&Path>) -> Result<i32> {
     let outcome = md.finish().map_err(|e| anyhow!(describe(&e)))?;
     spool.write_all(&outcome.final_plaintext)?;
     spool.as_file().sync_all()?;
+    let inner = inner_signature(spool.path(), &args.trust)?;
     // Verified: release.
     match &args.output {
         Some(p) => {
@@ -131,6 +171,7 @@ pub fn run(args: DecryptArgs, socket: Option<&Path>) -> Result<i32> {
             "recipient": used,
             "kind": format!("{:?}", outcome.kind),
             "authenticated": outcome.authenticated,
+            "signature": inner.as_ref().map(|i| &i.json),
         });
         println!("{report}");
     } else if !outcome.authenticated {
@@ -138,5 +179,135 @@ pub fn run(args: DecryptArgs, socket: Option<&Path>) -> Result<i32> {
             "tokenmail: note: AES-CBC content has no integrity protection (authenticated: false)"
         );
     }
+    if let Some(i) = inner {
+        eprint!("{}", i.text);
+    }
     Ok(0)
+}
+
+fn outer_signed(args: DecryptArgs, input: &Path, socket: Option<&Path>) -> Result<i32> {
+    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let content = dir.path().join("content");
+    let vargs = crate::verify::VerifyArgs {
+        trust: args.trust.clone(),
+        signature: None,
+        json: false,
+        allow_any_eku: false,
+        input: Some(input.to_path_buf()),
+        output: Some(content.clone()),
+    };
+    let have_trust = !args.trust.is_empty()
+        || std::env::var_os("TOKENMAIL_TRUST").is_some_and(|v| !v.is_empty());
+    if !have_trust {
+        bail!("the message is signed outside the encryption (triple wrap): pass --trust CA.pem (or set TOKENMAIL_TRUST) to check it");
+    }
+    let mut report = Vec::new();
+    let mut notes = Vec::new();
+    let code = crate::verify::run_with(vargs, &mut report, &mut notes)?;
+    if code != 0 {
+        bail!(
+            "the outer signature is not valid; not decrypting: {}",
+            String::from_utf8_lossy(&report)
+                .lines()
+                .filter(|l| l.contains("FAILED"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    eprintln!("tokenmail: outer signature valid");
+    // Headers of the message + the signed entity (an encrypted one).
+    let mut head = vec![0u8; 64 * 1024];
+    let n = File::open(input)?.read(&mut head)?;
+    head.truncate(n);
+    let wrapped = dir.path().join("wrapped");
+    let mut w = File::create(&wrapped)?;
+    w.write_all(&outer_headers(&head))?;
+    io::copy(&mut File::open(&content)?, &mut w)?;
+    drop(w);
+    if is_signed(&wrapped)? {
+        bail!("a signed message with no encryption inside: use `tokenmail verify`");
+    }
+    let mut inner = args;
+    inner.input = Some(wrapped);
+    run(inner, socket)
+}
+
+/// The inner signature of a signed-then-encrypted message, checked.
+struct InnerSignature {
+    json: serde_json::Value,
+    text: String,
+}
+
+fn is_signed(path: &Path) -> Result<bool> {
+    let mut head = vec![0u8; 64 * 1024];
+    let mut f = File::open(path)?;
+    let n = f.read(&mut head)?;
+    head.truncate(n);
+    let Ok(Some((fields, _))) = tokenmail_smime::mime::parse_header(&head) else {
+        return Ok(false);
+    };
+    Ok(fields.iter().any(|f| {
+        f.is("Content-Type") && {
+            let v = f.value().to_ascii_lowercase();
+            v.starts_with("multipart/signed")
+                || (v.contains("pkcs7-mime") && v.contains("signed-data"))
+        }
+    }))
+}
+
+fn inner_signature(plain: &Path, trust: &[PathBuf]) -> Result<Option<InnerSignature>> {
+    if !is_signed(plain)? {
+        return Ok(None);
+    }
+    let have_env = std::env::var_os("TOKENMAIL_TRUST").is_some_and(|v| !v.is_empty());
+    if trust.is_empty() && !have_env {
+        return Ok(Some(InnerSignature {
+            json: serde_json::json!({"checked": false, "reason": "no trust anchor (--trust or TOKENMAIL_TRUST)"}),
+            text: "tokenmail: the message is signed inside; signature not checked: no trust anchor (pass --trust or set TOKENMAIL_TRUST)\n".into(),
+        }));
+    }
+    let args = crate::verify::VerifyArgs {
+        trust: trust.to_vec(),
+        signature: None,
+        json: true,
+        allow_any_eku: false,
+        input: Some(plain.to_path_buf()),
+        output: None,
+    };
+    let mut report = Vec::new();
+    let mut notes = Vec::new();
+    let code = crate::verify::run_with(args, &mut report, &mut notes)?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&report).unwrap_or(serde_json::Value::Null);
+    let signer = json["signers"][0]["subject"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string();
+    let text = if code == 0 {
+        format!("tokenmail: inner signature valid: {signer}\n")
+    } else {
+        let failed: Vec<String> = json["signers"][0]["checks"]
+            .as_array()
+            .map(|cs| {
+                cs.iter()
+                    .filter(|c| c["ok"] == false)
+                    .map(|c| {
+                        format!(
+                            "{}: {}",
+                            c["name"].as_str().unwrap_or("?"),
+                            c["reason"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        format!(
+            "tokenmail: inner signature NOT valid ({signer}): {}\n",
+            failed.join("; ")
+        )
+    };
+    Ok(Some(InnerSignature {
+        json: serde_json::json!({"checked": true, "valid": code == 0, "report": json}),
+        text,
+    }))
 }

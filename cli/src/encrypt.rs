@@ -38,6 +38,64 @@ pub struct EncryptArgs {
     /// Write the encrypted message here (default: standard output).
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub output: Option<PathBuf>,
+
+    /// Sign first (multipart/signed with --signer's key on a token), then encrypt.
+    #[arg(long, requires = "signer")]
+    pub sign: bool,
+
+    /// Sign, encrypt, and sign the encrypted message again (RFC 2634 triple wrap).
+    #[arg(long, requires = "signer", conflicts_with = "sign")]
+    pub triple_wrap: bool,
+
+    /// The signing key for --sign / --triple-wrap (label, hex id, sha256:…, or email).
+    #[arg(long, value_name = "KEY")]
+    pub signer: Option<String>,
+}
+
+/// `tokenmail encrypt`, with the signing variants that need the agent.
+pub fn run_with_agent(mut args: EncryptArgs, socket: Option<&Path>) -> anyhow::Result<()> {
+    if !(args.sign || args.triple_wrap) {
+        return run(args);
+    }
+    let signer = args.signer.clone().context("--sign needs --signer KEY")?;
+    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let sign = |input: Option<PathBuf>, output: PathBuf| -> anyhow::Result<()> {
+        crate::sign::run(
+            crate::sign::SignArgs {
+                signer: signer.clone(),
+                opaque: false,
+                detached_der: false,
+                detached_pem: false,
+                digest: None,
+                pss: false,
+                chain: Vec::new(),
+                input,
+                output: Some(output),
+            },
+            socket,
+        )
+        .map(|_| ())
+    };
+    let signed = dir.path().join("signed.eml");
+    sign(args.input.take(), signed.clone())?;
+    args.input = Some(signed);
+    if !args.triple_wrap {
+        return run(args);
+    }
+    let final_out = args.output.take();
+    let encrypted = dir.path().join("encrypted.eml");
+    args.output = Some(encrypted.clone());
+    run(args)?;
+    match final_out {
+        Some(out) => sign(Some(encrypted), out),
+        None => {
+            let outer = dir.path().join("outer.eml");
+            sign(Some(encrypted), outer.clone())?;
+            let mut f = File::open(&outer)?;
+            io::copy(&mut f, &mut io::stdout().lock())?;
+            Ok(())
+        }
+    }
 }
 
 const CHUNK: usize = 64 * 1024;
@@ -259,6 +317,9 @@ mod tests {
             cipher: None,
             input: None,
             output: None,
+            sign: false,
+            triple_wrap: false,
+            signer: None,
         })
         .expect_err("--to");
         assert_eq!(
@@ -284,6 +345,9 @@ mod tests {
             cipher: Some("aes128-cbc".into()),
             input: Some(input),
             output: Some(output.clone()),
+            sign: false,
+            triple_wrap: false,
+            signer: None,
         })
         .expect("encrypt");
         let names: Vec<_> = std::fs::read_dir(dir.path())
@@ -311,6 +375,9 @@ mod tests {
             cipher: Some("rc2".into()),
             input: None,
             output: None,
+            sign: false,
+            triple_wrap: false,
+            signer: None,
         })
         .expect_err("bad cipher");
         assert!(e.to_string().contains("unknown --cipher"));
@@ -320,6 +387,9 @@ mod tests {
             cipher: None,
             input: None,
             output: None,
+            sign: false,
+            triple_wrap: false,
+            signer: None,
         })
         .expect_err("missing cert");
         assert!(e.to_string().contains("cannot read certificate"));

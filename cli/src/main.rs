@@ -161,7 +161,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Sign(args) => sign::run(args, socket),
         Command::Verify(args) => verify::run(args),
         Command::Encrypt(args) => {
-            encrypt::run(args)?;
+            encrypt::run_with_agent(args, socket)?;
             Ok(0)
         }
         Command::Decrypt(args) => decrypt::run(args, socket),

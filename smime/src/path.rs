@@ -124,6 +124,9 @@ impl CertEntry {
                 }
             }
         }
+        // The same address often stands in both places: list it once.
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|e| seen.insert(e.to_ascii_lowercase()));
         out
     }
 
