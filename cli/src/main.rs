@@ -225,43 +225,27 @@ fn default_algorithm(c: &mut Client, key: &str) -> Result<SignAlgorithm> {
 }
 
 fn hash_input(input: Option<&Path>, alg: SignAlgorithm) -> Result<Vec<u8>> {
-    use digest::hash_reader;
-    let reader: Box<dyn Read> = match input {
+    use tokenmail_proto::v1::HashAlgorithm;
+    use tokenmail_smime::alg::{ContentHasher, HashAlg};
+    let mut reader: Box<dyn Read> = match input {
         Some(p) => Box::new(
             std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
         ),
         None => Box::new(std::io::stdin().lock()),
     };
-    hash_reader(reader, alg.hash())
-}
-
-/// Streaming hashing of the input (until the smime crate offers its own hasher).
-mod digest {
-    use std::io::Read;
-
-    use anyhow::Result;
-    use sha2::{Digest, Sha256, Sha384, Sha512};
-    use tokenmail_proto::v1::HashAlgorithm;
-
-    fn run<D: Digest>(mut r: impl Read) -> Result<Vec<u8>> {
-        let mut h = D::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = r.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
+    let mut h = ContentHasher::new(match alg.hash() {
+        HashAlgorithm::Sha256 => HashAlg::Sha256,
+        HashAlgorithm::Sha384 => HashAlg::Sha384,
+        HashAlgorithm::Sha512 => HashAlg::Sha512,
+        HashAlgorithm::Sha1 => return Err(anyhow!("SHA-1 signatures are not made")),
+    });
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
         }
-        Ok(h.finalize().to_vec())
+        h.update(&buf[..n]);
     }
-
-    pub fn hash_reader(r: impl Read, alg: HashAlgorithm) -> Result<Vec<u8>> {
-        match alg {
-            HashAlgorithm::Sha256 => run::<Sha256>(r),
-            HashAlgorithm::Sha384 => run::<Sha384>(r),
-            HashAlgorithm::Sha512 => run::<Sha512>(r),
-            HashAlgorithm::Sha1 => Err(anyhow::anyhow!("SHA-1 signatures are not made")),
-        }
-    }
+    Ok(h.finalize())
 }
