@@ -9,4 +9,5 @@ pub mod config;
 pub mod pin;
 pub mod server;
 pub mod service;
+pub mod stream;
 pub mod token;

@@ -180,7 +180,10 @@ pub async fn serve(
     }
 }
 
-async fn write_response(stream: &mut UnixStream, resp: &Response) -> Result<(), ProtoError> {
+pub(crate) async fn write_response(
+    stream: &mut UnixStream,
+    resp: &Response,
+) -> Result<(), ProtoError> {
     let mut payload = encode_message(resp)?;
     let header = Header::new(FrameKind::Message, payload.len())?;
     let mut buf = Vec::with_capacity(HEADER_LEN + payload.len());
@@ -194,7 +197,9 @@ async fn write_response(stream: &mut UnixStream, resp: &Response) -> Result<(), 
 }
 
 /// Reads one frame; `Ok(None)` on a clean close between frames.
-async fn read_frame(stream: &mut UnixStream) -> Result<Option<(Header, Vec<u8>)>, ProtoError> {
+pub(crate) async fn read_frame(
+    stream: &mut UnixStream,
+) -> Result<Option<(Header, Vec<u8>)>, ProtoError> {
     let mut h = [0u8; HEADER_LEN];
     // The first byte may take as long as the idle timeout; the rest of the frame must follow promptly.
     let n = match tokio::time::timeout(IDLE_TIMEOUT, stream.read(&mut h[..1])).await {
@@ -335,6 +340,15 @@ async fn serve_connection(stream: &mut UnixStream, svc: Arc<Service>, my_uid: u3
             debug!(pid = ?peer.pid(), client = %client, "hello");
             greeted = true;
         }
+        if req.is_stream() {
+            // §12: the client's Data frames and End follow; output, End, final message.
+            debug!(op = op_name(&req), "stream");
+            match crate::stream::serve(stream, svc.clone(), req).await {
+                crate::stream::Flow::Continue => continue,
+                crate::stream::Flow::Closed => return false,
+                crate::stream::Flow::Answered => return true,
+            }
+        }
         let op = op_name(&req);
         let svc2 = svc.clone();
         let resp = match tokio::task::spawn_blocking(move || svc2.handle(req)).await {
@@ -372,6 +386,10 @@ fn op_name(r: &Request) -> &'static str {
         Request::Derive { .. } => "derive",
         Request::Login { .. } => "login",
         Request::Lock => "lock",
+        Request::Sign { .. } => "sign",
+        Request::Verify { .. } => "verify",
+        Request::Encrypt { .. } => "encrypt",
+        Request::Decrypt => "decrypt",
         _ => "other",
     }
 }

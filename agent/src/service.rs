@@ -76,6 +76,17 @@ impl Service {
         &self.stores
     }
 
+    /// Resolves a key name as the requests do (label, hex id, `sha256:`, email): the
+    /// token and the key. For the stream operations (stream.rs).
+    pub fn find_key(&self, name: &str) -> Result<(Arc<dyn KeyStore>, KeyEntry), TokenError> {
+        self.resolve(name).map(|f| (f.store, f.key))
+    }
+
+    /// Keys of every present token with their token. For the stream operations.
+    pub fn keys(&self) -> Vec<(Arc<dyn KeyStore>, KeyEntry)> {
+        self.all_keys()
+    }
+
     /// Keys of every present token (absent tokens are skipped).
     fn all_keys(&self) -> Vec<(Arc<dyn KeyStore>, KeyEntry)> {
         let mut out = Vec::new();

@@ -24,6 +24,10 @@ Command line::
     tokenmail_client.py [--socket PATH] status
     tokenmail_client.py [--socket PATH] keys [--json]
     tokenmail_client.py [--socket PATH] sign --key KEY [--algorithm ALG] [--out FILE] FILE
+    tokenmail_client.py [--socket PATH] sign --key KEY --form FORM [--digest H] [--pss] [--out FILE] FILE
+    tokenmail_client.py [--socket PATH] verify --trust PEM [--signature SIG] [--out FILE] FILE
+    tokenmail_client.py [--socket PATH] encrypt --recipient PEM [--cipher C] [--out FILE] FILE
+    tokenmail_client.py [--socket PATH] decrypt [--out FILE] FILE
     tokenmail_client.py [--socket PATH] login [--token LABEL] [--pin-stdin]
     tokenmail_client.py [--socket PATH] lock
 
@@ -41,9 +45,11 @@ import getpass
 import hashlib
 import json
 import os
+import shutil
 import socket
 import struct
 import sys
+import tempfile
 
 __all__ = [
     "TokenmailClient",
@@ -55,6 +61,8 @@ __all__ = [
     "SIGN_ALGORITHMS",
     "DECRYPT_ALGORITHMS",
     "V1_OPERATIONS",
+    "STREAM_OPERATIONS",
+    "SIGN_FORMS",
 ]
 
 # ---------------------------------------------------------------- framing
@@ -104,6 +112,13 @@ V1_OPERATIONS = (
     "login",
     "lock",
 )
+
+
+# Whole-message operations (docs/protocol.md section 12): a request, the input as Data
+# frames, End; the agent answers with Data frames, End, and a final message.
+STREAM_OPERATIONS = ("sign", "verify", "encrypt", "decrypt")
+
+SIGN_FORMS = ("multipart", "opaque", "detached-der", "detached-pem")
 
 
 class TokenmailError(Exception):
@@ -363,6 +378,118 @@ class TokenmailClient:
         """Logs out of every token; the agent forgets cached PINs."""
         self._expect({"op": "lock"}, "ok")
 
+    # -- streams (whole messages, docs/protocol.md section 12)
+
+    def stream(self, request, infile, outfile):
+        """Runs a stream operation: sends `request` (a dict with a stream "op"), then the
+        bytes of `infile` (a binary file object) as Data frames and an End frame; writes
+        the agent's output Data frames to `outfile` (binary) and returns the final
+        response dict. Raises TokenmailError for an error result: then discard whatever
+        was written to `outfile` (this agent writes nothing then, but do not rely on it).
+
+        Sending everything before reading is safe: the agent sends nothing before it has
+        read the End frame (it spools its output)."""
+        if self._sock is None:
+            raise ProtocolError("connection closed")
+        if request.get("op") not in STREAM_OPERATIONS:
+            raise ValueError("not a stream operation: %r" % request.get("op"))
+        if not self.supports(request["op"]):
+            # Never probe a stream op: the Data frames would close the connection.
+            raise TokenmailError("bad-request", "this agent does not serve %r" % request["op"])
+        try:
+            self._sock.sendall(encode_frame(KIND_MESSAGE, json.dumps(request, separators=(",", ":")).encode("utf-8")))
+            while True:
+                block = infile.read(CHUNK)
+                if not block:
+                    break
+                self._sock.sendall(encode_frame(KIND_DATA, block))
+            self._sock.sendall(encode_frame(KIND_END))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the agent closed after an error: read it below
+        while True:
+            got = self._read_or_close()
+            kind, payload = got
+            if kind == KIND_DATA:
+                outfile.write(payload)
+            elif kind == KIND_END:
+                break
+            else:
+                self._sock_close_after(payload)  # an error before the output ended
+        kind, payload = self._read_or_close()
+        if kind != KIND_MESSAGE:
+            self.close()
+            raise ProtocolError("expected the final message frame, got kind %d" % kind)
+        resp = self._decode(payload)
+        if resp["type"] == "error":
+            raise TokenmailError(resp.get("code", "internal"), resp.get("message", ""))
+        return resp
+
+    def _read_or_close(self):
+        try:
+            got = read_frame(self._sock)
+        except ProtocolError:
+            self.close()
+            raise
+        if got is None:
+            self.close()
+            raise ProtocolError("the agent closed the connection inside a stream")
+        return got
+
+    def _decode(self, payload):
+        try:
+            resp = json.loads(payload.decode("utf-8"))
+        except ValueError as e:
+            self.close()
+            raise ProtocolError("malformed response: %s" % e) from None
+        if not isinstance(resp, dict) or "type" not in resp:
+            self.close()
+            raise ProtocolError("malformed response: no \"type\"")
+        return resp
+
+    def _sock_close_after(self, payload):
+        """A message frame where output was expected: the agent's error before it closes."""
+        resp = self._decode(payload)
+        self.close()
+        if resp.get("type") == "error":
+            raise TokenmailError(resp.get("code", "internal"), resp.get("message", ""))
+        raise ProtocolError("unexpected %r message inside a stream" % resp.get("type"))
+
+    def sign_message(self, key, infile, outfile, form="multipart", digest=None, pss=False):
+        """S/MIME-signs the message in `infile` with `key` on a token; the signed message
+        (or the detached CMS, for the detached-* forms) goes to `outfile`.
+        Returns {"type": "signed", "key": label, "bytes": n}."""
+        if form not in SIGN_FORMS:
+            raise ValueError("unknown form %r; use one of %s" % (form, ", ".join(SIGN_FORMS)))
+        req = {"op": "sign", "key": key, "form": form}
+        if digest:
+            req["digest"] = digest
+        if pss:
+            req["pss"] = True
+        return self.stream(req, infile, outfile)
+
+    def verify_message(self, infile, outfile, trust_pems, signature=None):
+        """Verifies a signed message (or detached content, with `signature` bytes: a DER or
+        PEM CMS). `trust_pems`: PEM texts of the trusted CAs. The signed content goes to
+        `outfile` only when valid. Returns {"type": "verified", "valid": bool, "report": {...}}."""
+        req = {"op": "verify", "trust": list(trust_pems)}
+        if signature is not None:
+            req["signature"] = _b64(signature)
+        return self.stream(req, infile, outfile)
+
+    def encrypt_message(self, infile, outfile, recipient_pems, cipher=None):
+        """S/MIME-encrypts the message to certificates (PEM texts).
+        Returns {"type": "encrypted", "bytes": n}."""
+        req = {"op": "encrypt", "recipients": list(recipient_pems)}
+        if cipher:
+            req["cipher"] = cipher
+        return self.stream(req, infile, outfile)
+
+    def decrypt_message(self, infile, outfile):
+        """Decrypts with whichever key on the tokens is a recipient. The plaintext comes only
+        after the decryption completed (AES-GCM: the tag verified). Returns
+        {"type": "decrypted", "key": label, "authenticated": bool, "bytes": n}."""
+        return self.stream({"op": "decrypt"}, infile, outfile)
+
 
 # -------------------------------------------------------------------- CLI
 
@@ -454,7 +581,112 @@ def _cmd_keys(c, args):
         )
 
 
+class _Output:
+    """Output of a stream command: spooled to a private temporary file, released (renamed
+    over --out, or copied to standard output) only on success."""
+
+    def __init__(self, path):
+        self.path = path
+        d = os.path.dirname(os.path.abspath(path)) if path else None
+        self.tmp = tempfile.NamedTemporaryFile(dir=d, prefix=".tokenmail-", delete=False)
+
+    def commit(self):
+        self.tmp.close()
+        if self.path:
+            os.replace(self.tmp.name, self.path)
+        else:
+            with open(self.tmp.name, "rb") as f:
+                shutil.copyfileobj(f, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+            os.unlink(self.tmp.name)
+
+    def discard(self):
+        self.tmp.close()
+        try:
+            os.unlink(self.tmp.name)
+        except OSError:
+            pass
+
+
+def _open_in(path):
+    return sys.stdin.buffer if path == "-" else open(path, "rb")
+
+
+def _run_stream(c, args, fn):
+    """Runs fn(infile, outfile) -> response with the spooled output; returns the response."""
+    infile = _open_in(args.file)
+    out = _Output(args.out)
+    try:
+        resp = fn(infile, out.tmp)
+    except BaseException:
+        out.discard()
+        raise
+    finally:
+        if infile is not sys.stdin.buffer:
+            infile.close()
+    return resp, out
+
+
+def _read_text(path):
+    with open(path, "r", encoding="ascii") as f:
+        return f.read()
+
+
+def _cmd_smime_sign(c, args):
+    resp, out = _run_stream(
+        c,
+        args,
+        lambda i, o: c.sign_message(args.key, i, o, form=args.form, digest=args.digest, pss=args.pss),
+    )
+    out.commit()
+    print("signed with %s (%d bytes)" % (resp["key"], resp["bytes"]), file=sys.stderr)
+
+
+def _cmd_verify(c, args):
+    sig = None
+    if args.signature:
+        with open(args.signature, "rb") as f:
+            sig = f.read()
+    trust = [_read_text(p) for p in args.trust]
+    resp, out = _run_stream(c, args, lambda i, o: c.verify_message(i, o, trust, signature=sig))
+    if args.json:
+        json.dump(resp, sys.stderr if args.out is None else sys.stdout, indent=2)
+        (sys.stderr if args.out is None else sys.stdout).write("\n")
+    if not resp.get("valid"):
+        out.discard()
+        for s in resp.get("report", {}).get("signers", []):
+            for ch in s.get("checks", []):
+                if not ch.get("ok", True):
+                    print("FAILED %s: %s" % (ch.get("name"), ch.get("reason")), file=sys.stderr)
+        print("signature NOT valid; no content written", file=sys.stderr)
+        return 1
+    out.commit()
+    print("signature valid", file=sys.stderr)
+    return 0
+
+
+def _cmd_encrypt(c, args):
+    pems = [_read_text(p) for p in args.recipient]
+    resp, out = _run_stream(c, args, lambda i, o: c.encrypt_message(i, o, pems, cipher=args.cipher))
+    out.commit()
+
+
+def _cmd_decrypt(c, args):
+    resp, out = _run_stream(c, args, lambda i, o: c.decrypt_message(i, o))
+    out.commit()
+    print(
+        "decrypted with %s (authenticated: %s)" % (resp["key"], "yes" if resp["authenticated"] else "no"),
+        file=sys.stderr,
+    )
+
+
 def _cmd_sign(c, args):
+    if args.form:
+        if args.algorithm:
+            raise ValueError("--algorithm is for digest signatures; with --form use --digest and --pss")
+        return _cmd_smime_sign(c, args)
+    if args.digest or args.pss:
+        raise ValueError("--digest and --pss need --form (S/MIME signing)")
     alg = args.algorithm or _default_algorithm(c, args.key)
     if alg not in SIGN_ALGORITHMS:
         raise ValueError("unknown algorithm %r; use one of %s" % (alg, ", ".join(SIGN_ALGORITHMS)))
@@ -517,7 +749,11 @@ def main(argv=None):
     s.add_argument("--json", action="store_true", help="print the agent's JSON list")
     s.set_defaults(func=_cmd_keys)
 
-    s = sub.add_parser("sign", help="hash FILE here and sign the digest on the token")
+    s = sub.add_parser(
+        "sign",
+        help="without --form: hash FILE here and sign the digest on the token; "
+        "with --form: S/MIME-sign the message in the agent (stream)",
+    )
     s.add_argument(
         "--key",
         required=True,
@@ -530,9 +766,37 @@ def main(argv=None):
         help="one of %s (default: rsa-pkcs1-sha256 for RSA keys, ecdsa-sha256 for P-256, "
         "ecdsa-sha384 for P-384)" % ", ".join(SIGN_ALGORITHMS),
     )
-    s.add_argument("--out", metavar="FILE", help="write the raw signature to FILE instead of printing base64")
+    s.add_argument(
+        "--out",
+        metavar="FILE",
+        help="write the raw signature (with --form: the signed message) to FILE instead of "
+        "printing base64 (with --form: standard output)",
+    )
+    s.add_argument("--form", choices=SIGN_FORMS, help="S/MIME output form: %s" % ", ".join(SIGN_FORMS))
+    s.add_argument("--digest", choices=("sha256", "sha384", "sha512"), help="with --form: the digest (default: matched to the key)")
+    s.add_argument("--pss", action="store_true", help="with --form and an RSA key: RSASSA-PSS")
     s.add_argument("file", metavar="FILE", help="file to sign ('-' for standard input)")
     s.set_defaults(func=_cmd_sign)
+
+    s = sub.add_parser("verify", help="verify a signed message in the agent; the content goes to --out (or stdout) only when valid")
+    s.add_argument("--trust", metavar="PEM", action="append", required=True, help="trusted CA certificate(s), PEM; repeatable")
+    s.add_argument("--signature", metavar="SIG", help="detached signature (DER or PEM CMS); FILE is then the content")
+    s.add_argument("--out", metavar="FILE", help="write the verified content here (default: standard output)")
+    s.add_argument("--json", action="store_true", help="print the agent's result with the report (stderr without --out)")
+    s.add_argument("file", metavar="FILE", help="signed message ('-' for standard input)")
+    s.set_defaults(func=_cmd_verify)
+
+    s = sub.add_parser("encrypt", help="S/MIME-encrypt a message to certificates in the agent")
+    s.add_argument("--recipient", metavar="PEM", action="append", required=True, help="recipient certificate, PEM; repeatable")
+    s.add_argument("--cipher", choices=("aes256-gcm", "aes128-gcm", "aes256-cbc", "aes128-cbc"), help="default aes256-gcm")
+    s.add_argument("--out", metavar="FILE", help="write the encrypted message here (default: standard output)")
+    s.add_argument("file", metavar="FILE", help="message ('-' for standard input)")
+    s.set_defaults(func=_cmd_encrypt)
+
+    s = sub.add_parser("decrypt", help="decrypt an S/MIME message with a key on the tokens")
+    s.add_argument("--out", metavar="FILE", help="write the plaintext here (default: standard output)")
+    s.add_argument("file", metavar="FILE", help="encrypted message ('-' for standard input)")
+    s.set_defaults(func=_cmd_decrypt)
 
     s = sub.add_parser("login", help="log in to a token (PIN from the terminal, no echo)")
     s.add_argument("--token", metavar="LABEL", help="token label or serial (needed only with several tokens)")
@@ -545,7 +809,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         with TokenmailClient(args.socket) as c:
-            args.func(c, args)
+            rc = args.func(c, args)
     except TokenmailError as e:
         msg = "%s: %s" % (e.code, e.message)
     except (ProtocolError, OSError, ValueError) as e:
@@ -553,7 +817,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         msg = "interrupted"
     else:
-        return 0
+        return rc or 0
     print("error: %s" % (msg.splitlines()[0] if msg else "failed"), file=sys.stderr)
     return 1
 

@@ -1,11 +1,12 @@
 //! A blocking client over a Unix socket.
 
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroize;
 
-use crate::frame::{read_frame, write_frame, FrameKind};
+use crate::frame::{read_frame, write_frame, FrameKind, CHUNK};
 use crate::v1::{ErrorCode, ErrorInfo, Request, Response};
 use crate::{decode_message, encode_message, ProtoError};
 
@@ -100,6 +101,84 @@ impl Client {
         let resp = decode_message::<Response>(&payload);
         payload.zeroize();
         match resp? {
+            Response::Error(e) => Err(ClientError::Agent(e)),
+            r => Ok(r),
+        }
+    }
+
+    /// Runs a stream operation (`sign`, `verify`, `encrypt`, `decrypt`; docs/protocol.md
+    /// §12): sends `req`, then `input` as Data frames of [`CHUNK`] bytes and an End frame,
+    /// then copies the agent's Data frames to `output` until its End, and returns the
+    /// final response. Agent errors become `ClientError::Agent`; the connection stays
+    /// usable after them.
+    ///
+    /// Writing all input before reading is safe with this agent: it sends nothing before
+    /// it has read the End frame. `output` gets data only when the operation succeeded,
+    /// but a caller should still treat it as final only on `Ok`.
+    pub fn call_stream(
+        &mut self,
+        req: &Request,
+        mut input: impl Read,
+        mut output: impl Write,
+    ) -> Result<Response, ClientError> {
+        if !req.is_stream() {
+            return Err(ClientError::Unexpected(
+                "call_stream needs a stream request (sign, verify, encrypt, decrypt)".into(),
+            ));
+        }
+        let payload = encode_message(req)?;
+        let sent = (|| -> Result<(), ClientError> {
+            write_frame(&mut self.stream, FrameKind::Message, &payload)?;
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = match input.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(ProtoError::Io(e).into()),
+                };
+                write_frame(&mut self.stream, FrameKind::Data, &buf[..n])?;
+            }
+            write_frame(&mut self.stream, FrameKind::End, &[])?;
+            Ok(())
+        })();
+        if let Err(ClientError::Proto(ProtoError::Io(e))) = sent {
+            // The agent may have answered with an error and closed (e.g. a malformed
+            // request): report its answer if it is there.
+            if let Ok(Some((h, p))) = read_frame(&mut self.stream) {
+                if h.kind == FrameKind::Message {
+                    if let Ok(Response::Error(info)) = decode_message::<Response>(&p) {
+                        return Err(ClientError::Agent(info));
+                    }
+                }
+            }
+            return Err(ProtoError::Io(e).into());
+        }
+        sent?;
+        loop {
+            let (header, payload) = read_frame(&mut self.stream)?.ok_or(ProtoError::Truncated)?;
+            match header.kind {
+                FrameKind::Data => output.write_all(&payload).map_err(ProtoError::Io)?,
+                FrameKind::End => break,
+                _ => {
+                    // An error frame instead of the output: the agent closes after it.
+                    return match decode_message::<Response>(&payload)? {
+                        Response::Error(e) => Err(ClientError::Agent(e)),
+                        other => Err(ClientError::Unexpected(format!(
+                            "a response before the end of the output: {other:?}"
+                        ))),
+                    };
+                }
+            }
+        }
+        output.flush().map_err(ProtoError::Io)?;
+        let (header, payload) = read_frame(&mut self.stream)?.ok_or(ProtoError::Truncated)?;
+        if header.kind != FrameKind::Message {
+            return Err(ClientError::Unexpected(
+                "a data frame instead of the final response".into(),
+            ));
+        }
+        match decode_message::<Response>(&payload)? {
             Response::Error(e) => Err(ClientError::Agent(e)),
             r => Ok(r),
         }

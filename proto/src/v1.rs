@@ -259,7 +259,31 @@ pub const OPERATIONS: &[&str] = &[
     "derive",
     "login",
     "lock",
+    "sign",
+    "verify",
+    "encrypt",
+    "decrypt",
 ];
+
+/// The `op` values that are streams (docs/protocol.md §12): the request Message frame
+/// is followed by the client's Data frames and one End frame.
+pub const STREAM_OPERATIONS: &[&str] = &["sign", "verify", "encrypt", "decrypt"];
+
+/// The output form of a streamed `sign`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum SignForm {
+    /// `multipart/signed` (RFC 8551 §3.5.3), the default.
+    #[default]
+    Multipart,
+    /// `application/pkcs7-mime; smime-type=signed-data` (base64).
+    Opaque,
+    /// Only the detached CMS SignedData over the exact input bytes, DER.
+    DetachedDer,
+    /// Only the detached CMS SignedData over the exact input bytes, PEM (`-----BEGIN CMS-----`).
+    DetachedPem,
+}
 
 /// A request from a client.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -311,6 +335,60 @@ pub enum Request {
     },
     /// Log out of every token and forget cached PINs.
     Lock,
+    /// Stream (§12): S/MIME-sign the input message with a key on a token. Output: the
+    /// signed message; result: `signed`.
+    Sign {
+        /// Key name, as for `sign-digest`.
+        key: String,
+        /// Output form (default `multipart`).
+        #[serde(default)]
+        form: SignForm,
+        /// Digest algorithm (`sha256`, `sha384`, `sha512`; default matched to the key:
+        /// P-384 → sha384, else sha256).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        digest: Option<HashAlgorithm>,
+        /// RSA keys: RSASSA-PSS instead of PKCS#1 v1.5.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pss: Option<bool>,
+    },
+    /// Stream (§12): verify a signed message (or, with `signature`, detached content).
+    /// Output: the verified content, only when valid; result: `verified`.
+    Verify {
+        /// Trust anchors, PEM certificates (each string may hold several). Required in
+        /// practice: the agent has no trust store of its own.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        trust: Vec<String>,
+        /// A detached signature (CMS SignedData, DER or PEM); the input is then the
+        /// signed content, byte for byte.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<Bytes>,
+    },
+    /// Stream (§12): S/MIME-encrypt the input message to certificates. Output: the
+    /// enveloped message; result: `encrypted`.
+    Encrypt {
+        /// Recipient certificates, PEM (one certificate per string).
+        recipients: Vec<String>,
+        /// Content cipher: `aes256-gcm` (default), `aes128-gcm`, `aes256-cbc`, `aes128-cbc`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cipher: Option<String>,
+    },
+    /// Stream (§12): decrypt an S/MIME message with whichever key on the tokens is a
+    /// recipient. Output: the plaintext, only after decryption completed (AEAD tag
+    /// verified); result: `decrypted`.
+    Decrypt,
+}
+
+impl Request {
+    /// Whether this request is a stream (followed by Data frames and End).
+    pub fn is_stream(&self) -> bool {
+        matches!(
+            self,
+            Request::Sign { .. }
+                | Request::Verify { .. }
+                | Request::Encrypt { .. }
+                | Request::Decrypt
+        )
+    }
 }
 
 /// Error codes on the wire.
@@ -488,6 +566,35 @@ pub enum Response {
     },
     /// Answer to `login` and `lock`.
     Ok,
+    /// Result of the `sign` stream.
+    Signed {
+        /// The key that signed (label).
+        key: String,
+        /// Bytes of output sent.
+        bytes: u64,
+    },
+    /// Result of the `verify` stream (also when the signature is not valid).
+    Verified {
+        /// Whether every signature is valid (then the output is the content).
+        valid: bool,
+        /// The verification report: `valid`, `form`, `sender`, `signers` (as
+        /// `tokenmail verify --json` prints it).
+        report: serde_json::Value,
+    },
+    /// Result of the `encrypt` stream.
+    Encrypted {
+        /// Bytes of output sent.
+        bytes: u64,
+    },
+    /// Result of the `decrypt` stream.
+    Decrypted {
+        /// The key that decrypted (label).
+        key: String,
+        /// Whether the content was integrity-protected (AuthEnvelopedData, AES-GCM).
+        authenticated: bool,
+        /// Bytes of output sent.
+        bytes: u64,
+    },
     /// Any failure.
     Error(ErrorInfo),
 }

@@ -102,8 +102,9 @@ mod tests {
     /// Builds an OAEP block the RFC 8017 way (encoding side) to test the decoder.
     fn encode<D: Digest>(msg: &[u8], k: usize, seed: &[u8]) -> Vec<u8> {
         let h_len = <D as Digest>::output_size();
+        // DB = lHash || PS (zeros) || 0x01 || M, of length k - hLen - 1
         let mut db = D::digest(b"").to_vec();
-        db.resize(k - msg.len() - h_len - 2 + h_len, 0);
+        db.resize(h_len + (k - msg.len() - 2 * h_len - 2), 0);
         db.push(1);
         db.extend_from_slice(msg);
         let db_mask = mgf1::<D>(seed, db.len());

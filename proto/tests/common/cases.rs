@@ -34,6 +34,30 @@ pub fn requests() -> Vec<(&'static str, Request)> {
         ("req-login", Request::Login { token: Some("work".into()), pin: Some(Pin::new("123456".into())) }),
         ("req-login-source", Request::Login { token: None, pin: None }),
         ("req-lock", Request::Lock),
+        (
+            "req-sign",
+            Request::Sign {
+                key: "alice@example.com".into(),
+                form: SignForm::Multipart,
+                digest: Some(HashAlgorithm::Sha256),
+                pss: Some(false),
+            },
+        ),
+        (
+            "req-verify",
+            Request::Verify {
+                trust: vec!["-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n".into()],
+                signature: None,
+            },
+        ),
+        (
+            "req-encrypt",
+            Request::Encrypt {
+                recipients: vec!["-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n".into()],
+                cipher: Some("aes256-gcm".into()),
+            },
+        ),
+        ("req-decrypt", Request::Decrypt),
     ]
 }
 
@@ -62,7 +86,11 @@ pub fn responses() -> Vec<(&'static str, Response)> {
         (
             "resp-hello",
             Response::Hello {
-                operations: OPERATIONS.iter().map(|s| s.to_string()).collect(),
+                // The 1.0 list, as docs/protocol.md §13.2 shows it (kept byte-identical).
+                operations: ["hello", "status", "list-keys", "sign-digest", "decrypt-key", "derive", "login", "lock"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
                 agent: "tokenmail-agent/0.1.0".into(),
                 protocol: "1.0".into(),
             },
@@ -99,5 +127,28 @@ pub fn responses() -> Vec<(&'static str, Response)> {
         ("resp-ok", Response::Ok),
         ("resp-error-pin-required", Response::error(ErrorCode::PinRequired, "token \"tokenmail-demo\" needs its PIN: run `tokenmail login`")),
         ("resp-error-decrypt-failed", Response::error(ErrorCode::DecryptFailed, "decryption failed")),
+        (
+            "resp-hello-streams",
+            Response::Hello {
+                operations: OPERATIONS.iter().map(|s| s.to_string()).collect(),
+                agent: "tokenmail-agent/0.1.0".into(),
+                protocol: "1.0".into(),
+            },
+        ),
+        ("resp-signed", Response::Signed { key: "alice-rsa".into(), bytes: 4242 }),
+        (
+            "resp-verified",
+            Response::Verified {
+                valid: true,
+                report: serde_json::json!({
+                    "valid": true,
+                    "form": "multipart/signed",
+                    "sender": "alice@example.com",
+                    "signers": [],
+                }),
+            },
+        ),
+        ("resp-encrypted", Response::Encrypted { bytes: 5120 }),
+        ("resp-decrypted", Response::Decrypted { key: "bob-p256".into(), authenticated: true, bytes: 1234 }),
     ]
 }

@@ -1,0 +1,1220 @@
+//! Stream operations (docs/protocol.md §12): `sign`, `verify`, `encrypt`, `decrypt` of
+//! whole messages, so that a client needs no CMS implementation of its own.
+//!
+//! Frame sequence: the request Message frame, the client's Data frames, one End frame;
+//! then the agent's Data frames (the output), one End frame, and one final Message frame
+//! (the result, or an `error`).
+//!
+//! Memory stays bounded whatever the message size: the socket side (async) reads one
+//! frame at a time and hands it through a small bounded channel to a worker on the
+//! blocking pool, which processes it chunk by chunk. The worker writes its output to a
+//! private spool file (unnamed, mode 0600, in `$TMPDIR`, gone when closed); the output is
+//! sent only after the client's End and only when the operation succeeded. So:
+//! * a client may write all its input before reading anything (no deadlock on full
+//!   socket buffers);
+//! * `decrypt` releases no plaintext before the AEAD tag (or the CBC padding) checked;
+//! * `verify` releases the content only when the signature is valid.
+//!
+//! After an error the agent still reads (and discards) the client's Data frames up to
+//! End, then answers End + `error`: the connection stays usable. A Message frame inside
+//! the input, or a framing error, is answered with an error and the connection closed.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokenmail_proto::frame::{Header, CHUNK, HEADER_LEN};
+use tokenmail_proto::v1::{
+    DecryptAlgorithm, ErrorCode, HashAlgorithm, Request, Response, SignAlgorithm, SignForm,
+};
+use tokenmail_proto::{FrameKind, ProtoError};
+use tokenmail_smime::alg::{
+    ContentDigests, ContentHasher, HashAlg, KeyKind, MultiHasher, SignatureScheme,
+};
+use tokenmail_smime::envelope::mime::{
+    find_header_end, looks_like_headers, outer_headers as envelope_outer_headers, split_headers,
+    Base64LineEncoder, CrlfCanonicalizer, SplitHeaders, MAX_HEADER_BLOCK,
+};
+use tokenmail_smime::envelope::{
+    ContentCipher, DecryptError, EncryptRecipient, Encryptor, KeyOpError, KeyTransport,
+    MessageDecryptor, OaepHash, RecipientKey,
+};
+use tokenmail_smime::mime::{
+    bare_cms, boundary_from_random, from_address, parse_header, pem_encode, verify_smime,
+    Base64Decoder, ContentType, HeaderField, MessageVerification, MultipartSignedWriter,
+    OpaqueWriter, SevenBitScanner, SignedPartScanner,
+};
+use tokenmail_smime::path::{CertEntry, Policy};
+use tokenmail_smime::signed::{sign_detached, DigestSigner, SignOptions, SignerError};
+use tokenmail_smime::stream::EncapsulatedSplitter;
+use tokenmail_smime::verify::{verify, ParsedSignedData, VerifyOptions};
+use tokenmail_smime::SmimeError;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+use x509_cert::der::Decode;
+use x509_cert::Certificate;
+use zeroize::Zeroizing;
+
+use crate::server::{read_frame, write_response};
+use crate::service::{to_response, Service};
+use crate::token::{KeyEntry, KeyStore, PublicKey, TokenError};
+
+/// Chunks in flight between the socket and the worker (each ≤ 1 MiB, usually 64 KiB).
+const QUEUE: usize = 4;
+/// The header block of a message to sign must fit in this.
+const MAX_HEADER: usize = 1 << 20;
+/// Signed forms that cannot be streamed (e.g. PEM CMS, quoted-printable pkcs7-mime)
+/// are verified in memory, up to this size.
+const MAX_IN_MEMORY: usize = 8 << 20;
+
+/// How the connection goes on after a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Ready for the next request.
+    Continue,
+    /// The peer went away or a write failed: close silently.
+    Closed,
+    /// Answered with an error that ends the connection: close gracefully.
+    Answered,
+}
+
+/// What the socket side hands the worker.
+enum Chunk {
+    Data(Vec<u8>),
+    End,
+}
+
+/// The client's input as a blocking `Read`, fed by the socket side. Ends cleanly only
+/// at the client's End frame; if the socket side gives up first, reads fail.
+struct Input {
+    rx: mpsc::Receiver<Chunk>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.cur.len() {
+            if self.done || buf.is_empty() {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Chunk::Data(d)) => {
+                    self.cur = d;
+                    self.pos = 0;
+                }
+                Some(Chunk::End) => self.done = true,
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "the client's input stream ended without End",
+                    ))
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// The worker's output: a private spool file and a byte count.
+struct Spool {
+    w: BufWriter<File>,
+    n: u64,
+}
+
+impl Spool {
+    fn new() -> Result<Self, Response> {
+        Ok(Spool {
+            w: BufWriter::with_capacity(CHUNK, new_spool_file()?),
+            n: 0,
+        })
+    }
+
+    /// The file, flushed and rewound, and its length.
+    fn finish(self) -> Result<(File, u64), Response> {
+        let n = self.n;
+        let mut f = self.w.into_inner().map_err(|e| io_failure(e.error()))?;
+        f.seek(SeekFrom::Start(0)).map_err(|e| io_failure(&e))?;
+        Ok((f, n))
+    }
+}
+
+impl Write for Spool {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.w.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
+/// An unnamed temporary file (mode 0600, in `$TMPDIR`): nothing to clean up, nothing for
+/// another process to open.
+fn new_spool_file() -> Result<File, Response> {
+    tempfile::tempfile().map_err(|e| {
+        warn!("cannot create a spool file: {e}");
+        Response::error(
+            ErrorCode::Internal,
+            format!("the agent cannot create a temporary file in $TMPDIR: {e}"),
+        )
+    })
+}
+
+fn io_failure(e: &io::Error) -> Response {
+    debug!("stream I/O failed: {e}");
+    Response::error(
+        ErrorCode::Internal,
+        format!("the agent's temporary file failed: {e}"),
+    )
+}
+
+fn bad(msg: impl Into<String>) -> Response {
+    Response::error(ErrorCode::BadRequest, msg)
+}
+
+/// Reading the client's input failed: the connection is going away, nobody reads this.
+fn input_failure(e: io::Error) -> Response {
+    debug!("stream input ended: {e}");
+    Response::error(ErrorCode::BadRequest, format!("input stream: {e}"))
+}
+
+/// A read error on the input or a write error on the spool.
+fn rw_failure(e: io::Error) -> Response {
+    if e.kind() == io::ErrorKind::ConnectionAborted {
+        input_failure(e)
+    } else {
+        io_failure(&e)
+    }
+}
+
+/// Serves one stream request on the connection (the request frame is read).
+pub(crate) async fn serve(stream: &mut UnixStream, svc: Arc<Service>, req: Request) -> Flow {
+    let (tx, rx) = mpsc::channel::<Chunk>(QUEUE);
+    let input = Input {
+        rx,
+        cur: Vec::new(),
+        pos: 0,
+        done: false,
+    };
+    let worker = tokio::task::spawn_blocking(move || run(&svc, req, input));
+    // Feed the worker; after it gave up, drain the input up to End.
+    let mut tx = Some(tx);
+    loop {
+        let (header, payload) = match read_frame(stream).await {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                debug!("client went away inside a stream");
+                return Flow::Closed;
+            }
+            Err(e) => {
+                debug!("closing connection inside a stream: {e}");
+                let code = match e {
+                    ProtoError::UnsupportedVersion(..) => ErrorCode::UnsupportedVersion,
+                    _ => ErrorCode::BadRequest,
+                };
+                let _ = write_response(stream, &Response::error(code, e.to_string())).await;
+                return Flow::Answered;
+            }
+        };
+        match header.kind {
+            FrameKind::Data => {
+                if let Some(t) = &tx {
+                    if t.send(Chunk::Data(payload)).await.is_err() {
+                        tx = None; // the worker finished early (an error): discard the rest
+                    }
+                }
+            }
+            FrameKind::End => break,
+            _ => {
+                let _ = write_response(
+                    stream,
+                    &bad("unexpected message frame inside a stream: send the input as data frames, then an end frame"),
+                )
+                .await;
+                return Flow::Answered;
+            }
+        }
+    }
+    if let Some(t) = tx.take() {
+        let _ = t.send(Chunk::End).await;
+    }
+    let (resp, output) = match worker.await {
+        Ok(Ok((resp, out))) => (resp, out),
+        Ok(Err(resp)) => (resp, None),
+        Err(e) => {
+            warn!("stream handler failed: {e}");
+            (
+                Response::error(ErrorCode::Internal, "internal error; see the agent's log"),
+                None,
+            )
+        }
+    };
+    debug!(ok = !matches!(resp, Response::Error(_)), "stream done");
+    if let Some(file) = output {
+        if let Err(e) = send_file(stream, file).await {
+            debug!("client went away while receiving: {e}");
+            return Flow::Closed;
+        }
+    }
+    if write_frame(stream, FrameKind::End, &[]).await.is_err()
+        || write_response(stream, &resp).await.is_err()
+    {
+        return Flow::Closed;
+    }
+    Flow::Continue
+}
+
+async fn write_frame(stream: &mut UnixStream, kind: FrameKind, payload: &[u8]) -> io::Result<()> {
+    let header = Header::new(kind, payload.len()).map_err(io::Error::other)?;
+    let h: [u8; HEADER_LEN] = header.encode();
+    stream.write_all(&h).await?;
+    stream.write_all(payload).await
+}
+
+async fn send_file(stream: &mut UnixStream, file: File) -> io::Result<()> {
+    let mut f = tokio::fs::File::from_std(file);
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let mut got = 0;
+        while got < CHUNK {
+            let n = f.read(&mut buf[got..]).await?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        if got == 0 {
+            return Ok(());
+        }
+        write_frame(stream, FrameKind::Data, &buf[..got]).await?;
+        if got < CHUNK {
+            return Ok(());
+        }
+    }
+}
+
+type Done = (Response, Option<File>);
+
+/// The worker: runs on the blocking pool, reads the input, returns the final response
+/// and the output to send (only on success).
+fn run(svc: &Service, req: Request, mut input: Input) -> Result<Done, Response> {
+    match req {
+        Request::Sign {
+            key,
+            form,
+            digest,
+            pss,
+        } => sign(svc, &key, form, digest, pss.unwrap_or(false), &mut input),
+        Request::Verify { trust, signature } => {
+            verify_op(&trust, signature.map(|b| b.0), &mut input)
+        }
+        Request::Encrypt { recipients, cipher } => {
+            encrypt_op(&recipients, cipher.as_deref(), &mut input)
+        }
+        Request::Decrypt => decrypt_op(svc, &mut input),
+        _ => Err(bad("not a stream operation")),
+    }
+}
+
+// ------------------------------------------------------------------------- sign
+
+/// A key on a token as a [`DigestSigner`]; keeps the token error for the answer.
+struct StoreSigner {
+    store: Arc<dyn KeyStore>,
+    id: Vec<u8>,
+    kind: KeyKind,
+    error: RefCell<Option<TokenError>>,
+}
+
+impl DigestSigner for StoreSigner {
+    fn key_kind(&self) -> KeyKind {
+        self.kind
+    }
+
+    fn sign_digest(&self, scheme: SignatureScheme, digest: &[u8]) -> Result<Vec<u8>, SignerError> {
+        let alg = wire_algorithm(scheme)
+            .ok_or_else(|| SignerError::Unsupported(scheme.name().to_string()))?;
+        self.store.sign_digest(&self.id, alg, digest).map_err(|e| {
+            let msg = e.to_string();
+            *self.error.borrow_mut() = Some(e);
+            SignerError::Backend(msg)
+        })
+    }
+}
+
+fn wire_algorithm(s: SignatureScheme) -> Option<SignAlgorithm> {
+    use SignatureScheme::*;
+    Some(match s {
+        RsaPkcs1v15(HashAlg::Sha256) => SignAlgorithm::RsaPkcs1Sha256,
+        RsaPkcs1v15(HashAlg::Sha384) => SignAlgorithm::RsaPkcs1Sha384,
+        RsaPkcs1v15(HashAlg::Sha512) => SignAlgorithm::RsaPkcs1Sha512,
+        RsaPss(HashAlg::Sha256) => SignAlgorithm::RsaPssSha256,
+        RsaPss(HashAlg::Sha384) => SignAlgorithm::RsaPssSha384,
+        RsaPss(HashAlg::Sha512) => SignAlgorithm::RsaPssSha512,
+        Ecdsa(HashAlg::Sha256) => SignAlgorithm::EcdsaSha256,
+        Ecdsa(HashAlg::Sha384) => SignAlgorithm::EcdsaSha384,
+        Ecdsa(HashAlg::Sha512) => SignAlgorithm::EcdsaSha512,
+        _ => return None,
+    })
+}
+
+fn key_kind(k: &KeyEntry) -> Result<KeyKind, Response> {
+    match &k.public {
+        PublicKey::Rsa { .. } => Ok(KeyKind::Rsa {
+            bits: k.public.rsa_len().unwrap_or(256) * 8,
+        }),
+        PublicKey::P256(_) => Ok(KeyKind::P256),
+        PublicKey::P384(_) => Ok(KeyKind::P384),
+        PublicKey::Other(a) => Err(Response::error(
+            ErrorCode::KeyMismatch,
+            format!("key {:?} is {a}, which cannot sign S/MIME", k.label),
+        )),
+    }
+}
+
+/// A signing failure: the token's own error when the token failed, else the message.
+fn sign_failure(signer: &StoreSigner, e: SmimeError) -> Response {
+    if let Some(t) = signer.error.borrow_mut().take() {
+        return to_response(&t);
+    }
+    match e {
+        SmimeError::Malformed(_) | SmimeError::Der(_) => bad(format!("cannot sign: {e}")),
+        SmimeError::Unsupported(_) | SmimeError::Signer(_) => {
+            Response::error(ErrorCode::KeyMismatch, format!("cannot sign: {e}"))
+        }
+        other => {
+            warn!("signing failed: {other}");
+            Response::error(ErrorCode::Internal, format!("cannot sign: {other}"))
+        }
+    }
+}
+
+fn sign(
+    svc: &Service,
+    key: &str,
+    form: SignForm,
+    digest: Option<HashAlgorithm>,
+    pss: bool,
+    input: &mut Input,
+) -> Result<Done, Response> {
+    let (store, entry) = svc.find_key(key).map_err(|e| to_response(&e))?;
+    if !entry.can_sign {
+        return Err(Response::error(
+            ErrorCode::KeyMismatch,
+            format!("key {:?} may not sign (no CKA_SIGN)", entry.label),
+        ));
+    }
+    let kind = key_kind(&entry)?;
+    let cert_der = entry.certificate.as_deref().ok_or_else(|| {
+        Response::error(
+            ErrorCode::KeyMismatch,
+            format!(
+                "key {:?} has no certificate on the token: import one first",
+                entry.label
+            ),
+        )
+    })?;
+    let cert = Certificate::from_der(cert_der).map_err(|e| {
+        Response::error(
+            ErrorCode::KeyMismatch,
+            format!(
+                "the certificate of key {:?} does not parse: {e}",
+                entry.label
+            ),
+        )
+    })?;
+    let chain: Vec<Certificate> = entry
+        .chain
+        .iter()
+        .filter_map(|d| Certificate::from_der(d).ok())
+        .collect();
+    let hash = match digest {
+        None => kind.default_hash(),
+        Some(HashAlgorithm::Sha256) => HashAlg::Sha256,
+        Some(HashAlgorithm::Sha384) => HashAlg::Sha384,
+        Some(HashAlgorithm::Sha512) => HashAlg::Sha512,
+        Some(HashAlgorithm::Sha1) => {
+            return Err(bad(
+                "digest sha1 is not accepted for signing; use sha256, sha384 or sha512",
+            ))
+        }
+    };
+    let scheme = match kind {
+        KeyKind::Rsa { .. } if pss => SignatureScheme::RsaPss(hash),
+        KeyKind::Rsa { .. } => SignatureScheme::RsaPkcs1v15(hash),
+        _ if pss => {
+            return Err(bad(format!(
+                "pss is for RSA keys; {:?} is {}",
+                entry.label,
+                entry.public.algorithm_name()
+            )))
+        }
+        _ => SignatureScheme::Ecdsa(hash),
+    };
+    let opts = SignOptions {
+        scheme: Some(scheme),
+        signing_time: Some(SystemTime::now()),
+        ..SignOptions::default()
+    };
+    let signer = StoreSigner {
+        store,
+        id: entry.id.clone(),
+        kind,
+        error: RefCell::new(None),
+    };
+
+    // Two passes over the body (7-bit scan, then signing): spool the input first.
+    let mut spooled = new_spool_file()?;
+    io::copy(input, &mut spooled).map_err(rw_failure)?;
+    spooled
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| io_failure(&e))?;
+    let mut out = Spool::new()?;
+    match form {
+        SignForm::DetachedDer | SignForm::DetachedPem => {
+            let mut h = ContentHasher::new(hash);
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = spooled.read(&mut buf).map_err(|e| io_failure(&e))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            let der = sign_detached(&signer, &cert, &chain, &h.finalize(), &opts)
+                .map_err(|e| sign_failure(&signer, e))?;
+            let bytes = if form == SignForm::DetachedPem {
+                pem_encode("CMS", &der).into_bytes()
+            } else {
+                der
+            };
+            out.write_all(&bytes).map_err(|e| io_failure(&e))?;
+        }
+        _ => sign_mime(
+            &mut spooled,
+            &mut out,
+            &signer,
+            &cert,
+            &chain,
+            &opts,
+            hash,
+            form == SignForm::Opaque,
+        )?,
+    }
+    let (file, n) = out.finish()?;
+    Ok((
+        Response::Signed {
+            key: entry.label,
+            bytes: n,
+        },
+        Some(file),
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sign_mime(
+    input: &mut File,
+    out: &mut Spool,
+    signer: &StoreSigner,
+    cert: &Certificate,
+    chain: &[Certificate],
+    opts: &SignOptions,
+    hash: HashAlg,
+    opaque: bool,
+) -> Result<(), Response> {
+    let ioe = |e: io::Error| io_failure(&e);
+    let parse = |e: SmimeError| bad(format!("cannot sign: {e}"));
+    // Header block.
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; CHUNK];
+    let (headers, body_start) = loop {
+        if let Some((h, off)) = parse_header(&head).map_err(parse)? {
+            break (h, off);
+        }
+        if head.len() > MAX_HEADER {
+            return Err(bad(
+                "the message's header block is over 1 MiB; is this a message?",
+            ));
+        }
+        let n = input.read(&mut buf).map_err(ioe)?;
+        if n == 0 {
+            // No blank line: headers only (an entity with an empty body).
+            match parse_header(&[head.as_slice(), b"\r\n\r\n"].concat()).map_err(parse)? {
+                Some((h, _)) if !head.is_empty() => break (h, head.len()),
+                _ => return Err(bad("empty input: nothing to sign")),
+            }
+        }
+        head.extend_from_slice(&buf[..n]);
+    };
+    drop(head);
+    // First pass over the body: does it need a 7-bit transfer encoding?
+    let body_offset = body_start as u64;
+    input.seek(SeekFrom::Start(body_offset)).map_err(ioe)?;
+    let mut scan = SevenBitScanner::default();
+    loop {
+        let n = input.read(&mut buf).map_err(ioe)?;
+        if n == 0 {
+            break;
+        }
+        scan.update(&buf[..n]);
+    }
+    let needs = scan.needs_encoding();
+    input.seek(SeekFrom::Start(body_offset)).map_err(ioe)?;
+
+    if opaque {
+        let (mut w, first) = OpaqueWriter::new(&headers, needs, hash).map_err(parse)?;
+        out.write_all(&first).map_err(ioe)?;
+        loop {
+            let n = input.read(&mut buf).map_err(ioe)?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&w.update(&buf[..n])).map_err(ioe)?;
+        }
+        let last = w
+            .finish(signer, cert, chain, opts)
+            .map_err(|e| sign_failure(signer, e))?;
+        out.write_all(&last).map_err(ioe)?;
+    } else {
+        let mut random = [0u8; 12];
+        getrandom::fill(&mut random)
+            .map_err(|e| Response::error(ErrorCode::Internal, format!("no randomness: {e}")))?;
+        let boundary = boundary_from_random(&random);
+        let (mut w, first) =
+            MultipartSignedWriter::new(&headers, needs, &boundary, hash).map_err(parse)?;
+        out.write_all(&first).map_err(ioe)?;
+        loop {
+            let n = input.read(&mut buf).map_err(ioe)?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&w.update(&buf[..n])).map_err(ioe)?;
+        }
+        let last = w
+            .finish(signer, cert, chain, opts)
+            .map_err(|e| sign_failure(signer, e))?;
+        out.write_all(&last).map_err(ioe)?;
+    }
+    Ok(())
+}
+
+// ----------------------------------------------------------------------- verify
+
+/// The digests to compute for a streamed multipart/signed body (see cli/src/verify.rs).
+fn micalg_hashes(micalg: Option<&str>) -> Vec<HashAlg> {
+    let mut v = vec![HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512];
+    if let Some(m) = micalg {
+        v.extend(m.split(',').filter_map(HashAlg::from_micalg));
+    }
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn with_fallback(mut algs: Vec<HashAlg>) -> Vec<HashAlg> {
+    algs.push(HashAlg::Sha256);
+    algs.sort();
+    algs.dedup();
+    algs
+}
+
+/// Whether the input can be streamed as opaque SignedData: bare DER/BER, or a MIME header
+/// announcing base64 `application/pkcs7-mime` signed-data.
+fn stream_opaque(header: Option<&(Vec<HeaderField>, usize)>, head: &[u8]) -> bool {
+    match header {
+        None => head.first() == Some(&0x30),
+        Some((h, _)) => {
+            let ct = h
+                .iter()
+                .find(|f| f.is("Content-Type"))
+                .map(|f| ContentType::parse(&f.value()));
+            let cte = h
+                .iter()
+                .find(|f| f.is("Content-Transfer-Encoding"))
+                .map(|f| f.value().to_ascii_lowercase());
+            matches!(&ct, Some(ct)
+                if (ct.mime == "application/pkcs7-mime" || ct.mime == "application/x-pkcs7-mime")
+                    && ct.param("smime-type").is_none_or(|t| t.eq_ignore_ascii_case("signed-data")))
+                && cte.as_deref() == Some("base64")
+        }
+    }
+}
+
+fn verify_streamed(
+    signature: &[u8],
+    digests: &ContentDigests,
+    sender: Option<String>,
+    form: &'static str,
+    opts: &VerifyOptions<'_>,
+) -> Result<MessageVerification, Response> {
+    let parsed =
+        ParsedSignedData::parse(signature).map_err(|e| bad(format!("cannot verify: {e}")))?;
+    let mut o = opts.clone();
+    o.sender_email = sender.as_deref();
+    let report = verify(&parsed, digests, &o);
+    Ok(MessageVerification {
+        report,
+        content: Vec::new(),
+        sender,
+        form,
+    })
+}
+
+fn read_chunk(r: &mut dyn Read, buf: &mut [u8]) -> Result<usize, Response> {
+    loop {
+        match r.read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(input_failure(e)),
+        }
+    }
+}
+
+fn verify_op(
+    trust: &[String],
+    signature: Option<Vec<u8>>,
+    input: &mut Input,
+) -> Result<Done, Response> {
+    if trust.is_empty() {
+        return Err(bad(
+            "no trust anchor: pass trust (PEM certificates of the CAs to trust)",
+        ));
+    }
+    let mut anchors = Vec::new();
+    for (i, pem) in trust.iter().enumerate() {
+        let certs = CertEntry::from_pem_or_der(pem.as_bytes())
+            .map_err(|e| bad(format!("trust[{i}] is not a PEM certificate: {e}")))?;
+        if certs.is_empty() {
+            return Err(bad(format!("trust[{i}] holds no certificate")));
+        }
+        anchors.extend(certs);
+    }
+    let opts = VerifyOptions {
+        trust_anchors: &anchors,
+        extra_certs: &[],
+        now: SystemTime::now(),
+        sender_email: None,
+        policy: Policy::default(),
+    };
+    let mut sink = Spool::new()?;
+    let v = verify_input(signature.as_deref(), input, &mut sink, &opts)?;
+    let report = serde_json::json!({
+        "valid": v.report.valid,
+        "form": v.form,
+        "sender": v.sender,
+        "signers": v.report.signers,
+    });
+    let valid = v.report.valid;
+    // The content only when valid; otherwise the spool is dropped unread.
+    let output = if valid { Some(sink.finish()?.0) } else { None };
+    Ok((Response::Verified { valid, report }, output))
+}
+
+/// cli/src/verify.rs `run_with`, over the stream: detached content, multipart/signed and
+/// base64 pkcs7-mime / DER are streamed; other forms are verified in memory (bounded).
+fn verify_input(
+    signature: Option<&[u8]>,
+    input: &mut Input,
+    sink: &mut Spool,
+    opts: &VerifyOptions<'_>,
+) -> Result<MessageVerification, Response> {
+    let ioe = |e: io::Error| io_failure(&e);
+    let cms_err = |e: SmimeError| bad(format!("cannot verify: {e}"));
+    let mut buf = vec![0u8; CHUNK];
+    if let Some(sig) = signature {
+        let cms = bare_cms(sig)
+            .map_err(cms_err)?
+            .ok_or_else(|| bad("signature is neither DER nor PEM CMS"))?;
+        let algs = ParsedSignedData::parse(&cms)
+            .map_err(cms_err)?
+            .digest_algorithms();
+        let mut hasher = MultiHasher::new(&algs);
+        let mut head = Vec::new();
+        loop {
+            let n = read_chunk(input, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            sink.write_all(&buf[..n]).map_err(ioe)?;
+            if head.len() < CHUNK {
+                head.extend_from_slice(&buf[..n]);
+            }
+        }
+        let sender = parse_header(&head)
+            .ok()
+            .flatten()
+            .and_then(|(h, _)| from_address(&h));
+        return verify_streamed(&cms, &hasher.finalize(), sender, "detached", opts);
+    }
+    // read until the header is complete (or the input is obviously not MIME)
+    let mut head = Vec::new();
+    let mut eof = false;
+    let parsed_header = loop {
+        if head.first() == Some(&0x30) || head.starts_with(b"-----") {
+            break None;
+        }
+        match parse_header(&head) {
+            Ok(Some(h)) => break Some(h),
+            Ok(None) => {}
+            Err(_) => break None,
+        }
+        if head.len() > (1 << 20) {
+            break None;
+        }
+        let n = read_chunk(input, &mut buf)?;
+        if n == 0 {
+            eof = true;
+            break None;
+        }
+        head.extend_from_slice(&buf[..n]);
+    };
+    let multipart = parsed_header.as_ref().and_then(|(h, _)| {
+        let ct = h.iter().find(|f| f.is("Content-Type"))?;
+        let ct = ContentType::parse(&ct.value());
+        let boundary = (ct.mime == "multipart/signed")
+            .then(|| ct.param("boundary").map(str::to_string))
+            .flatten()?;
+        Some((boundary, micalg_hashes(ct.param("micalg"))))
+    });
+    match (parsed_header, multipart) {
+        (Some((headers, body_off)), Some((boundary, algs))) => {
+            let mut scanner = SignedPartScanner::new(&boundary);
+            let mut hasher = MultiHasher::new(&algs);
+            let part = scanner.update(&head[body_off..]).map_err(cms_err)?;
+            hasher.update(&part);
+            sink.write_all(&part).map_err(ioe)?;
+            loop {
+                let n = read_chunk(input, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                let part = scanner.update(&buf[..n]).map_err(cms_err)?;
+                hasher.update(&part);
+                sink.write_all(&part).map_err(ioe)?;
+            }
+            let sig = scanner.finish().map_err(cms_err)?;
+            verify_streamed(
+                &sig,
+                &hasher.finalize(),
+                from_address(&headers),
+                "multipart/signed",
+                opts,
+            )
+        }
+        (header, None) if stream_opaque(header.as_ref(), &head) => {
+            let (headers, body_off) = match header {
+                Some((h, off)) => (Some(h), off),
+                None => (None, 0),
+            };
+            let mut b64 = headers.as_ref().map(|_| Base64Decoder::default());
+            let mut splitter = EncapsulatedSplitter::new();
+            // created once the digestAlgorithms (which precede the content) are read
+            let mut hasher: Option<MultiHasher> = None;
+            let mut feed = |data: &[u8],
+                            b64: &mut Option<Base64Decoder>,
+                            sink: &mut Spool|
+             -> Result<(), Response> {
+                let cms = match b64 {
+                    Some(d) => d.update(data).map_err(cms_err)?,
+                    None => data.to_vec(),
+                };
+                let content = splitter.update(&cms).map_err(cms_err)?;
+                if hasher.is_none() {
+                    if let Some(algs) = splitter.digest_algorithms() {
+                        hasher = Some(MultiHasher::new(&with_fallback(algs)));
+                    }
+                }
+                if let Some(h) = &mut hasher {
+                    h.update(&content);
+                }
+                sink.write_all(&content).map_err(ioe)
+            };
+            feed(&head[body_off..], &mut b64, sink)?;
+            if !eof {
+                loop {
+                    let n = read_chunk(input, &mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    feed(&buf[..n], &mut b64, sink)?;
+                }
+            }
+            if let Some(d) = b64.take() {
+                let rest = d.finish().map_err(cms_err)?;
+                feed(&rest, &mut None, sink)?;
+            }
+            let hasher = hasher.unwrap_or_else(|| MultiHasher::new(&[HashAlg::Sha256]));
+            let parsed = splitter.finish().map_err(cms_err)?;
+            let sender = headers.as_deref().and_then(from_address);
+            let mut o = opts.clone();
+            o.sender_email = sender.as_deref();
+            let report = verify(&parsed, &hasher.finalize(), &o);
+            Ok(MessageVerification {
+                report,
+                content: Vec::new(),
+                sender,
+                form: if headers.is_some() {
+                    "pkcs7-mime"
+                } else {
+                    "cms"
+                },
+            })
+        }
+        (_, _) => {
+            // Forms that need the whole input (PEM CMS, non-base64 pkcs7-mime): bounded.
+            if !eof {
+                let mut rest =
+                    (&mut *input).take((MAX_IN_MEMORY + 1 - head.len().min(MAX_IN_MEMORY)) as u64);
+                rest.read_to_end(&mut head).map_err(input_failure)?;
+                if head.len() > MAX_IN_MEMORY {
+                    return Err(bad(format!(
+                        "this form of signed message is verified in memory, up to {} MiB; send multipart/signed, base64 application/pkcs7-mime or DER CMS",
+                        MAX_IN_MEMORY >> 20
+                    )));
+                }
+            }
+            let v = verify_smime(&head, None, opts).map_err(cms_err)?;
+            sink.write_all(&v.content).map_err(ioe)?;
+            Ok(v)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------- encrypt
+
+/// Reads into `buf` until it holds `want` more bytes or the input ends.
+fn read_some(input: &mut dyn Read, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + want, 0);
+    let mut got = 0;
+    while got < want {
+        match input.read(&mut buf[start + got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                buf.truncate(start + got);
+                return Err(e);
+            }
+        }
+    }
+    buf.truncate(start + got);
+    Ok(got)
+}
+
+fn encrypt_op(
+    recipients: &[String],
+    cipher: Option<&str>,
+    input: &mut Input,
+) -> Result<Done, Response> {
+    if recipients.is_empty() {
+        return Err(bad(
+            "no recipient: pass recipients (PEM certificates to encrypt to)",
+        ));
+    }
+    let cipher = match cipher {
+        None => ContentCipher::Aes256Gcm,
+        Some(name) => ContentCipher::from_name(name).ok_or_else(|| {
+            bad(format!(
+                "unknown cipher {name:?}; use aes256-gcm, aes128-gcm, aes256-cbc or aes128-cbc"
+            ))
+        })?,
+    };
+    let recipients = recipients
+        .iter()
+        .enumerate()
+        .map(|(i, pem)| {
+            EncryptRecipient::from_pem_or_der(pem.as_bytes())
+                .map_err(|e| bad(format!("cannot encrypt to recipients[{i}]: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Spool::new()?;
+    encrypt_stream(&recipients, cipher, input, &mut out)?;
+    let (file, n) = out.finish()?;
+    Ok((Response::Encrypted { bytes: n }, Some(file)))
+}
+
+/// cli/src/encrypt.rs `encrypt_stream`: the header block (bounded) is read and split,
+/// then the body goes through CRLF canonicalisation (not for
+/// `Content-Transfer-Encoding: binary`), the encryptor and base64, chunk by chunk.
+fn encrypt_stream(
+    recipients: &[EncryptRecipient],
+    cipher: ContentCipher,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+) -> Result<(), Response> {
+    let enc_err = |e: tokenmail_smime::envelope::EncryptError| bad(format!("cannot encrypt: {e}"));
+    let ioe = |e: io::Error| io_failure(&e);
+    // 1. the header block
+    let mut head = Vec::with_capacity(CHUNK);
+    let (split, body_start) = loop {
+        let n = read_some(input, &mut head, CHUNK).map_err(input_failure)?;
+        if !head.is_empty() && !looks_like_headers(&head) {
+            break (SplitHeaders::default(), 0);
+        }
+        if let Some((end, body)) = find_header_end(&head) {
+            break (split_headers(&head[..end]), body);
+        }
+        if n == 0 {
+            let s = if head.is_empty() {
+                SplitHeaders::default()
+            } else {
+                split_headers(&head)
+            };
+            let len = head.len();
+            break (s, len);
+        }
+        if head.len() > MAX_HEADER_BLOCK {
+            return Err(bad(format!(
+                "the input's header block is larger than {MAX_HEADER_BLOCK} bytes"
+            )));
+        }
+    };
+
+    let (mut enc, header) = Encryptor::new(recipients, cipher).map_err(enc_err)?;
+    output
+        .write_all(&envelope_outer_headers(&split.outer, cipher))
+        .map_err(ioe)?;
+    let mut b64 = Base64LineEncoder::new();
+    let mut canon = CrlfCanonicalizer::new();
+    let mut text = Vec::with_capacity(CHUNK * 2);
+    let mut ct = Vec::with_capacity(CHUNK * 2);
+    let mut out = Vec::with_capacity(CHUNK * 3);
+    b64.push(&header, &mut out);
+
+    // 2. the entity: Content-* headers, empty line, body
+    let mut pending = Vec::with_capacity(CHUNK);
+    canon.push(&split.inner, &mut pending);
+    canon.push(b"\r\n", &mut pending);
+    let binary = split.body_is_binary();
+    if binary {
+        pending.extend_from_slice(&head[body_start..]);
+    } else {
+        canon.push(&head[body_start..], &mut pending);
+    }
+    drop(head);
+    enc.update_into(&pending, &mut ct).map_err(enc_err)?;
+    b64.push(&ct, &mut out);
+    output.write_all(&out).map_err(ioe)?;
+
+    // 3. the rest of the body
+    let mut buf = Vec::with_capacity(CHUNK);
+    loop {
+        buf.clear();
+        let n = read_some(input, &mut buf, CHUNK).map_err(input_failure)?;
+        if n == 0 {
+            break;
+        }
+        text.clear();
+        if binary {
+            text.extend_from_slice(&buf);
+        } else {
+            canon.push(&buf, &mut text);
+        }
+        ct.clear();
+        enc.update_into(&text, &mut ct).map_err(enc_err)?;
+        out.clear();
+        b64.push(&ct, &mut out);
+        output.write_all(&out).map_err(ioe)?;
+    }
+    out.clear();
+    b64.push(&enc.finish().map_err(enc_err)?, &mut out);
+    b64.finish(&mut out);
+    output.write_all(&out).map_err(ioe)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------- decrypt
+
+/// A key on a token as a [`RecipientKey`]; keeps the token error for the answer.
+struct StoreKey {
+    store: Arc<dyn KeyStore>,
+    id: Vec<u8>,
+    cert: Certificate,
+    error: RefCell<Option<TokenError>>,
+}
+
+impl StoreKey {
+    fn fail(&self, e: TokenError) -> KeyOpError {
+        let out = match &e {
+            TokenError::DecryptFailed | TokenError::Invalid(_) => KeyOpError::Failed,
+            TokenError::Mechanism(m) => KeyOpError::Unsupported(m.clone()),
+            other => KeyOpError::Unavailable(other.to_string()),
+        };
+        *self.error.borrow_mut() = Some(e);
+        out
+    }
+}
+
+impl RecipientKey for StoreKey {
+    fn certificate(&self) -> &Certificate {
+        &self.cert
+    }
+
+    fn decrypt_key(
+        &self,
+        alg: KeyTransport,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeyOpError> {
+        let algorithm = match alg {
+            KeyTransport::RsaPkcs1v15 => DecryptAlgorithm::RsaPkcs1,
+            KeyTransport::RsaOaep { hash } => match hash {
+                OaepHash::Sha1 => DecryptAlgorithm::RsaOaepSha1,
+                OaepHash::Sha256 => DecryptAlgorithm::RsaOaepSha256,
+                OaepHash::Sha384 => DecryptAlgorithm::RsaOaepSha384,
+                OaepHash::Sha512 => DecryptAlgorithm::RsaOaepSha512,
+                other => return Err(KeyOpError::Unsupported(format!("OAEP with {other:?}"))),
+            },
+            other => return Err(KeyOpError::Unsupported(format!("{other:?}"))),
+        };
+        self.store
+            .decrypt(&self.id, algorithm, wrapped)
+            .map_err(|e| self.fail(e))
+    }
+
+    fn ecdh(&self, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyOpError> {
+        self.store
+            .derive(&self.id, peer_point)
+            .map_err(|e| self.fail(e))
+    }
+}
+
+/// The outer header fields of a MIME message (not Content-*, not MIME-Version), raw;
+/// empty for bare CMS (as `tokenmail decrypt` puts them back).
+fn outer_headers(prefix: &[u8]) -> Vec<u8> {
+    let Ok(Some((fields, _))) = parse_header(prefix) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for f in fields {
+        if !f.is_content() && !f.is("MIME-Version") {
+            out.extend_from_slice(&f.canonical());
+        }
+    }
+    out
+}
+
+/// Before a key was used: what is wrong with the message.
+fn before_key(e: DecryptError) -> Response {
+    match e {
+        DecryptError::Malformed(m) => bad(format!("not a readable S/MIME encrypted message: {m}")),
+        DecryptError::Unsupported(m) => Response::error(
+            ErrorCode::MechanismUnsupported,
+            format!("unsupported S/MIME encrypted message: {m}"),
+        ),
+        DecryptError::NotARecipient => Response::error(
+            ErrorCode::NoSuchKey,
+            "none of the keys on the tokens is a recipient of this message",
+        ),
+        other => Response::error(ErrorCode::DecryptFailed, other.to_string()),
+    }
+}
+
+/// After the recipient matched: one uniform `decrypt-failed`, except for the state of
+/// the token (PIN, presence, mechanism), which says nothing about the ciphertext.
+fn after_key(key: &StoreKey) -> Response {
+    if let Some(e) = key.error.borrow_mut().take() {
+        if matches!(
+            e,
+            TokenError::PinRequired(_)
+                | TokenError::PinIncorrect { .. }
+                | TokenError::PinLocked(_)
+                | TokenError::PinSource(_)
+                | TokenError::NotPresent(_)
+                | TokenError::Mechanism(_)
+        ) {
+            return to_response(&e);
+        }
+    }
+    Response::error(ErrorCode::DecryptFailed, "decryption failed")
+}
+
+fn decrypt_op(svc: &Service, input: &mut Input) -> Result<Done, Response> {
+    let mut out = Spool::new()?;
+    let ioe = |e: io::Error| io_failure(&e);
+    let mut md = MessageDecryptor::new();
+    let mut prefix: Vec<u8> = Vec::new();
+    let mut header_written = false;
+    let mut key: Option<(StoreKey, String)> = None;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = read_chunk(input, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if !header_written && prefix.len() < CHUNK {
+            prefix.extend_from_slice(&buf[..n.min(CHUNK - prefix.len())]);
+        }
+        let plain = match md.push(&buf[..n]) {
+            Ok(p) => p,
+            Err(e) => {
+                return Err(match &key {
+                    Some((k, _)) => after_key(k),
+                    None => before_key(e),
+                })
+            }
+        };
+        if !header_written && md.envelope().is_some() {
+            // The message's own headers travel outside the encryption: put them back.
+            out.write_all(&outer_headers(&prefix)).map_err(ioe)?;
+            header_written = true;
+            prefix = Vec::new();
+        }
+        out.write_all(plain.as_unverified_bytes()).map_err(ioe)?;
+        if key.is_none() {
+            if let Some(env) = md.envelope() {
+                let found = svc.keys().into_iter().find_map(|(store, k)| {
+                    if !(k.can_decrypt || k.can_derive) {
+                        return None;
+                    }
+                    let cert = Certificate::from_der(k.certificate.as_deref()?).ok()?;
+                    env.is_recipient(&cert).then(|| {
+                        (
+                            StoreKey {
+                                store,
+                                id: k.id.clone(),
+                                cert,
+                                error: RefCell::new(None),
+                            },
+                            k.label.clone(),
+                        )
+                    })
+                });
+                let Some(found) = found else {
+                    return Err(before_key(DecryptError::NotARecipient));
+                };
+                let k = key.insert(found);
+                let plain = md.unlock(&k.0).map_err(|_| after_key(&k.0))?;
+                out.write_all(plain.as_unverified_bytes()).map_err(ioe)?;
+            }
+        }
+    }
+    let Some((k, label)) = key else {
+        return Err(match md.finish() {
+            Err(e) => before_key(e),
+            Ok(_) => bad("not a readable S/MIME encrypted message: no recipient information"),
+        });
+    };
+    let outcome = md.finish().map_err(|_| after_key(&k))?;
+    out.write_all(&outcome.final_plaintext).map_err(ioe)?;
+    let (file, n) = out.finish()?;
+    Ok((
+        Response::Decrypted {
+            key: label,
+            authenticated: outcome.authenticated,
+            bytes: n,
+        },
+        Some(file),
+    ))
+}
