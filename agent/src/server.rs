@@ -350,14 +350,16 @@ async fn serve_connection(stream: &mut UnixStream, svc: Arc<Service>, my_uid: u3
             }
         }
         let op = op_name(&req);
-        let svc2 = svc.clone();
-        let resp = match tokio::task::spawn_blocking(move || svc2.handle(req)).await {
-            Ok(r) => r,
-            Err(e) => {
-                warn!("request handler failed: {e}");
-                Response::error(ErrorCode::Internal, "internal error; see the agent's log")
-            }
-        };
+        // Token calls block. Run them on this worker thread (tokio moves the other tasks
+        // away) rather than handing each request to the blocking pool: the hand-off cost
+        // as much as a software ECDSA signature. A panic in a handler answers `internal`.
+        let resp = tokio::task::block_in_place(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| svc.handle(req)))
+        })
+        .unwrap_or_else(|_| {
+            warn!("request handler panicked");
+            Response::error(ErrorCode::Internal, "internal error; see the agent's log")
+        });
         debug!(op, ok = !matches!(resp, Response::Error(_)), "request done");
         if let Err(e) = write_response(stream, &resp).await {
             debug!("client went away: {e}");
