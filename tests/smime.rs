@@ -776,3 +776,69 @@ fn sign_then_encrypt_and_triple_wrap_interoperate() {
     let o = agent.cli(&["verify", "--trust", s(&root), s(&out2)]);
     ok(&o, "the decrypted inner message verifies");
 }
+
+#[test]
+fn encrypt_to_self_by_default_and_no_self() {
+    let agent = Agent::start();
+    let w = Work::new();
+    let f = &agent.fixture;
+    let msg = w.write("m.eml", MESSAGE); // From: alice@example.com, whose key is on the token
+    let enc = w.path("enc.eml");
+    ok(
+        &agent.cli(&[
+            "encrypt",
+            "--recipient-cert",
+            s(&f.pki("dave-rsa.pem")),
+            s(&msg),
+            "-o",
+            s(&enc),
+        ]),
+        "encrypt to dave (+ self)",
+    );
+    // The sender can read what she sent: the token has alice's key.
+    let dec = w.path("dec.eml");
+    ok(
+        &agent.cli(&["decrypt", s(&enc), "-o", s(&dec)]),
+        "sender decrypts her own copy",
+    );
+    assert_eq!(std::fs::read(&dec).expect("plaintext"), MESSAGE);
+    // dave still can, with openssl.
+    let o = run(Command::new("openssl")
+        .args(["cms", "-decrypt", "-in", s(&enc), "-inkey"])
+        .arg(f.pki("dave-rsa.key"))
+        .arg("-recip")
+        .arg(f.pki("dave-rsa.pem")));
+    ok(&o, "dave decrypts with openssl");
+    // --no-self: only dave.
+    ok(
+        &agent.cli(&[
+            "encrypt",
+            "--no-self",
+            "--recipient-cert",
+            s(&f.pki("dave-rsa.pem")),
+            s(&msg),
+            "-o",
+            s(&enc),
+        ]),
+        "encrypt --no-self",
+    );
+    let o = agent.cli(&["decrypt", s(&enc), "-o", s(&dec)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is a recipient"), "{}", stderr(&o));
+    // No agent: encryption still works, and says there is no self copy.
+    let o = run(Command::new(tokenmail_e2e::bin("tokenmail"))
+        .args([
+            "--socket",
+            "/nonexistent/agent.sock",
+            "encrypt",
+            "--recipient-cert",
+        ])
+        .arg(f.pki("dave-rsa.pem"))
+        .args([s(&msg), "-o", s(&enc)]));
+    ok(&o, "encrypt without an agent");
+    assert!(
+        stderr(&o).contains("not encrypted to self"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -15,6 +15,7 @@ mod agentkey;
 mod decrypt;
 mod encrypt;
 mod output;
+mod selfcert;
 mod sign;
 mod verify;
 
@@ -74,7 +75,13 @@ enum Command {
     /// Verify a signed message (multipart/signed, opaque, or detached with --signature); needs no agent.
     Verify(verify::VerifyArgs),
     /// Encrypt a message to certificates (needs no agent): application/pkcs7-mime, AES-GCM by default.
-    Encrypt(encrypt::EncryptArgs),
+    Encrypt {
+        #[command(flatten)]
+        args: encrypt::EncryptArgs,
+        /// Do not add the sender's own certificate (the key the From address selects) to the recipients.
+        #[arg(long)]
+        no_self: bool,
+    },
     /// Decrypt a message with a key on a token (through the agent); plaintext released only after it verified.
     Decrypt(decrypt::DecryptArgs),
     /// Sign a digest with a key on the token (the file is hashed here; only the digest is sent).
@@ -160,7 +167,28 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Command::Sign(args) => sign::run(args, socket),
         Command::Verify(args) => verify::run(args),
-        Command::Encrypt(args) => {
+        Command::Encrypt { mut args, no_self } => {
+            let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+            if !no_self {
+                // Encrypt-to-self reads the From header first: standard input is spooled
+                // so that it can be read twice.
+                let input = match &args.input {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = dir.path().join("input.eml");
+                        let mut f = std::fs::File::create(&p)?;
+                        std::io::copy(&mut std::io::stdin().lock(), &mut f)
+                            .context("cannot read standard input")?;
+                        p
+                    }
+                };
+                args.input = Some(input.clone());
+                if let Some(note) =
+                    selfcert::add_self(&input, &mut args.recipient_cert, socket, dir.path())?
+                {
+                    eprintln!("tokenmail: note: {note}");
+                }
+            }
             encrypt::run_with_agent(args, socket)?;
             Ok(0)
         }
