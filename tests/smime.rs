@@ -842,3 +842,281 @@ fn encrypt_to_self_by_default_and_no_self() {
         stderr(&o)
     );
 }
+
+/// A throwaway GNUPGHOME trusting the test root; gpg-agent stopped on drop.
+struct Gpgsm {
+    home: PathBuf,
+}
+
+impl Gpgsm {
+    fn new(w: &Work, agent: &Agent) -> Gpgsm {
+        let home = w.path("gnupg-enc");
+        std::fs::create_dir(&home).expect("mkdir");
+        std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .expect("chmod");
+        let g = Gpgsm { home };
+        let f = &agent.fixture;
+        ok(
+            &g.run(&[
+                "--import",
+                s(&f.pki("root.pem")),
+                s(&f.pki("intermediate.pem")),
+            ]),
+            "gpgsm import CAs",
+        );
+        let fp = stdout(&run(Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha1", "-in"])
+            .arg(f.pki("root.pem"))));
+        let fp = fp
+            .trim()
+            .split('=')
+            .nth(1)
+            .expect("fingerprint")
+            .to_string();
+        std::fs::write(g.home.join("trustlist.txt"), format!("{fp} S relax\n")).expect("trustlist");
+        g
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        run(Command::new("gpgsm")
+            .env("GNUPGHOME", &self.home)
+            .args([
+                "--batch",
+                "--disable-crl-checks",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase-fd",
+                "0",
+                "--status-fd",
+                "1",
+            ])
+            .args(args)
+            .stdin(Stdio::null()))
+    }
+}
+
+impl Drop for Gpgsm {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", &self.home)
+            .args(["--kill", "gpg-agent"])
+            .status();
+    }
+}
+
+#[test]
+fn gpgsm_encryption_interoperates_both_ways() {
+    let agent = Agent::start();
+    let w = Work::new();
+    let f = &agent.fixture;
+    let g = Gpgsm::new(&w, &agent);
+    let msg = w.write("m.eml", MESSAGE);
+    // gpgsm encrypts to alice's certificate (her key is on the token); we decrypt on the token.
+    ok(
+        &g.run(&["--import", s(&f.pki("alice-rsa.pem"))]),
+        "gpgsm import alice",
+    );
+    let enc = w.path("gpgsm.p7m");
+    ok(
+        &g.run(&[
+            "--encrypt",
+            "-r",
+            "alice@example.com",
+            "--output",
+            s(&enc),
+            s(&msg),
+        ]),
+        "gpgsm --encrypt",
+    );
+    let dec = w.path("dec.eml");
+    ok(
+        &agent.cli(&["decrypt", s(&enc), "-o", s(&dec)]),
+        "tokenmail decrypts gpgsm's message on the token",
+    );
+    assert_eq!(
+        std::fs::read(&dec).expect("plaintext"),
+        MESSAGE,
+        "exact bytes"
+    );
+    // We encrypt to dave (software key imported into gpgsm as PKCS#12); gpgsm decrypts.
+    let p12 = w.path("dave.p12");
+    ok(
+        &run(Command::new("openssl")
+            .args([
+                "pkcs12",
+                "-export",
+                "-passout",
+                "pass:",
+                "-keypbe",
+                "PBE-SHA1-3DES",
+                "-certpbe",
+                "PBE-SHA1-3DES",
+                "-macalg",
+                "sha1",
+                "-inkey",
+            ])
+            .arg(f.pki("dave-rsa.key"))
+            .arg("-in")
+            .arg(f.pki("dave-rsa.pem"))
+            .arg("-out")
+            .arg(&p12)),
+        "pkcs12",
+    );
+    let mut imported = false;
+    for _ in 0..3 {
+        // gpg-agent starts on demand and can lose a race with the first import under load.
+        if g.run(&["--import", s(&p12)]).status.success() {
+            imported = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(imported, "gpgsm imports dave's key");
+    for cipher in ["aes256-cbc", "aes128-cbc", "aes256-gcm"] {
+        let ours = w.path("ours.eml");
+        ok(
+            // gpgsm 2.2 cannot read RSA-OAEP (checked: it fails on openssl's OAEP too).
+            &agent.cli(&[
+                "encrypt",
+                "--no-self",
+                "--rsa-padding",
+                "pkcs1",
+                "--cipher",
+                cipher,
+                "--recipient-cert",
+                s(&f.pki("dave-rsa.pem")),
+                s(&msg),
+                "-o",
+                s(&ours),
+            ]),
+            "tokenmail encrypt to dave",
+        );
+        let der = w.path("ours.der");
+        ok(
+            &run(Command::new("openssl").args([
+                "cms",
+                "-cmsout",
+                "-in",
+                s(&ours),
+                "-outform",
+                "DER",
+                "-out",
+                s(&der),
+            ])),
+            "extract CMS",
+        );
+        let out = w.path("gpgsm-dec.eml");
+        let _ = std::fs::remove_file(&out);
+        let o = g.run(&["--decrypt", "--output", s(&out), s(&der)]);
+        if cipher.ends_with("gcm") {
+            // gpgsm 2.2 reads AuthEnvelopedData only from 2.2.? on; accept either outcome but never garbage.
+            if o.status.success() {
+                assert_eq!(std::fs::read(&out).expect("plaintext"), entity(MESSAGE));
+            }
+            continue;
+        }
+        ok(&o, &format!("gpgsm --decrypt {cipher}"));
+        assert_eq!(
+            std::fs::read(&out).expect("plaintext"),
+            entity(MESSAGE),
+            "{cipher}"
+        );
+    }
+}
+
+#[test]
+fn default_cipher_follows_the_recipients_announced_capabilities() {
+    let agent = Agent::start();
+    let w = Work::new();
+    let f = &agent.fixture;
+    let msg = w.write("m.eml", MESSAGE);
+    // Two recipients' certificates with an smimeCapabilities extension (RFC 4262): one that
+    // lists only AES-256-CBC, one that lists AES-256-GCM too.
+    let cbc_only = "DER:300D300B060960864801650304012A";
+    let with_gcm = "DER:301A300B060960864801650304012E300B060960864801650304012A";
+    for (name, caps, expect_gcm) in [("frank", cbc_only, false), ("grace", with_gcm, true)] {
+        let key = w.path(&format!("{name}.key"));
+        ok(
+            &run(Command::new("openssl").args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                s(&key),
+            ])),
+            "key",
+        );
+        let csr = w.path(&format!("{name}.csr"));
+        ok(
+            &run(Command::new("openssl").args([
+                "req",
+                "-new",
+                "-key",
+                s(&key),
+                "-subj",
+                &format!("/CN={name}"),
+                "-out",
+                s(&csr),
+            ])),
+            "csr",
+        );
+        let ext = w.write(
+            &format!("{name}.ext"),
+            format!("keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\nsubjectAltName=email:{name}@example.com\n1.2.840.113549.1.9.15={caps}\n").as_bytes(),
+        );
+        let cert = w.path(&format!("{name}.pem"));
+        ok(
+            &run(Command::new("openssl")
+                .args(["x509", "-req", "-in", s(&csr), "-days", "30", "-CA"])
+                .arg(f.pki("intermediate.pem"))
+                .arg("-CAkey")
+                .arg(f.pki("intermediate.key"))
+                .args(["-set_serial", "7", "-extfile", s(&ext), "-out", s(&cert)])),
+            "issue",
+        );
+        let enc = w.path(&format!("{name}.eml"));
+        ok(
+            &agent.cli(&[
+                "encrypt",
+                "--no-self",
+                "--recipient-cert",
+                s(&cert),
+                s(&msg),
+                "-o",
+                s(&enc),
+            ]),
+            "encrypt",
+        );
+        let text = std::fs::read_to_string(&enc).expect("text");
+        assert_eq!(
+            text.contains("smime-type=authEnveloped-data"),
+            expect_gcm,
+            "{name}: {text}"
+        );
+        assert_eq!(
+            text.contains("smime-type=enveloped-data"),
+            !expect_gcm,
+            "{name}"
+        );
+        // and it decrypts with openssl either way
+        let dec = w.path("dec");
+        ok(
+            &run(Command::new("openssl").args([
+                "cms",
+                "-decrypt",
+                "-in",
+                s(&enc),
+                "-inkey",
+                s(&key),
+                "-recip",
+                s(&cert),
+                "-out",
+                s(&dec),
+            ])),
+            "openssl decrypt",
+        );
+        assert_eq!(std::fs::read(&dec).expect("plaintext"), entity(MESSAGE));
+    }
+}

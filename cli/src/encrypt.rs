@@ -14,7 +14,11 @@ use tokenmail_smime::envelope::mime::{
     find_header_end, looks_like_headers, outer_headers, split_headers, Base64LineEncoder,
     CrlfCanonicalizer, SplitHeaders, MAX_HEADER_BLOCK,
 };
-use tokenmail_smime::envelope::{ContentCipher, EncryptRecipient, Encryptor};
+use tokenmail_smime::envelope::{
+    ContentCipher, EncryptRecipient, Encryptor, KeyTransport, OaepHash,
+};
+
+use crate::output::{BackgroundFeed, ChunkSink, EarlySync, WriteFeed};
 
 /// Arguments of `tokenmail encrypt`.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,6 +42,11 @@ pub struct EncryptArgs {
     /// Write the encrypted message here (default: standard output).
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub output: Option<PathBuf>,
+
+    /// RSA key transport: oaep (RSAES-OAEP with SHA-256, the default) or pkcs1 (PKCS#1 v1.5,
+    /// for older clients such as gpgsm 2.2, which cannot read OAEP).
+    #[arg(long, value_name = "PADDING")]
+    pub rsa_padding: Option<String>,
 
     /// Sign first (multipart/signed with --signer's key on a token), then encrypt.
     #[arg(long, requires = "signer")]
@@ -98,7 +107,10 @@ pub fn run_with_agent(mut args: EncryptArgs, socket: Option<&Path>) -> anyhow::R
     }
 }
 
-const CHUNK: usize = 64 * 1024;
+/// Read size: big reads keep per-call costs (syscalls, thread hand-overs) negligible.
+const CHUNK: usize = 1 << 20;
+/// Output of one chunk: base64 of the ciphertext (4/3, plus CRLF every 76 characters).
+const OUT_CHUNK: usize = CHUNK / 57 * 78 + 1024;
 
 /// Runs `tokenmail encrypt`.
 pub fn run(args: EncryptArgs) -> anyhow::Result<()> {
@@ -108,19 +120,28 @@ pub fn run(args: EncryptArgs) -> anyhow::Result<()> {
     if args.recipient_cert.is_empty() {
         bail!("no recipient: give --recipient-cert PEM (repeatable)");
     }
-    let cipher = match args.cipher.as_deref() {
-        None => ContentCipher::Aes256Gcm,
-        Some(name) => ContentCipher::from_name(name).with_context(|| {
+    // Arguments first (cheap, and the clearest error), then the certificates.
+    let explicit_cipher = match args.cipher.as_deref() {
+        None => None,
+        Some(name) => Some(ContentCipher::from_name(name).with_context(|| {
             format!(
                 "unknown --cipher {name:?}; use aes256-gcm, aes128-gcm, aes256-cbc or aes128-cbc"
             )
-        })?,
+        })?),
+    };
+    let transport = match args.rsa_padding.as_deref() {
+        None | Some("oaep") => KeyTransport::RsaOaep {
+            hash: OaepHash::Sha256,
+        },
+        Some("pkcs1") => KeyTransport::RsaPkcs1v15,
+        Some(other) => bail!("unknown --rsa-padding {other:?}; use oaep (default) or pkcs1"),
     };
     let recipients = args
         .recipient_cert
         .iter()
-        .map(|p| load_recipient(p))
+        .map(|p| load_recipient(p).map(|r| r.with_key_transport(transport)))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let cipher = explicit_cipher.unwrap_or_else(|| default_cipher(&recipients));
 
     let mut input: Box<dyn Read> = match &args.input {
         Some(p) => {
@@ -129,12 +150,13 @@ pub fn run(args: EncryptArgs) -> anyhow::Result<()> {
         None => Box::new(io::stdin().lock()),
     };
 
+    // The output is written by a second thread while the next chunk is encrypted.
     match &args.output {
         None => {
-            let stdout = io::stdout();
-            let mut out = BufWriter::new(stdout.lock());
-            encrypt_stream(&recipients, cipher, &mut input, &mut out)?;
-            out.flush().context("cannot write to standard output")?;
+            let mut out = BackgroundFeed::new(WriteFeed(BufWriter::new(io::stdout())));
+            encrypt_into(&recipients, cipher, &mut input, &mut out)?;
+            let mut w = out.finish()?.0;
+            w.flush().context("cannot write to standard output")?;
         }
         Some(path) => {
             let dir = match path.parent() {
@@ -145,20 +167,54 @@ pub fn run(args: EncryptArgs) -> anyhow::Result<()> {
                 .prefix(".tokenmail-encrypt-")
                 .tempfile_in(&dir)
                 .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-            {
-                let mut out = BufWriter::new(tmp.as_file());
-                encrypt_stream(&recipients, cipher, &mut input, &mut out)?;
-                out.flush()
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            tmp.as_file()
-                .sync_all()
+            let mut out = BackgroundFeed::new(WriteFeed(EarlySync::new(tmp.as_file())?));
+            encrypt_into(&recipients, cipher, &mut input, &mut out)
+                .and_then(|()| out.finish()?.0.finish())
                 .with_context(|| format!("cannot write {}", path.display()))?;
             tmp.persist(path)
                 .with_context(|| format!("cannot rename the output to {}", path.display()))?;
         }
     }
     Ok(())
+}
+
+/// One SMIMECapability (RFC 8551 §2.5.2).
+#[derive(Clone, Debug, der::Sequence)]
+struct Capability {
+    id: der::asn1::ObjectIdentifier,
+    parameters: Option<der::Any>,
+}
+
+const SMIME_CAPABILITIES: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.15");
+const AES128_GCM: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.6");
+const AES256_GCM: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.46");
+
+/// AES-256-GCM, unless a recipient's certificate announces S/MIME capabilities
+/// (the smimeCapabilities extension, RFC 4262) without AES-GCM: then AES-256-CBC, which
+/// every S/MIME client reads.
+fn default_cipher(recipients: &[EncryptRecipient]) -> ContentCipher {
+    use der::Decode;
+    for r in recipients {
+        let Some(exts) = r.certificate().tbs_certificate().extensions() else {
+            continue;
+        };
+        for e in exts.iter().filter(|e| e.extn_id == SMIME_CAPABILITIES) {
+            match Vec::<Capability>::from_der(e.extn_value.as_bytes()) {
+                Ok(caps)
+                    if !caps
+                        .iter()
+                        .any(|c| c.id == AES128_GCM || c.id == AES256_GCM) =>
+                {
+                    return ContentCipher::Aes256Cbc
+                }
+                _ => {}
+            }
+        }
+    }
+    ContentCipher::Aes256Gcm
 }
 
 fn load_recipient(path: &Path) -> anyhow::Result<EncryptRecipient> {
@@ -192,11 +248,11 @@ fn read_some(input: &mut dyn Read, buf: &mut Vec<u8>, want: usize) -> io::Result
 /// (bounded) is read first and split, then the body goes through CRLF
 /// canonicalisation (skipped for `Content-Transfer-Encoding: binary`), the
 /// encryptor and base64, chunk by chunk.
-pub fn encrypt_stream(
+fn encrypt_into(
     recipients: &[EncryptRecipient],
     cipher: ContentCipher,
     input: &mut dyn Read,
-    output: &mut dyn Write,
+    output: &mut dyn ChunkSink,
 ) -> anyhow::Result<()> {
     // 1. the header block
     let mut head = Vec::with_capacity(CHUNK);
@@ -224,31 +280,27 @@ pub fn encrypt_stream(
     };
 
     let (mut enc, header) = Encryptor::new(recipients, cipher).context("cannot encrypt")?;
-    output
-        .write_all(&outer_headers(&split.outer, cipher))
-        .context("cannot write the output")?;
     let mut b64 = Base64LineEncoder::new();
     let mut canon = CrlfCanonicalizer::new();
-    let mut text = Vec::with_capacity(CHUNK * 2);
-    let mut ct = Vec::with_capacity(CHUNK * 2);
-    let mut out = Vec::with_capacity(CHUNK * 3);
+    let mut text = Vec::with_capacity(CHUNK + CHUNK / 8);
+    let mut ct = Vec::with_capacity(CHUNK + CHUNK / 8);
+    let mut out = output.buffer(OUT_CHUNK);
+    out.extend_from_slice(&outer_headers(&split.outer, cipher));
     b64.push(&header, &mut out);
 
     // 2. the entity: Content-* headers, empty line, body
-    let mut pending = Vec::with_capacity(CHUNK);
-    canon.push(&split.inner, &mut pending);
-    canon.push(b"\r\n", &mut pending);
+    canon.push(&split.inner, &mut text);
+    canon.push(b"\r\n", &mut text);
     let binary = split.body_is_binary();
     if binary {
-        pending.extend_from_slice(&head[body_start..]);
+        text.extend_from_slice(&head[body_start..]);
     } else {
-        canon.push(&head[body_start..], &mut pending);
+        canon.push(&head[body_start..], &mut text);
     }
     drop(head);
-    enc.update_into(&pending, &mut ct)
-        .context("cannot encrypt")?;
+    enc.update_into(&text, &mut ct).context("cannot encrypt")?;
     b64.push(&ct, &mut out);
-    output.write_all(&out).context("cannot write the output")?;
+    output.put(out).context("cannot write the output")?;
 
     // 3. the rest of the body
     let mut buf = Vec::with_capacity(CHUNK);
@@ -258,22 +310,23 @@ pub fn encrypt_stream(
         if n == 0 {
             break;
         }
-        text.clear();
-        if binary {
-            text.extend_from_slice(&buf);
+        let plain = if binary {
+            &buf
         } else {
+            text.clear();
             canon.push(&buf, &mut text);
-        }
+            &text
+        };
         ct.clear();
-        enc.update_into(&text, &mut ct).context("cannot encrypt")?;
-        out.clear();
+        enc.update_into(plain, &mut ct).context("cannot encrypt")?;
+        let mut out = output.buffer(OUT_CHUNK);
         b64.push(&ct, &mut out);
-        output.write_all(&out).context("cannot write the output")?;
+        output.put(out).context("cannot write the output")?;
     }
-    out.clear();
+    let mut out = output.buffer(1024);
     b64.push(&enc.finish().context("cannot encrypt")?, &mut out);
     b64.finish(&mut out);
-    output.write_all(&out).context("cannot write the output")?;
+    output.put(out).context("cannot write the output")?;
     Ok(())
 }
 
@@ -320,6 +373,7 @@ mod tests {
             sign: false,
             triple_wrap: false,
             signer: None,
+            rsa_padding: None,
         })
         .expect_err("--to");
         assert_eq!(
@@ -348,6 +402,7 @@ mod tests {
             sign: false,
             triple_wrap: false,
             signer: None,
+            rsa_padding: None,
         })
         .expect("encrypt");
         let names: Vec<_> = std::fs::read_dir(dir.path())
@@ -378,6 +433,7 @@ mod tests {
             sign: false,
             triple_wrap: false,
             signer: None,
+            rsa_padding: None,
         })
         .expect_err("bad cipher");
         assert!(e.to_string().contains("unknown --cipher"));
@@ -390,6 +446,7 @@ mod tests {
             sign: false,
             triple_wrap: false,
             signer: None,
+            rsa_padding: None,
         })
         .expect_err("missing cert");
         assert!(e.to_string().contains("cannot read certificate"));

@@ -100,17 +100,53 @@ pub fn keys_text(keys: &[KeyInfo]) -> String {
     s
 }
 
+/// An output that may be able to start over: a temporary file can, standard output cannot.
+pub trait RestartableWrite: Write {
+    /// Discards everything written so far and starts again from the beginning; `false` (and
+    /// nothing done) when this output cannot.
+    fn restart(&mut self) -> std::io::Result<bool>;
+}
+
+/// [`RestartableWrite`] for an output that cannot start over.
+#[derive(Debug)]
+pub struct NoRestart<W>(pub W);
+
+impl<W: Write> Write for NoRestart<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<W: Write> RestartableWrite for NoRestart<W> {
+    fn restart(&mut self) -> std::io::Result<bool> {
+        Ok(false)
+    }
+}
+
+impl RestartableWrite for EarlySync {
+    fn restart(&mut self) -> std::io::Result<bool> {
+        use std::io::Seek;
+        self.file.set_len(0)?;
+        self.file.seek(std::io::SeekFrom::Start(0))?;
+        self.since = 0;
+        Ok(true)
+    }
+}
+
 /// Streams output produced by `produce` to `path` through a temporary file in the same
 /// directory, renamed over `path` only when `produce` succeeded; `None` streams to
 /// standard output.
 pub fn write_streaming(
     path: Option<&Path>,
-    produce: impl FnOnce(&mut dyn Write) -> Result<()>,
+    produce: impl FnOnce(&mut dyn RestartableWrite) -> Result<()>,
 ) -> Result<()> {
     match path {
         None => {
             let stdout = std::io::stdout();
-            let mut out = stdout.lock();
+            let mut out = NoRestart(stdout.lock());
             produce(&mut out)?;
             out.flush()?;
             Ok(())
@@ -120,13 +156,36 @@ pub fn write_streaming(
                 .parent()
                 .filter(|d| !d.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
-            let mut tmp = tempfile::NamedTempFile::new_in(dir)
+            let tmp = tempfile::NamedTempFile::new_in(dir)
                 .with_context(|| format!("cannot write in {}", dir.display()))?;
-            produce(tmp.as_file_mut())?;
-            tmp.as_file().sync_all()?;
+            let mut w = EarlySync::new(tmp.as_file())?;
+            produce(&mut w)?;
+            w.finish()?;
             tmp.persist(p)
                 .with_context(|| format!("cannot write {}", p.display()))?;
             Ok(())
         }
+    }
+}
+
+// The background thread helpers live in verify.rs, which cli/tests/verify_cmd.rs compiles on
+// its own (it cannot reach this module).
+pub use crate::verify::{BackgroundFeed, EarlySync, Feed, WriteFeed};
+
+/// Where a streaming command puts its output chunks: written in place, or handed to a
+/// writing thread.
+pub trait ChunkSink {
+    /// An empty buffer for the next chunk.
+    fn buffer(&mut self, capacity: usize) -> Vec<u8>;
+    /// Writes (or hands over) a chunk.
+    fn put(&mut self, chunk: Vec<u8>) -> Result<()>;
+}
+
+impl<F: Feed> ChunkSink for BackgroundFeed<F> {
+    fn buffer(&mut self, capacity: usize) -> Vec<u8> {
+        BackgroundFeed::buffer(self, capacity)
+    }
+    fn put(&mut self, chunk: Vec<u8>) -> Result<()> {
+        self.feed(chunk)
     }
 }

@@ -15,14 +15,14 @@ use tokenmail_proto::v1::{AgentStatus, Bytes, KeyInfo, Request, Response, SignAl
 use tokenmail_proto::{Client, ClientError};
 use tokenmail_smime::alg::{ContentHasher, HashAlg, KeyKind, SignatureScheme};
 use tokenmail_smime::mime::{
-    boundary_from_random, parse_header, pem_encode, MultipartSignedWriter, OpaqueWriter,
-    SevenBitScanner,
+    boundary_from_random, parse_header, pem_encode, MultipartSigned, OpaqueWriter, SevenBitScanner,
 };
 use tokenmail_smime::signed::{sign_detached, DigestSigner, SignOptions, SignerError};
 use x509_cert::der::Decode;
 use x509_cert::Certificate;
 
 use crate::agentkey::{self, call_with_login};
+use crate::output::{BackgroundFeed, RestartableWrite};
 
 /// Arguments of `tokenmail sign`.
 #[derive(Debug, Clone, clap::Args)]
@@ -56,7 +56,8 @@ pub struct SignArgs {
     pub output: Option<PathBuf>,
 }
 
-const CHUNK: usize = 256 * 1024;
+/// Read size: big reads keep the per-call costs (syscalls, channel hand-overs) negligible.
+const CHUNK: usize = 1 << 20;
 /// The header block of a message must fit in this.
 const MAX_HEADER: usize = 1 << 20;
 
@@ -240,7 +241,7 @@ pub fn run(args: SignArgs, socket: Option<&Path>) -> Result<i32> {
     };
     // Make sure the key is usable before streaming (asks for the PIN on a TTY if needed),
     // so a signature does not fail after the output was written.
-    ensure_logged_in(&mut client, &info)?;
+    ensure_logged_in(&mut client, &st, &info)?;
     let client = RefCell::new(client);
     let signer = AgentSigner {
         client: &client,
@@ -249,7 +250,7 @@ pub fn run(args: SignArgs, socket: Option<&Path>) -> Result<i32> {
     };
 
     let mut input = seekable_input(args.input.as_deref())?;
-    let write = |out: &mut dyn Write| -> Result<()> {
+    let write = |out: &mut dyn RestartableWrite| -> Result<()> {
         if args.detached_der || args.detached_pem {
             let mut h = ContentHasher::new(hash);
             let mut buf = vec![0u8; CHUNK];
@@ -284,10 +285,8 @@ pub fn run(args: SignArgs, socket: Option<&Path>) -> Result<i32> {
     Ok(0)
 }
 
-fn ensure_logged_in(client: &mut Client, info: &KeyInfo) -> Result<()> {
-    let Response::Status(st) = client.call(&Request::Status)? else {
-        bail!("unexpected answer to status");
-    };
+/// `st`: the status the key was resolved from (one round trip less per message).
+fn ensure_logged_in(client: &mut Client, st: &AgentStatus, info: &KeyInfo) -> Result<()> {
     let logged = st
         .tokens
         .iter()
@@ -320,7 +319,7 @@ fn ensure_logged_in(client: &mut Client, info: &KeyInfo) -> Result<()> {
 #[allow(clippy::too_many_arguments)]
 fn sign_mime(
     input: &mut File,
-    out: &mut dyn Write,
+    out: &mut dyn RestartableWrite,
     signer: &dyn DigestSigner,
     cert: &Certificate,
     chain: &[Certificate],
@@ -350,55 +349,130 @@ fn sign_mime(
         }
         head.extend_from_slice(&buf[..n]);
     };
-    // First pass over the body: does it need a 7-bit transfer encoding?
     let body_offset = body_start as u64;
+
+    if !opaque {
+        if opts
+            .scheme_for(signer.key_kind())
+            .map_err(|e| anyhow!("{e}"))?
+            .hash()
+            != hash
+        {
+            bail!("the signing scheme's hash differs from the micalg");
+        }
+        let mut random = [0u8; 12];
+        getrandom::fill(&mut random).map_err(|e| anyhow!("no randomness: {e}"))?;
+        let boundary = boundary_from_random(&random);
+        // Does the body need a 7-bit transfer encoding? Into a file, guess "no" (the usual
+        // answer) and check while signing: one pass over the input; should a byte or a line
+        // need encoding after all, the file starts over with base64. Standard output cannot
+        // start over: there, a first pass over the body decides.
+        let needs = if out.restart()? {
+            input.seek(SeekFrom::Start(body_offset))?;
+            let mut scan = SevenBitScanner::default();
+            let plan = MultipartSigned::new(&headers, false, &boundary, hash)
+                .map_err(|e| anyhow!("{e}"))?;
+            if let Some(digest) = stream_multipart(input, out, &plan, hash, Some(&mut scan))? {
+                let sig = sign_detached(signer, cert, chain, &digest, opts)
+                    .map_err(|e| anyhow!("{e}"))?;
+                out.write_all(&plan.trailer(&sig))?;
+                out.flush()?;
+                return Ok(());
+            }
+            if !out.restart()? {
+                bail!("cannot rewrite the output");
+            }
+            true
+        } else {
+            needs_encoding(input, body_offset, &mut buf)?
+        };
+        input.seek(SeekFrom::Start(body_offset))?;
+        let plan =
+            MultipartSigned::new(&headers, needs, &boundary, hash).map_err(|e| anyhow!("{e}"))?;
+        let digest = stream_multipart(input, out, &plan, hash, None)?
+            .ok_or_else(|| anyhow!("internal error: signing stopped"))?;
+        let sig = sign_detached(signer, cert, chain, &digest, opts).map_err(|e| anyhow!("{e}"))?;
+        out.write_all(&plan.trailer(&sig))?;
+        out.flush()?;
+        return Ok(());
+    }
+
+    let needs = needs_encoding(input, body_offset, &mut buf)?;
     input.seek(SeekFrom::Start(body_offset))?;
-    let mut scan = SevenBitScanner::default();
+    let mut out = BufWriter::with_capacity(CHUNK, out);
+    let (mut w, first) = OpaqueWriter::new(&headers, needs, hash).map_err(|e| anyhow!("{e}"))?;
+    out.write_all(&first)?;
+    let mut encoded = Vec::with_capacity(2 * CHUNK);
     loop {
         let n = input.read(&mut buf)?;
         if n == 0 {
             break;
         }
-        scan.update(&buf[..n]);
+        encoded.clear();
+        w.update_into(&buf[..n], &mut encoded);
+        out.write_all(&encoded)?;
     }
-    let needs = scan.needs_encoding();
-    input.seek(SeekFrom::Start(body_offset))?;
-
-    let mut out = BufWriter::with_capacity(CHUNK, out);
-    if opaque {
-        let (mut w, first) =
-            OpaqueWriter::new(&headers, needs, hash).map_err(|e| anyhow!("{e}"))?;
-        out.write_all(&first)?;
-        loop {
-            let n = input.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            out.write_all(&w.update(&buf[..n]))?;
-        }
-        out.write_all(
-            &w.finish(signer, cert, chain, opts)
-                .map_err(|e| anyhow!("{e}"))?,
-        )?;
-    } else {
-        let mut random = [0u8; 12];
-        getrandom::fill(&mut random).map_err(|e| anyhow!("no randomness: {e}"))?;
-        let boundary = boundary_from_random(&random);
-        let (mut w, first) = MultipartSignedWriter::new(&headers, needs, &boundary, hash)
-            .map_err(|e| anyhow!("{e}"))?;
-        out.write_all(&first)?;
-        loop {
-            let n = input.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            out.write_all(&w.update(&buf[..n]))?;
-        }
-        out.write_all(
-            &w.finish(signer, cert, chain, opts)
-                .map_err(|e| anyhow!("{e}"))?,
-        )?;
-    }
+    out.write_all(
+        &w.finish(signer, cert, chain, opts)
+            .map_err(|e| anyhow!("{e}"))?,
+    )?;
     out.flush()?;
     Ok(())
+}
+
+/// A pass over the body from `body_offset`: does it need a 7-bit transfer encoding? Stops at
+/// the first byte or line that does: the rest cannot change the answer.
+fn needs_encoding(input: &mut File, body_offset: u64, buf: &mut [u8]) -> Result<bool> {
+    input.seek(SeekFrom::Start(body_offset))?;
+    let mut scan = SevenBitScanner::default();
+    while !scan.needs_encoding() {
+        let n = input.read(buf)?;
+        if n == 0 {
+            break;
+        }
+        scan.update(&buf[..n]);
+    }
+    Ok(scan.needs_encoding())
+}
+
+/// Writes the multipart/signed message up to the signature (input at the body's start) and
+/// returns the digest of the signed part. With `scan`, the body is checked as it goes and
+/// `None` returned as soon as it needs a 7-bit encoding that `plan` does not give it.
+fn stream_multipart(
+    input: &mut File,
+    out: &mut dyn RestartableWrite,
+    plan: &MultipartSigned,
+    hash: HashAlg,
+    mut scan: Option<&mut SevenBitScanner>,
+) -> Result<Option<Vec<u8>>> {
+    out.write_all(&plan.preamble())?;
+    // the signed part is hashed on a second thread while the next chunk is read, encoded
+    // and written
+    let mut hasher = BackgroundFeed::new(ContentHasher::new(hash));
+    let part_header = plan.part_header();
+    out.write_all(&part_header)?;
+    hasher.feed(part_header)?;
+    let mut encoder = plan.body_encoder();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if let Some(scan) = scan.as_deref_mut() {
+            scan.update(&buf[..n]);
+            if scan.needs_encoding() {
+                hasher.finish()?;
+                return Ok(None);
+            }
+        }
+        let mut part = hasher.buffer(CHUNK + CHUNK / 2);
+        encoder.update_into(&buf[..n], &mut part);
+        out.write_all(&part)?;
+        hasher.feed(part)?;
+    }
+    let tail = encoder.finish();
+    out.write_all(&tail)?;
+    hasher.feed(tail)?;
+    Ok(Some(hasher.finish()?.finalize()))
 }

@@ -15,6 +15,7 @@ pub mod mime;
 pub mod path;
 pub mod signed;
 pub mod stream;
+pub mod text;
 pub mod verify;
 
 pub use error::SmimeError;

@@ -258,14 +258,13 @@ impl Canonicalizer {
     /// Convert a chunk.
     pub fn update(&mut self, chunk: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(chunk.len() + chunk.len() / 32);
-        for &b in chunk {
-            if b == b'\n' && !self.prev_cr {
-                out.push(b'\r');
-            }
-            out.push(b);
-            self.prev_cr = b == b'\r';
-        }
+        self.update_into(chunk, &mut out);
         out
+    }
+
+    /// Convert a chunk, appending to `out`.
+    pub fn update_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        crate::text::crlf_into(&mut self.prev_cr, chunk, out);
     }
 }
 
@@ -278,19 +277,35 @@ pub struct SevenBitScanner {
 }
 
 impl SevenBitScanner {
-    /// Scan a chunk.
+    /// Scan a chunk. Once the body is known to need encoding, the rest is not looked at.
     pub fn update(&mut self, chunk: &[u8]) {
-        for &b in chunk {
-            if b == b'\n' {
-                self.line = 0;
-                continue;
+        if self.unsafe_ || chunk.is_empty() {
+            return;
+        }
+        if crate::text::has_8bit_or_nul(chunk) {
+            self.unsafe_ = true;
+            return;
+        }
+        // line length in octets, CRs not counted
+        let len_of = |seg: &[u8], so_far: usize| -> usize {
+            if so_far + seg.len() <= 998 {
+                so_far + seg.len()
+            } else {
+                so_far + seg.len() - memchr::memchr_iter(b'\r', seg).count()
             }
-            if b != b'\r' {
-                self.line += 1;
-            }
-            if b >= 0x80 || b == 0 || self.line > 998 {
+        };
+        let mut start = 0;
+        for lf in memchr::memchr_iter(b'\n', chunk) {
+            if len_of(&chunk[start..lf], self.line) > 998 {
                 self.unsafe_ = true;
+                return;
             }
+            self.line = 0;
+            start = lf + 1;
+        }
+        self.line = len_of(&chunk[start..], self.line);
+        if self.line > 998 {
+            self.unsafe_ = true;
         }
     }
 
@@ -309,24 +324,32 @@ pub struct Base64Lines {
 impl Base64Lines {
     /// Encode a chunk (output holds only complete 76-character lines).
     pub fn update(&mut self, chunk: &[u8]) -> Vec<u8> {
-        self.pending.extend_from_slice(chunk);
-        let full = self.pending.len() / 57 * 57;
-        let mut out = Vec::with_capacity(full / 57 * 78);
-        for group in self.pending[..full].chunks(57) {
-            out.extend_from_slice(B64.encode(group).as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        self.pending.drain(..full);
+        let mut out = Vec::with_capacity((self.pending.len() + chunk.len()) / 57 * 78);
+        self.update_into(chunk, &mut out);
         out
+    }
+
+    /// Encode a chunk, appending complete lines to `out`.
+    pub fn update_into(&mut self, mut chunk: &[u8], out: &mut Vec<u8>) {
+        use crate::text::{b64_lines_into, B64_LINE_BYTES};
+        if !self.pending.is_empty() {
+            let n = (B64_LINE_BYTES - self.pending.len()).min(chunk.len());
+            self.pending.extend_from_slice(&chunk[..n]);
+            chunk = &chunk[n..];
+            if self.pending.len() < B64_LINE_BYTES {
+                return;
+            }
+            b64_lines_into(&self.pending, out);
+            self.pending.clear();
+        }
+        let rest = b64_lines_into(chunk, out);
+        self.pending.extend_from_slice(rest);
     }
 
     /// The last line.
     pub fn finish(self) -> Vec<u8> {
-        if self.pending.is_empty() {
-            return Vec::new();
-        }
-        let mut out = B64.encode(&self.pending).into_bytes();
-        out.extend_from_slice(b"\r\n");
+        let mut out = Vec::new();
+        crate::text::b64_last_line_into(&self.pending, &mut out);
         out
     }
 
@@ -348,18 +371,34 @@ pub struct Base64Decoder {
 impl Base64Decoder {
     /// Decode a chunk of base64 text.
     pub fn update(&mut self, chunk: &[u8]) -> Result<Vec<u8>, SmimeError> {
-        self.pending
-            .extend(chunk.iter().copied().filter(|b| !b.is_ascii_whitespace()));
-        let n = self.pending.len() / 4 * 4;
-        if n == 0 || self.pending[..n].contains(&b'=') {
-            // padding: wait for the end (anything after it is an error in finish)
-            return Ok(Vec::new());
-        }
-        let out = B64_LENIENT
-            .decode(&self.pending[..n])
-            .map_err(|e| malformed(format!("base64: {e}")))?;
-        self.pending.drain(..n);
+        let mut out = Vec::new();
+        self.update_into(chunk, &mut out)?;
         Ok(out)
+    }
+
+    /// Decode a chunk of base64 text, appending to `out`.
+    pub fn update_into(&mut self, mut chunk: &[u8], out: &mut Vec<u8>) -> Result<(), SmimeError> {
+        let keep = |b: &u8| !b.is_ascii_whitespace();
+        // whole lines without odd bytes go in as slices; anything else byte by byte
+        while !chunk.is_empty() {
+            let (used, slow) = crate::text::strip_lines(chunk, &mut self.pending);
+            chunk = &chunk[used..];
+            let line_end = match memchr::memchr(b'\n', chunk) {
+                Some(i) if slow => i + 1,
+                _ => chunk.len(),
+            };
+            self.pending
+                .extend(chunk[..line_end].iter().copied().filter(keep));
+            chunk = &chunk[line_end..];
+        }
+        let n = self.pending.len() / 4 * 4;
+        if n == 0 || memchr::memchr(b'=', &self.pending[..n]).is_some() {
+            // padding: wait for the end (anything after it is an error in finish)
+            return Ok(());
+        }
+        crate::text::b64_decode_into(&self.pending[..n], out)?;
+        self.pending.drain(..n);
+        Ok(())
     }
 
     /// Decode what is left.
@@ -384,10 +423,17 @@ pub enum BodyEncoder {
 impl BodyEncoder {
     /// Transform a chunk.
     pub fn update(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.update_into(chunk, &mut out);
+        out
+    }
+
+    /// Transform a chunk, appending to `out`.
+    pub fn update_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         match self {
-            BodyEncoder::Canonical(c) => c.update(chunk),
-            BodyEncoder::Base64(b) => b.update(chunk),
-            BodyEncoder::TextBase64(c, b) => b.update(&c.update(chunk)),
+            BodyEncoder::Canonical(c) => c.update_into(chunk, out),
+            BodyEncoder::Base64(b) => b.update_into(chunk, out),
+            BodyEncoder::TextBase64(c, b) => b.update_into(&c.update(chunk), out),
         }
     }
 
@@ -856,6 +902,8 @@ pub struct OpaqueWriter {
     hasher: crate::alg::ContentHasher,
     stream: crate::signed::OpaqueStream,
     b64: Base64Lines,
+    /// the encoded body of the current chunk (reused)
+    scratch: Vec<u8>,
 }
 
 impl OpaqueWriter {
@@ -872,6 +920,7 @@ impl OpaqueWriter {
             hasher: crate::alg::ContentHasher::new(hash),
             stream,
             b64: Base64Lines::default(),
+            scratch: Vec::new(),
         };
         let mut out = opaque_header(headers);
         out.extend_from_slice(&w.b64.update(&stream.header()?));
@@ -880,18 +929,35 @@ impl OpaqueWriter {
     }
 
     fn content(&mut self, bytes: &[u8]) -> Vec<u8> {
-        self.hasher.update(bytes);
-        let mut out = self
-            .b64
-            .update(&crate::signed::OpaqueStream::chunk_header(bytes.len()));
-        out.extend_from_slice(&self.b64.update(bytes));
+        let mut out = Vec::new();
+        self.content_into(bytes, &mut out);
         out
+    }
+
+    fn content_into(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.hasher.update(bytes);
+        self.b64
+            .update_into(&crate::signed::OpaqueStream::chunk_header(bytes.len()), out);
+        self.b64.update_into(bytes, out);
     }
 
     /// Body bytes in, output bytes out.
     pub fn update(&mut self, body: &[u8]) -> Vec<u8> {
-        let e = self.encoder.update(body);
-        self.content(&e)
+        let mut out = Vec::new();
+        self.update_into(body, &mut out);
+        out
+    }
+
+    /// Body bytes in, output bytes appended to `out` (no allocation per chunk).
+    pub fn update_into(&mut self, body: &[u8], out: &mut Vec<u8>) {
+        let mut e = std::mem::take(&mut self.scratch);
+        e.clear();
+        self.encoder.update_into(body, &mut e);
+        self.content_into(&e, out);
+        self.scratch = e;
     }
 
     /// Sign and return the remaining output.
@@ -1017,6 +1083,10 @@ enum ScanState {
 #[derive(Clone, Debug)]
 pub struct SignedPartScanner {
     delim: Vec<u8>,
+    /// LF + delimiter: where the fast path stops
+    nl_delim: Vec<u8>,
+    /// tests: line by line only (the reference for the fast path)
+    careful: bool,
     state: ScanState,
     line: Vec<u8>,
     line_flushed: bool,
@@ -1029,6 +1099,8 @@ impl SignedPartScanner {
     pub fn new(boundary: &str) -> Self {
         Self {
             delim: format!("--{boundary}").into_bytes(),
+            nl_delim: format!("\n--{boundary}").into_bytes(),
+            careful: false,
             state: ScanState::Preamble,
             line: Vec::new(),
             line_flushed: false,
@@ -1040,13 +1112,34 @@ impl SignedPartScanner {
     /// Feed body bytes; returns signed-part bytes.
     pub fn update(&mut self, chunk: &[u8]) -> Result<Vec<u8>, SmimeError> {
         let mut out = Vec::new();
-        for piece in chunk.split_inclusive(|b| *b == b'\n') {
+        self.update_into(chunk, &mut out)?;
+        Ok(out)
+    }
+
+    /// Feed body bytes; appends signed-part bytes to `out`.
+    pub fn update_into(&mut self, mut chunk: &[u8], out: &mut Vec<u8>) -> Result<(), SmimeError> {
+        while !chunk.is_empty() {
+            if self.state == ScanState::Signed
+                && self.line.is_empty()
+                && !self.line_flushed
+                && !self.careful
+            {
+                let used = self.signed_run(chunk, out);
+                chunk = &chunk[used..];
+                if chunk.is_empty() {
+                    break;
+                }
+            }
+            // one line (or the incomplete end of the chunk), the careful way
+            let end = memchr::memchr(b'\n', chunk).map_or(chunk.len(), |i| i + 1);
+            let piece = &chunk[..end];
+            chunk = &chunk[end..];
             self.line.extend_from_slice(piece);
             if piece.ends_with(b"\n") {
-                self.complete_line(&mut out)?;
+                self.complete_line(out)?;
             } else if self.line.len() > 65_536 {
                 match self.state {
-                    ScanState::Signed => self.flush_partial(&mut out),
+                    ScanState::Signed => self.flush_partial(out),
                     ScanState::Preamble | ScanState::Epilogue => {
                         // an over-long line here is no delimiter: drop it, remember that
                         self.line.clear();
@@ -1060,7 +1153,33 @@ impl SignedPartScanner {
                 }
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Signed part, at the start of a line: the complete lines of `chunk` up to the first one
+    /// that starts with the delimiter go out in one piece (line ends made CRLF, the last one
+    /// held back: it belongs to the delimiter if one follows). Returns the bytes consumed.
+    fn signed_run(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> usize {
+        let Some(last_lf) = memchr::memrchr(b'\n', chunk) else {
+            return 0;
+        };
+        let complete = &chunk[..=last_lf];
+        let stop = if complete.starts_with(&self.delim) {
+            0
+        } else {
+            memchr::memmem::find(complete, &self.nl_delim).map_or(complete.len(), |i| i + 1)
+        };
+        let run = &complete[..stop];
+        let Some(body) = run.strip_suffix(b"\n") else {
+            return 0;
+        };
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        if self.pending_eol {
+            out.extend_from_slice(b"\r\n");
+        }
+        crate::text::crlf_into(&mut false, body, out);
+        self.pending_eol = true;
+        stop
     }
 
     fn flush_partial(&mut self, out: &mut Vec<u8>) {
@@ -1278,6 +1397,51 @@ mod tests {
             }
             assert_eq!(sc.finish().expect("sig"), vec![0x30, 0x00], "chunk {size}");
             assert_eq!(got, expect, "chunk {size}");
+        }
+    }
+
+    #[test]
+    fn scanner_fast_path_matches_line_by_line() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) as usize
+        };
+        let pieces: [&[u8]; 9] = [
+            b"a", b"xyz", b"\r", b"\n", b"\r\n", b"--b", b"--b--", b" ", b"-",
+        ];
+        for round in 0..400 {
+            let mut body = b"pre\n--b\nContent-Type: text/plain\n\n".to_vec();
+            for _ in 0..next() % 200 {
+                body.extend_from_slice(pieces[next() % pieces.len()]);
+            }
+            if round % 3 != 0 {
+                body.extend_from_slice(
+                    b"\n--b\nContent-Type: application/pkcs7-signature\n\nMAA=\n--b--\n",
+                );
+            }
+            let run = |careful: bool, size: usize| {
+                let mut sc = SignedPartScanner::new("b");
+                sc.careful = careful;
+                let mut out = Vec::new();
+                let mut err = None;
+                for c in body.chunks(size) {
+                    if let Err(e) = sc.update_into(c, &mut out) {
+                        err = Some(e.to_string());
+                        break;
+                    }
+                }
+                let fin = match err {
+                    Some(e) => Err(e),
+                    None => sc.finish().map_err(|e| e.to_string()),
+                };
+                (out, fin)
+            };
+            let want = run(true, body.len().max(1));
+            for size in [1, 2, 5, 13, 64, 4096] {
+                assert_eq!(run(false, size), want, "round {round} chunk {size}");
+                assert_eq!(run(true, size).1, want.1, "round {round} chunk {size}");
+            }
         }
     }
 

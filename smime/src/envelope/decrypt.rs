@@ -442,13 +442,25 @@ impl Decryptor {
     /// Feeds more of the envelope (and first, whatever followed the header in
     /// the parser's input); returns **unverified** plaintext.
     pub fn update(&mut self, data: &[u8]) -> Result<Unverified, DecryptError> {
+        let mut out = Vec::with_capacity(data.len() + 16);
+        self.update_unverified_into(data, &mut out)?;
+        Ok(Unverified(out))
+    }
+
+    /// Like [`Decryptor::update`], appending the plaintext to `out` (a reused buffer). It is
+    /// just as **unverified**: nothing appended is authentic until [`Decryptor::finish`]
+    /// returned `Ok`.
+    pub fn update_unverified_into(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), DecryptError> {
         if self.poisoned {
             return Err(DecryptError::Failed);
         }
         self.reader.feed(data);
-        let mut out = Vec::with_capacity(data.len() + 16);
-        match self.run(&mut out) {
-            Ok(()) | Err(BerError::NeedMore) => Ok(Unverified(out)),
+        match self.run(out) {
+            Ok(()) | Err(BerError::NeedMore) => Ok(()),
             Err(BerError::Malformed(_)) => {
                 self.poisoned = true;
                 Err(DecryptError::Failed)
@@ -666,6 +678,8 @@ pub struct MessageDecryptor {
     parsed: Option<ParsedEnvelope>,
     held: Vec<u8>,
     dec: Option<Decryptor>,
+    /// decoded CMS bytes of the current push (reused)
+    scratch: Vec<u8>,
 }
 
 impl MessageDecryptor {
@@ -680,6 +694,31 @@ impl MessageDecryptor {
     pub fn push(&mut self, data: &[u8]) -> Result<Unverified, DecryptError> {
         let bytes = self.form.push(data)?;
         self.route(bytes)
+    }
+
+    /// Like [`MessageDecryptor::push`], appending the plaintext to `out` (a reused buffer).
+    /// Just as **unverified**: nothing appended is authentic until
+    /// [`MessageDecryptor::finish`] returned `Ok`.
+    pub fn push_unverified_into(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), DecryptError> {
+        let mut cms = std::mem::take(&mut self.scratch);
+        cms.clear();
+        let r = self
+            .form
+            .push_into(data, &mut cms)
+            .and_then(|()| match self.dec.as_mut() {
+                Some(d) => d.update_unverified_into(&cms, out),
+                None => {
+                    let u = self.route(std::mem::take(&mut cms))?;
+                    out.extend_from_slice(u.as_unverified_bytes());
+                    Ok(())
+                }
+            });
+        self.scratch = cms;
+        r
     }
 
     fn route(&mut self, bytes: Vec<u8>) -> Result<Unverified, DecryptError> {

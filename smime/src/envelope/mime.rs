@@ -168,14 +168,7 @@ impl CrlfCanonicalizer {
 
     /// Appends the canonical form of `data` to `out`.
     pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        out.reserve(data.len() + data.len() / 32);
-        for &b in data {
-            if b == b'\n' && !self.last_cr {
-                out.push(b'\r');
-            }
-            out.push(b);
-            self.last_cr = b == b'\r';
-        }
+        crate::text::crlf_into(&mut self.last_cr, data, out);
     }
 }
 
@@ -206,28 +199,17 @@ impl Base64LineEncoder {
             Self::line(&self.pending, out);
             self.pending.clear();
         }
-        let mut chunks = data.chunks_exact(B64_LINE_BYTES);
-        for c in &mut chunks {
-            Self::line(c, out);
-        }
-        self.pending.extend_from_slice(chunks.remainder());
+        let rest = crate::text::b64_lines_into(data, out);
+        self.pending.extend_from_slice(rest);
     }
 
     fn line(bytes: &[u8], out: &mut Vec<u8>) {
-        let start = out.len();
-        out.resize(start + bytes.len().div_ceil(3) * 4, 0);
-        let n = STANDARD
-            .encode_slice(bytes, &mut out[start..])
-            .unwrap_or_default();
-        out.truncate(start + n);
-        out.extend_from_slice(b"\r\n");
+        crate::text::b64_last_line_into(bytes, out);
     }
 
     /// Writes the last (short) line.
     pub fn finish(self, out: &mut Vec<u8>) {
-        if !self.pending.is_empty() {
-            Self::line(&self.pending, out);
-        }
+        Self::line(&self.pending, out);
     }
 }
 
@@ -323,16 +305,22 @@ impl CmsInputDecoder {
     /// Feeds input; returns decoded CMS bytes.
     pub fn push(&mut self, data: &[u8]) -> Result<Vec<u8>, DecryptError> {
         let mut out = Vec::with_capacity(data.len());
+        self.push_into(data, &mut out)?;
+        Ok(out)
+    }
+
+    /// Feeds input; appends decoded CMS bytes to `out`.
+    pub fn push_into(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), DecryptError> {
         match self.state {
             InState::Binary => {
                 out.extend_from_slice(data);
-                return Ok(out);
+                return Ok(());
             }
             InState::Base64 | InState::PemBody => {
-                self.base64_text(data, &mut out)?;
-                return Ok(out);
+                self.base64_text(data, out)?;
+                return Ok(());
             }
-            InState::Done => return Ok(out),
+            InState::Done => return Ok(()),
             _ => {}
         }
         self.buf.extend_from_slice(data);
@@ -342,17 +330,17 @@ impl CmsInputDecoder {
                     let start = self.buf.iter().position(|b| !b.is_ascii_whitespace());
                     let Some(start) = start else {
                         self.buf.clear();
-                        return Ok(out);
+                        return Ok(());
                     };
                     let rest = &self.buf[start..];
                     if rest[0] == 0x30 {
                         self.state = InState::Binary;
                         out.extend_from_slice(rest);
                         self.buf = Vec::new();
-                        return Ok(out);
+                        return Ok(());
                     }
                     if rest.len() < 11 && b"-----BEGIN ".starts_with(rest) {
-                        return Ok(out);
+                        return Ok(());
                     }
                     if rest.starts_with(b"-----BEGIN ") {
                         self.buf.drain(..start);
@@ -366,7 +354,7 @@ impl CmsInputDecoder {
                         if self.buf.len() > 256 {
                             return Err(DecryptError::Malformed("bad PEM header line"));
                         }
-                        return Ok(out);
+                        return Ok(());
                     };
                     let line = String::from_utf8_lossy(&self.buf[..nl]).to_string();
                     let label = line
@@ -381,8 +369,8 @@ impl CmsInputDecoder {
                     let rest = self.buf.split_off(nl + 1);
                     self.buf = Vec::new();
                     self.state = InState::PemBody;
-                    self.base64_text(&rest, &mut out)?;
-                    return Ok(out);
+                    self.base64_text(&rest, out)?;
+                    return Ok(());
                 }
                 InState::Headers => {
                     if !looks_like_headers(&self.buf) && self.buf.contains(&b'\n') {
@@ -394,7 +382,7 @@ impl CmsInputDecoder {
                         if self.buf.len() > MAX_HEADER_BLOCK {
                             return Err(DecryptError::Malformed("header block too large"));
                         }
-                        return Ok(out);
+                        return Ok(());
                     };
                     let fs = fields(&self.buf[..end]);
                     let ct = header_value(&fs, "content-type").unwrap_or_default();
@@ -427,7 +415,7 @@ impl CmsInputDecoder {
                     match cte.as_str() {
                         "base64" => {
                             self.state = InState::Base64;
-                            self.base64_text(&rest, &mut out)?;
+                            self.base64_text(&rest, out)?;
                         }
                         "" | "binary" | "8bit" | "7bit" => {
                             self.state = InState::Binary;
@@ -439,14 +427,33 @@ impl CmsInputDecoder {
                             )));
                         }
                     }
-                    return Ok(out);
+                    return Ok(());
                 }
-                _ => return Ok(out),
+                _ => return Ok(()),
             }
         }
     }
 
-    fn base64_text(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), DecryptError> {
+    fn base64_text(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<(), DecryptError> {
+        // whole lines of plain base64 go in as slices; others, and the incomplete last
+        // line, byte by byte
+        while !data.is_empty() && self.state != InState::Done {
+            let (used, slow) = crate::text::strip_lines(data, &mut self.b64);
+            data = &data[used..];
+            if self.b64.len() >= 64 * 1024 {
+                self.flush_b64(out, false)?;
+            }
+            let end = match memchr::memchr(b'\n', data) {
+                Some(i) if slow => i + 1,
+                _ => data.len(),
+            };
+            self.base64_bytes(&data[..end], out)?;
+            data = &data[end..];
+        }
+        self.flush_b64(out, false)
+    }
+
+    fn base64_bytes(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), DecryptError> {
         for &b in data {
             if self.state == InState::Done {
                 break;
@@ -466,7 +473,7 @@ impl CmsInputDecoder {
                 self.flush_b64(out, false)?;
             }
         }
-        self.flush_b64(out, false)
+        Ok(())
     }
 
     fn flush_b64(&mut self, out: &mut Vec<u8>, last: bool) -> Result<(), DecryptError> {
@@ -478,12 +485,18 @@ impl CmsInputDecoder {
         if n == 0 {
             return Ok(());
         }
-        let start = out.len();
-        out.resize(start + n / 4 * 3 + 3, 0);
-        let written = STANDARD
-            .decode_slice(&self.b64[..n], &mut out[start..])
-            .map_err(|_| DecryptError::Malformed("invalid base64 in the body"))?;
-        out.truncate(start + written);
+        let text = &self.b64[..n];
+        if last || memchr::memchr(b'=', text).is_some() {
+            let start = out.len();
+            out.resize(start + n / 4 * 3 + 3, 0);
+            let written = STANDARD
+                .decode_slice(text, &mut out[start..])
+                .map_err(|_| DecryptError::Malformed("invalid base64 in the body"))?;
+            out.truncate(start + written);
+        } else {
+            crate::text::b64_decode_into(text, out)
+                .map_err(|_| DecryptError::Malformed("invalid base64 in the body"))?;
+        }
         self.b64.drain(..n);
         Ok(())
     }
