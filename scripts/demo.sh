@@ -18,10 +18,11 @@ bash softhsm/provision.sh "$demo" --force >/dev/null
 
 say "starting tokenmail-agent"
 export TOKENMAIL_SOCK="$demo/run/agent.sock"
-eval "$("$bin/tokenmail-agent" --pkcs11-module "$TOKENMAIL_PKCS11_MODULE" \
+agent_out=$("$bin/tokenmail-agent" --pkcs11-module "$TOKENMAIL_PKCS11_MODULE" \
         --token-label "$TOKENMAIL_TOKEN_LABEL" --pin-file "$TOKENMAIL_PIN_FILE" \
-        --socket "$TOKENMAIL_SOCK" --log-file "$demo/agent.log")"
-agent_pid=$(pgrep -n -f "tokenmail-agent.*$TOKENMAIL_SOCK" || true)
+        --socket "$TOKENMAIL_SOCK" --log-file "$demo/agent.log")
+eval "$agent_out"      # exports TOKENMAIL_SOCK, like ssh-agent's output
+agent_pid=$(printf '%s\n' "$agent_out" | sed -n 's/.*Agent pid \([0-9]*\).*/\1/p')
 trap '[ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null || true' EXIT
 
 say "tokenmail status"

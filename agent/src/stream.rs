@@ -39,7 +39,7 @@ use tokenmail_smime::envelope::mime::{
 };
 use tokenmail_smime::envelope::{
     ContentCipher, DecryptError, EncryptRecipient, Encryptor, KeyOpError, KeyTransport,
-    MessageDecryptor, OaepHash, RecipientKey,
+    MessageDecryptor, RecipientKey,
 };
 use tokenmail_smime::mime::{
     bare_cms, boundary_from_random, from_address, parse_header, pem_encode, verify_smime,
@@ -342,7 +342,7 @@ impl DigestSigner for StoreSigner {
     }
 
     fn sign_digest(&self, scheme: SignatureScheme, digest: &[u8]) -> Result<Vec<u8>, SignerError> {
-        let alg = wire_algorithm(scheme)
+        let alg = SignAlgorithm::from_scheme(scheme)
             .ok_or_else(|| SignerError::Unsupported(scheme.name().to_string()))?;
         self.store.sign_digest(&self.id, alg, digest).map_err(|e| {
             let msg = e.to_string();
@@ -350,22 +350,6 @@ impl DigestSigner for StoreSigner {
             SignerError::Backend(msg)
         })
     }
-}
-
-fn wire_algorithm(s: SignatureScheme) -> Option<SignAlgorithm> {
-    use SignatureScheme::*;
-    Some(match s {
-        RsaPkcs1v15(HashAlg::Sha256) => SignAlgorithm::RsaPkcs1Sha256,
-        RsaPkcs1v15(HashAlg::Sha384) => SignAlgorithm::RsaPkcs1Sha384,
-        RsaPkcs1v15(HashAlg::Sha512) => SignAlgorithm::RsaPkcs1Sha512,
-        RsaPss(HashAlg::Sha256) => SignAlgorithm::RsaPssSha256,
-        RsaPss(HashAlg::Sha384) => SignAlgorithm::RsaPssSha384,
-        RsaPss(HashAlg::Sha512) => SignAlgorithm::RsaPssSha512,
-        Ecdsa(HashAlg::Sha256) => SignAlgorithm::EcdsaSha256,
-        Ecdsa(HashAlg::Sha384) => SignAlgorithm::EcdsaSha384,
-        Ecdsa(HashAlg::Sha512) => SignAlgorithm::EcdsaSha512,
-        _ => return None,
-    })
 }
 
 fn key_kind(k: &KeyEntry) -> Result<KeyKind, Response> {
@@ -893,26 +877,6 @@ fn verify_input(
 
 // ---------------------------------------------------------------------- encrypt
 
-/// Reads into `buf` until it holds `want` more bytes or the input ends.
-fn read_some(input: &mut dyn Read, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
-    let start = buf.len();
-    buf.resize(start + want, 0);
-    let mut got = 0;
-    while got < want {
-        match input.read(&mut buf[start + got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                buf.truncate(start + got);
-                return Err(e);
-            }
-        }
-    }
-    buf.truncate(start + got);
-    Ok(got)
-}
-
 fn encrypt_op(
     recipients: &[String],
     cipher: Option<&str>,
@@ -959,7 +923,7 @@ fn encrypt_stream(
     // 1. the header block
     let mut head = Vec::with_capacity(CHUNK);
     let (split, body_start) = loop {
-        let n = read_some(input, &mut head, CHUNK).map_err(input_failure)?;
+        let n = tokenmail_smime::text::read_some(input, &mut head, CHUNK).map_err(input_failure)?;
         if !head.is_empty() && !looks_like_headers(&head) {
             break (SplitHeaders::default(), 0);
         }
@@ -1012,7 +976,7 @@ fn encrypt_stream(
     let mut buf = Vec::with_capacity(CHUNK);
     loop {
         buf.clear();
-        let n = read_some(input, &mut buf, CHUNK).map_err(input_failure)?;
+        let n = tokenmail_smime::text::read_some(input, &mut buf, CHUNK).map_err(input_failure)?;
         if n == 0 {
             break;
         }
@@ -1067,17 +1031,8 @@ impl RecipientKey for StoreKey {
         alg: KeyTransport,
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KeyOpError> {
-        let algorithm = match alg {
-            KeyTransport::RsaPkcs1v15 => DecryptAlgorithm::RsaPkcs1,
-            KeyTransport::RsaOaep { hash } => match hash {
-                OaepHash::Sha1 => DecryptAlgorithm::RsaOaepSha1,
-                OaepHash::Sha256 => DecryptAlgorithm::RsaOaepSha256,
-                OaepHash::Sha384 => DecryptAlgorithm::RsaOaepSha384,
-                OaepHash::Sha512 => DecryptAlgorithm::RsaOaepSha512,
-                other => return Err(KeyOpError::Unsupported(format!("OAEP with {other:?}"))),
-            },
-            other => return Err(KeyOpError::Unsupported(format!("{other:?}"))),
-        };
+        let algorithm = DecryptAlgorithm::from_key_transport(alg)
+            .ok_or_else(|| KeyOpError::Unsupported(format!("{alg:?}")))?;
         self.store
             .decrypt(&self.id, algorithm, wrapped)
             .map_err(|e| self.fail(e))
@@ -1088,21 +1043,6 @@ impl RecipientKey for StoreKey {
             .derive(&self.id, peer_point)
             .map_err(|e| self.fail(e))
     }
-}
-
-/// The outer header fields of a MIME message (not Content-*, not MIME-Version), raw;
-/// empty for bare CMS (as `tokenmail decrypt` puts them back).
-fn outer_headers(prefix: &[u8]) -> Vec<u8> {
-    let Ok(Some((fields, _))) = parse_header(prefix) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for f in fields {
-        if !f.is_content() && !f.is("MIME-Version") {
-            out.extend_from_slice(&f.canonical());
-        }
-    }
-    out
 }
 
 /// Before a key was used: what is wrong with the message.
@@ -1167,7 +1107,8 @@ fn decrypt_op(svc: &Service, input: &mut Input) -> Result<Done, Response> {
         };
         if !header_written && md.envelope().is_some() {
             // The message's own headers travel outside the encryption: put them back.
-            out.write_all(&outer_headers(&prefix)).map_err(ioe)?;
+            out.write_all(&tokenmail_smime::mime::outer_header_block(&prefix))
+                .map_err(ioe)?;
             header_written = true;
             prefix = Vec::new();
         }

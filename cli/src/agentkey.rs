@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use tokenmail_proto::v1::{Bytes, DecryptAlgorithm, ErrorCode, KeyInfo, Pin, Request, Response};
 use tokenmail_proto::{Client, ClientError};
-use tokenmail_smime::envelope::{KeyOpError, KeyTransport, OaepHash, RecipientKey};
+use tokenmail_smime::envelope::{KeyOpError, KeyTransport, RecipientKey};
 use x509_cert::der::Decode;
 use zeroize::Zeroizing;
 
@@ -157,17 +157,8 @@ impl RecipientKey for AgentKey<'_> {
         alg: KeyTransport,
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KeyOpError> {
-        let algorithm = match alg {
-            KeyTransport::RsaPkcs1v15 => DecryptAlgorithm::RsaPkcs1,
-            KeyTransport::RsaOaep { hash } => match hash {
-                OaepHash::Sha1 => DecryptAlgorithm::RsaOaepSha1,
-                OaepHash::Sha256 => DecryptAlgorithm::RsaOaepSha256,
-                OaepHash::Sha384 => DecryptAlgorithm::RsaOaepSha384,
-                OaepHash::Sha512 => DecryptAlgorithm::RsaOaepSha512,
-                other => return Err(KeyOpError::Unsupported(format!("OAEP with {other:?}"))),
-            },
-            other => return Err(KeyOpError::Unsupported(format!("{other:?}"))),
-        };
+        let algorithm = DecryptAlgorithm::from_key_transport(alg)
+            .ok_or_else(|| KeyOpError::Unsupported(format!("{alg:?}")))?;
         match self.call(&Request::DecryptKey {
             key: self.name.clone(),
             algorithm,

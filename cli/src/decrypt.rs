@@ -38,21 +38,6 @@ pub struct DecryptArgs {
     pub trust: Vec<PathBuf>,
 }
 
-/// The outer header fields of a MIME message (not Content-*, not MIME-Version), raw,
-/// from the start of the input; empty for bare CMS.
-fn outer_headers(prefix: &[u8]) -> Vec<u8> {
-    let Ok(Some((fields, _))) = tokenmail_smime::mime::parse_header(prefix) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for f in fields {
-        if !f.is_content() && !f.is("MIME-Version") {
-            out.extend_from_slice(&f.canonical());
-        }
-    }
-    out
-}
-
 /// Read size: big reads keep per-call costs (syscalls, thread hand-overs) negligible.
 const CHUNK: usize = 1 << 20;
 
@@ -127,7 +112,7 @@ pub fn run(args: DecryptArgs, socket: Option<&Path>) -> Result<i32> {
             .map_err(|e| anyhow!(describe(&e)))?;
         if !header_written && md.envelope().is_some() {
             // The message's own headers travel outside the encryption: put them back.
-            writer.feed(outer_headers(&prefix))?;
+            writer.feed(tokenmail_smime::mime::outer_header_block(&prefix))?;
             header_written = true;
         }
         writer.feed(out)?;
@@ -240,7 +225,7 @@ fn outer_signed(args: DecryptArgs, input: &Path, socket: Option<&Path>) -> Resul
     head.truncate(n);
     let wrapped = dir.path().join("wrapped");
     let mut w = File::create(&wrapped)?;
-    w.write_all(&outer_headers(&head))?;
+    w.write_all(&tokenmail_smime::mime::outer_header_block(&head))?;
     io::copy(&mut File::open(&content)?, &mut w)?;
     drop(w);
     if is_signed(&wrapped)? {

@@ -224,26 +224,6 @@ fn load_recipient(path: &Path) -> anyhow::Result<EncryptRecipient> {
         .with_context(|| format!("cannot encrypt to {}", path.display()))
 }
 
-/// Reads into `buf` until it holds `want` more bytes or the input ends.
-fn read_some(input: &mut dyn Read, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
-    let start = buf.len();
-    buf.resize(start + want, 0);
-    let mut got = 0;
-    while got < want {
-        match input.read(&mut buf[start + got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                buf.truncate(start + got);
-                return Err(e);
-            }
-        }
-    }
-    buf.truncate(start + got);
-    Ok(got)
-}
-
 /// Encrypts a message from `input` to `output`, streaming: the header block
 /// (bounded) is read first and split, then the body goes through CRLF
 /// canonicalisation (skipped for `Content-Transfer-Encoding: binary`), the
@@ -257,7 +237,8 @@ fn encrypt_into(
     // 1. the header block
     let mut head = Vec::with_capacity(CHUNK);
     let (split, body_start) = loop {
-        let n = read_some(input, &mut head, CHUNK).context("cannot read the input")?;
+        let n = tokenmail_smime::text::read_some(input, &mut head, CHUNK)
+            .context("cannot read the input")?;
         if !head.is_empty() && !looks_like_headers(&head) {
             break (SplitHeaders::default(), 0);
         }
@@ -306,7 +287,8 @@ fn encrypt_into(
     let mut buf = Vec::with_capacity(CHUNK);
     loop {
         buf.clear();
-        let n = read_some(input, &mut buf, CHUNK).context("cannot read the input")?;
+        let n = tokenmail_smime::text::read_some(input, &mut buf, CHUNK)
+            .context("cannot read the input")?;
         if n == 0 {
             break;
         }

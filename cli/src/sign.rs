@@ -74,7 +74,7 @@ impl DigestSigner for AgentSigner<'_> {
     }
 
     fn sign_digest(&self, scheme: SignatureScheme, digest: &[u8]) -> Result<Vec<u8>, SignerError> {
-        let algorithm = wire_algorithm(scheme)
+        let algorithm = SignAlgorithm::from_scheme(scheme)
             .ok_or_else(|| SignerError::Unsupported(scheme.name().to_string()))?;
         let mut c = self.client.borrow_mut();
         match call_with_login(
@@ -92,22 +92,6 @@ impl DigestSigner for AgentSigner<'_> {
             Err(e) => Err(SignerError::Backend(e.to_string())),
         }
     }
-}
-
-fn wire_algorithm(s: SignatureScheme) -> Option<SignAlgorithm> {
-    use SignatureScheme::*;
-    Some(match s {
-        RsaPkcs1v15(HashAlg::Sha256) => SignAlgorithm::RsaPkcs1Sha256,
-        RsaPkcs1v15(HashAlg::Sha384) => SignAlgorithm::RsaPkcs1Sha384,
-        RsaPkcs1v15(HashAlg::Sha512) => SignAlgorithm::RsaPkcs1Sha512,
-        RsaPss(HashAlg::Sha256) => SignAlgorithm::RsaPssSha256,
-        RsaPss(HashAlg::Sha384) => SignAlgorithm::RsaPssSha384,
-        RsaPss(HashAlg::Sha512) => SignAlgorithm::RsaPssSha512,
-        Ecdsa(HashAlg::Sha256) => SignAlgorithm::EcdsaSha256,
-        Ecdsa(HashAlg::Sha384) => SignAlgorithm::EcdsaSha384,
-        Ecdsa(HashAlg::Sha512) => SignAlgorithm::EcdsaSha512,
-        _ => return None,
-    })
 }
 
 fn key_kind(info: &KeyInfo) -> Result<KeyKind> {

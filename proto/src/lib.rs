@@ -11,6 +11,9 @@ pub mod client;
 pub mod frame;
 pub mod v1;
 
+#[cfg(feature = "smime")]
+pub mod smime;
+
 pub use client::{default_socket_path, Client, ClientError};
 pub use frame::{FrameKind, Header, MAX_FRAME};
 

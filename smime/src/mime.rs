@@ -112,6 +112,22 @@ impl HeaderField {
     }
 }
 
+/// The outer header fields of a message (everything but Content-* and MIME-Version),
+/// canonical CRLF, from a prefix that holds its header block; empty when there is none.
+/// These are the fields that travel outside an encrypted or signed entity.
+pub fn outer_header_block(prefix: &[u8]) -> Vec<u8> {
+    let Ok(Some((fields, _))) = parse_header(prefix) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for f in fields {
+        if !f.is_content() && !f.is("MIME-Version") {
+            out.extend_from_slice(&f.canonical());
+        }
+    }
+    out
+}
+
 /// Parse the header block. Returns the fields and the offset of the body, or `None` when the
 /// blank line that ends the header is not in `input` yet (read more and retry; at end of input
 /// use [`split_message`]).

@@ -135,6 +135,31 @@ pub fn strip_lines(data: &[u8], acc: &mut Vec<u8>) -> (usize, bool) {
     (start, false)
 }
 
+/// Reads into `buf` until it holds `want` more bytes or the input ends; returns how
+/// many bytes were added (0 at the end of the input).
+pub fn read_some(
+    input: &mut dyn std::io::Read,
+    buf: &mut Vec<u8>,
+    want: usize,
+) -> std::io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + want, 0);
+    let mut got = 0;
+    while got < want {
+        match input.read(&mut buf[start + got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                buf.truncate(start + got);
+                return Err(e);
+            }
+        }
+    }
+    buf.truncate(start + got);
+    Ok(got)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

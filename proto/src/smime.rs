@@ -1,0 +1,69 @@
+//! Conversions between wire algorithms and the S/MIME core's types (feature `smime`),
+//! so the agent and the CLI map them the same way.
+
+use tokenmail_smime::alg::{HashAlg, SignatureScheme};
+use tokenmail_smime::envelope::{KeyTransport, OaepHash};
+
+use crate::v1::{DecryptAlgorithm, SignAlgorithm};
+
+impl SignAlgorithm {
+    /// The wire algorithm for a signature scheme (`None` for SHA-1, which is never signed).
+    pub fn from_scheme(s: SignatureScheme) -> Option<Self> {
+        use SignatureScheme::*;
+        Some(match s {
+            RsaPkcs1v15(HashAlg::Sha256) => SignAlgorithm::RsaPkcs1Sha256,
+            RsaPkcs1v15(HashAlg::Sha384) => SignAlgorithm::RsaPkcs1Sha384,
+            RsaPkcs1v15(HashAlg::Sha512) => SignAlgorithm::RsaPkcs1Sha512,
+            RsaPss(HashAlg::Sha256) => SignAlgorithm::RsaPssSha256,
+            RsaPss(HashAlg::Sha384) => SignAlgorithm::RsaPssSha384,
+            RsaPss(HashAlg::Sha512) => SignAlgorithm::RsaPssSha512,
+            Ecdsa(HashAlg::Sha256) => SignAlgorithm::EcdsaSha256,
+            Ecdsa(HashAlg::Sha384) => SignAlgorithm::EcdsaSha384,
+            Ecdsa(HashAlg::Sha512) => SignAlgorithm::EcdsaSha512,
+            _ => return None,
+        })
+    }
+}
+
+impl DecryptAlgorithm {
+    /// The wire algorithm for an RSA key transport (`None` for what the wire cannot name).
+    pub fn from_key_transport(t: KeyTransport) -> Option<Self> {
+        Some(match t {
+            KeyTransport::RsaPkcs1v15 => DecryptAlgorithm::RsaPkcs1,
+            KeyTransport::RsaOaep { hash } => match hash {
+                OaepHash::Sha1 => DecryptAlgorithm::RsaOaepSha1,
+                OaepHash::Sha256 => DecryptAlgorithm::RsaOaepSha256,
+                OaepHash::Sha384 => DecryptAlgorithm::RsaOaepSha384,
+                OaepHash::Sha512 => DecryptAlgorithm::RsaOaepSha512,
+                _ => return None,
+            },
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_signing_scheme_has_a_wire_name_and_sha1_none() {
+        for h in [HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512] {
+            for s in [
+                SignatureScheme::RsaPkcs1v15(h),
+                SignatureScheme::RsaPss(h),
+                SignatureScheme::Ecdsa(h),
+            ] {
+                let a = SignAlgorithm::from_scheme(s).expect("named");
+                assert_eq!(a.hash().digest_len(), h.output_len(), "{s:?}");
+            }
+        }
+        assert!(SignAlgorithm::from_scheme(SignatureScheme::Ecdsa(HashAlg::Sha1)).is_none());
+        assert_eq!(
+            DecryptAlgorithm::from_key_transport(KeyTransport::RsaOaep {
+                hash: OaepHash::Sha256
+            }),
+            Some(DecryptAlgorithm::RsaOaepSha256)
+        );
+    }
+}
