@@ -53,7 +53,7 @@ say "encrypt to alice (RSA-OAEP) and carol (ECDH P-384), AES-256-GCM (no agent n
 sed -n '1,9p' "$demo/encrypted.eml"; echo "  [...]"
 
 say "decrypt on the token (content key unwrapped by the token; plaintext released after the GCM tag verified)"
-"$tm" decrypt --json "$demo/encrypted.eml" -o "$demo/decrypted.eml"
+"$tm" decrypt --json --trust "$TOKENMAIL_PKI/root.pem" "$demo/encrypted.eml" -o "$demo/decrypted.eml"
 "$tm" verify --trust "$TOKENMAIL_PKI/root.pem" "$demo/decrypted.eml" | tail -2
 
 say "done; the agent stops now (log: $demo/agent.log)"
