@@ -293,13 +293,10 @@ impl Pkcs11Store {
             .login_session
             .as_ref()
             .ok_or_else(|| TokenError::NotPresent(self.name.clone()))?;
-        let mut res = sess.login(UserType::User, Some(&pin));
-        if let Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) = res {
-            // Logged in by someone else in this process: check this PIN for real.
-            let _ = sess.logout();
-            res = sess.login(UserType::User, Some(&pin));
-        }
-        match res {
+        // CKR_USER_ALREADY_LOGGED_IN: PKCS#11 login state is per process and token, and
+        // another store on the same token logged in. Logging out to re-check this PIN would
+        // pull the login from under that store's running operations, so it is accepted.
+        match sess.login(UserType::User, Some(&pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
                 inner.logged_in = true;
                 inner.keys = None;
