@@ -251,8 +251,10 @@ impl Service {
                 ),
             },
             Request::Status => {
-                let tokens = self.stores.iter().map(|s| s.status()).collect();
+                // Keys first: listing connects and logs in where a PIN may be used, so the
+                // token states below are the ones after that, not before.
                 let keys = self.all_keys();
+                let tokens = self.stores.iter().map(|s| s.status()).collect();
                 let emails = self.selections(&keys);
                 Response::Status(AgentStatus {
                     agent_version: AGENT.into(),
