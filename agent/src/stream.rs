@@ -43,8 +43,8 @@ use tokenmail_smime::envelope::{
 };
 use tokenmail_smime::mime::{
     bare_cms, boundary_from_random, from_address, parse_header, pem_encode, verify_smime,
-    Base64Decoder, ContentType, HeaderField, MessageVerification, MultipartSignedWriter,
-    OpaqueWriter, SevenBitScanner, SignedPartScanner,
+    Base64Decoder, ContentType, MessageVerification, MultipartSignedWriter, OpaqueWriter,
+    SevenBitScanner, SignedPartScanner,
 };
 use tokenmail_smime::path::{CertEntry, Policy};
 use tokenmail_smime::signed::{sign_detached, DigestSigner, SignOptions, SignerError};
@@ -594,46 +594,6 @@ fn sign_mime(
 
 // ----------------------------------------------------------------------- verify
 
-/// The digests to compute for a streamed multipart/signed body (see cli/src/verify.rs).
-fn micalg_hashes(micalg: Option<&str>) -> Vec<HashAlg> {
-    let mut v = vec![HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512];
-    if let Some(m) = micalg {
-        v.extend(m.split(',').filter_map(HashAlg::from_micalg));
-    }
-    v.sort();
-    v.dedup();
-    v
-}
-
-fn with_fallback(mut algs: Vec<HashAlg>) -> Vec<HashAlg> {
-    algs.push(HashAlg::Sha256);
-    algs.sort();
-    algs.dedup();
-    algs
-}
-
-/// Whether the input can be streamed as opaque SignedData: bare DER/BER, or a MIME header
-/// announcing base64 `application/pkcs7-mime` signed-data.
-fn stream_opaque(header: Option<&(Vec<HeaderField>, usize)>, head: &[u8]) -> bool {
-    match header {
-        None => head.first() == Some(&0x30),
-        Some((h, _)) => {
-            let ct = h
-                .iter()
-                .find(|f| f.is("Content-Type"))
-                .map(|f| ContentType::parse(&f.value()));
-            let cte = h
-                .iter()
-                .find(|f| f.is("Content-Transfer-Encoding"))
-                .map(|f| f.value().to_ascii_lowercase());
-            matches!(&ct, Some(ct)
-                if (ct.mime == "application/pkcs7-mime" || ct.mime == "application/x-pkcs7-mime")
-                    && ct.param("smime-type").is_none_or(|t| t.eq_ignore_ascii_case("signed-data")))
-                && cte.as_deref() == Some("base64")
-        }
-    }
-}
-
 fn verify_streamed(
     signature: &[u8],
     digests: &ContentDigests,
@@ -769,7 +729,10 @@ fn verify_input(
         let boundary = (ct.mime == "multipart/signed")
             .then(|| ct.param("boundary").map(str::to_string))
             .flatten()?;
-        Some((boundary, micalg_hashes(ct.param("micalg"))))
+        Some((
+            boundary,
+            tokenmail_smime::mime::micalg_hashes(ct.param("micalg")),
+        ))
     });
     match (parsed_header, multipart) {
         (Some((headers, body_off)), Some((boundary, algs))) => {
@@ -796,7 +759,7 @@ fn verify_input(
                 opts,
             )
         }
-        (header, None) if stream_opaque(header.as_ref(), &head) => {
+        (header, None) if tokenmail_smime::mime::is_streamable_opaque(header.as_ref(), &head) => {
             let (headers, body_off) = match header {
                 Some((h, off)) => (Some(h), off),
                 None => (None, 0),
@@ -816,7 +779,9 @@ fn verify_input(
                 let content = splitter.update(&cms).map_err(cms_err)?;
                 if hasher.is_none() {
                     if let Some(algs) = splitter.digest_algorithms() {
-                        hasher = Some(MultiHasher::new(&with_fallback(algs)));
+                        hasher = Some(MultiHasher::new(
+                            &tokenmail_smime::mime::with_sha256_fallback(algs),
+                        ));
                     }
                 }
                 if let Some(h) = &mut hasher {

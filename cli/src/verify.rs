@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 use tokenmail_smime::alg::{ContentDigests, HashAlg, MultiHasher};
 use tokenmail_smime::mime::{
-    bare_cms, from_address, parse_header, verify_smime, Base64Decoder, ContentType, HeaderField,
+    bare_cms, from_address, parse_header, verify_smime, Base64Decoder, ContentType,
     MessageVerification, SignedPartScanner,
 };
 use tokenmail_smime::path::{CertEntry, Policy};
@@ -208,28 +208,6 @@ impl Sink {
     }
 }
 
-/// The algorithms `micalg` names (supported ones only).
-fn micalg_named(micalg: Option<&str>) -> Vec<HashAlg> {
-    let mut v: Vec<HashAlg> = micalg
-        .map(|m| m.split(',').filter_map(HashAlg::from_micalg).collect())
-        .unwrap_or_default();
-    v.sort();
-    v.dedup();
-    v
-}
-
-/// The digests to compute up front for a streamed multipart/signed body whose signature
-/// (naming the real algorithm) only comes at the end, when the signed part cannot be read a
-/// second time: SHA-256/384/512, plus SHA-1 only when `micalg` names it (policy rejects SHA-1
-/// anyway; the report then says so). `micalg` alone is not trusted: some clients mislabel it.
-fn micalg_hashes(micalg: Option<&str>) -> Vec<HashAlg> {
-    let mut v = vec![HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512];
-    v.extend(micalg_named(micalg));
-    v.sort();
-    v.dedup();
-    v
-}
-
 /// Hashes `algs` over everything `r` yields.
 fn hash_reader(
     r: &mut dyn Read,
@@ -290,12 +268,6 @@ fn rehash_signed_part(
     Ok(h.finalize())
 }
 
-fn with_fallback(mut algs: Vec<HashAlg>) -> Vec<HashAlg> {
-    algs.push(HashAlg::Sha256);
-    algs.sort();
-    algs.dedup();
-    algs
-}
 /// Read size: big reads keep per-call costs (syscalls, thread hand-overs) negligible.
 const CHUNK: usize = 1 << 20;
 
@@ -337,28 +309,6 @@ fn verify_streamed(
         sender,
         form,
     })
-}
-
-/// Whether the input can be streamed as opaque SignedData: bare DER/BER, or a MIME header
-/// announcing base64 `application/pkcs7-mime` signed-data.
-fn stream_opaque(header: Option<&(Vec<HeaderField>, usize)>, head: &[u8]) -> bool {
-    match header {
-        None => head.first() == Some(&0x30),
-        Some((h, _)) => {
-            let ct = h
-                .iter()
-                .find(|f| f.is("Content-Type"))
-                .map(|f| ContentType::parse(&f.value()));
-            let cte = h
-                .iter()
-                .find(|f| f.is("Content-Transfer-Encoding"))
-                .map(|f| f.value().to_ascii_lowercase());
-            matches!(&ct, Some(ct)
-                if (ct.mime == "application/pkcs7-mime" || ct.mime == "application/x-pkcs7-mime")
-                    && ct.param("smime-type").is_none_or(|t| t.eq_ignore_ascii_case("signed-data")))
-                && cte.as_deref() == Some("base64")
-        }
-    }
 }
 
 /// Run `tokenmail verify` on the process's standard output and error; returns the exit code.
@@ -473,11 +423,11 @@ pub fn run_with(
                 // SignerInfos use something else; else every supported algorithm
                 let rereadable = args.input.as_deref().is_some_and(|p| p.as_os_str() != "-")
                     || !matches!(sink, Sink::None);
-                let named = micalg_named(micalg.as_deref());
+                let named = tokenmail_smime::mime::micalg_named(micalg.as_deref());
                 let algs = if rereadable && !named.is_empty() {
                     named
                 } else {
-                    micalg_hashes(micalg.as_deref())
+                    tokenmail_smime::mime::micalg_hashes(micalg.as_deref())
                 };
                 let mut scanner = SignedPartScanner::new(&boundary);
                 let mut hasher = BackgroundFeed::new(MultiHasher::new(&algs));
@@ -535,7 +485,9 @@ pub fn run_with(
                     form: "multipart/signed",
                 }
             }
-            (header, None) if stream_opaque(header.as_ref(), &head) => {
+            (header, None)
+                if tokenmail_smime::mime::is_streamable_opaque(header.as_ref(), &head) =>
+            {
                 let (headers, body_off) = match header {
                     Some((h, off)) => (Some(h), off),
                     None => (None, 0),
@@ -556,7 +508,9 @@ pub fn run_with(
                     let content = splitter.update(&cms).map_err(cms_err)?;
                     if hasher.is_none() {
                         if let Some(algs) = splitter.digest_algorithms() {
-                            hasher = Some(MultiHasher::new(&with_fallback(algs)));
+                            hasher = Some(MultiHasher::new(
+                                &tokenmail_smime::mime::with_sha256_fallback(algs),
+                            ));
                         }
                     }
                     if let Some(h) = &mut hasher {

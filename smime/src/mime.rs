@@ -112,6 +112,58 @@ impl HeaderField {
     }
 }
 
+/// The algorithms a `micalg` parameter names (supported ones only), sorted.
+pub fn micalg_named(micalg: Option<&str>) -> Vec<HashAlg> {
+    let mut v: Vec<HashAlg> = micalg
+        .map(|m| m.split(',').filter_map(HashAlg::from_micalg).collect())
+        .unwrap_or_default();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The digests to compute up front for a streamed multipart/signed body whose signature
+/// (naming the real algorithm) only comes at the end, when the signed part cannot be read a
+/// second time: SHA-256/384/512, plus SHA-1 only when `micalg` names it (policy rejects SHA-1
+/// anyway; the report then says so). `micalg` alone is not trusted: some clients mislabel it.
+pub fn micalg_hashes(micalg: Option<&str>) -> Vec<HashAlg> {
+    let mut v = vec![HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512];
+    v.extend(micalg_named(micalg));
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// `algs` plus SHA-256 (the digest to try when a SignedData names none we hash), sorted.
+pub fn with_sha256_fallback(mut algs: Vec<HashAlg>) -> Vec<HashAlg> {
+    algs.push(HashAlg::Sha256);
+    algs.sort();
+    algs.dedup();
+    algs
+}
+
+/// Whether the input can be streamed as opaque SignedData: bare DER/BER, or a MIME header
+/// announcing base64 `application/pkcs7-mime` signed-data.
+pub fn is_streamable_opaque(header: Option<&(Vec<HeaderField>, usize)>, head: &[u8]) -> bool {
+    match header {
+        None => head.first() == Some(&0x30),
+        Some((h, _)) => {
+            let ct = h
+                .iter()
+                .find(|f| f.is("Content-Type"))
+                .map(|f| ContentType::parse(&f.value()));
+            let cte = h
+                .iter()
+                .find(|f| f.is("Content-Transfer-Encoding"))
+                .map(|f| f.value().to_ascii_lowercase());
+            matches!(&ct, Some(ct)
+                if (ct.mime == "application/pkcs7-mime" || ct.mime == "application/x-pkcs7-mime")
+                    && ct.param("smime-type").is_none_or(|t| t.eq_ignore_ascii_case("signed-data")))
+                && cte.as_deref() == Some("base64")
+        }
+    }
+}
+
 /// The outer header fields of a message (everything but Content-* and MIME-Version),
 /// canonical CRLF, from a prefix that holds its header block; empty when there is none.
 /// These are the fields that travel outside an encrypted or signed entity.
