@@ -15,6 +15,7 @@ use tokenmail_proto::{decode_message, encode_message, Client};
 fn hello(stream: &mut UnixStream) {
     let req = encode_message(&Request::Hello {
         client: "e2e".into(),
+        pin_prompt: false,
     })
     .expect("encode");
     stream

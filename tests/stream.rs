@@ -93,7 +93,10 @@ fn hello_lists_the_stream_operations() {
     let agent = Agent::start();
     let mut c = connect(&agent);
     let Response::Hello { operations, .. } = c
-        .call(&Request::Hello { client: "t".into() })
+        .call(&Request::Hello {
+            client: "t".into(),
+            pin_prompt: false,
+        })
         .expect("hello")
     else {
         panic!("not hello")
@@ -252,8 +255,11 @@ fn a_message_frame_inside_the_input_closes_the_connection() {
     let msg = |r: &Request| {
         encode_frame(FrameKind::Message, &encode_message(r).expect("encode")).expect("frame")
     };
-    sock.write_all(&msg(&Request::Hello { client: "t".into() }))
-        .expect("write");
+    sock.write_all(&msg(&Request::Hello {
+        client: "t".into(),
+        pin_prompt: false,
+    }))
+    .expect("write");
     read_frame(&mut sock).expect("read").expect("hello");
     sock.write_all(&msg(&sign_req("alice-rsa", SignForm::Multipart)))
         .expect("write");

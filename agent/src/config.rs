@@ -43,24 +43,37 @@ pub struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PinConfig {
-    /// Seconds a PIN typed by the user is cached; 0 = until `tokenmail lock`.
+    /// Seconds a PIN typed by the user is cached; 0 = until `tokenmail lock` (or, for
+    /// a smart card, until it is removed).
     pub cache_ttl: Option<u64>,
+    /// The pinentry program used when a client without a terminal needs a PIN:
+    /// a path, `auto` (default: search $PATH) or `none`.
+    pub pinentry: Option<String>,
+    /// Seconds to wait for the user in pinentry (default 60).
+    pub pinentry_timeout: Option<u64>,
 }
 
 /// `[[token]]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
-    /// PKCS#11 module path.
-    pub module: PathBuf,
-    /// Token label.
+    /// `pkcs11` (default) or `piv`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// The name the agent shows for a PIV card (default `piv-<serial>`).
+    pub name: Option<String>,
+    /// PKCS#11 module path (type `pkcs11`).
+    pub module: Option<PathBuf>,
+    /// Token label (type `pkcs11`).
     pub label: Option<String>,
-    /// Token serial.
+    /// Token serial (PIV: the card's serial number).
     pub serial: Option<String>,
     /// PIN file.
     pub pin_file: Option<PathBuf>,
     /// PIN environment variable.
     pub pin_env: Option<String>,
+    /// PEM file of CA certificates to send with signatures (PIV cards hold none).
+    pub chain: Option<PathBuf>,
 }
 
 /// `[keys]`
@@ -92,6 +105,85 @@ pub fn absolute(p: &Path) -> PathBuf {
     }
 }
 
+/// The unattended PIN source from a file or a variable (read and removed now).
+pub fn pin_source(pin_file: Option<&Path>, pin_env: Option<&str>) -> Result<PinSource, String> {
+    match (pin_file, pin_env) {
+        (Some(_), Some(_)) => Err("give either a PIN file or a PIN variable, not both".into()),
+        (Some(f), None) => {
+            let f = absolute(f);
+            if !f.is_file() {
+                return Err(format!("PIN file {} does not exist", f.display()));
+            }
+            Ok(PinSource::File(f))
+        }
+        (None, Some(v)) => PinSource::from_env(v),
+        (None, None) => Ok(PinSource::None),
+    }
+}
+
+/// Every certificate (DER) in a PEM file.
+pub fn pem_certificates(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let block = &rest[start..];
+        let end_marker = "-----END CERTIFICATE-----";
+        let Some(end) = block.find(end_marker) else {
+            break;
+        };
+        let (label, der) = der::pem::decode_vec(&block.as_bytes()[..end + end_marker.len()])
+            .map_err(|e| format!("{}: bad PEM certificate: {e}", path.display()))?;
+        if label == "CERTIFICATE" {
+            out.push(der);
+        }
+        rest = &block[end + end_marker.len()..];
+    }
+    if out.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(out)
+}
+
+/// Builds a PIV card's configuration.
+#[cfg(feature = "piv")]
+pub fn piv_token(
+    name: Option<String>,
+    serial: Option<&str>,
+    pin_file: Option<&Path>,
+    pin_env: Option<&str>,
+    ttl: u64,
+    chain: Option<&Path>,
+) -> Result<crate::token::piv::PivConfig, String> {
+    let serial = serial
+        .map(|s| {
+            s.trim().parse::<u32>().map_err(|_| {
+                format!("PIV serial {s:?} is not a number (see `ykman list --serials`)")
+            })
+        })
+        .transpose()?;
+    let name = name.unwrap_or_else(|| match serial {
+        Some(s) => format!("piv-{s}"),
+        None => "piv".into(),
+    });
+    let chain_pool = match chain {
+        Some(p) => pem_certificates(&absolute(p))?,
+        None => Vec::new(),
+    };
+    Ok(crate::token::piv::PivConfig {
+        name,
+        serial,
+        pin_source: pin_source(pin_file, pin_env)?,
+        pin_ttl: if ttl == 0 {
+            None
+        } else {
+            Some(Duration::from_secs(ttl))
+        },
+        chain_pool,
+    })
+}
+
 /// Builds one token's configuration, reading (and removing) a PIN environment variable.
 pub fn token(
     module: &Path,
@@ -108,20 +200,7 @@ pub fn token(
             module.display()
         ));
     }
-    let pin_source = match (pin_file, pin_env) {
-        (Some(_), Some(_)) => {
-            return Err("give either a PIN file or a PIN variable, not both".into())
-        }
-        (Some(f), None) => {
-            let f = absolute(f);
-            if !f.is_file() {
-                return Err(format!("PIN file {} does not exist", f.display()));
-            }
-            PinSource::File(f)
-        }
-        (None, Some(v)) => PinSource::from_env(v)?,
-        (None, None) => PinSource::None,
-    };
+    let pin_source = pin_source(pin_file, pin_env)?;
     Ok(Pkcs11Config {
         module: absolute(module),
         label,
@@ -155,6 +234,10 @@ mod tests {
             [[token]]
             module = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
             serial = "1234"
+            [[token]]
+            type = "piv"
+            serial = "12345678"
+            name = "yubikey"
             [keys.prefer]
             "alice@example.com" = "alice-rsa"
             [trust]
@@ -162,7 +245,8 @@ mod tests {
             "#,
         )
         .expect("valid config");
-        assert_eq!(cfg.tokens.len(), 2);
+        assert_eq!(cfg.tokens.len(), 3);
+        assert_eq!(cfg.tokens[2].kind.as_deref(), Some("piv"));
         assert_eq!(cfg.pin.cache_ttl, Some(0));
         assert_eq!(cfg.keys.prefer["alice@example.com"], "alice-rsa");
         assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());

@@ -24,6 +24,8 @@ Examples:
   tokenmail-agent --config ~/.config/tokenmail/agent.toml --foreground
   # no PIN source: the first command that needs the key asks for the PIN (tokenmail login)
   tokenmail-agent --pkcs11-module /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so --token-label 'PIV Card'
+  # a YubiKey through its PIV applet (PC/SC), by serial, with the CA chain for signatures:
+  tokenmail-agent --piv-serial 12345678 --piv-chain ~/.config/tokenmail/chain.pem
 
 The socket is --socket, else $TOKENMAIL_SOCK, else $XDG_RUNTIME_DIR/tokenmail/agent.sock,
 else /tmp/tokenmail-$UID/agent.sock. Configuration file format: docs/configuration.md.";
@@ -50,6 +52,16 @@ struct Args {
     /// Serial number of the token (instead of, or with, the label).
     #[arg(long, value_name = "SERIAL", group = "token")]
     token_serial: Option<String>,
+    /// Use a PIV smart card (YubiKey, PIV/CAC card) over PC/SC: the only one present,
+    /// or the one given by --piv-serial. --pin-file/--pin-env then apply to it.
+    #[arg(long, conflicts_with = "pkcs11_module")]
+    piv: bool,
+    /// Serial number of the PIV card (implies --piv).
+    #[arg(long, value_name = "SERIAL", conflicts_with = "pkcs11_module")]
+    piv_serial: Option<String>,
+    /// PEM file of CA certificates to include in signatures made with the PIV card.
+    #[arg(long, value_name = "FILE")]
+    piv_chain: Option<PathBuf>,
     /// File holding the token's user PIN (first line).
     #[arg(long, value_name = "FILE", conflicts_with = "pin_env")]
     pin_file: Option<PathBuf>,
@@ -78,15 +90,59 @@ fn harden() {
     }
 }
 
-fn token_configs(args: &Args, file: &FileConfig) -> Result<Vec<Pkcs11Config>> {
+/// One configured token.
+enum TokenSpec {
+    Pkcs11(Pkcs11Config),
+    #[cfg(feature = "piv")]
+    Piv(tokenmail_agent::token::piv::PivConfig),
+}
+
+#[cfg(feature = "piv")]
+fn piv_spec(
+    name: Option<String>,
+    serial: Option<&str>,
+    pin_file: Option<&std::path::Path>,
+    pin_env: Option<&str>,
+    ttl: u64,
+    chain: Option<&std::path::Path>,
+) -> Result<TokenSpec> {
+    config::piv_token(name, serial, pin_file, pin_env, ttl, chain)
+        .map(TokenSpec::Piv)
+        .map_err(|e| anyhow!(e))
+}
+
+#[cfg(not(feature = "piv"))]
+fn piv_spec(
+    _: Option<String>,
+    _: Option<&str>,
+    _: Option<&std::path::Path>,
+    _: Option<&str>,
+    _: u64,
+    _: Option<&std::path::Path>,
+) -> Result<TokenSpec> {
+    Err(anyhow!(
+        "this tokenmail-agent was built without PIV support (cargo feature `piv`); use a PKCS#11 module (OpenSC) instead"
+    ))
+}
+
+fn token_configs(args: &Args, file: &FileConfig) -> Result<Vec<TokenSpec>> {
     let ttl = args
         .pin_cache_ttl
         .or(file.pin.cache_ttl)
         .unwrap_or(DEFAULT_PIN_TTL);
     let max = file.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS);
     let mut out = Vec::new();
-    if let Some(module) = &args.pkcs11_module {
-        out.push(
+    if args.piv || args.piv_serial.is_some() {
+        out.push(piv_spec(
+            None,
+            args.piv_serial.as_deref(),
+            args.pin_file.as_deref(),
+            args.pin_env.as_deref(),
+            ttl,
+            args.piv_chain.as_deref(),
+        )?);
+    } else if let Some(module) = &args.pkcs11_module {
+        out.push(TokenSpec::Pkcs11(
             config::token(
                 module,
                 args.token_label.clone(),
@@ -97,29 +153,63 @@ fn token_configs(args: &Args, file: &FileConfig) -> Result<Vec<Pkcs11Config>> {
                 max,
             )
             .map_err(|e| anyhow!(e))?,
-        );
+        ));
     } else if args.token_label.is_some() || args.pin_file.is_some() || args.pin_env.is_some() {
         return Err(anyhow!(
-            "--token-label, --pin-file and --pin-env describe a token: add --pkcs11-module LIB.so"
+            "--token-label, --pin-file and --pin-env describe a token: add --pkcs11-module LIB.so (or --piv)"
         ));
     }
     for t in &file.tokens {
-        out.push(
-            config::token(
-                &t.module,
-                t.label.clone(),
-                t.serial.clone(),
-                t.pin_file.as_deref(),
-                t.pin_env.as_deref(),
-                ttl,
-                max,
-            )
-            .map_err(|e| anyhow!(e))?,
-        );
+        match t.kind.as_deref().unwrap_or("pkcs11") {
+            "piv" => {
+                if t.module.is_some() || t.label.is_some() {
+                    return Err(anyhow!(
+                        "a [[token]] of type \"piv\" takes serial, name, pin_file/pin_env and chain, not module or label"
+                    ));
+                }
+                out.push(piv_spec(
+                    t.name.clone(),
+                    t.serial.as_deref(),
+                    t.pin_file.as_deref(),
+                    t.pin_env.as_deref(),
+                    ttl,
+                    t.chain.as_deref(),
+                )?);
+            }
+            "pkcs11" => {
+                let Some(module) = &t.module else {
+                    return Err(anyhow!(
+                        "a [[token]] of type \"pkcs11\" needs `module = \"/path/to/module.so\"`"
+                    ));
+                };
+                if t.chain.is_some() || t.name.is_some() {
+                    return Err(anyhow!(
+                        "`chain` and `name` are for PIV cards; a PKCS#11 token is named by its label and keeps its CA certificates on the token"
+                    ));
+                }
+                out.push(TokenSpec::Pkcs11(
+                    config::token(
+                        module,
+                        t.label.clone(),
+                        t.serial.clone(),
+                        t.pin_file.as_deref(),
+                        t.pin_env.as_deref(),
+                        ttl,
+                        max,
+                    )
+                    .map_err(|e| anyhow!(e))?,
+                ));
+            }
+            other => {
+                return Err(anyhow!(
+                    "[[token]] type {other:?} is unknown: use \"pkcs11\" or \"piv\""
+                ))
+            }
+        }
     }
     if out.is_empty() {
         return Err(anyhow!(
-            "no token configured: pass --pkcs11-module LIB.so --token-label LABEL, or --config FILE with [[token]] entries"
+            "no token configured: pass --pkcs11-module LIB.so --token-label LABEL, --piv, or --config FILE with [[token]] entries"
         ));
     }
     Ok(out)
@@ -257,7 +347,7 @@ impl Drop for RemoveOnDrop {
 }
 
 fn serve(
-    tokens: Vec<Pkcs11Config>,
+    tokens: Vec<TokenSpec>,
     file: &FileConfig,
     socket: &std::path::Path,
     dedicated_dir: bool,
@@ -272,14 +362,28 @@ fn serve(
         }
     };
     let mut stores: Vec<Arc<dyn KeyStore>> = Vec::new();
+    #[cfg(feature = "piv")]
+    let mut cards = Vec::new();
     for t in tokens {
-        match Pkcs11Store::new(t) {
-            Ok(s) => stores.push(Arc::new(s)),
-            Err(e) => {
-                report(&ready_pipe, &e.to_string());
-                return Err(e.into());
+        match t {
+            TokenSpec::Pkcs11(t) => match Pkcs11Store::new(t) {
+                Ok(s) => stores.push(Arc::new(s)),
+                Err(e) => {
+                    report(&ready_pipe, &e.to_string());
+                    return Err(e.into());
+                }
+            },
+            #[cfg(feature = "piv")]
+            TokenSpec::Piv(c) => {
+                let card = Arc::new(tokenmail_agent::token::piv::PivStore::new(c));
+                cards.push(card.clone());
+                stores.push(card);
             }
         }
+    }
+    #[cfg(feature = "piv")]
+    if !cards.is_empty() {
+        tokenmail_agent::token::hotplug::spawn(cards);
     }
     let svc = Arc::new(Service::new(stores, file.keys.prefer.clone()));
     let rt = tokio::runtime::Builder::new_multi_thread()

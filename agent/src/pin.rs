@@ -152,6 +152,12 @@ impl PinState {
         self.rejected = true;
     }
 
+    /// Forgets the cached PIN (card removed): a client PIN must be given again; an
+    /// unattended source is read again at the next use.
+    pub fn forget(&mut self) {
+        self.cached = None;
+    }
+
     /// `lock`: forget everything.
     pub fn lock(&mut self) {
         self.cached = None;

@@ -336,7 +336,7 @@ async fn serve_connection(stream: &mut UnixStream, svc: Arc<Service>, my_uid: u3
             .await;
             return true;
         }
-        if let Request::Hello { client } = &req {
+        if let Request::Hello { client, .. } = &req {
             debug!(pid = ?peer.pid(), client = %client, "hello");
             greeted = true;
         }

@@ -35,7 +35,8 @@ struct Found {
 pub fn to_response(e: &TokenError) -> Response {
     let code = match e {
         TokenError::Module { .. } => ErrorCode::TokenError,
-        TokenError::NotPresent(_) => ErrorCode::TokenNotPresent,
+        TokenError::NotPresent(_) | TokenError::CardAbsent(_) => ErrorCode::TokenNotPresent,
+        TokenError::Pcsc(_) | TokenError::Piv { .. } | TokenError::Retry => ErrorCode::TokenError,
         TokenError::PinRequired(_) => ErrorCode::PinRequired,
         TokenError::PinIncorrect { .. } => ErrorCode::PinIncorrect,
         TokenError::PinLocked(_) => ErrorCode::PinLocked,
@@ -52,6 +53,33 @@ pub fn to_response(e: &TokenError) -> Response {
         _ => debug!("request failed: {e}"),
     }
     Response::error(code, e.to_string())
+}
+
+/// Longest `wait-token`.
+pub const MAX_WAIT_SECS: u64 = 600;
+
+fn not_piv(name: &str) -> Response {
+    Response::error(
+        ErrorCode::BadRequest,
+        format!("token {name:?} is not a PIV card; `tokenmail piv` works on cards configured with --piv"),
+    )
+}
+
+fn bad_slot(slot: &str) -> Response {
+    Response::error(
+        ErrorCode::BadRequest,
+        format!("PIV slot {slot:?}: use 9a, 9c, 9d, 9e or 82..95 (or authentication, signature, key-management, card-authentication, retired1..retired20)"),
+    )
+}
+
+#[cfg(feature = "piv")]
+fn parse_piv_slot(s: &str) -> Option<u8> {
+    crate::token::piv::parse_slot(s)
+}
+
+#[cfg(not(feature = "piv"))]
+fn parse_piv_slot(_: &str) -> Option<u8> {
+    None
 }
 
 fn now_secs() -> u64 {
@@ -232,6 +260,8 @@ impl Service {
                 .cloned()
                 .map(tokenmail_proto::v1::Bytes)
                 .collect(),
+            touch: k.touch.clone(),
+            pin_policy: k.pin_policy.clone(),
         }
     }
 
@@ -332,7 +362,133 @@ impl Service {
                 }
                 Response::Ok
             }
+            Request::WaitToken {
+                token,
+                timeout_secs,
+            } => self.wait_token(token.as_deref(), timeout_secs),
+            Request::PivStatus { token } => match self.pick_piv(token.as_deref()) {
+                Ok(store) => match store.piv().map(|p| p.piv_status()) {
+                    Some(Ok(st)) => Response::PivStatus(Box::new(st)),
+                    Some(Err(e)) => to_response(&e),
+                    None => not_piv(store.name()),
+                },
+                Err(resp) => resp,
+            },
+            Request::PivKeygen {
+                token,
+                slot,
+                algorithm,
+                pin_policy,
+                touch_policy,
+                management_key,
+            } => {
+                let store = match self.pick_piv(token.as_deref()) {
+                    Ok(s) => s,
+                    Err(resp) => return resp,
+                };
+                let Some(slot) = parse_piv_slot(&slot) else {
+                    return bad_slot(&slot);
+                };
+                let req = crate::token::PivKeygen {
+                    slot,
+                    algorithm,
+                    pin_policy,
+                    touch_policy,
+                    management_key: management_key.map(|k| k.0),
+                };
+                match store.piv().map(|p| p.piv_keygen(&req)) {
+                    Some(Ok((spki, warnings))) => Response::PivKey {
+                        public_key: tokenmail_proto::v1::Bytes(spki),
+                        warnings,
+                    },
+                    Some(Err(e)) => to_response(&e),
+                    None => not_piv(store.name()),
+                }
+            }
+            Request::PivImportCert {
+                token,
+                slot,
+                certificate,
+                management_key,
+            } => {
+                let store = match self.pick_piv(token.as_deref()) {
+                    Ok(s) => s,
+                    Err(resp) => return resp,
+                };
+                let Some(slot) = parse_piv_slot(&slot) else {
+                    return bad_slot(&slot);
+                };
+                let mk = management_key.as_ref().map(|k| k.0.as_slice());
+                match store
+                    .piv()
+                    .map(|p| p.piv_import_cert(slot, &certificate.0, mk))
+                {
+                    Some(Ok(warnings)) => Response::Done { warnings },
+                    Some(Err(e)) => to_response(&e),
+                    None => not_piv(store.name()),
+                }
+            }
             _ => Response::error(ErrorCode::BadRequest, "request not supported by this agent"),
+        }
+    }
+
+    /// `wait-token`: polls presence (a card insertion is noticed within half a second).
+    fn wait_token(&self, token: Option<&str>, timeout_secs: u64) -> Response {
+        let set: Vec<Arc<dyn KeyStore>> = match token {
+            Some(_) => match self.pick_store(token) {
+                Ok(s) => vec![s],
+                Err(resp) => return resp,
+            },
+            None => self.stores.clone(),
+        };
+        let deadline = std::time::Instant::now()
+            + std::time::Duration::from_secs(timeout_secs.min(MAX_WAIT_SECS));
+        loop {
+            let absent: Vec<String> = set
+                .iter()
+                .filter(|s| !s.status().present)
+                .map(|s| {
+                    let st = s.status();
+                    if st.serial.is_empty() {
+                        st.label
+                    } else {
+                        format!("{} (serial {})", st.label, st.serial)
+                    }
+                })
+                .collect();
+            if absent.is_empty() {
+                return Response::Ok;
+            }
+            if std::time::Instant::now() >= deadline {
+                return Response::error(
+                    ErrorCode::TokenNotPresent,
+                    format!(
+                        "still not present after {timeout_secs} s: {}: insert it",
+                        absent.join(", ")
+                    ),
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(400));
+        }
+    }
+
+    /// The PIV card named by label/serial, or the only one.
+    fn pick_piv(&self, token: Option<&str>) -> Result<Arc<dyn KeyStore>, Response> {
+        if token.is_some() {
+            return self.pick_store(token);
+        }
+        let cards: Vec<&Arc<dyn KeyStore>> =
+            self.stores.iter().filter(|s| s.piv().is_some()).collect();
+        match cards.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(Response::error(
+                ErrorCode::TokenNotPresent,
+                "the agent has no PIV card configured: start it with --piv (or a [[token]] with type = \"piv\")",
+            )),
+            _ => Err(Response::error(
+                ErrorCode::BadRequest,
+                "several PIV cards: name one with --token NAME or SERIAL",
+            )),
         }
     }
 

@@ -660,6 +660,7 @@ fn sign_digest(a: SignArgs) -> Result<()> {
     if a.probes {
         let hello = Request::Hello {
             client: CLIENT_NAME.to_string(),
+            pin_prompt: false,
         };
         for &c in &a.concurrency {
             eprintln!("tokenmail-bench: probe hello x{c} ...");

@@ -28,19 +28,56 @@ fn current_uid() -> u32 {
         .unwrap_or(0)
 }
 
-/// Connects and performs the handshake.
+/// Connects and performs the handshake. With a terminal we ask for PINs ourselves;
+/// without one (git, mail clients) the agent may ask through pinentry.
 pub fn connect(socket: Option<&Path>) -> Result<Client> {
     let path = socket_path(socket);
-    Ok(Client::connect(
+    Ok(Client::connect_with(
         &path,
         concat!("tokenmail/", env!("CARGO_PKG_VERSION")),
+        have_tty(),
     )?)
 }
 
+/// `--wait SECONDS`: how long a request waits for an absent token (card) to be inserted.
+static WAIT_SECS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Sets `--wait` for this process.
+pub fn set_wait(secs: u64) {
+    let _ = WAIT_SECS.set(secs);
+}
+
+/// Tells the user to touch the key when its touch policy asks for it (on stderr).
+pub fn touch_notice(info: &KeyInfo, what: &str) {
+    if matches!(info.touch.as_deref(), Some("always") | Some("cached")) {
+        eprintln!(
+            "tokenmail: touch your key now to {what} (token {:?}, {}; it blinks while it waits)",
+            info.token, info.label
+        );
+    }
+}
+
 /// Sends a request; when the agent needs a PIN and we have a terminal, asks for it,
-/// logs in, and sends the request again (once).
+/// logs in, and sends the request again (once). With `--wait`, an absent token is
+/// waited for (the agent notices the insertion) and the request sent again.
 pub fn call_with_login(client: &mut Client, req: &Request) -> Result<Response, ClientError> {
-    match client.call(req) {
+    let wait = WAIT_SECS.get().copied().unwrap_or(0);
+    let first = client.call(req);
+    let first = match first {
+        Err(ClientError::Agent(e)) if e.code == ErrorCode::TokenNotPresent && wait > 0 => {
+            eprintln!(
+                "tokenmail: {}; waiting up to {wait} s (Ctrl-C cancels)",
+                e.message
+            );
+            client.call(&Request::WaitToken {
+                token: None,
+                timeout_secs: wait,
+            })?;
+            client.call(req)
+        }
+        other => other,
+    };
+    match first {
         Err(ClientError::Agent(e)) if e.code == ErrorCode::PinRequired && have_tty() => {
             let token = token_of(&e.message);
             let pin = match prompt_pin(token.as_deref()) {
@@ -101,6 +138,7 @@ pub fn keys_with_certificates(
 /// A key on a token, used through the agent.
 pub struct AgentKey<'a> {
     client: &'a RefCell<Client>,
+    info: KeyInfo,
     /// Key name sent to the agent (hex id, unique within the listing it came from).
     name: String,
     cert: x509_cert::Certificate,
@@ -126,6 +164,7 @@ impl<'a> AgentKey<'a> {
         };
         AgentKey {
             client,
+            info: info.clone(),
             name,
             cert,
             label: info.label.clone(),
@@ -159,6 +198,7 @@ impl RecipientKey for AgentKey<'_> {
     ) -> Result<Zeroizing<Vec<u8>>, KeyOpError> {
         let algorithm = DecryptAlgorithm::from_key_transport(alg)
             .ok_or_else(|| KeyOpError::Unsupported(format!("{alg:?}")))?;
+        touch_notice(&self.info, "decrypt");
         match self.call(&Request::DecryptKey {
             key: self.name.clone(),
             algorithm,
@@ -170,6 +210,7 @@ impl RecipientKey for AgentKey<'_> {
     }
 
     fn ecdh(&self, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyOpError> {
+        touch_notice(&self.info, "decrypt");
         match self.call(&Request::Derive {
             key: self.name.clone(),
             peer_point: Bytes(peer_point.to_vec()),

@@ -15,6 +15,7 @@ mod agentkey;
 mod decrypt;
 mod encrypt;
 mod output;
+mod piv;
 mod selfcert;
 mod sign;
 mod verify;
@@ -30,6 +31,8 @@ Examples:
   tokenmail login                        # type the token PIN (no echo)
   tokenmail sign-digest --key alice@example.com report.pdf -o report.sig
   tokenmail lock                         # log out and forget cached PINs
+  tokenmail --wait 30 sign --key alice@example.com msg.eml   # wait for the card
+  tokenmail piv status                   # a PIV card's slots, PIN tries left
 
 The socket is --socket, else $TOKENMAIL_SOCK, else $XDG_RUNTIME_DIR/tokenmail/agent.sock,
 else /tmp/tokenmail-$UID/agent.sock.";
@@ -41,6 +44,10 @@ struct Cli {
     /// Agent socket (default: $TOKENMAIL_SOCK, then the standard location).
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// When a token (smart card) is absent, wait up to SECONDS for it to be inserted
+    /// instead of failing (Ctrl-C cancels).
+    #[arg(long, global = true, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "60")]
+    wait: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -84,6 +91,8 @@ enum Command {
     },
     /// Decrypt a message with a key on a token (through the agent); plaintext released only after it verified.
     Decrypt(decrypt::DecryptArgs),
+    /// PIV smart cards (YubiKey…): status, key generation on the card, certificate import.
+    Piv(piv::PivArgs),
     /// Sign a digest with a key on the token (the file is hashed here; only the digest is sent).
     SignDigest {
         /// Key: label, hex id, or an email in its certificate.
@@ -120,7 +129,11 @@ fn main() {
 
 fn run(cli: Cli) -> Result<i32> {
     let socket = cli.socket.as_deref();
+    if let Some(w) = cli.wait {
+        agentkey::set_wait(w.min(600));
+    }
     match cli.command {
+        Command::Piv(args) => piv::run(args, socket),
         Command::Status { json } => {
             let mut c = connect(socket)?;
             let Response::Status(st) = c.call(&Request::Status)? else {

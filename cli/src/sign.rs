@@ -66,6 +66,7 @@ struct AgentSigner<'a> {
     client: &'a RefCell<Client>,
     name: String,
     kind: KeyKind,
+    info: KeyInfo,
 }
 
 impl DigestSigner for AgentSigner<'_> {
@@ -76,6 +77,7 @@ impl DigestSigner for AgentSigner<'_> {
     fn sign_digest(&self, scheme: SignatureScheme, digest: &[u8]) -> Result<Vec<u8>, SignerError> {
         let algorithm = SignAlgorithm::from_scheme(scheme)
             .ok_or_else(|| SignerError::Unsupported(scheme.name().to_string()))?;
+        crate::agentkey::touch_notice(&self.info, "sign");
         let mut c = self.client.borrow_mut();
         match call_with_login(
             &mut c,
@@ -231,6 +233,7 @@ pub fn run(args: SignArgs, socket: Option<&Path>) -> Result<i32> {
         client: &client,
         name: format!("sha256:{}", cert_summary.sha256),
         kind,
+        info: info.clone(),
     };
 
     let mut input = seekable_input(args.input.as_deref())?;

@@ -61,8 +61,19 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the agent at `path` and performs the `hello` handshake.
+    /// Connects to the agent at `path` and performs the `hello` handshake, as a client
+    /// that does not ask its user for PINs (the agent may use pinentry).
     pub fn connect(path: &Path, client_name: &str) -> Result<Self, ClientError> {
+        Self::connect_with(path, client_name, false)
+    }
+
+    /// As [`Client::connect`]; `pin_prompt` says the client asks its user for PINs
+    /// itself (it answers `pin-required` with `login`).
+    pub fn connect_with(
+        path: &Path,
+        client_name: &str,
+        pin_prompt: bool,
+    ) -> Result<Self, ClientError> {
         let stream = UnixStream::connect(path).map_err(|_| ClientError::NoAgent {
             path: path.to_path_buf(),
         })?;
@@ -72,6 +83,7 @@ impl Client {
         };
         match c.call(&Request::Hello {
             client: client_name.to_string(),
+            pin_prompt,
         })? {
             Response::Hello { agent, .. } => {
                 c.agent = agent;

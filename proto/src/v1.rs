@@ -263,6 +263,10 @@ pub const OPERATIONS: &[&str] = &[
     "verify",
     "encrypt",
     "decrypt",
+    "wait-token",
+    "piv-status",
+    "piv-keygen",
+    "piv-import-cert",
 ];
 
 /// The `op` values that are streams (docs/protocol.md §12): the request Message frame
@@ -294,6 +298,11 @@ pub enum Request {
     Hello {
         /// Free-form client name and version.
         client: String,
+        /// The client asks its user for PINs itself (it has a terminal) and answers
+        /// `pin-required` with `login`. When false (git, mail clients, scripts) the agent
+        /// may ask through a pinentry program before answering `pin-required`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pin_prompt: bool,
     },
     /// Agent, tokens and keys.
     Status,
@@ -376,6 +385,56 @@ pub enum Request {
     /// recipient. Output: the plaintext, only after decryption completed (AEAD tag
     /// verified); result: `decrypted`.
     Decrypt,
+    /// Wait until a token is present (smart card inserted), at most `timeout_secs`
+    /// (capped at 600). Answer: `ok`, or `token-not-present` when the time ran out.
+    WaitToken {
+        /// Token label or serial; absent = any configured token that is absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+        /// Seconds to wait.
+        timeout_secs: u64,
+    },
+    /// PIV card facts: serial, firmware, reader, PIN/PUK tries left, default
+    /// credentials, slots with algorithm, policies and certificate. Answer: `piv-status`.
+    PivStatus {
+        /// Token label or serial; optional with one PIV card.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
+    /// Generate a key pair on a PIV card (the private key never leaves it). Answer:
+    /// `piv-key` with the SubjectPublicKeyInfo.
+    PivKeygen {
+        /// Token label or serial; optional with one PIV card.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+        /// Slot: `9a`, `9c`, `9d`, `9e`, `82`..`95`.
+        slot: String,
+        /// `rsa2048`, `p256`, `p384`.
+        algorithm: String,
+        /// `default`, `never`, `once`, `always`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pin_policy: Option<String>,
+        /// `default`, `never`, `always`, `cached`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        touch_policy: Option<String>,
+        /// The card's management key; absent = the PIN-protected key, else the
+        /// factory default (with a warning).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        management_key: Option<SecretBytes>,
+    },
+    /// Write a certificate into a PIV slot (it must match the slot's key). Answer: `done`.
+    PivImportCert {
+        /// Token label or serial; optional with one PIV card.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+        /// Slot: `9a`, `9c`, `9d`, `9e`, `82`..`95`.
+        slot: String,
+        /// The certificate, DER.
+        certificate: Bytes,
+        /// As for `piv-keygen`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        management_key: Option<SecretBytes>,
+    },
 }
 
 impl Request {
@@ -498,6 +557,64 @@ pub struct KeyInfo {
     /// CA certificates on the token above that certificate (issuer first), DER.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<Bytes>,
+    /// Touch policy of the key (`never`, `always`, `cached`), where the token has one
+    /// (PIV): clients tell the user to touch the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub touch: Option<String>,
+    /// PIN policy of the key (`never`, `once`, `always`), where the token has one (PIV).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_policy: Option<String>,
+}
+
+/// One key slot of a PIV card.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PivSlotInfo {
+    /// `9a`, `9c`, …
+    pub slot: String,
+    /// SP 800-73-4 name (`Digital Signature`, …).
+    pub name: String,
+    /// `rsa-2048`, `ec-p256`, `ec-p384`.
+    pub algorithm: String,
+    /// `never`, `once`, `always`.
+    pub pin_policy: String,
+    /// `never`, `always`, `cached`.
+    pub touch_policy: String,
+    /// `generated` (on the card), `imported`, or empty when the card does not say.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub origin: String,
+    /// The slot's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertSummary>,
+}
+
+/// Answer to `piv-status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PivStatus {
+    /// The token's name in the agent.
+    pub token: String,
+    /// Card serial number.
+    pub serial: String,
+    /// Firmware version.
+    pub version: String,
+    /// PC/SC reader name.
+    pub reader: String,
+    /// PIN tries left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_tries_left: Option<u8>,
+    /// PUK tries left (cards with metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub puk_tries_left: Option<u8>,
+    /// The PIN is the factory default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_pin: Option<bool>,
+    /// The PUK is the factory default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_puk: Option<bool>,
+    /// The management key is the factory default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_management_key: Option<bool>,
+    /// Slots that hold a key.
+    pub slots: Vec<PivSlotInfo>,
 }
 
 /// Which key an email selects.
@@ -594,6 +711,22 @@ pub enum Response {
         authenticated: bool,
         /// Bytes of output sent.
         bytes: u64,
+    },
+    /// Answer to `piv-status`.
+    PivStatus(Box<PivStatus>),
+    /// Answer to `piv-keygen`.
+    PivKey {
+        /// The new key's SubjectPublicKeyInfo, DER.
+        public_key: Bytes,
+        /// Things the user should know (default management key, old certificate).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
+    },
+    /// Answer to administrative requests that change a card (`piv-import-cert`).
+    Done {
+        /// Things the user should know.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
     },
     /// Any failure.
     Error(ErrorInfo),

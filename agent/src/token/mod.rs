@@ -11,7 +11,11 @@ use tokenmail_proto::v1::{DecryptAlgorithm, SignAlgorithm, TokenStatus};
 use zeroize::Zeroizing;
 
 pub mod cert;
+#[cfg(feature = "piv")]
+pub mod hotplug;
 pub mod oaep;
+#[cfg(feature = "piv")]
+pub mod piv;
 pub mod pkcs11;
 
 /// The public part of a key as a token reports it.
@@ -52,7 +56,7 @@ impl PublicKey {
     }
 }
 
-fn rsa_bits(modulus: &[u8]) -> usize {
+pub(crate) fn rsa_bits(modulus: &[u8]) -> usize {
     let m = strip_leading_zeros(modulus);
     match m.first() {
         Some(b) => m.len() * 8 - b.leading_zeros() as usize,
@@ -85,6 +89,10 @@ pub struct KeyEntry {
     /// CA certificates on the token that chain the certificate toward its root
     /// (issuer first), for inclusion in signatures.
     pub chain: Vec<Vec<u8>>,
+    /// Touch policy (`never`, `always`, `cached`) where the token has one (PIV).
+    pub touch: Option<String>,
+    /// PIN policy (`never`, `once`, `always`) where the token has one (PIV).
+    pub pin_policy: Option<String>,
 }
 
 /// Token-layer errors. The `op` says what the agent was doing.
@@ -102,6 +110,23 @@ pub enum TokenError {
     /// The token is absent.
     #[error("token {0:?} is not present: insert it (or check the module and label)")]
     NotPresent(String),
+    /// A smart card is absent (PIV): names the card to insert.
+    #[error("insert {0}: it is not in any reader")]
+    CardAbsent(String),
+    /// PC/SC trouble that is not the card's absence (daemon down, card held elsewhere).
+    #[error("{0}")]
+    Pcsc(String),
+    /// A PIV card operation failed.
+    #[error("{op}: {reason}")]
+    Piv {
+        /// What we were doing.
+        op: &'static str,
+        /// The card's or the driver's reason.
+        reason: String,
+    },
+    /// Internal: the card was reset under us; the operation is retried once.
+    #[error("the card was reset by another program; try again")]
+    Retry,
     /// The token needs a PIN and none is cached.
     #[error("token {0:?} needs its PIN: run `tokenmail login`")]
     PinRequired(String),
@@ -177,4 +202,40 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     ) -> Result<Zeroizing<Vec<u8>>, TokenError>;
     /// ECDH with the EC key `id`: the raw shared secret.
     fn derive(&self, id: &[u8], peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, TokenError>;
+    /// The PIV administration of this token, if it is a PIV card.
+    fn piv(&self) -> Option<&dyn PivAdmin> {
+        None
+    }
+}
+
+/// A `piv keygen` request.
+#[derive(Debug)]
+pub struct PivKeygen {
+    /// Slot byte (9a, 9c, 9d, 9e, 82..95).
+    pub slot: u8,
+    /// `rsa2048`, `p256`, `p384`.
+    pub algorithm: String,
+    /// `default`, `never`, `once`, `always`.
+    pub pin_policy: Option<String>,
+    /// `default`, `never`, `always`, `cached`.
+    pub touch_policy: Option<String>,
+    /// The management key; `None` = PIN-protected key, else the factory default (warned).
+    pub management_key: Option<Zeroizing<Vec<u8>>>,
+}
+
+/// Card administration of a PIV token (`tokenmail piv …`).
+pub trait PivAdmin {
+    /// Serial, version, reader, tries left, default credentials, slots.
+    fn piv_status(&self) -> Result<tokenmail_proto::v1::PivStatus, TokenError>;
+    /// Generates a key in a slot on the card; returns its SubjectPublicKeyInfo (DER)
+    /// and warnings for the user.
+    fn piv_keygen(&self, req: &PivKeygen) -> Result<(Vec<u8>, Vec<String>), TokenError>;
+    /// Writes a certificate into a slot (checked against the slot's key when the card
+    /// tells it); returns warnings.
+    fn piv_import_cert(
+        &self,
+        slot: u8,
+        der: &[u8],
+        management_key: Option<&[u8]>,
+    ) -> Result<Vec<String>, TokenError>;
 }

@@ -806,6 +806,8 @@ fn list_keys(sess: &Session) -> Result<Vec<KeyEntry>, CkError> {
             can_derive: derive,
             certificate: cert,
             chain: Vec::new(),
+            touch: None,
+            pin_policy: None,
         });
     }
     keys.sort_by(|a, b| a.id.cmp(&b.id).then(a.label.cmp(&b.label)));
@@ -876,6 +878,8 @@ fn keys_from_certificates(certs: HashMap<Vec<u8>, (Vec<u8>, String)>) -> Vec<Key
                 public,
                 chain: super::cert::issuer_chain(&der, &all),
                 certificate: Some(der),
+                touch: None,
+                pin_policy: None,
             })
         })
         .collect();
@@ -893,7 +897,7 @@ fn hash_mech(h: HashAlgorithm) -> (MechanismType, PkcsMgfType) {
 }
 
 /// DigestInfo prefix for RSASSA-PKCS1-v1_5 (RFC 8017 §9.2 note 1), from the `rsa` crate.
-fn digest_info(h: HashAlgorithm, digest: &[u8]) -> Vec<u8> {
+pub(crate) fn digest_info(h: HashAlgorithm, digest: &[u8]) -> Vec<u8> {
     use rsa::pkcs1v15::Pkcs1v15Sign;
     let p = match h {
         HashAlgorithm::Sha1 => Pkcs1v15Sign::new::<sha1::Sha1>(),

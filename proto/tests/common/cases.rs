@@ -5,7 +5,7 @@ use tokenmail_proto::v1::*;
 /// (file stem, request)
 pub fn requests() -> Vec<(&'static str, Request)> {
     vec![
-        ("req-hello", Request::Hello { client: "tokenmail/0.1.0".into() }),
+        ("req-hello", Request::Hello { client: "tokenmail/0.1.0".into(), pin_prompt: false }),
         ("req-status", Request::Status),
         ("req-list-keys", Request::ListKeys),
         (
@@ -58,6 +58,29 @@ pub fn requests() -> Vec<(&'static str, Request)> {
             },
         ),
         ("req-decrypt", Request::Decrypt),
+        ("req-hello-prompt", Request::Hello { client: "tokenmail/0.1.0".into(), pin_prompt: true }),
+        ("req-wait-token", Request::WaitToken { token: Some("piv-12345678".into()), timeout_secs: 30 }),
+        ("req-piv-status", Request::PivStatus { token: None }),
+        (
+            "req-piv-keygen",
+            Request::PivKeygen {
+                token: Some("12345678".into()),
+                slot: "9c".into(),
+                algorithm: "p256".into(),
+                pin_policy: Some("always".into()),
+                touch_policy: Some("cached".into()),
+                management_key: Some(SecretBytes(zeroize::Zeroizing::new((1u8..=8).cycle().take(24).collect()))),
+            },
+        ),
+        (
+            "req-piv-import-cert",
+            Request::PivImportCert {
+                token: None,
+                slot: "9c".into(),
+                certificate: Bytes(vec![0x30, 0x03, 0x02, 0x01, 0x01]),
+                management_key: None,
+            },
+        ),
     ]
 }
 
@@ -79,8 +102,10 @@ pub fn responses() -> Vec<(&'static str, Response)> {
         token: "tokenmail-demo".into(),
         algorithm: "rsa-2048".into(),
         usage: vec!["sign".into(), "decrypt".into()],
-        certificate: Some(cert),
+        certificate: Some(cert.clone()),
         chain: vec![Bytes(vec![0x30, 0x00])],
+        touch: None,
+        pin_policy: None,
     };
     vec![
         (
@@ -150,5 +175,37 @@ pub fn responses() -> Vec<(&'static str, Response)> {
         ),
         ("resp-encrypted", Response::Encrypted { bytes: 5120 }),
         ("resp-decrypted", Response::Decrypted { key: "bob-p256".into(), authenticated: true, bytes: 1234 }),
+        (
+            "resp-piv-status",
+            Response::PivStatus(Box::new(PivStatus {
+                token: "piv-12345678".into(),
+                serial: "12345678".into(),
+                version: "5.4.3".into(),
+                reader: "Virtual PCD 00 00".into(),
+                pin_tries_left: Some(3),
+                puk_tries_left: Some(3),
+                default_pin: Some(false),
+                default_puk: Some(false),
+                default_management_key: Some(true),
+                slots: vec![PivSlotInfo {
+                    slot: "9c".into(),
+                    name: "Digital Signature".into(),
+                    algorithm: "ec-p256".into(),
+                    pin_policy: "always".into(),
+                    touch_policy: "cached".into(),
+                    origin: "generated".into(),
+                    certificate: Some(cert),
+                }],
+            })),
+        ),
+        (
+            "resp-piv-key",
+            Response::PivKey {
+                public_key: Bytes(vec![0x30, 0x59]),
+                warnings: vec!["card 12345678 uses the factory default management key".into()],
+            },
+        ),
+        ("resp-done", Response::Done { warnings: vec![] }),
+        ("resp-error-card-absent", Response::error(ErrorCode::TokenNotPresent, "insert card 12345678: it is not in any reader")),
     ]
 }
