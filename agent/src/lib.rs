@@ -7,6 +7,8 @@
 
 pub mod config;
 pub mod pin;
+pub mod pinentry;
+pub mod prompt;
 pub mod server;
 pub mod service;
 pub mod stream;

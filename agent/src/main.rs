@@ -385,7 +385,17 @@ fn serve(
     if !cards.is_empty() {
         tokenmail_agent::token::hotplug::spawn(cards);
     }
-    let svc = Arc::new(Service::new(stores, file.keys.prefer.clone()));
+    let prompter = tokenmail_agent::prompt::Prompter::from_config(
+        file.pin.pinentry.as_deref(),
+        file.pin.pinentry_timeout,
+    );
+    match &prompter {
+        Some(p) => {
+            info!(program = %p.program().display(), "PINs for clients without a terminal: pinentry")
+        }
+        None => info!("no pinentry: clients without a terminal get `pin-required`"),
+    }
+    let svc = Arc::new(Service::new(stores, file.keys.prefer.clone()).with_prompter(prompter));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(64)

@@ -250,7 +250,7 @@ async fn connection(stream: UnixStream, svc: Arc<Service>, my_uid: u32) {
 }
 
 /// The frame loop; returns true when it ended on an error it answered.
-async fn serve_connection(stream: &mut UnixStream, svc: Arc<Service>, my_uid: u32) -> bool {
+async fn serve_connection(stream: &mut UnixStream, mut svc: Arc<Service>, my_uid: u32) -> bool {
     let peer = match stream.peer_cred() {
         Ok(c) => c,
         Err(e) => {
@@ -336,9 +336,14 @@ async fn serve_connection(stream: &mut UnixStream, svc: Arc<Service>, my_uid: u3
             .await;
             return true;
         }
-        if let Request::Hello { client, .. } = &req {
-            debug!(pid = ?peer.pid(), client = %client, "hello");
+        if let Request::Hello { client, pin_prompt } = &req {
+            debug!(pid = ?peer.pid(), client = %client, pin_prompt, "hello");
             greeted = true;
+            if !pin_prompt {
+                if let Some(view) = svc.for_client_without_prompt() {
+                    svc = Arc::new(view);
+                }
+            }
         }
         if req.is_stream() {
             // §12: the client's Data frames and End follow; output, End, final message.

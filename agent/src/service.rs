@@ -22,6 +22,8 @@ pub struct Service {
     stores: Vec<Arc<dyn KeyStore>>,
     /// email (lower-case) → preferred key label or hex id.
     prefer: HashMap<String, String>,
+    /// Asks for PINs through pinentry for clients that cannot.
+    prompter: Option<Arc<crate::prompt::Prompter>>,
 }
 
 /// A key found by name.
@@ -96,7 +98,35 @@ impl Service {
             .into_iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .collect();
-        Service { stores, prefer }
+        Service {
+            stores,
+            prefer,
+            prompter: None,
+        }
+    }
+
+    /// Sets the pinentry used for clients without a terminal.
+    pub fn with_prompter(mut self, prompter: Option<Arc<crate::prompt::Prompter>>) -> Self {
+        self.prompter = prompter;
+        self
+    }
+
+    /// The view of a connection whose client said it cannot ask for PINs: every token
+    /// asks through pinentry when it needs one. `None` when no pinentry is configured.
+    pub fn for_client_without_prompt(&self) -> Option<Service> {
+        let p = self.prompter.as_ref()?;
+        Some(Service {
+            stores: self
+                .stores
+                .iter()
+                .map(|s| {
+                    Arc::new(crate::prompt::PromptingStore::new(s.clone(), p.clone()))
+                        as Arc<dyn KeyStore>
+                })
+                .collect(),
+            prefer: self.prefer.clone(),
+            prompter: None,
+        })
     }
 
     /// The tokens.
@@ -219,7 +249,17 @@ impl Service {
                 store: one.0.clone(),
                 key: one.1.clone(),
             }),
-            [] => Err(TokenError::NoSuchKey(name.to_string())),
+            [] => {
+                // The key may be on a token that is not there: say which to insert.
+                for s in &self.stores {
+                    if let Err(e @ (TokenError::CardAbsent(_) | TokenError::NotPresent(_))) =
+                        s.keys()
+                    {
+                        return Err(e);
+                    }
+                }
+                Err(TokenError::NoSuchKey(name.to_string()))
+            }
             many => {
                 let mut tokens: Vec<&str> = many.iter().map(|(s, _)| s.name()).collect();
                 tokens.dedup();
@@ -433,38 +473,47 @@ impl Service {
     }
 
     /// `wait-token`: polls presence (a card insertion is noticed within half a second).
+    /// With a token named, until that token is present; without, until any token that
+    /// is absent now is present (at once when none is absent).
     fn wait_token(&self, token: Option<&str>, timeout_secs: u64) -> Response {
         let set: Vec<Arc<dyn KeyStore>> = match token {
             Some(_) => match self.pick_store(token) {
                 Ok(s) => vec![s],
                 Err(resp) => return resp,
             },
-            None => self.stores.clone(),
+            None => self
+                .stores
+                .iter()
+                .filter(|s| !s.status().present)
+                .cloned()
+                .collect(),
         };
+        if set.is_empty() {
+            return Response::Ok;
+        }
         let deadline = std::time::Instant::now()
             + std::time::Duration::from_secs(timeout_secs.min(MAX_WAIT_SECS));
         loop {
-            let absent: Vec<String> = set
-                .iter()
-                .filter(|s| !s.status().present)
-                .map(|s| {
-                    let st = s.status();
-                    if st.serial.is_empty() {
-                        st.label
-                    } else {
-                        format!("{} (serial {})", st.label, st.serial)
-                    }
-                })
-                .collect();
-            if absent.is_empty() {
+            if set.iter().any(|s| s.status().present) {
                 return Response::Ok;
             }
             if std::time::Instant::now() >= deadline {
+                let names: Vec<String> = set
+                    .iter()
+                    .map(|s| {
+                        let st = s.status();
+                        if st.serial.is_empty() {
+                            st.label
+                        } else {
+                            format!("{} (serial {})", st.label, st.serial)
+                        }
+                    })
+                    .collect();
                 return Response::error(
                     ErrorCode::TokenNotPresent,
                     format!(
                         "still not present after {timeout_secs} s: {}: insert it",
-                        absent.join(", ")
+                        names.join(", ")
                     ),
                 );
             }

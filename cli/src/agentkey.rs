@@ -47,6 +47,42 @@ pub fn set_wait(secs: u64) {
     let _ = WAIT_SECS.set(secs);
 }
 
+/// With `--wait`: when some token is absent, says so and waits until one of them is
+/// inserted. Returns true if it waited (the caller looks for its key again).
+pub fn wait_for_absent(client: &mut Client) -> Result<bool> {
+    let wait = WAIT_SECS.get().copied().unwrap_or(0);
+    if wait == 0 {
+        return Ok(false);
+    }
+    let Response::Status(st) = client.call(&Request::Status)? else {
+        return Err(anyhow!("unexpected answer to status"));
+    };
+    let absent: Vec<String> = st
+        .tokens
+        .iter()
+        .filter(|t| !t.present)
+        .map(|t| {
+            if t.serial.is_empty() {
+                t.label.clone()
+            } else {
+                format!("{} (serial {})", t.label, t.serial)
+            }
+        })
+        .collect();
+    if absent.is_empty() {
+        return Ok(false);
+    }
+    eprintln!(
+        "tokenmail: waiting up to {wait} s for {} to be inserted (Ctrl-C cancels)",
+        absent.join(" or ")
+    );
+    client.call(&Request::WaitToken {
+        token: None,
+        timeout_secs: wait,
+    })?;
+    Ok(true)
+}
+
 /// Tells the user to touch the key when its touch policy asks for it (on stderr).
 pub fn touch_notice(info: &KeyInfo, what: &str) {
     if matches!(info.touch.as_deref(), Some("always") | Some("cached")) {

@@ -126,6 +126,12 @@ pub fn run(args: DecryptArgs, socket: Option<&Path>) -> Result<i32> {
                 let Some(c) = client.as_ref() else {
                     unreachable!()
                 };
+                if !keys.iter().any(|(_, cert)| env.is_recipient(cert)) {
+                    let mut cl = c.borrow_mut();
+                    if agentkey::wait_for_absent(&mut cl)? {
+                        keys = agentkey::keys_with_certificates(&mut cl)?;
+                    }
+                }
                 let Some((info, cert)) = keys.iter().find(|(_, cert)| env.is_recipient(cert))
                 else {
                     let labels: Vec<&str> = keys.iter().map(|(k, _)| k.label.as_str()).collect();

@@ -247,22 +247,32 @@ fn run(cli: Cli) -> Result<i32> {
 
 /// The default algorithm for a key: RSA → PKCS#1 v1.5 SHA-256; P-256 → ECDSA SHA-256; P-384 → ECDSA SHA-384.
 fn default_algorithm(c: &mut Client, key: &str) -> Result<SignAlgorithm> {
-    let Response::Keys { keys } = c.call(&Request::ListKeys)? else {
-        return Err(anyhow!("unexpected answer to list-keys"));
-    };
-    let lower = key.to_ascii_lowercase();
-    let k: Option<&KeyInfo> = keys.iter().find(|k| {
-        k.label == key
-            || k.id == lower
-            || k.certificate
-                .as_ref()
-                .is_some_and(|c| c.emails.contains(&lower))
-    });
+    let mut keys = list_keys(c)?;
+    if !keys.iter().any(|k| key_matches(k, key)) && agentkey::wait_for_absent(c)? {
+        keys = list_keys(c)?;
+    }
+    let k: Option<&KeyInfo> = keys.iter().find(|k| key_matches(k, key));
     Ok(match k.map(|k| k.algorithm.as_str()) {
         Some("ec-p384") => SignAlgorithm::EcdsaSha384,
         Some("ec-p256") => SignAlgorithm::EcdsaSha256,
         _ => SignAlgorithm::RsaPkcs1Sha256,
     })
+}
+
+fn list_keys(c: &mut Client) -> Result<Vec<KeyInfo>> {
+    let Response::Keys { keys } = c.call(&Request::ListKeys)? else {
+        return Err(anyhow!("unexpected answer to list-keys"));
+    };
+    Ok(keys)
+}
+
+fn key_matches(k: &KeyInfo, key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    k.label == key
+        || k.id == lower
+        || k.certificate.as_ref().is_some_and(|c| {
+            c.emails.contains(&lower) || key.strip_prefix("sha256:") == Some(c.sha256.as_str())
+        })
 }
 
 fn hash_input(input: Option<&Path>, alg: SignAlgorithm) -> Result<Vec<u8>> {

@@ -184,10 +184,22 @@ fn seekable_input(input: Option<&Path>) -> Result<File> {
 /// Runs `tokenmail sign`.
 pub fn run(args: SignArgs, socket: Option<&Path>) -> Result<i32> {
     let mut client = agentkey::connect(socket)?;
-    let Response::Status(st) = client.call(&Request::Status)? else {
+    let Response::Status(mut st) = client.call(&Request::Status)? else {
         bail!("unexpected answer to status");
     };
-    let info = resolve_key(&st, &args.signer)?;
+    let info = match resolve_key(&st, &args.signer) {
+        Ok(i) => i,
+        Err(e) => {
+            if !agentkey::wait_for_absent(&mut client)? {
+                return Err(e);
+            }
+            let Response::Status(again) = client.call(&Request::Status)? else {
+                bail!("unexpected answer to status");
+            };
+            st = again;
+            resolve_key(&st, &args.signer)?
+        }
+    };
     let kind = key_kind(&info)?;
     let cert_summary = info.certificate.as_ref().ok_or_else(|| {
         anyhow!(

@@ -388,7 +388,8 @@ pub enum Request {
     /// Wait until a token is present (smart card inserted), at most `timeout_secs`
     /// (capped at 600). Answer: `ok`, or `token-not-present` when the time ran out.
     WaitToken {
-        /// Token label or serial; absent = any configured token that is absent.
+        /// Token label or serial; absent = until any token that is absent now is
+        /// present (`ok` at once when none is absent).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
         /// Seconds to wait.

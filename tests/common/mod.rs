@@ -159,3 +159,9 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// The test PKI (root and intermediate CA with their keys) of the process-wide
+/// provisioned token, for issuing certificates to other keys (PIV cards).
+pub fn fixture_pki() -> PathBuf {
+    tokenmail_pkcs11_tests::fixture().dir.join("pki")
+}

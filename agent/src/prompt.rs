@@ -1,0 +1,183 @@
+//! PIN entry for clients without a terminal (git, mail clients, scripts): when an
+//! operation needs a PIN that is not cached, the agent asks through a pinentry program
+//! (Assuan; pinentry-gnome3/-qt/-curses/-tty), logs in, and runs the operation.
+//!
+//! Clients that ask their user themselves (the CLI at a terminal) say so in `hello`
+//! (`pin_prompt`) and get `pin-required` as before. One pinentry at a time: concurrent
+//! requests for the same token wait and then find it logged in.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tokenmail_proto::v1::{DecryptAlgorithm, SignAlgorithm, TokenStatus};
+use tracing::{info, warn};
+use zeroize::Zeroizing;
+
+use crate::pinentry::{self, PinentryError, PinentryRequest};
+use crate::token::{KeyEntry, KeyStore, PivAdmin, TokenError};
+
+/// Default seconds the user has to type the PIN.
+pub const DEFAULT_TIMEOUT: u64 = 60;
+/// Most PIN attempts per request (each wrong one costs a try on the token).
+const MAX_ATTEMPTS: usize = 3;
+
+/// The pinentry program and its settings.
+#[derive(Debug)]
+pub struct Prompter {
+    program: PathBuf,
+    timeout: Duration,
+    one_at_a_time: Mutex<()>,
+}
+
+impl Prompter {
+    /// From `[pin] pinentry` (`auto` = search $PATH, `none` = never, or a path).
+    pub fn from_config(setting: Option<&str>, timeout_secs: Option<u64>) -> Option<Arc<Prompter>> {
+        let program = match setting.unwrap_or("auto") {
+            "none" | "" => return None,
+            "auto" => pinentry::find_pinentry()?,
+            p => PathBuf::from(p),
+        };
+        Some(Arc::new(Prompter {
+            program,
+            timeout: Duration::from_secs(timeout_secs.unwrap_or(DEFAULT_TIMEOUT).max(5)),
+            one_at_a_time: Mutex::new(()),
+        }))
+    }
+
+    /// The program.
+    pub fn program(&self) -> &std::path::Path {
+        &self.program
+    }
+}
+
+/// A token seen by a client that cannot prompt: operations that need a PIN ask
+/// through pinentry first.
+#[derive(Debug)]
+pub struct PromptingStore {
+    inner: Arc<dyn KeyStore>,
+    prompter: Arc<Prompter>,
+}
+
+impl PromptingStore {
+    /// Wraps a store.
+    pub fn new(inner: Arc<dyn KeyStore>, prompter: Arc<Prompter>) -> Self {
+        PromptingStore { inner, prompter }
+    }
+
+    fn describe(&self, what: &str) -> String {
+        let st = self.inner.status();
+        let device = if st.serial.is_empty() {
+            format!("token \"{}\"", st.label)
+        } else {
+            format!("token \"{}\" (serial {})", st.label, st.serial)
+        };
+        format!("tokenmail needs the PIN of {device} to {what}.")
+    }
+
+    fn with_pin<T>(
+        &self,
+        what: &str,
+        op: impl Fn() -> Result<T, TokenError>,
+    ) -> Result<T, TokenError> {
+        let token = match op() {
+            Err(TokenError::PinRequired(t)) => t,
+            other => return other,
+        };
+        let _one = self
+            .prompter
+            .one_at_a_time
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Another request may have logged in while we waited for the prompt.
+        match op() {
+            Err(TokenError::PinRequired(_)) => {}
+            other => return other,
+        }
+        let description = self.describe(what);
+        let mut error: Option<String> = None;
+        for _ in 0..MAX_ATTEMPTS {
+            let req = PinentryRequest {
+                program: &self.prompter.program,
+                title: "tokenmail",
+                description: &description,
+                prompt: "PIN:",
+                error: error.as_deref(),
+                keyinfo: None,
+                timeout: self.prompter.timeout,
+                tty: None,
+            };
+            let pin: SecretString = match pinentry::get_pin(&req) {
+                Ok(p) => p,
+                Err(PinentryError::Cancelled) => {
+                    info!(token = %token, "PIN entry cancelled by the user");
+                    return Err(TokenError::PinSource(format!(
+                        "PIN entry for token {token:?} was cancelled"
+                    )));
+                }
+                Err(e) => {
+                    warn!(token = %token, program = %self.prompter.program.display(), "pinentry failed: {e}");
+                    return Err(TokenError::PinRequired(token));
+                }
+            };
+            match self.inner.login(Some(pin)) {
+                Ok(()) => return op(),
+                Err(TokenError::PinIncorrect { hint, .. }) => {
+                    error = Some(format!("Wrong PIN{hint}."));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(TokenError::PinIncorrect {
+            token,
+            hint: format!(" ({MAX_ATTEMPTS} wrong PINs typed in pinentry)"),
+        })
+    }
+}
+
+impl KeyStore for PromptingStore {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn status(&self) -> TokenStatus {
+        self.inner.status()
+    }
+    fn keys(&self) -> Result<Vec<KeyEntry>, TokenError> {
+        self.inner.keys()
+    }
+    fn login(&self, pin: Option<SecretString>) -> Result<(), TokenError> {
+        self.inner.login(pin)
+    }
+    fn lock(&self) {
+        self.inner.lock()
+    }
+    fn release(&self) {
+        self.inner.release()
+    }
+    fn expire_pin(&self) {
+        self.inner.expire_pin()
+    }
+    fn sign_digest(
+        &self,
+        id: &[u8],
+        alg: SignAlgorithm,
+        digest: &[u8],
+    ) -> Result<Vec<u8>, TokenError> {
+        self.with_pin("sign", || self.inner.sign_digest(id, alg, digest))
+    }
+    fn decrypt(
+        &self,
+        id: &[u8],
+        alg: DecryptAlgorithm,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+        self.with_pin("decrypt a message", || self.inner.decrypt(id, alg, wrapped))
+    }
+    fn derive(&self, id: &[u8], peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+        self.with_pin("decrypt a message", || self.inner.derive(id, peer_point))
+    }
+    fn piv(&self) -> Option<&dyn PivAdmin> {
+        self.inner.piv()
+    }
+}
