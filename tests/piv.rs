@@ -878,3 +878,149 @@ fn opensc_module() -> PathBuf {
     }
     panic!("opensc-pkcs11.so not found: apt-get install opensc-pkcs11");
 }
+
+/// A pseudo-terminal standing in for the user's desktop: the agent's pinentry
+/// (the real pinentry-tty) shows its dialog there and the "user" types on it.
+struct Screen {
+    master: std::fs::File,
+    _slave: std::os::fd::OwnedFd,
+    name: PathBuf,
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    seen: Vec<u8>,
+}
+
+impl Screen {
+    fn open() -> Screen {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        for fd in [&pty.master, &pty.slave] {
+            nix::fcntl::fcntl(
+                fd.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .expect("cloexec");
+        }
+        let name = nix::unistd::ttyname(&pty.slave).expect("ttyname");
+        let master = std::fs::File::from(pty.master);
+        let mut reader = master.try_clone().expect("clone");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Screen {
+            master,
+            _slave: pty.slave,
+            name,
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    fn wait_for(&mut self, needle: &str) -> String {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let screen = String::from_utf8_lossy(&self.seen).into_owned();
+            if screen.contains(needle) {
+                return screen;
+            }
+            match self
+                .rx
+                .recv_timeout(until.saturating_duration_since(Instant::now()))
+            {
+                Ok(b) => self.seen.extend_from_slice(&b),
+                Err(_) => panic!("{needle:?} never appeared; the screen shows {screen:?}"),
+            }
+        }
+    }
+
+    fn type_keys(&mut self, keys: &[u8]) {
+        self.master.write_all(keys).expect("type");
+        self.master.flush().expect("flush");
+    }
+}
+
+/// A client without a terminal (git, a mail client) needs card2's PIN: the agent asks
+/// through pinentry (the real pinentry-tty, on a pseudo-terminal), a wrong PIN is shown
+/// as an error with the tries left, the right one signs; cancelling answers one error.
+#[test]
+fn pinentry_asks_for_clients_without_a_terminal() {
+    use tokenmail_proto::v1::{Bytes, Request, Response, SignAlgorithm};
+    let lab = Lab::start();
+    let (gk, gc) = lab.issue("grace", "grace@example.org", "p256");
+    lab.card("card2", 0, CARD2, &[format!("9c:{}:{}", s(&gk), s(&gc))]);
+    let mut screen = Screen::open();
+    let pinentry = lab.path("pinentry-on-screen");
+    std::fs::write(
+        &pinentry,
+        format!(
+            "#!/bin/sh\nexec /usr/bin/pinentry-tty --ttyname {} --ttytype dumb \"$@\"\n",
+            screen.name.display()
+        ),
+    )
+    .expect("wrapper");
+    ok(
+        &run(Command::new("chmod").arg("755").arg(&pinentry)),
+        "chmod",
+    );
+    assert!(
+        Path::new("/usr/bin/pinentry-tty").exists(),
+        "pinentry-tty is missing: apt-get install pinentry-tty"
+    );
+    let agent = CardAgent::start(
+        &lab,
+        &format!(
+            "[pin]\npinentry = \"{}\"\npinentry_timeout = 30\n[[token]]\ntype = \"piv\"\nname = \"card2\"\nserial = \"{CARD2}\"\n",
+            s(&pinentry)
+        ),
+    );
+    let sign = |socket: &Path| {
+        let mut c = tokenmail_proto::Client::connect(socket, "git-like/1").expect("connect");
+        c.call(&Request::SignDigest {
+            key: "grace@example.org".into(),
+            algorithm: SignAlgorithm::EcdsaSha256,
+            digest: Bytes(vec![0x42; 32]),
+        })
+    };
+    let socket = agent.socket.clone();
+    let worker = std::thread::spawn(move || sign(&socket));
+    let shown = screen.wait_for("PIN");
+    assert!(
+        shown.contains("card2"),
+        "the dialog names the card: {shown:?}"
+    );
+    screen.type_keys(b"999999\n");
+    let shown = screen.wait_for("tries left");
+    assert!(shown.contains("Wrong PIN (2 tries left"), "{shown:?}");
+    screen.type_keys(format!("{PIN}\n").as_bytes());
+    let resp = worker.join().expect("client thread");
+    assert!(
+        matches!(resp, Ok(Response::Signature { .. })),
+        "signed after pinentry: {resp:?}; agent log:\n{}",
+        agent.log()
+    );
+    // Cached now: a second client signs without a dialog.
+    assert!(matches!(
+        sign(&agent.socket),
+        Ok(Response::Signature { .. })
+    ));
+    // After lock the dialog comes back; cancelling it (Ctrl-D) answers one error.
+    ok(&agent.cli(&["lock"]), "lock");
+    let socket = agent.socket.clone();
+    let worker = std::thread::spawn(move || sign(&socket));
+    screen.seen.clear();
+    screen.wait_for("PIN");
+    screen.type_keys(b"\x04");
+    let resp = worker.join().expect("client thread");
+    match resp {
+        Err(tokenmail_proto::ClientError::Agent(e)) => {
+            assert!(e.message.contains("cancelled"), "{}", e.message)
+        }
+        other => panic!("cancel must fail the request: {other:?}"),
+    }
+}
