@@ -687,6 +687,44 @@ fn removal_forgets_a_client_pin() {
         "the PIN must be asked again after removal"
     );
     assert!(stderr(&o).contains("PIN"), "{}", stderr(&o));
+
+    // SIGHUP (suspend) releases the cards and forgets typed PINs; a PIN file is re-read.
+    let mut c = agent.cmd(&["login", "--token", "card2", "--pin-stdin"]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("login");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{PIN}\n").as_bytes())
+        .expect("w");
+    ok(&child.wait_with_output().expect("login"), "login again");
+    ok(&sign(), "signs with the PIN typed again");
+    let pid = agent.child.as_ref().expect("agent").id() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .expect("SIGHUP");
+    let t = Instant::now();
+    while !agent.log().contains("cached PIN forgotten") {
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", agent.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = sign();
+    assert!(!o.status.success(), "typed PIN forgotten after SIGHUP");
+    ok(
+        &agent.cli(&[
+            "sign-digest",
+            "--key",
+            "frank@example.org",
+            "--digest",
+            &digest,
+        ]),
+        "the card with a PIN file works after SIGHUP",
+    );
 }
 
 #[test]

@@ -36,7 +36,17 @@ impl Prompter {
     pub fn from_config(setting: Option<&str>, timeout_secs: Option<u64>) -> Option<Arc<Prompter>> {
         let program = match setting.unwrap_or("auto") {
             "none" | "" => return None,
-            "auto" => pinentry::find_pinentry()?,
+            "auto" => {
+                // The agent has no terminal to lend a curses/tty pinentry: without a
+                // graphical session, clients get `pin-required` (the CLI asks itself).
+                let graphical = ["DISPLAY", "WAYLAND_DISPLAY"]
+                    .iter()
+                    .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
+                if !graphical {
+                    return None;
+                }
+                pinentry::find_pinentry()?
+            }
             p => PathBuf::from(p),
         };
         Some(Arc::new(Prompter {
@@ -110,7 +120,7 @@ impl PromptingStore {
             };
             let pin: SecretString = match pinentry::get_pin(&req) {
                 Ok(p) => p,
-                Err(PinentryError::Cancelled) => {
+                Err(PinentryError::Cancelled | PinentryError::EmptyPin) => {
                     info!(token = %token, "PIN entry cancelled by the user");
                     return Err(TokenError::PinSource(format!(
                         "PIN entry for token {token:?} was cancelled"

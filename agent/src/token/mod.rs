@@ -182,7 +182,8 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     fn login(&self, pin: Option<SecretString>) -> Result<(), TokenError>;
     /// Logs out and forgets the cached PIN; unattended sources are not read again until `login`.
     fn lock(&self);
-    /// Closes sessions (SIGHUP), keeping the cached PIN so the next use logs in again.
+    /// SIGHUP (suspend): closes sessions / releases the card and forgets a PIN typed by
+    /// the user; an unattended source (file, variable) is read again at the next use.
     fn release(&self);
     /// Forgets a PIN whose cache time ran out (logs out). Called periodically.
     fn expire_pin(&self);

@@ -880,7 +880,8 @@ impl KeyStore for PivStore {
     fn release(&self) {
         let mut inner = self.lock_inner();
         self.drop_card(&mut inner, false);
-        info!(token = %self.cfg.name, "card released");
+        inner.pin.forget();
+        info!(token = %self.cfg.name, "card released (reset), cached PIN forgotten");
     }
 
     fn expire_pin(&self) {

@@ -1009,7 +1009,8 @@ impl KeyStore for Pkcs11Store {
     fn release(&self) {
         let mut inner = self.lock_inner();
         self.drop_connection(&mut inner, false);
-        info!(token = %self.name, "sessions released");
+        inner.pin.forget();
+        info!(token = %self.name, "sessions released, cached PIN forgotten");
     }
 
     fn expire_pin(&self) {
