@@ -12,7 +12,14 @@ PKGS=(
   gnutls-bin                # p11tool (optional, handy for debugging)
   gpgsm
   python3
-  libpcsclite-dev
+  libpcsclite-dev           # PC/SC (the agent's PIV backend links libpcsclite)
+  pcscd                     # smart card daemon (tests run a private one)
+  vsmartcard-vpcd           # virtual reader driver the test card plugs into
+  python3-cryptography      # the virtual PIV card (tests/vpiv/piv_card.py)
+  yubico-piv-tool           # independent PIV client checking the virtual card
+  opensc-pkcs11             # OpenSC's PKCS#11 module (generic smart cards)
+  pinentry-tty              # real pinentry driven over a pty in the tests
+  util-linux                # unshare (private pcscd mount namespace)
   pkg-config
   ca-certificates
 )

@@ -801,6 +801,40 @@ fn keygen_and_import_cert_on_the_card_then_sign() {
         &openssl_verify(&lab, &signed, &lab.path("v.eml")),
         "openssl verifies",
     );
+
+    // A key that wants a touch: the CLI tells the user before the card waits.
+    let pub9c = lab.path("9c.pub.pem");
+    ok(
+        &agent.cli(&[
+            "piv",
+            "keygen",
+            "--slot",
+            "9c",
+            "--algorithm",
+            "p384",
+            "--pin-policy",
+            "once",
+            "--touch-policy",
+            "cached",
+            "-o",
+            s(&pub9c),
+        ]),
+        "keygen 9c",
+    );
+    let cert9c = lab.issue_pub("ivan-sign", "ivan@example.org", "p384", &pub9c);
+    ok(
+        &agent.cli(&["piv", "import-cert", "--slot", "9c", s(&cert9c)]),
+        "import 9c",
+    );
+    let o = agent.cli(&["sign", "--signer", "9c", s(&msg), "-o", s(&signed)]);
+    ok(&o, "sign with the touch key");
+    assert!(stderr(&o).contains("touch your key"), "{}", stderr(&o));
+    ok(
+        &openssl_verify(&lab, &signed, &lab.path("v.eml")),
+        "openssl verifies P-384",
+    );
+    let st = agent.cli(&["piv", "status"]);
+    assert!(stdout(&st).contains("touch cached"), "{}", stdout(&st));
 }
 
 /// OpenSC's PKCS#11 module (the path for CAC/PIV/national eID cards) drives the virtual
