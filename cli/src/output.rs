@@ -89,6 +89,13 @@ pub fn keys_text(keys: &[KeyInfo]) -> String {
             k.usage.join(","),
             k.token
         ));
+        if k.touch.is_some() || k.pin_policy.is_some() {
+            s.push_str(&format!(
+                "    policy:  PIN {}, touch {}\n",
+                k.pin_policy.as_deref().unwrap_or("-"),
+                k.touch.as_deref().unwrap_or("-")
+            ));
+        }
         if let Some(c) = &k.certificate {
             s.push_str(&format!("    subject: {}\n", c.subject));
             s.push_str(&format!("    emails:  {}\n", c.emails.join(", ")));

@@ -1,0 +1,1 @@
+//! NeoMutt with the documented `smime_*_command` set (tests to come).
