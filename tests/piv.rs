@@ -542,6 +542,9 @@ fn wrong_pin_counts_down_and_the_right_one_resets() {
     ok(&st, "piv status");
     let st: serde_json::Value = serde_json::from_slice(&st.stdout).expect("json");
     assert_eq!(st["pin_tries_left"], 1, "{st}");
+    let status = agent.status_json();
+    let warnings = CardAgent::token(&status, "card2")["pin_warnings"].to_string();
+    assert!(warnings.contains("1 PIN tries left"), "{status}");
     ok(&login(PIN), "right PIN");
     let st = agent.cli(&["piv", "--token", "card2", "status", "--json"]);
     let st: serde_json::Value = serde_json::from_slice(&st.stdout).expect("json");
@@ -709,7 +712,7 @@ fn removal_forgets_a_client_pin() {
     )
     .expect("SIGHUP");
     let t = Instant::now();
-    while !agent.log().contains("cached PIN forgotten") {
+    while !agent.log().contains("card released") {
         assert!(t.elapsed() < Duration::from_secs(10), "{}", agent.log());
         std::thread::sleep(Duration::from_millis(100));
     }

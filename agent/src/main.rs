@@ -132,6 +132,11 @@ fn token_configs(args: &Args, file: &FileConfig) -> Result<Vec<TokenSpec>> {
         .unwrap_or(DEFAULT_PIN_TTL);
     let max = file.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS);
     let mut out = Vec::new();
+    if args.piv_chain.is_some() && !(args.piv || args.piv_serial.is_some()) {
+        return Err(anyhow!(
+            "--piv-chain goes with --piv or --piv-serial (in a config file, use `chain` in the card's [[token]])"
+        ));
+    }
     if args.piv || args.piv_serial.is_some() {
         out.push(piv_spec(
             None,
@@ -221,10 +226,13 @@ fn init_logging(verbose: u8, file: Option<std::fs::File>) {
         1 => "debug",
         _ => "trace",
     };
-    // cryptoki logs every vendor mechanism it cannot name as an error; that is noise.
+    // cryptoki logs every vendor mechanism it cannot name as an error, and the yubikey
+    // crate logs an absent card as an error at every look: noise (ours say it once).
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("TOKENMAIL_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(format!("{level},cryptoki::mechanism=off"))
+            tracing_subscriber::EnvFilter::new(format!(
+                "{level},cryptoki::mechanism=off,yubikey=off"
+            ))
         });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match file {

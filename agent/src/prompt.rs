@@ -45,7 +45,7 @@ impl Prompter {
                 if !graphical {
                     return None;
                 }
-                pinentry::find_pinentry()?
+                graphical_pinentry()?
             }
             p => PathBuf::from(p),
         };
@@ -60,6 +60,28 @@ impl Prompter {
     pub fn program(&self) -> &std::path::Path {
         &self.program
     }
+}
+
+/// The first pinentry on $PATH that draws its own window (curses and tty pinentries
+/// need a terminal the agent does not have; `/usr/bin/pinentry` may point to one).
+fn graphical_pinentry() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    for name in pinentry::PINENTRY_PROGRAMS {
+        for dir in std::env::split_paths(&path).filter(|d| d.is_absolute()) {
+            let candidate = dir.join(name);
+            let Ok(real) = std::fs::canonicalize(&candidate) else {
+                continue;
+            };
+            let file = real.file_name().and_then(|f| f.to_str()).unwrap_or("");
+            if file.ends_with("-curses") || file.ends_with("-tty") {
+                continue;
+            }
+            if std::fs::metadata(&real).is_ok_and(|m| m.is_file()) {
+                return Some(candidate);
+            }
+        }
+    }
+    None
 }
 
 /// A token seen by a client that cannot prompt: operations that need a PIN ask

@@ -491,8 +491,8 @@ impl Service {
         if set.is_empty() {
             return Response::Ok;
         }
-        let deadline = std::time::Instant::now()
-            + std::time::Duration::from_secs(timeout_secs.min(MAX_WAIT_SECS));
+        let timeout_secs = timeout_secs.min(MAX_WAIT_SECS);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
         loop {
             if set.iter().any(|s| s.status().present) {
                 return Response::Ok;

@@ -513,7 +513,9 @@ pub struct TokenStatus {
     /// Whether `lock` was called and no login since.
     #[serde(default)]
     pub locked: bool,
-    /// The token's PIN-counter warnings, if any (`count-low`, `final-try`, `locked`).
+    /// The token's PIN warnings, if any: PKCS#11 counter flags (`count-low`,
+    /// `final-try`, `locked`); PIV cards give sentences ("2 PIN tries left", "the PIN
+    /// is blocked", "the PIN is the factory default: change it").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pin_warnings: Vec<String>,
 }

@@ -416,7 +416,7 @@ impl PivStore {
             _ => match e {
                 yubikey::Error::NotFound => self.absent_error(inner),
                 yubikey::Error::PcscError { inner: None } => TokenError::Pcsc(
-                    "several PIV cards are present: set `serial` for this token in the config".into(),
+                    "several PIV cards are present: name one by its serial (--piv-serial, or `serial` in the card's [[token]])".into(),
                 ),
                 other => TokenError::Pcsc(format!("cannot open {}: {other}", self.card_label(inner))),
             },
@@ -770,6 +770,22 @@ impl PivStore {
     }
 }
 
+/// When the management key could not be found and the PIN (which may unlock a
+/// PIN-protected management key) was missing or wrong, the PIN is what to ask for.
+fn pin_first(e: TokenError, pin: Result<(), TokenError>) -> TokenError {
+    match (e, pin) {
+        (
+            TokenError::Invalid(_),
+            Err(
+                p @ (TokenError::PinRequired(_)
+                | TokenError::PinIncorrect { .. }
+                | TokenError::PinLocked(_)),
+            ),
+        ) => p,
+        (e, _) => e,
+    }
+}
+
 fn pin_warnings(yk: &mut YubiKey) -> Vec<String> {
     let mut out = Vec::new();
     let v = yk.version();
@@ -806,6 +822,14 @@ impl KeyStore for PivStore {
             inner.verified = false;
         }
         let present = self.connect(&mut inner).is_ok();
+        if present {
+            // Counters change (wrong PINs, another program): read them now.
+            let verified = inner.verified;
+            if let Some(yk) = inner.yk.as_mut() {
+                inner.pin_warnings = pin_warnings(yk);
+            }
+            inner.verified = verified;
+        }
         TokenStatus {
             label: self.cfg.name.clone(),
             serial: inner
@@ -855,6 +879,15 @@ impl KeyStore for PivStore {
         }
         let mut inner = self.lock_inner();
         self.connect(&mut inner)?;
+        // A card reset by another program answers the first command with "reset": reopen.
+        if let Some(yk) = inner.yk.as_mut() {
+            if let Err(e) = yk.get_pin_retries() {
+                if is_gone(&e) {
+                    let _ = self.gone(&mut inner, &e);
+                    self.connect(&mut inner)?;
+                }
+            }
+        }
         let (pin, from_client) = match pin {
             Some(p) => (p, true),
             None => match inner.pin.read_source() {
@@ -1193,7 +1226,7 @@ impl PivAdmin for PivStore {
         let mut inner = self.lock_inner();
         self.connect(&mut inner)?;
         // A PIN-protected management key is stored behind the PIN.
-        let _ = self.ensure_pin(&mut inner, PinUse::Once);
+        let pin_state = self.ensure_pin(&mut inner, PinUse::Once);
         let mut warnings = Vec::new();
         let Some(yk) = inner.yk.as_mut() else {
             return Err(self.absent_error(&inner));
@@ -1202,7 +1235,8 @@ impl PivAdmin for PivStore {
             yk,
             req.management_key.as_ref().map(|k| k.as_slice()),
             &mut warnings,
-        )?;
+        )
+        .map_err(|e| pin_first(e, pin_state))?;
         let spki = piv::generate(yk, slot, alg, pin_policy, touch_policy).map_err(|e| {
             TokenError::Piv {
                 op: "generate key",
@@ -1259,12 +1293,13 @@ impl PivAdmin for PivStore {
                 }
             }
         }
-        let _ = self.ensure_pin(&mut inner, PinUse::Once);
+        let pin_state = self.ensure_pin(&mut inner, PinUse::Once);
         let mut warnings = Vec::new();
         let Some(yk) = inner.yk.as_mut() else {
             return Err(self.absent_error(&inner));
         };
-        self.authenticate_admin(yk, management_key, &mut warnings)?;
+        self.authenticate_admin(yk, management_key, &mut warnings)
+            .map_err(|e| pin_first(e, pin_state))?;
         let c = Certificate::from_bytes(der.to_vec())
             .map_err(|e| TokenError::Invalid(format!("certificate: {e}")))?;
         c.write(yk, slot_id, yubikey::certificate::CertInfo::Uncompressed)
