@@ -296,6 +296,22 @@ impl CardAgent {
         self.cmd(args).output().expect("tokenmail")
     }
 
+    /// `tokenmail login --token TOKEN --pin-stdin` with `pin` on standard input.
+    fn login_stdin(&self, token: &str, pin: &str) -> Output {
+        let mut c = self.cmd(&["login", "--token", token, "--pin-stdin"]);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("login");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{pin}\n").as_bytes())
+            .expect("write the PIN");
+        child.wait_with_output().expect("login")
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -383,19 +399,8 @@ fn two_cards_sign_and_decrypt_with_openssl_as_the_peer() {
         );
     }
     // card2 has no PIN yet: log in through the CLI's --pin-stdin path.
-    let mut login = agent.cmd(&["login", "--token", "card2", "--pin-stdin"]);
-    login
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = login.spawn().expect("login");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{PIN}\n").as_bytes())
-        .expect("pin");
-    ok(&child.wait_with_output().expect("login"), "login card2");
+    let login_out = agent.login_stdin("card2", PIN);
+    ok(&login_out, "login card2");
     let keys = agent.cli(&["keys", "--json"]);
     ok(&keys, "keys");
     let keys: serde_json::Value = serde_json::from_slice(&keys.stdout).expect("json");
@@ -519,20 +524,7 @@ fn two_cards_sign_and_decrypt_with_openssl_as_the_peer() {
 #[test]
 fn wrong_pin_counts_down_and_the_right_one_resets() {
     let (lab, agent, _, _) = two_cards();
-    let login = |pin: &str| {
-        let mut c = agent.cmd(&["login", "--token", "card2", "--pin-stdin"]);
-        c.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("login");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(format!("{pin}\n").as_bytes())
-            .expect("write");
-        child.wait_with_output().expect("login")
-    };
+    let login = |pin: &str| agent.login_stdin("card2", pin);
     let o = login("000000");
     assert!(!o.status.success());
     assert!(stderr(&o).contains("2 tries left"), "{}", stderr(&o));
@@ -649,18 +641,8 @@ fn card_removed_mid_run_then_reinserted_and_waited_for() {
 #[test]
 fn removal_forgets_a_client_pin() {
     let (lab, agent, _, _) = two_cards();
-    let mut c = agent.cmd(&["login", "--token", "card2", "--pin-stdin"]);
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("login");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{PIN}\n").as_bytes())
-        .expect("w");
-    ok(&child.wait_with_output().expect("login"), "login");
+    let login_out = agent.login_stdin("card2", PIN);
+    ok(&login_out, "login");
     let digest = "cd".repeat(32);
     let sign = || {
         agent.cli(&[
@@ -692,18 +674,8 @@ fn removal_forgets_a_client_pin() {
     assert!(stderr(&o).contains("PIN"), "{}", stderr(&o));
 
     // SIGHUP (suspend) releases the cards and forgets typed PINs; a PIN file is re-read.
-    let mut c = agent.cmd(&["login", "--token", "card2", "--pin-stdin"]);
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("login");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{PIN}\n").as_bytes())
-        .expect("w");
-    ok(&child.wait_with_output().expect("login"), "login again");
+    let login_out = agent.login_stdin("card2", PIN);
+    ok(&login_out, "login again");
     ok(&sign(), "signs with the PIN typed again");
     let pid = agent.child.as_ref().expect("agent").id() as i32;
     nix::sys::signal::kill(

@@ -7,7 +7,7 @@
 use std::fmt;
 
 use secrecy::SecretString;
-use tokenmail_proto::v1::{DecryptAlgorithm, SignAlgorithm, TokenStatus};
+use tokenmail_proto::v1::{DecryptAlgorithm, HashAlgorithm, SignAlgorithm, TokenStatus};
 use zeroize::Zeroizing;
 
 pub mod cert;
@@ -67,6 +67,45 @@ pub(crate) fn rsa_bits(modulus: &[u8]) -> usize {
 pub(crate) fn strip_leading_zeros(b: &[u8]) -> &[u8] {
     let n = b.iter().take_while(|x| **x == 0).count();
     &b[n..]
+}
+
+/// The OAEP hash of a key-transport algorithm; `None` for RSA PKCS#1 v1.5.
+pub(crate) fn oaep_hash(alg: DecryptAlgorithm) -> Result<Option<HashAlgorithm>, TokenError> {
+    match alg {
+        DecryptAlgorithm::RsaPkcs1 => Ok(None),
+        DecryptAlgorithm::RsaOaepSha1 => Ok(Some(HashAlgorithm::Sha1)),
+        DecryptAlgorithm::RsaOaepSha256 => Ok(Some(HashAlgorithm::Sha256)),
+        DecryptAlgorithm::RsaOaepSha384 => Ok(Some(HashAlgorithm::Sha384)),
+        DecryptAlgorithm::RsaOaepSha512 => Ok(Some(HashAlgorithm::Sha512)),
+        _ => Err(TokenError::Mechanism(format!("{alg:?}"))),
+    }
+}
+
+/// Checks an ECDH request before it reaches a token: the key is EC and the peer point
+/// is an uncompressed SEC1 point on its curve. Returns the field length in bytes.
+pub(crate) fn check_ecdh(key: &KeyEntry, peer_point: &[u8]) -> Result<usize, TokenError> {
+    let field = match key.public {
+        PublicKey::P256(_) => 32,
+        PublicKey::P384(_) => 48,
+        _ => {
+            return Err(TokenError::KeyMismatch(format!(
+                "key {:?} is {}, not EC: it cannot do ECDH",
+                key.label,
+                key.public.algorithm_name()
+            )))
+        }
+    };
+    let on_curve = match field {
+        32 => p256::PublicKey::from_sec1_bytes(peer_point).is_ok(),
+        _ => p384::PublicKey::from_sec1_bytes(peer_point).is_ok(),
+    };
+    if peer_point.len() != 1 + 2 * field || peer_point.first() != Some(&0x04) || !on_curve {
+        return Err(TokenError::Invalid(format!(
+            "the peer point must be an uncompressed SEC1 point of {} bytes on the key's curve",
+            1 + 2 * field
+        )));
+    }
+    Ok(field)
 }
 
 /// A key on a token, with the certificate object that shares its CKA_ID.

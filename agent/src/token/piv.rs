@@ -1025,14 +1025,7 @@ impl KeyStore for PivStore {
                 key.public.algorithm_name()
             )));
         };
-        let hash = match alg {
-            DecryptAlgorithm::RsaPkcs1 => None,
-            DecryptAlgorithm::RsaOaepSha1 => Some(HashAlgorithm::Sha1),
-            DecryptAlgorithm::RsaOaepSha256 => Some(HashAlgorithm::Sha256),
-            DecryptAlgorithm::RsaOaepSha384 => Some(HashAlgorithm::Sha384),
-            DecryptAlgorithm::RsaOaepSha512 => Some(HashAlgorithm::Sha512),
-            _ => return Err(TokenError::Mechanism(format!("{alg:?}"))),
-        };
+        let hash = super::oaep_hash(alg)?;
         // The card takes exactly k bytes.
         let input = oaep::left_pad(wrapped, k).map_err(|_| TokenError::DecryptFailed)?;
         let raw = Zeroizing::new(
@@ -1053,27 +1046,7 @@ impl KeyStore for PivStore {
 
     fn derive(&self, id: &[u8], peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, TokenError> {
         let key = self.key(id)?;
-        let field = match key.public {
-            PublicKey::P256(_) => 32,
-            PublicKey::P384(_) => 48,
-            _ => {
-                return Err(TokenError::KeyMismatch(format!(
-                    "key {:?} is {}, not EC: it cannot do ECDH",
-                    key.label,
-                    key.public.algorithm_name()
-                )))
-            }
-        };
-        let on_curve = match field {
-            32 => p256::PublicKey::from_sec1_bytes(peer_point).is_ok(),
-            _ => p384::PublicKey::from_sec1_bytes(peer_point).is_ok(),
-        };
-        if peer_point.len() != 1 + 2 * field || peer_point.first() != Some(&0x04) || !on_curve {
-            return Err(TokenError::Invalid(format!(
-                "the peer point must be an uncompressed SEC1 point of {} bytes on the key's curve",
-                1 + 2 * field
-            )));
-        }
+        let field = super::check_ecdh(&key, peer_point)?;
         let out = self.private_op(key.id[0], "ECDH", |yk, slot, a| {
             piv::decrypt_data(yk, peer_point, a, slot).map(|buf| buf.to_vec())
         })?;

@@ -1117,14 +1117,7 @@ impl KeyStore for Pkcs11Store {
                 key.label
             )));
         }
-        let hash = match alg {
-            DecryptAlgorithm::RsaPkcs1 => None,
-            DecryptAlgorithm::RsaOaepSha1 => Some(HashAlgorithm::Sha1),
-            DecryptAlgorithm::RsaOaepSha256 => Some(HashAlgorithm::Sha256),
-            DecryptAlgorithm::RsaOaepSha384 => Some(HashAlgorithm::Sha384),
-            DecryptAlgorithm::RsaOaepSha512 => Some(HashAlgorithm::Sha512),
-            _ => return Err(TokenError::Mechanism(format!("{alg:?}"))),
-        };
+        let hash = super::oaep_hash(alg)?;
         // Every failure of the decryption itself is the same error: no padding oracle.
         let uniform = |e: TokenError| match e {
             TokenError::Pkcs11 { .. } => TokenError::DecryptFailed,
@@ -1205,27 +1198,7 @@ impl KeyStore for Pkcs11Store {
 
     fn derive(&self, id: &[u8], peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, TokenError> {
         let key = self.find_key(id)?;
-        let field = match key.public {
-            PublicKey::P256(_) => 32,
-            PublicKey::P384(_) => 48,
-            _ => {
-                return Err(TokenError::KeyMismatch(format!(
-                    "key {:?} is {}, not EC: it cannot do ECDH",
-                    key.label,
-                    key.public.algorithm_name()
-                )))
-            }
-        };
-        let on_curve = match field {
-            32 => p256::PublicKey::from_sec1_bytes(peer_point).is_ok(),
-            _ => p384::PublicKey::from_sec1_bytes(peer_point).is_ok(),
-        };
-        if peer_point.len() != 1 + 2 * field || peer_point.first() != Some(&0x04) || !on_curve {
-            return Err(TokenError::Invalid(format!(
-                "the peer point must be an uncompressed SEC1 point of {} bytes on the key's curve",
-                1 + 2 * field
-            )));
-        }
+        let field = super::check_ecdh(&key, peer_point)?;
         self.require(MechanismType::ECDH1_DERIVE, "ECDH key agreement")?;
         let out = self.with_session(
             Need::Login,
