@@ -595,6 +595,40 @@ fn card_removed_mid_run_then_reinserted_and_waited_for() {
         e.contains("insert card 10000001") || e.contains("no key"),
         "one-line error naming the card: {e}"
     );
+    // A waiting request is cancellable: Ctrl-C ends it and the agent stops waiting.
+    let mut cancelled = agent
+        .cmd(&[
+            "--wait",
+            "30",
+            "sign-digest",
+            "--key",
+            "frank@example.org",
+            "--digest",
+            &"ab".repeat(32),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(1500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(cancelled.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let _ = tokenmail_e2e::wait_timeout(&mut cancelled, Duration::from_secs(5));
+    let t = Instant::now();
+    while !agent
+        .log()
+        .contains("client went away while waiting for a token")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "agent still waiting: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // With --wait the request waits; insert the card a second later.
     let mut waiting = agent
         .cmd(&[

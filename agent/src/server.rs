@@ -354,6 +354,25 @@ async fn serve_connection(stream: &mut UnixStream, mut svc: Arc<Service>, my_uid
                 crate::stream::Flow::Answered => return true,
             }
         }
+        if let Request::WaitToken {
+            token,
+            timeout_secs,
+        } = &req
+        {
+            match wait_token(stream, &svc, token.clone(), *timeout_secs).await {
+                Some(resp) => {
+                    if let Err(e) = write_response(stream, &resp).await {
+                        debug!("client went away: {e}");
+                        return false;
+                    }
+                    continue;
+                }
+                None => {
+                    debug!("client went away while waiting for a token");
+                    return false;
+                }
+            }
+        }
         let op = op_name(&req);
         // Token calls block. Run them on this worker thread (tokio moves the other tasks
         // away) rather than handing each request to the blocking pool: the hand-off cost
@@ -369,6 +388,51 @@ async fn serve_connection(stream: &mut UnixStream, mut svc: Arc<Service>, my_uid
         if let Err(e) = write_response(stream, &resp).await {
             debug!("client went away: {e}");
             return false;
+        }
+    }
+}
+
+/// `wait-token` without holding a worker: looks at the tokens every 400 ms on the
+/// blocking pool and stops early when the client closes the connection (Ctrl-C).
+/// `None` = the client went away.
+async fn wait_token(
+    stream: &mut UnixStream,
+    svc: &Arc<Service>,
+    token: Option<String>,
+    timeout_secs: u64,
+) -> Option<Response> {
+    let timeout_secs = timeout_secs.min(crate::service::MAX_WAIT_SECS);
+    let deadline = std::time::Instant::now() + Duration::from_secs(timeout_secs);
+    let set = {
+        let svc = svc.clone();
+        match tokio::task::spawn_blocking(move || svc.wait_set(token.as_deref())).await {
+            Ok(Ok(set)) => set,
+            Ok(Err(resp)) => return Some(resp),
+            Err(_) => return Some(Response::error(ErrorCode::Internal, "internal error")),
+        }
+    };
+    loop {
+        let look = {
+            let set = set.clone();
+            tokio::task::spawn_blocking(move || Service::wait_check(&set, timeout_secs, deadline))
+        };
+        match look.await {
+            Ok(Some(resp)) => return Some(resp),
+            Ok(None) => {}
+            Err(_) => return Some(Response::error(ErrorCode::Internal, "internal error")),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(crate::service::WAIT_POLL) => {}
+            r = stream.readable() => {
+                // A client waiting for its answer sends nothing: readable means closed
+                // (or a protocol error, which ends the connection too).
+                let mut probe = [0u8; 1];
+                match r.and_then(|_| stream.try_read(&mut probe)) {
+                    Ok(0) => return None,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    _ => return None,
+                }
+            }
         }
     }
 }

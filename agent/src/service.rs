@@ -59,6 +59,8 @@ pub fn to_response(e: &TokenError) -> Response {
 
 /// Longest `wait-token`.
 pub const MAX_WAIT_SECS: u64 = 600;
+/// How often a `wait-token` looks at the tokens.
+pub const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(400);
 
 fn not_piv(name: &str) -> Response {
     Response::error(
@@ -472,52 +474,68 @@ impl Service {
         }
     }
 
-    /// `wait-token`: polls presence (a card insertion is noticed within half a second).
-    /// With a token named, until that token is present; without, until any token that
-    /// is absent now is present (at once when none is absent).
-    fn wait_token(&self, token: Option<&str>, timeout_secs: u64) -> Response {
-        let set: Vec<Arc<dyn KeyStore>> = match token {
-            Some(_) => match self.pick_store(token) {
-                Ok(s) => vec![s],
-                Err(resp) => return resp,
-            },
-            None => self
+    /// `wait-token`: the tokens to wait for. With a token named, that token; without,
+    /// every token absent now (empty = nothing to wait for).
+    pub fn wait_set(&self, token: Option<&str>) -> Result<Vec<Arc<dyn KeyStore>>, Response> {
+        match token {
+            Some(_) => self.pick_store(token).map(|s| vec![s]),
+            None => Ok(self
                 .stores
                 .iter()
                 .filter(|s| !s.status().present)
                 .cloned()
-                .collect(),
-        };
-        if set.is_empty() {
-            return Response::Ok;
+                .collect()),
         }
+    }
+
+    /// One look at the tokens of a wait: `Some(answer)` when the wait is over (one of
+    /// them is present, or `deadline` passed), else `None`.
+    pub fn wait_check(
+        set: &[Arc<dyn KeyStore>],
+        timeout_secs: u64,
+        deadline: std::time::Instant,
+    ) -> Option<Response> {
+        if set.is_empty() || set.iter().any(|s| s.status().present) {
+            return Some(Response::Ok);
+        }
+        if std::time::Instant::now() < deadline {
+            return None;
+        }
+        let names: Vec<String> = set
+            .iter()
+            .map(|s| {
+                let st = s.status();
+                if st.serial.is_empty() {
+                    st.label
+                } else {
+                    format!("{} (serial {})", st.label, st.serial)
+                }
+            })
+            .collect();
+        Some(Response::error(
+            ErrorCode::TokenNotPresent,
+            format!(
+                "still not present after {timeout_secs} s: {}: insert it",
+                names.join(", ")
+            ),
+        ))
+    }
+
+    /// `wait-token`, blocking (the server runs its own loop that also notices a client
+    /// that went away; this is for direct callers). A card insertion is noticed within
+    /// half a second.
+    fn wait_token(&self, token: Option<&str>, timeout_secs: u64) -> Response {
+        let set = match self.wait_set(token) {
+            Ok(s) => s,
+            Err(resp) => return resp,
+        };
         let timeout_secs = timeout_secs.min(MAX_WAIT_SECS);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
         loop {
-            if set.iter().any(|s| s.status().present) {
-                return Response::Ok;
+            if let Some(resp) = Self::wait_check(&set, timeout_secs, deadline) {
+                return resp;
             }
-            if std::time::Instant::now() >= deadline {
-                let names: Vec<String> = set
-                    .iter()
-                    .map(|s| {
-                        let st = s.status();
-                        if st.serial.is_empty() {
-                            st.label
-                        } else {
-                            format!("{} (serial {})", st.label, st.serial)
-                        }
-                    })
-                    .collect();
-                return Response::error(
-                    ErrorCode::TokenNotPresent,
-                    format!(
-                        "still not present after {timeout_secs} s: {}: insert it",
-                        names.join(", ")
-                    ),
-                );
-            }
-            std::thread::sleep(std::time::Duration::from_millis(400));
+            std::thread::sleep(WAIT_POLL);
         }
     }
 
