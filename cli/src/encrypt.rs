@@ -48,6 +48,13 @@ pub struct EncryptArgs {
     #[arg(long, value_name = "PADDING")]
     pub rsa_padding: Option<String>,
 
+    /// Output form: smime (an application/pkcs7-mime message, the default), der (the bare
+    /// CMS ContentInfo in DER: what NeoMutt's smime_encrypt_command returns) or pem (the
+    /// same as PEM "CMS"). With der and pem, only the MIME entity (the Content-* header
+    /// fields and the body) is encrypted; other header fields are left out.
+    #[arg(long, value_enum, value_name = "FORM", default_value_t = OutForm::Smime)]
+    pub outform: OutForm,
+
     /// Sign first (multipart/signed with --signer's key on a token), then encrypt.
     #[arg(long, requires = "signer")]
     pub sign: bool,
@@ -61,10 +68,24 @@ pub struct EncryptArgs {
     pub signer: Option<String>,
 }
 
+/// `tokenmail encrypt --outform`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutForm {
+    /// An application/pkcs7-mime message (headers and base64).
+    Smime,
+    /// The bare CMS ContentInfo, DER.
+    Der,
+    /// The bare CMS ContentInfo, PEM (`-----BEGIN CMS-----`).
+    Pem,
+}
+
 /// `tokenmail encrypt`, with the signing variants that need the agent.
 pub fn run_with_agent(mut args: EncryptArgs, socket: Option<&Path>) -> anyhow::Result<()> {
     if !(args.sign || args.triple_wrap) {
         return run(args);
+    }
+    if args.triple_wrap && args.outform != OutForm::Smime {
+        bail!("--triple-wrap signs the encrypted message: it needs --outform smime");
     }
     let signer = args.signer.clone().context("--sign needs --signer KEY")?;
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
@@ -75,6 +96,7 @@ pub fn run_with_agent(mut args: EncryptArgs, socket: Option<&Path>) -> anyhow::R
                 opaque: false,
                 detached_der: false,
                 detached_pem: false,
+                crlf: false,
                 digest: None,
                 pss: false,
                 chain: Vec::new(),
@@ -143,18 +165,37 @@ pub fn run(args: EncryptArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let cipher = explicit_cipher.unwrap_or_else(|| default_cipher(&recipients));
 
-    let mut input: Box<dyn Read> = match &args.input {
-        Some(p) => {
-            Box::new(File::open(p).with_context(|| format!("cannot open input {}", p.display()))?)
+    let produce = |sink: &mut dyn ChunkSink| -> anyhow::Result<()> {
+        if args.outform == OutForm::Smime {
+            let mut input: Box<dyn Read> = match &args.input {
+                Some(p) => Box::new(
+                    File::open(p).with_context(|| format!("cannot open input {}", p.display()))?,
+                ),
+                None => Box::new(io::stdin().lock()),
+            };
+            return encrypt_into(&recipients, cipher, &mut input, sink);
         }
-        None => Box::new(io::stdin().lock()),
+        // DER: the content's length goes first, so the input is read twice (standard
+        // input is spooled to a private temporary file)
+        let mut input = match &args.input {
+            Some(p) => {
+                File::open(p).with_context(|| format!("cannot open input {}", p.display()))?
+            }
+            None => {
+                let mut spool = tempfile::tempfile().context("cannot create a temporary file")?;
+                io::copy(&mut io::stdin().lock(), &mut spool)
+                    .context("cannot read standard input")?;
+                spool
+            }
+        };
+        encrypt_bare(&recipients, cipher, &mut input, args.outform, sink)
     };
 
     // The output is written by a second thread while the next chunk is encrypted.
     match &args.output {
         None => {
             let mut out = BackgroundFeed::new(WriteFeed(BufWriter::new(io::stdout())));
-            encrypt_into(&recipients, cipher, &mut input, &mut out)?;
+            produce(&mut out)?;
             let mut w = out.finish()?.0;
             w.flush().context("cannot write to standard output")?;
         }
@@ -168,7 +209,7 @@ pub fn run(args: EncryptArgs) -> anyhow::Result<()> {
                 .tempfile_in(&dir)
                 .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
             let mut out = BackgroundFeed::new(WriteFeed(EarlySync::new(tmp.as_file())?));
-            encrypt_into(&recipients, cipher, &mut input, &mut out)
+            produce(&mut out)
                 .and_then(|()| out.finish()?.0.finish())
                 .with_context(|| format!("cannot write {}", path.display()))?;
             tmp.persist(path)
@@ -224,6 +265,89 @@ fn load_recipient(path: &Path) -> anyhow::Result<EncryptRecipient> {
         .with_context(|| format!("cannot encrypt to {}", path.display()))
 }
 
+/// The plaintext of a message, read from its source chunk by chunk: the MIME entity
+/// (Content-* header fields, an empty line, the body), with CRLF line endings unless the
+/// body is `Content-Transfer-Encoding: binary`. The header block (bounded) is read first.
+struct EntityReader<'a> {
+    input: &'a mut dyn Read,
+    /// The plaintext from the header block, handed out first.
+    first: Option<Vec<u8>>,
+    binary: bool,
+    canon: CrlfCanonicalizer,
+    buf: Vec<u8>,
+}
+
+impl<'a> EntityReader<'a> {
+    /// Reads the header block; returns the reader and the header fields that stay outside
+    /// the encryption (From, To, Subject…).
+    fn open(input: &'a mut dyn Read) -> anyhow::Result<(Self, Vec<u8>)> {
+        let mut head = Vec::with_capacity(CHUNK);
+        let (split, body_start) = loop {
+            let n = tokenmail_smime::text::read_some(input, &mut head, CHUNK)
+                .context("cannot read the input")?;
+            if !head.is_empty() && !looks_like_headers(&head) {
+                break (SplitHeaders::default(), 0);
+            }
+            if let Some((end, body)) = find_header_end(&head) {
+                break (split_headers(&head[..end]), body);
+            }
+            if n == 0 {
+                // headers only (or empty input)
+                let s = if head.is_empty() {
+                    SplitHeaders::default()
+                } else {
+                    split_headers(&head)
+                };
+                let len = head.len();
+                break (s, len);
+            }
+            if head.len() > MAX_HEADER_BLOCK {
+                bail!("the input's header block is larger than {MAX_HEADER_BLOCK} bytes");
+            }
+        };
+        let mut canon = CrlfCanonicalizer::new();
+        let mut text = Vec::with_capacity(CHUNK + CHUNK / 8);
+        canon.push(&split.inner, &mut text);
+        canon.push(b"\r\n", &mut text);
+        let binary = split.body_is_binary();
+        if binary {
+            text.extend_from_slice(&head[body_start..]);
+        } else {
+            canon.push(&head[body_start..], &mut text);
+        }
+        Ok((
+            Self {
+                input,
+                first: Some(text),
+                binary,
+                canon,
+                buf: Vec::with_capacity(CHUNK),
+            },
+            split.outer,
+        ))
+    }
+
+    /// Appends the next plaintext chunk to `out`; `false` at the end.
+    fn next_into(&mut self, out: &mut Vec<u8>) -> anyhow::Result<bool> {
+        if let Some(first) = self.first.take() {
+            out.extend_from_slice(&first);
+            return Ok(true);
+        }
+        self.buf.clear();
+        let n = tokenmail_smime::text::read_some(self.input, &mut self.buf, CHUNK)
+            .context("cannot read the input")?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if self.binary {
+            out.extend_from_slice(&self.buf);
+        } else {
+            self.canon.push(&self.buf, out);
+        }
+        Ok(true)
+    }
+}
+
 /// Encrypts a message from `input` to `output`, streaming: the header block
 /// (bounded) is read first and split, then the body goes through CRLF
 /// canonicalisation (skipped for `Content-Transfer-Encoding: binary`), the
@@ -234,80 +358,141 @@ fn encrypt_into(
     input: &mut dyn Read,
     output: &mut dyn ChunkSink,
 ) -> anyhow::Result<()> {
-    // 1. the header block
-    let mut head = Vec::with_capacity(CHUNK);
-    let (split, body_start) = loop {
-        let n = tokenmail_smime::text::read_some(input, &mut head, CHUNK)
-            .context("cannot read the input")?;
-        if !head.is_empty() && !looks_like_headers(&head) {
-            break (SplitHeaders::default(), 0);
-        }
-        if let Some((end, body)) = find_header_end(&head) {
-            break (split_headers(&head[..end]), body);
-        }
-        if n == 0 {
-            // headers only (or empty input)
-            let s = if head.is_empty() {
-                SplitHeaders::default()
-            } else {
-                split_headers(&head)
-            };
-            let len = head.len();
-            break (s, len);
-        }
-        if head.len() > MAX_HEADER_BLOCK {
-            bail!("the input's header block is larger than {MAX_HEADER_BLOCK} bytes");
-        }
-    };
-
+    let (mut entity, outer) = EntityReader::open(input)?;
     let (mut enc, header) = Encryptor::new(recipients, cipher).context("cannot encrypt")?;
     let mut b64 = Base64LineEncoder::new();
-    let mut canon = CrlfCanonicalizer::new();
     let mut text = Vec::with_capacity(CHUNK + CHUNK / 8);
     let mut ct = Vec::with_capacity(CHUNK + CHUNK / 8);
     let mut out = output.buffer(OUT_CHUNK);
-    out.extend_from_slice(&outer_headers(&split.outer, cipher));
+    out.extend_from_slice(&outer_headers(&outer, cipher));
     b64.push(&header, &mut out);
-
-    // 2. the entity: Content-* headers, empty line, body
-    canon.push(&split.inner, &mut text);
-    canon.push(b"\r\n", &mut text);
-    let binary = split.body_is_binary();
-    if binary {
-        text.extend_from_slice(&head[body_start..]);
-    } else {
-        canon.push(&head[body_start..], &mut text);
-    }
-    drop(head);
-    enc.update_into(&text, &mut ct).context("cannot encrypt")?;
-    b64.push(&ct, &mut out);
-    output.put(out).context("cannot write the output")?;
-
-    // 3. the rest of the body
-    let mut buf = Vec::with_capacity(CHUNK);
     loop {
-        buf.clear();
-        let n = tokenmail_smime::text::read_some(input, &mut buf, CHUNK)
-            .context("cannot read the input")?;
-        if n == 0 {
+        text.clear();
+        if !entity.next_into(&mut text)? {
             break;
         }
-        let plain = if binary {
-            &buf
-        } else {
-            text.clear();
-            canon.push(&buf, &mut text);
-            &text
-        };
         ct.clear();
-        enc.update_into(plain, &mut ct).context("cannot encrypt")?;
-        let mut out = output.buffer(OUT_CHUNK);
+        enc.update_into(&text, &mut ct).context("cannot encrypt")?;
         b64.push(&ct, &mut out);
         output.put(out).context("cannot write the output")?;
+        out = output.buffer(OUT_CHUNK);
     }
-    let mut out = output.buffer(1024);
     b64.push(&enc.finish().context("cannot encrypt")?, &mut out);
     b64.finish(&mut out);
+    output.put(out).context("cannot write the output")?;
+    Ok(())
+}
+
+/// PEM, streaming: 64 base64 characters a line.
+#[derive(Debug, Default)]
+struct PemLines {
+    carry: Vec<u8>,
+}
+
+impl PemLines {
+    const LINE: usize = 48;
+
+    fn push(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        use base64::Engine;
+        self.carry.extend_from_slice(data);
+        let whole = self.carry.len() / Self::LINE * Self::LINE;
+        for line in self.carry[..whole].chunks(Self::LINE) {
+            out.extend_from_slice(
+                base64::engine::general_purpose::STANDARD
+                    .encode(line)
+                    .as_bytes(),
+            );
+            out.push(b'\n');
+        }
+        self.carry.drain(..whole);
+    }
+
+    fn finish(self, out: &mut Vec<u8>) {
+        use base64::Engine;
+        if !self.carry.is_empty() {
+            out.extend_from_slice(
+                base64::engine::general_purpose::STANDARD
+                    .encode(&self.carry)
+                    .as_bytes(),
+            );
+            out.push(b'\n');
+        }
+    }
+}
+
+/// `--outform der|pem`: the bare ContentInfo, DER (definite lengths: a first pass over the
+/// input measures the plaintext), raw or as PEM "CMS". Streams in bounded memory.
+fn encrypt_bare(
+    recipients: &[EncryptRecipient],
+    cipher: ContentCipher,
+    input: &mut File,
+    form: OutForm,
+    output: &mut dyn ChunkSink,
+) -> anyhow::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let mut text = Vec::with_capacity(CHUNK + CHUNK / 8);
+    input
+        .seek(SeekFrom::Start(0))
+        .context("cannot read the input")?;
+    // pass 1: the plaintext's length
+    let mut len: u64 = 0;
+    {
+        let (mut entity, _) = EntityReader::open(input)?;
+        loop {
+            text.clear();
+            if !entity.next_into(&mut text)? {
+                break;
+            }
+            len += text.len() as u64;
+        }
+    }
+    input
+        .seek(SeekFrom::Start(0))
+        .context("cannot read the input again")?;
+    // pass 2
+    let (mut entity, outer) = EntityReader::open(input)?;
+    if !outer.is_empty() {
+        let names: Vec<String> = String::from_utf8_lossy(&outer)
+            .lines()
+            .filter(|l| !l.starts_with([' ', '\t']))
+            .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_string()))
+            .collect();
+        eprintln!(
+            "tokenmail: note: --outform {}: only the MIME entity is encrypted; left out: {}",
+            if form == OutForm::Pem { "pem" } else { "der" },
+            names.join(", ")
+        );
+    }
+    let (mut enc, header) =
+        Encryptor::new_with_length(recipients, cipher, len).context("cannot encrypt")?;
+    let mut pem = (form == OutForm::Pem).then(PemLines::default);
+    let emit = |data: &[u8], pem: &mut Option<PemLines>, out: &mut Vec<u8>| match pem {
+        Some(p) => p.push(data, out),
+        None => out.extend_from_slice(data),
+    };
+    let mut ct = Vec::with_capacity(CHUNK + CHUNK / 8);
+    let mut out = output.buffer(OUT_CHUNK);
+    if pem.is_some() {
+        out.extend_from_slice(b"-----BEGIN CMS-----\n");
+    }
+    emit(&header, &mut pem, &mut out);
+    loop {
+        text.clear();
+        if !entity.next_into(&mut text)? {
+            break;
+        }
+        ct.clear();
+        enc.update_into(&text, &mut ct).context("cannot encrypt")?;
+        emit(&ct, &mut pem, &mut out);
+        output.put(out).context("cannot write the output")?;
+        out = output.buffer(OUT_CHUNK);
+    }
+    let last = enc.finish().context("cannot encrypt")?;
+    emit(&last, &mut pem, &mut out);
+    if let Some(p) = pem {
+        p.finish(&mut out);
+        out.extend_from_slice(b"-----END CMS-----\n");
+    }
     output.put(out).context("cannot write the output")?;
     Ok(())
 }
@@ -356,6 +541,7 @@ mod tests {
             triple_wrap: false,
             signer: None,
             rsa_padding: None,
+            outform: OutForm::Smime,
         })
         .expect_err("--to");
         assert_eq!(
@@ -385,6 +571,7 @@ mod tests {
             triple_wrap: false,
             signer: None,
             rsa_padding: None,
+            outform: OutForm::Smime,
         })
         .expect("encrypt");
         let names: Vec<_> = std::fs::read_dir(dir.path())
@@ -416,6 +603,7 @@ mod tests {
             triple_wrap: false,
             signer: None,
             rsa_padding: None,
+            outform: OutForm::Smime,
         })
         .expect_err("bad cipher");
         assert!(e.to_string().contains("unknown --cipher"));
@@ -429,6 +617,7 @@ mod tests {
             triple_wrap: false,
             signer: None,
             rsa_padding: None,
+            outform: OutForm::Smime,
         })
         .expect_err("missing cert");
         assert!(e.to_string().contains("cannot read certificate"));

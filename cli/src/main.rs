@@ -11,16 +11,8 @@ use clap::{Parser, Subcommand};
 use tokenmail_proto::v1::{Bytes, KeyInfo, Pin, Request, Response, SignAlgorithm};
 use tokenmail_proto::{Client, ClientError};
 
-mod agentkey;
-mod decrypt;
-mod encrypt;
-mod output;
-mod piv;
-mod selfcert;
-mod sign;
-mod verify;
-
-use agentkey::{call_with_login, connect, prompt_pin};
+use tokenmail_cli::agentkey::{self, call_with_login, connect, prompt_pin};
+use tokenmail_cli::{decrypt, encrypt, output, piv, selfcert, sign, verify};
 
 const EXAMPLES: &str = "\
 Examples:

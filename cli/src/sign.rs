@@ -14,6 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use tokenmail_proto::v1::{AgentStatus, Bytes, KeyInfo, Request, Response, SignAlgorithm};
 use tokenmail_proto::{Client, ClientError};
 use tokenmail_smime::alg::{ContentHasher, HashAlg, KeyKind, SignatureScheme};
+use tokenmail_smime::envelope::mime::CrlfCanonicalizer;
 use tokenmail_smime::mime::{
     boundary_from_random, parse_header, pem_encode, MultipartSigned, OpaqueWriter, SevenBitScanner,
 };
@@ -39,6 +40,11 @@ pub struct SignArgs {
     /// Only the detached CMS SignedData (PEM) over the exact bytes of IN.
     #[arg(long)]
     pub detached_pem: bool,
+    /// With --detached-der/--detached-pem: sign the content with its line endings made CRLF,
+    /// as it travels in a message (what `openssl smime -sign` does without -binary; for
+    /// NeoMutt's smime_sign_command, whose file has LF line endings).
+    #[arg(long)]
+    pub crlf: bool,
     /// Digest: sha256, sha384 or sha512 (default: matched to the key; P-384 → sha384).
     #[arg(long, value_name = "HASH")]
     pub digest: Option<String>,
@@ -200,6 +206,9 @@ pub fn run(args: SignArgs, socket: Option<&Path>) -> Result<i32> {
             resolve_key(&st, &args.signer)?
         }
     };
+    if args.crlf && !(args.detached_der || args.detached_pem) {
+        bail!("--crlf is for --detached-der/--detached-pem (the MIME forms are canonical already)");
+    }
     let kind = key_kind(&info)?;
     let cert_summary = info.certificate.as_ref().ok_or_else(|| {
         anyhow!(
@@ -253,12 +262,21 @@ pub fn run(args: SignArgs, socket: Option<&Path>) -> Result<i32> {
         if args.detached_der || args.detached_pem {
             let mut h = ContentHasher::new(hash);
             let mut buf = vec![0u8; CHUNK];
+            let mut canon = args.crlf.then(CrlfCanonicalizer::new);
+            let mut text = Vec::new();
             loop {
                 let n = input.read(&mut buf)?;
                 if n == 0 {
                     break;
                 }
-                h.update(&buf[..n]);
+                match canon.as_mut() {
+                    Some(c) => {
+                        text.clear();
+                        c.push(&buf[..n], &mut text);
+                        h.update(&text);
+                    }
+                    None => h.update(&buf[..n]),
+                }
             }
             let der = sign_detached(&signer, &cert, &chain, &h.finalize(), &opts)
                 .map_err(|e| anyhow!("{e}"))?;
@@ -282,6 +300,83 @@ pub fn run(args: SignArgs, socket: Option<&Path>) -> Result<i32> {
     };
     crate::output::write_streaming(args.output.as_deref(), write)?;
     Ok(0)
+}
+
+/// A detached signature made by [`sign_detached_bytes`].
+#[derive(Debug, Clone)]
+pub struct DetachedSignature {
+    /// The CMS SignedData (DER ContentInfo), without the content.
+    pub der: Vec<u8>,
+    /// The signer's certificate (DER).
+    pub cert_der: Vec<u8>,
+    /// The key's kind.
+    pub kind: KeyKind,
+    /// The digest algorithm.
+    pub hash: HashAlg,
+    /// The signingTime attribute.
+    pub signed_at: SystemTime,
+}
+
+/// Which CA certificates go into a signature besides the signer's (gpgsm's --include-certs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncludeCerts {
+    /// The signer's certificate only.
+    SignerOnly,
+    /// The signer's and the chain the token holds (default).
+    Chain,
+}
+
+/// Signs `content` (its exact bytes) with `info`'s key through the agent: a detached CMS
+/// SignedData with the key's default scheme (RSA PKCS#1 v1.5 SHA-256, ECDSA SHA-256/384).
+/// `st` is the status `info` was resolved from ([`resolve_key`]); asks for the PIN on a
+/// terminal when the token needs it.
+pub fn sign_detached_bytes(
+    mut client: Client,
+    st: &AgentStatus,
+    info: &KeyInfo,
+    content: &[u8],
+    include: IncludeCerts,
+) -> Result<DetachedSignature> {
+    let kind = key_kind(info)?;
+    let cert_summary = info.certificate.as_ref().ok_or_else(|| {
+        anyhow!(
+            "key {:?} has no certificate on the token: import one first",
+            info.label
+        )
+    })?;
+    let cert = Certificate::from_der(&cert_summary.der.0).context("the key's certificate")?;
+    let chain: Vec<Certificate> = match include {
+        IncludeCerts::SignerOnly => Vec::new(),
+        IncludeCerts::Chain => info
+            .chain
+            .iter()
+            .filter_map(|d| Certificate::from_der(&d.0).ok())
+            .collect(),
+    };
+    let hash = kind.default_hash();
+    let signed_at = SystemTime::now();
+    let opts = SignOptions {
+        scheme: Some(kind.default_scheme()),
+        signing_time: Some(signed_at),
+        ..SignOptions::default()
+    };
+    ensure_logged_in(&mut client, st, info)?;
+    let client = RefCell::new(client);
+    let signer = AgentSigner {
+        client: &client,
+        name: format!("sha256:{}", cert_summary.sha256),
+        kind,
+        info: info.clone(),
+    };
+    let digest = hash.digest(content);
+    let der = sign_detached(&signer, &cert, &chain, &digest, &opts).map_err(|e| anyhow!("{e}"))?;
+    Ok(DetachedSignature {
+        der,
+        cert_der: cert_summary.der.0.clone(),
+        kind,
+        hash,
+        signed_at,
+    })
 }
 
 /// `st`: the status the key was resolved from (one round trip less per message).

@@ -1,0 +1,15 @@
+//! The tokenmail command line as a library: the `tokenmail` and `tokenmail-gpgsm` binaries
+//! share these modules (key resolution, signing through the agent, verification, output).
+//!
+//! Never links a token library: private-key operations go to tokenmail-agent over its
+//! socket; everything else (CMS, MIME, AES) runs here.
+
+pub mod agentkey;
+pub mod decrypt;
+pub mod encrypt;
+pub mod gpgsm;
+pub mod output;
+pub mod piv;
+pub mod selfcert;
+pub mod sign;
+pub mod verify;
