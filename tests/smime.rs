@@ -1120,3 +1120,54 @@ fn default_cipher_follows_the_recipients_announced_capabilities() {
         assert_eq!(std::fs::read(&dec).expect("plaintext"), entity(MESSAGE));
     }
 }
+
+/// `encrypt --to EMAIL` finds the certificate on the agent's tokens (bob's P-256 key:
+/// ECDH) and in the certificate directory (dave, a software key openssl holds).
+#[test]
+fn encrypt_to_addresses_from_the_tokens_and_the_certificate_store() {
+    let agent = Agent::start();
+    let w = Work::new();
+    let msg = w.write("m.eml", MESSAGE);
+    let store = w.path("certs");
+    std::fs::create_dir(&store).expect("mkdir");
+    std::fs::copy(agent.fixture.pki("dave-rsa.pem"), store.join("dave.pem")).expect("copy");
+    let enc = w.path("enc.eml");
+    let o = agent
+        .cli_cmd(&[
+            "encrypt",
+            "--no-self",
+            "--to",
+            "bob@example.com",
+            "--to",
+            "dave@example.com",
+            s(&msg),
+            "-o",
+            s(&enc),
+        ])
+        .env("TOKENMAIL_CERTS", &store)
+        .output()
+        .expect("encrypt");
+    ok(&o, "encrypt --to");
+    let dec = w.path("dec.eml");
+    ok(
+        &agent.cli(&["decrypt", s(&enc), "-o", s(&dec)]),
+        "bob's token key decrypts",
+    );
+    assert_eq!(std::fs::read(&dec).expect("plain"), MESSAGE);
+    ok(
+        &run(Command::new("openssl")
+            .args([
+                "cms",
+                "-decrypt",
+                "-in",
+                s(&enc),
+                "-out",
+                s(&w.path("dave.eml")),
+            ])
+            .arg("-recip")
+            .arg(agent.fixture.pki("dave-rsa.pem"))
+            .arg("-inkey")
+            .arg(agent.fixture.pki("dave-rsa.key"))),
+        "openssl decrypts for dave",
+    );
+}

@@ -206,8 +206,7 @@ fn outer_signed(args: DecryptArgs, input: &Path, socket: Option<&Path>) -> Resul
         input: Some(input.to_path_buf()),
         output: Some(content.clone()),
     };
-    let have_trust = !args.trust.is_empty()
-        || std::env::var_os("TOKENMAIL_TRUST").is_some_and(|v| !v.is_empty());
+    let have_trust = !args.trust.is_empty() || !crate::store::default_anchor_paths()?.0.is_empty();
     if !have_trust {
         bail!("the message is signed outside the encryption (triple wrap): pass --trust CA.pem (or set TOKENMAIL_TRUST) to check it");
     }
@@ -269,7 +268,7 @@ fn inner_signature(plain: &Path, trust: &[PathBuf]) -> Result<Option<InnerSignat
     if !is_signed(plain)? {
         return Ok(None);
     }
-    let have_env = std::env::var_os("TOKENMAIL_TRUST").is_some_and(|v| !v.is_empty());
+    let have_env = !crate::store::default_anchor_paths()?.0.is_empty();
     if trust.is_empty() && !have_env {
         return Ok(Some(InnerSignature {
             json: serde_json::json!({"checked": false, "reason": "no trust anchor (--trust or TOKENMAIL_TRUST)"}),

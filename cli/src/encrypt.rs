@@ -27,7 +27,9 @@ pub struct EncryptArgs {
     #[arg(long = "recipient-cert", value_name = "PEM")]
     pub recipient_cert: Vec<PathBuf>,
 
-    /// Encrypt to this email address's certificate (needs the recipient store).
+    /// Encrypt to this address: its certificate is looked up in $TOKENMAIL_CERTS (dirs,
+    /// ':'-separated; default ~/.config/tokenmail/certs) and on the agent's tokens;
+    /// repeatable.
     #[arg(long = "to", value_name = "EMAIL")]
     pub to: Vec<String>,
 

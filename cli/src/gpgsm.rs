@@ -522,59 +522,11 @@ pub fn decode_signature(data: &[u8]) -> Result<Vec<u8>> {
     bail!("the signature is neither DER nor PEM CMS")
 }
 
-/// Trust anchors: $TOKENMAIL_TRUST, else `[trust] anchors` of the agent configuration in
-/// the standard place. Returns the anchors and where they came from (for messages).
+/// Trust anchors: $TOKENMAIL_TRUST, else `[trust] anchors` of the configuration (see
+/// [`crate::store`]). Returns the anchors and where they came from (for messages).
 pub fn trust_anchors() -> Result<(Vec<CertEntry>, Option<String>)> {
-    let mut paths: Vec<PathBuf> = Vec::new();
-    let mut from = None;
-    if let Some(v) = std::env::var_os("TOKENMAIL_TRUST") {
-        paths = std::env::split_paths(&v)
-            .filter(|p| !p.as_os_str().is_empty())
-            .collect();
-        from = Some("TOKENMAIL_TRUST".to_string());
-    }
-    if paths.is_empty() {
-        if let Some(cfg) = config_path().filter(|p| p.exists()) {
-            let text = std::fs::read_to_string(&cfg)
-                .with_context(|| format!("cannot read {}", cfg.display()))?;
-            let table: toml::Table =
-                toml::from_str(&text).map_err(|e| anyhow!("{}: {}", cfg.display(), e.message()))?;
-            if let Some(list) = table
-                .get("trust")
-                .and_then(|t| t.get("anchors"))
-                .and_then(|a| a.as_array())
-            {
-                for a in list {
-                    let s = a.as_str().ok_or_else(|| {
-                        anyhow!("{}: [trust] anchors must be file names", cfg.display())
-                    })?;
-                    paths.push(PathBuf::from(s));
-                }
-                from = Some(format!("[trust] anchors in {}", cfg.display()));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for p in &paths {
-        let data = std::fs::read(p)
-            .with_context(|| format!("cannot read trust anchor {}", p.display()))?;
-        let certs = CertEntry::from_pem_or_der(&data).map_err(|e| {
-            anyhow!(
-                "trust anchor {} is not a PEM or DER certificate: {e}",
-                p.display()
-            )
-        })?;
-        out.extend(certs);
-    }
-    Ok((out, if paths.is_empty() { None } else { from }))
-}
-
-fn config_path() -> Option<PathBuf> {
-    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-        Some(x) => PathBuf::from(x),
-        None => PathBuf::from(std::env::var_os("HOME")?).join(".config"),
-    };
-    Some(base.join("tokenmail").join("agent.toml"))
+    let (paths, from) = crate::store::default_anchor_paths()?;
+    Ok((crate::store::load_certs(&paths, "trust anchor")?, from))
 }
 
 const KP_CODE_SIGNING: &str = "1.3.6.1.5.5.7.3.3";

@@ -12,4 +12,5 @@ pub mod output;
 pub mod piv;
 pub mod selfcert;
 pub mod sign;
+pub mod store;
 pub mod verify;

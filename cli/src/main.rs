@@ -38,7 +38,7 @@ struct Cli {
     socket: Option<PathBuf>,
     /// When a token (smart card) is absent, wait up to SECONDS for it to be inserted
     /// instead of failing (Ctrl-C cancels).
-    #[arg(long, global = true, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "60")]
+    #[arg(long, global = true, value_name = "SECONDS")]
     wait: Option<u64>,
     #[command(subcommand)]
     command: Command,
@@ -174,6 +174,11 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Verify(args) => verify::run(args),
         Command::Encrypt { mut args, no_self } => {
             let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+            if !args.to.is_empty() {
+                let found = tokenmail_cli::store::recipients_for(&args.to, socket, dir.path())?;
+                args.recipient_cert.extend(found);
+                args.to.clear();
+            }
             if !no_self {
                 // Encrypt-to-self reads the From header first: standard input is spooled
                 // so that it can be read twice.

@@ -33,7 +33,7 @@ use tokenmail_smime::verify::{verify, ParsedSignedData, VerifyOptions};
 /// Arguments of `tokenmail verify`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct VerifyArgs {
-    /// Trust anchor certificates (PEM bundle or DER); repeatable. Default: $TOKENMAIL_TRUST
+    /// Trust anchor certificates (PEM bundle or DER); repeatable. Default: $TOKENMAIL_TRUST, then [trust] anchors in the configuration;
     /// (paths separated by ':').
     #[arg(long = "trust", value_name = "PEM")]
     pub trust: Vec<PathBuf>,
@@ -54,36 +54,21 @@ pub struct VerifyArgs {
     pub output: Option<PathBuf>,
 }
 
-/// Where trust anchors come from, in contract order.
+/// Where trust anchors come from, in contract order: `--trust`, `$TOKENMAIL_TRUST`, the
+/// configuration's `[trust] anchors`.
 fn trust_paths(args: &VerifyArgs) -> anyhow::Result<Vec<PathBuf>> {
     if !args.trust.is_empty() {
         return Ok(args.trust.clone());
     }
-    if let Some(v) = std::env::var_os("TOKENMAIL_TRUST") {
-        let paths: Vec<PathBuf> = std::env::split_paths(&v)
-            .filter(|p| !p.as_os_str().is_empty())
-            .collect();
-        if !paths.is_empty() {
-            return Ok(paths);
-        }
+    let (paths, _) = crate::store::default_anchor_paths()?;
+    if !paths.is_empty() {
+        return Ok(paths);
     }
-    bail!("no trust anchor: pass --trust CA.pem or set TOKENMAIL_TRUST")
+    bail!("no trust anchor: pass --trust CA.pem, set TOKENMAIL_TRUST, or list anchors under [trust] in the configuration")
 }
 
 fn load_anchors(paths: &[PathBuf]) -> anyhow::Result<Vec<CertEntry>> {
-    let mut out = Vec::new();
-    for p in paths {
-        let data = std::fs::read(p)
-            .with_context(|| format!("cannot read trust anchor {}", p.display()))?;
-        let certs = CertEntry::from_pem_or_der(&data).map_err(|e| {
-            anyhow!(
-                "trust anchor {} is not a PEM or DER certificate: {e}",
-                p.display()
-            )
-        })?;
-        out.extend(certs);
-    }
-    Ok(out)
+    crate::store::load_certs(paths, "trust anchor")
 }
 
 /// The human-readable report.

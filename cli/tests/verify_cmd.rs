@@ -1,12 +1,9 @@
 //! `tokenmail verify` (cli/src/verify.rs) run in-process against openssl-made messages.
 
-#[path = "../src/verify.rs"]
-#[allow(dead_code)]
-mod verify;
-
 use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use tokenmail_cli::verify;
 use verify::{run, run_with, VerifyArgs};
 
 #[derive(Parser)]

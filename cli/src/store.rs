@@ -1,0 +1,248 @@
+//! Where the CLI finds certificates it was not given on the command line:
+//! recipients' certificates for `encrypt --to EMAIL`, and trust anchors from the
+//! configuration file.
+//!
+//! Recipients: the certificate directories (`$TOKENMAIL_CERTS`, directories separated by
+//! `:`, else `~/.config/tokenmail/certs/`; every `.pem`, `.crt`, `.cer` or `.der` file,
+//! bundles allowed), then the certificates on the agent's tokens (your own addresses).
+//! Among several certificates for an address, a currently valid one that may encrypt
+//! wins, the one that expires last.
+//!
+//! Configuration: `$TOKENMAIL_CONFIG`, else `$XDG_CONFIG_HOME/tokenmail/agent.toml`
+//! (`~/.config/tokenmail/agent.toml`), the agent's file; the CLI reads its `[trust]`.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{anyhow, bail, Context, Result};
+use tokenmail_proto::v1::{Request, Response};
+use tokenmail_smime::path::{email_matches, CertEntry};
+
+/// The configuration file the CLI reads, if any is named or exists in the standard place.
+pub fn config_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("TOKENMAIL_CONFIG").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(x) => PathBuf::from(x),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".config"),
+    };
+    Some(base.join("tokenmail").join("agent.toml"))
+}
+
+fn config_dir() -> Option<PathBuf> {
+    config_path().and_then(|p| p.parent().map(Path::to_path_buf))
+}
+
+/// `[trust] anchors` of the configuration file: (paths, "where from"), or empty.
+pub fn config_anchor_paths() -> Result<(Vec<PathBuf>, Option<String>)> {
+    let Some(cfg) = config_path().filter(|p| p.exists()) else {
+        return Ok((Vec::new(), None));
+    };
+    let text =
+        std::fs::read_to_string(&cfg).with_context(|| format!("cannot read {}", cfg.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| anyhow!("{}: {}", cfg.display(), e.message()))?;
+    let Some(list) = table
+        .get("trust")
+        .and_then(|t| t.get("anchors"))
+        .and_then(|a| a.as_array())
+    else {
+        return Ok((Vec::new(), None));
+    };
+    let mut paths = Vec::new();
+    for a in list {
+        let s = a
+            .as_str()
+            .ok_or_else(|| anyhow!("{}: [trust] anchors must be file names", cfg.display()))?;
+        let p = PathBuf::from(s);
+        // Relative names are relative to the configuration file.
+        paths.push(match (p.is_relative(), cfg.parent()) {
+            (true, Some(dir)) => dir.join(p),
+            _ => p,
+        });
+    }
+    Ok((paths, Some(format!("[trust] anchors in {}", cfg.display()))))
+}
+
+/// Trust anchor paths in contract order after the command line: `$TOKENMAIL_TRUST`,
+/// then the configuration's `[trust] anchors`. Empty when there is none.
+pub fn default_anchor_paths() -> Result<(Vec<PathBuf>, Option<String>)> {
+    if let Some(v) = std::env::var_os("TOKENMAIL_TRUST") {
+        let paths: Vec<PathBuf> = std::env::split_paths(&v)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        if !paths.is_empty() {
+            return Ok((paths, Some("TOKENMAIL_TRUST".into())));
+        }
+    }
+    config_anchor_paths()
+}
+
+/// Reads certificate files (PEM bundles or DER).
+pub fn load_certs(paths: &[PathBuf], what: &str) -> Result<Vec<CertEntry>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let data =
+            std::fs::read(p).with_context(|| format!("cannot read {what} {}", p.display()))?;
+        let certs = CertEntry::from_pem_or_der(&data).map_err(|e| {
+            anyhow!(
+                "{what} {} is not a PEM or DER certificate: {e}",
+                p.display()
+            )
+        })?;
+        out.extend(certs);
+    }
+    Ok(out)
+}
+
+/// The certificate directories, in search order.
+pub fn cert_dirs() -> Vec<PathBuf> {
+    if let Some(v) = std::env::var_os("TOKENMAIL_CERTS").filter(|v| !v.is_empty()) {
+        return std::env::split_paths(&v)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+    }
+    config_dir()
+        .map(|d| vec![d.join("certs")])
+        .unwrap_or_default()
+}
+
+fn dir_certs(dirs: &[PathBuf]) -> Vec<CertEntry> {
+    let mut out = Vec::new();
+    for d in dirs {
+        let Ok(entries) = std::fs::read_dir(d) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        for f in files {
+            let ext = f
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase);
+            if !matches!(ext.as_deref(), Some("pem" | "crt" | "cer" | "der")) {
+                continue;
+            }
+            if let Ok(data) = std::fs::read(&f) {
+                if let Ok(certs) = CertEntry::from_pem_or_der(&data) {
+                    out.extend(certs);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// May this certificate's key be used to encrypt to (keyUsage keyEncipherment or
+/// keyAgreement when the extension is present; no CA certificates)?
+fn can_encrypt(c: &CertEntry) -> bool {
+    use der::Decode;
+    use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
+    let mut ok = true;
+    for ext in c.cert.tbs_certificate().extensions().into_iter().flatten() {
+        if ext.extn_id == der::oid::db::rfc5280::ID_CE_KEY_USAGE {
+            if let Ok(ku) = KeyUsage::from_der(ext.extn_value.as_bytes()) {
+                ok &= ku.0.contains(KeyUsages::KeyEncipherment)
+                    || ku.0.contains(KeyUsages::KeyAgreement);
+            }
+        }
+        if ext.extn_id == der::oid::db::rfc5280::ID_CE_BASIC_CONSTRAINTS {
+            if let Ok(bc) = BasicConstraints::from_der(ext.extn_value.as_bytes()) {
+                ok &= !bc.ca;
+            }
+        }
+    }
+    ok
+}
+
+fn not_after(c: &CertEntry) -> SystemTime {
+    c.cert
+        .tbs_certificate()
+        .validity()
+        .not_after
+        .to_system_time()
+}
+
+/// The best certificate for `email` among `certs`, or why there is none.
+fn pick(email: &str, certs: &[CertEntry]) -> std::result::Result<CertEntry, String> {
+    let now = SystemTime::now();
+    let mut matching: Vec<&CertEntry> = certs
+        .iter()
+        .filter(|c| {
+            // Lookup ignores case: people type addresses as they like.
+            email_matches(email, &c.emails())
+                || c.emails()
+                    .iter()
+                    .any(|e| e.eq_ignore_ascii_case(email.trim()))
+        })
+        .collect();
+    if matching.is_empty() {
+        return Err("no certificate".into());
+    }
+    matching.retain(|c| can_encrypt(c));
+    if matching.is_empty() {
+        return Err("certificates that may not be used for encryption (keyUsage)".into());
+    }
+    matching.retain(|c| c.validity_problem(now).is_none());
+    matching
+        .into_iter()
+        .max_by_key(|c| not_after(c))
+        .cloned()
+        .ok_or_else(|| "only certificates that are expired or not yet valid".into())
+}
+
+/// Resolves `--to` addresses to certificate files written into `dir`.
+pub fn recipients_for(
+    emails: &[String],
+    socket: Option<&Path>,
+    dir: &Path,
+) -> Result<Vec<PathBuf>> {
+    let dirs = cert_dirs();
+    let from_dirs = dir_certs(&dirs);
+    let mut from_agent: Option<Vec<CertEntry>> = None;
+    let mut out = Vec::new();
+    for (i, email) in emails.iter().enumerate() {
+        if !email.contains('@') {
+            bail!("--to {email:?} is not an email address");
+        }
+        let found = match pick(email, &from_dirs) {
+            Ok(c) => Ok(c),
+            Err(dir_reason) => {
+                let agent = from_agent.get_or_insert_with(|| agent_certs(socket));
+                pick(email, agent).map_err(|_| dir_reason)
+            }
+        };
+        let cert = found.map_err(|why| {
+            let where_ = if dirs.is_empty() {
+                "no certificate directory (set TOKENMAIL_CERTS)".to_string()
+            } else {
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":")
+            };
+            anyhow!(
+                "--to {email}: {why} for this address in {where_} or on the agent's tokens; add the recipient's certificate there or pass --recipient-cert FILE"
+            )
+        })?;
+        let path = dir.join(format!("to-{i}.der"));
+        std::fs::write(&path, &cert.der)?;
+        out.push(path);
+    }
+    Ok(out)
+}
+
+/// The certificates on the agent's tokens (none when no agent runs).
+fn agent_certs(socket: Option<&Path>) -> Vec<CertEntry> {
+    let Ok(mut c) = crate::agentkey::connect(socket) else {
+        return Vec::new();
+    };
+    let Ok(Response::Keys { keys }) = c.call(&Request::ListKeys) else {
+        return Vec::new();
+    };
+    keys.into_iter()
+        .filter_map(|k| k.certificate)
+        .filter_map(|c| CertEntry::from_der(c.der.0).ok())
+        .collect()
+}
