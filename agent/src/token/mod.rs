@@ -7,7 +7,9 @@
 use std::fmt;
 
 use secrecy::SecretString;
-use tokenmail_proto::v1::{DecryptAlgorithm, HashAlgorithm, SignAlgorithm, TokenStatus};
+use tokenmail_proto::v1::{
+    DecryptAlgorithm, HashAlgorithm, SignAlgorithm, SignFamily, TokenStatus,
+};
 use zeroize::Zeroizing;
 
 pub mod cert;
@@ -67,6 +69,34 @@ pub(crate) fn rsa_bits(modulus: &[u8]) -> usize {
 pub(crate) fn strip_leading_zeros(b: &[u8]) -> &[u8] {
     let n = b.iter().take_while(|x| **x == 0).count();
     &b[n..]
+}
+
+/// Checks a signing request before it reaches a token: the digest has the hash's
+/// length and the key's kind can make this family of signatures.
+pub(crate) fn check_sign(
+    key: &KeyEntry,
+    alg: SignAlgorithm,
+    digest: &[u8],
+) -> Result<(), TokenError> {
+    let hash = alg.hash();
+    if digest.len() != hash.digest_len() {
+        return Err(TokenError::Invalid(format!(
+            "{} needs a {}-byte digest, got {} bytes",
+            alg.name(),
+            hash.digest_len(),
+            digest.len()
+        )));
+    }
+    match (&key.public, alg.family()) {
+        (PublicKey::Rsa { .. }, SignFamily::RsaPkcs1 | SignFamily::RsaPss) => Ok(()),
+        (PublicKey::P256(_) | PublicKey::P384(_), SignFamily::Ecdsa) => Ok(()),
+        _ => Err(TokenError::KeyMismatch(format!(
+            "key {:?} is {}, which cannot make {} signatures",
+            key.label,
+            key.public.algorithm_name(),
+            alg.name()
+        ))),
+    }
 }
 
 /// The OAEP hash of a key-transport algorithm; `None` for RSA PKCS#1 v1.5.

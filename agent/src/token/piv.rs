@@ -932,15 +932,8 @@ impl KeyStore for PivStore {
         digest: &[u8],
     ) -> Result<Vec<u8>, TokenError> {
         let key = self.key(id)?;
+        super::check_sign(&key, alg, digest)?;
         let h = alg.hash();
-        if digest.len() != h.digest_len() {
-            return Err(TokenError::Invalid(format!(
-                "{} needs a {}-byte digest, got {} bytes",
-                alg.name(),
-                h.digest_len(),
-                digest.len()
-            )));
-        }
         let family = alg.family();
         let input = match (&key.public, family) {
             (PublicKey::Rsa { modulus, .. }, SignFamily::RsaPkcs1) => {

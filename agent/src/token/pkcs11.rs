@@ -1032,28 +1032,9 @@ impl KeyStore for Pkcs11Store {
         digest: &[u8],
     ) -> Result<Vec<u8>, TokenError> {
         let key = self.find_key(id)?;
+        super::check_sign(&key, alg, digest)?;
         let hash = alg.hash();
-        if digest.len() != hash.digest_len() {
-            return Err(TokenError::Invalid(format!(
-                "{} needs a {}-byte digest, got {} bytes",
-                alg.name(),
-                hash.digest_len(),
-                digest.len()
-            )));
-        }
         let family = alg.family();
-        match (&key.public, family) {
-            (PublicKey::Rsa { .. }, SignFamily::RsaPkcs1 | SignFamily::RsaPss) => {}
-            (PublicKey::P256(_) | PublicKey::P384(_), SignFamily::Ecdsa) => {}
-            _ => {
-                return Err(TokenError::KeyMismatch(format!(
-                    "key {:?} is {}, which cannot make {} signatures",
-                    key.label,
-                    key.public.algorithm_name(),
-                    alg.name()
-                )))
-            }
-        }
         if !key.can_sign {
             return Err(TokenError::KeyMismatch(format!(
                 "key {:?} is not allowed to sign (CKA_SIGN false)",
