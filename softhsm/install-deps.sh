@@ -19,7 +19,10 @@ PKGS=(
   yubico-piv-tool           # independent PIV client checking the virtual card
   opensc-pkcs11             # OpenSC's PKCS#11 module (generic smart cards)
   pinentry-tty              # real pinentry driven over a pty in the tests
-  util-linux                # unshare (private pcscd mount namespace)
+  util-linux                # unshare (private pcscd mount namespace), setsid
+  neomutt                   # the mail client the documented smime_*_command set is tested with
+  perl                      # NeoMutt's smime_keys script (File::Copy, Time::Local)
+  git                       # tokenmail-gpgsm is tested with real git
   pkg-config
   ca-certificates
 )
