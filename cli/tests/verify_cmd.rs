@@ -172,10 +172,12 @@ fn verify_command() {
     );
     assert_eq!(run(args(&[&p(dir, "good.eml")])).expect("runs"), 0);
     std::env::remove_var("TOKENMAIL_TRUST");
+    // (and no configuration file with [trust] anchors either)
+    std::env::set_var("TOKENMAIL_CONFIG", dir.join("no-such-config.toml"));
     let err = run(args(&[&p(dir, "good.eml")])).expect_err("no anchor is an error");
     assert_eq!(
         err.to_string(),
-        "no trust anchor: pass --trust CA.pem or set TOKENMAIL_TRUST"
+        "no trust anchor: pass --trust CA.pem, set TOKENMAIL_TRUST, or list anchors under [trust] in the configuration"
     );
 
     // not a signed message: an error, not exit 1
