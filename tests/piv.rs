@@ -542,11 +542,33 @@ fn wrong_pin_counts_down_and_the_right_one_resets() {
     let st: serde_json::Value = serde_json::from_slice(&st.stdout).expect("json");
     assert_eq!(st["pin_tries_left"], 3, "{st}");
     // a request without the PIN after lock says what to do, in one line
+    // After lock nothing signs, not even the card with a PIN file, until a login; the
+    // PIN-file card logs in again from its file (`--unattended`).
     ok(&agent.cli(&["lock"]), "lock");
     let msg = lab.path("m.eml");
     std::fs::write(&msg, MESSAGE).expect("msg");
-    let o = agent.cli(&["sign", "--signer", "9c", s(&msg)]);
-    assert!(!o.status.success());
+    let digest = "ef".repeat(32);
+    for key in ["frank@example.org", "grace@example.org"] {
+        let o = agent.cli(&["sign-digest", "--key", key, "--digest", &digest]);
+        assert!(!o.status.success(), "{key} signed after lock");
+        assert!(stderr(&o).contains("PIN"), "{}", stderr(&o));
+    }
+    ok(
+        &agent.cli(&["login", "--token", "card1", "--unattended"]),
+        "login from the PIN file",
+    );
+    ok(
+        &agent.cli(&[
+            "sign-digest",
+            "--key",
+            "frank@example.org",
+            "--digest",
+            &digest,
+        ]),
+        "card1 signs again",
+    );
+    let o = agent.cli(&["sign", "--signer", "grace@example.org", s(&msg)]);
+    assert!(!o.status.success(), "card2 still needs its PIN");
 }
 
 #[test]

@@ -64,8 +64,12 @@ enum Command {
         #[arg(long)]
         token: Option<String>,
         /// Read the PIN from standard input (first line) instead of the terminal.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "unattended")]
         pin_stdin: bool,
+        /// Let the agent log in with the token's configured PIN file or variable (after
+        /// `tokenmail lock`, or after that PIN was refused and has been corrected).
+        #[arg(long)]
+        unattended: bool,
     },
     /// Log out of every token and forget cached PINs.
     Lock,
@@ -150,8 +154,17 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Login { token, pin_stdin } => {
+        Command::Login {
+            token,
+            pin_stdin,
+            unattended,
+        } => {
             let mut c = connect(socket)?;
+            if unattended {
+                c.call(&Request::Login { token, pin: None })?;
+                eprintln!("logged in (PIN from the agent's configured source)");
+                return Ok(0);
+            }
             let pin = if pin_stdin {
                 let mut s = zeroize::Zeroizing::new(String::new());
                 std::io::stdin().read_to_string(&mut s)?;
