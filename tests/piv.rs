@@ -245,7 +245,6 @@ struct CardAgent {
     child: Option<Child>,
     socket: PathBuf,
     log: PathBuf,
-    pcsc: String,
 }
 
 impl CardAgent {
@@ -281,7 +280,6 @@ impl CardAgent {
             child: Some(child),
             socket,
             log,
-            pcsc: lab.env["PCSCLITE_CSOCK_NAME"].clone(),
         }
     }
 
@@ -343,7 +341,6 @@ impl Drop for CardAgent {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = &self.pcsc;
     }
 }
 
