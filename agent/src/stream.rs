@@ -9,7 +9,9 @@
 //! frame at a time and hands it through a small bounded channel to a worker on the
 //! blocking pool, which processes it chunk by chunk. The worker writes its output to a
 //! private spool file (unnamed, mode 0600, in `$TMPDIR`, gone when closed); the output is
-//! sent only after the client's End and only when the operation succeeded. So:
+//! sent only after the client's End and only when the operation succeeded. `verify` and
+//! `encrypt` run the drivers the command line runs (`tokenmail_smime::pipeline`; `verify`
+//! hashes on a second thread). So:
 //! * a client may write all its input before reading anything (no deadlock on full
 //!   socket buffers);
 //! * `decrypt` releases no plaintext before the AEAD tag (or the CBC padding) checked;
@@ -30,26 +32,21 @@ use tokenmail_proto::v1::{
     DecryptAlgorithm, ErrorCode, HashAlgorithm, Request, Response, SignAlgorithm, SignForm,
 };
 use tokenmail_proto::{FrameKind, ProtoError};
-use tokenmail_smime::alg::{
-    ContentDigests, ContentHasher, HashAlg, KeyKind, MultiHasher, SignatureScheme,
-};
-use tokenmail_smime::envelope::mime::{
-    find_header_end, looks_like_headers, outer_headers as envelope_outer_headers, split_headers,
-    Base64LineEncoder, CrlfCanonicalizer, SplitHeaders, MAX_HEADER_BLOCK,
-};
+use tokenmail_smime::alg::{ContentHasher, HashAlg, KeyKind, SignatureScheme};
 use tokenmail_smime::envelope::{
-    ContentCipher, DecryptError, EncryptRecipient, Encryptor, KeyOpError, KeyTransport,
-    MessageDecryptor, RecipientKey,
+    ContentCipher, DecryptError, EncryptRecipient, KeyOpError, KeyTransport, MessageDecryptor,
+    RecipientKey,
 };
 use tokenmail_smime::mime::{
-    bare_cms, boundary_from_random, from_address, parse_header, pem_encode, verify_smime,
-    Base64Decoder, ContentType, MessageVerification, MultipartSignedWriter, OpaqueWriter,
-    SevenBitScanner, SignedPartScanner,
+    boundary_from_random, parse_header, pem_encode, MultipartSignedWriter, OpaqueWriter,
+    SevenBitScanner,
 };
 use tokenmail_smime::path::{CertEntry, Policy};
+use tokenmail_smime::pipeline::{
+    encrypt_stream_with, verify_stream, ContentSink, PipelineError, VerifyStream, WriteChunks,
+};
 use tokenmail_smime::signed::{sign_detached, DigestSigner, SignOptions, SignerError};
-use tokenmail_smime::stream::EncapsulatedSplitter;
-use tokenmail_smime::verify::{verify, ParsedSignedData, VerifyOptions};
+use tokenmail_smime::verify::VerifyOptions;
 use tokenmail_smime::SmimeError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -594,26 +591,6 @@ fn sign_mime(
 
 // ----------------------------------------------------------------------- verify
 
-fn verify_streamed(
-    signature: &[u8],
-    digests: &ContentDigests,
-    sender: Option<String>,
-    form: &'static str,
-    opts: &VerifyOptions<'_>,
-) -> Result<MessageVerification, Response> {
-    let parsed =
-        ParsedSignedData::parse(signature).map_err(|e| bad(format!("cannot verify: {e}")))?;
-    let mut o = opts.clone();
-    o.sender_email = sender.as_deref();
-    let report = verify(&parsed, digests, &o);
-    Ok(MessageVerification {
-        report,
-        content: Vec::new(),
-        sender,
-        form,
-    })
-}
-
 fn read_chunk(r: &mut dyn Read, buf: &mut [u8]) -> Result<usize, Response> {
     loop {
         match r.read(buf) {
@@ -621,6 +598,44 @@ fn read_chunk(r: &mut dyn Read, buf: &mut [u8]) -> Result<usize, Response> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(input_failure(e)),
         }
+    }
+}
+
+/// A failure of a streaming driver (`tokenmail_smime::pipeline`), as the answer.
+fn pipeline_failure(e: PipelineError) -> Response {
+    match e {
+        PipelineError::Read(e) => input_failure(e),
+        PipelineError::Write(e) | PipelineError::Reread(e) | PipelineError::Reopen(e) => {
+            io_failure(&e)
+        }
+        PipelineError::Verify(e) => bad(format!("cannot verify: {e}")),
+        PipelineError::SignatureNotCms => bad("signature is neither DER nor PEM CMS"),
+        PipelineError::TooLargeForMemory { limit } => bad(format!(
+            "this form of signed message is verified in memory, up to {} MiB; send multipart/signed, base64 application/pkcs7-mime or DER CMS",
+            limit >> 20
+        )),
+        e @ PipelineError::HeaderTooLarge => bad(e.to_string()),
+        PipelineError::Encrypt(e) => bad(format!("cannot encrypt: {e}")),
+        PipelineError::Background(e) => {
+            warn!("stream worker thread failed: {e}");
+            Response::error(ErrorCode::Internal, "internal error; see the agent's log")
+        }
+    }
+}
+
+/// The spool can be read again: `verify` then hashes only what `micalg` names, and hashes
+/// the content a second time should the signature use another algorithm.
+impl ContentSink for Spool {
+    fn rereadable(&self) -> bool {
+        true
+    }
+
+    fn reread(&mut self) -> io::Result<Box<dyn Read + '_>> {
+        self.w.flush()?;
+        // shares the file offset: read to the end, where writing would go on
+        let mut f = self.w.get_ref().try_clone()?;
+        f.seek(SeekFrom::Start(0))?;
+        Ok(Box::new(f))
     }
 }
 
@@ -651,7 +666,16 @@ fn verify_op(
         policy: Policy::default(),
     };
     let mut sink = Spool::new()?;
-    let v = verify_input(signature.as_deref(), input, &mut sink, &opts)?;
+    // the driver `tokenmail verify` uses: detached content, multipart/signed and base64
+    // pkcs7-mime / DER are streamed; other forms are verified in memory (bounded)
+    let stream = VerifyStream {
+        detached_signature: signature.as_deref(),
+        max_in_memory: Some(MAX_IN_MEMORY),
+        reopen_input: None,
+        // one frame at a time: the agent serves many streams, each a few chunks
+        chunk: CHUNK,
+    };
+    let v = verify_stream(input, &mut sink, &opts, stream).map_err(pipeline_failure)?;
     let report = serde_json::json!({
         "valid": v.report.valid,
         "form": v.form,
@@ -662,182 +686,6 @@ fn verify_op(
     // The content only when valid; otherwise the spool is dropped unread.
     let output = if valid { Some(sink.finish()?.0) } else { None };
     Ok((Response::Verified { valid, report }, output))
-}
-
-/// cli/src/verify.rs `run_with`, over the stream: detached content, multipart/signed and
-/// base64 pkcs7-mime / DER are streamed; other forms are verified in memory (bounded).
-fn verify_input(
-    signature: Option<&[u8]>,
-    input: &mut Input,
-    sink: &mut Spool,
-    opts: &VerifyOptions<'_>,
-) -> Result<MessageVerification, Response> {
-    let ioe = |e: io::Error| io_failure(&e);
-    let cms_err = |e: SmimeError| bad(format!("cannot verify: {e}"));
-    let mut buf = vec![0u8; CHUNK];
-    if let Some(sig) = signature {
-        let cms = bare_cms(sig)
-            .map_err(cms_err)?
-            .ok_or_else(|| bad("signature is neither DER nor PEM CMS"))?;
-        let algs = ParsedSignedData::parse(&cms)
-            .map_err(cms_err)?
-            .digest_algorithms();
-        let mut hasher = MultiHasher::new(&algs);
-        let mut head = Vec::new();
-        loop {
-            let n = read_chunk(input, &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            sink.write_all(&buf[..n]).map_err(ioe)?;
-            if head.len() < CHUNK {
-                head.extend_from_slice(&buf[..n]);
-            }
-        }
-        let sender = parse_header(&head)
-            .ok()
-            .flatten()
-            .and_then(|(h, _)| from_address(&h));
-        return verify_streamed(&cms, &hasher.finalize(), sender, "detached", opts);
-    }
-    // read until the header is complete (or the input is obviously not MIME)
-    let mut head = Vec::new();
-    let mut eof = false;
-    let parsed_header = loop {
-        if head.first() == Some(&0x30) || head.starts_with(b"-----") {
-            break None;
-        }
-        match parse_header(&head) {
-            Ok(Some(h)) => break Some(h),
-            Ok(None) => {}
-            Err(_) => break None,
-        }
-        if head.len() > (1 << 20) {
-            break None;
-        }
-        let n = read_chunk(input, &mut buf)?;
-        if n == 0 {
-            eof = true;
-            break None;
-        }
-        head.extend_from_slice(&buf[..n]);
-    };
-    let multipart = parsed_header.as_ref().and_then(|(h, _)| {
-        let ct = h.iter().find(|f| f.is("Content-Type"))?;
-        let ct = ContentType::parse(&ct.value());
-        let boundary = (ct.mime == "multipart/signed")
-            .then(|| ct.param("boundary").map(str::to_string))
-            .flatten()?;
-        Some((
-            boundary,
-            tokenmail_smime::mime::micalg_hashes(ct.param("micalg")),
-        ))
-    });
-    match (parsed_header, multipart) {
-        (Some((headers, body_off)), Some((boundary, algs))) => {
-            let mut scanner = SignedPartScanner::new(&boundary);
-            let mut hasher = MultiHasher::new(&algs);
-            let part = scanner.update(&head[body_off..]).map_err(cms_err)?;
-            hasher.update(&part);
-            sink.write_all(&part).map_err(ioe)?;
-            loop {
-                let n = read_chunk(input, &mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                let part = scanner.update(&buf[..n]).map_err(cms_err)?;
-                hasher.update(&part);
-                sink.write_all(&part).map_err(ioe)?;
-            }
-            let sig = scanner.finish().map_err(cms_err)?;
-            verify_streamed(
-                &sig,
-                &hasher.finalize(),
-                from_address(&headers),
-                "multipart/signed",
-                opts,
-            )
-        }
-        (header, None) if tokenmail_smime::mime::is_streamable_opaque(header.as_ref(), &head) => {
-            let (headers, body_off) = match header {
-                Some((h, off)) => (Some(h), off),
-                None => (None, 0),
-            };
-            let mut b64 = headers.as_ref().map(|_| Base64Decoder::default());
-            let mut splitter = EncapsulatedSplitter::new();
-            // created once the digestAlgorithms (which precede the content) are read
-            let mut hasher: Option<MultiHasher> = None;
-            let mut feed = |data: &[u8],
-                            b64: &mut Option<Base64Decoder>,
-                            sink: &mut Spool|
-             -> Result<(), Response> {
-                let cms = match b64 {
-                    Some(d) => d.update(data).map_err(cms_err)?,
-                    None => data.to_vec(),
-                };
-                let content = splitter.update(&cms).map_err(cms_err)?;
-                if hasher.is_none() {
-                    if let Some(algs) = splitter.digest_algorithms() {
-                        hasher = Some(MultiHasher::new(
-                            &tokenmail_smime::mime::with_sha256_fallback(algs),
-                        ));
-                    }
-                }
-                if let Some(h) = &mut hasher {
-                    h.update(&content);
-                }
-                sink.write_all(&content).map_err(ioe)
-            };
-            feed(&head[body_off..], &mut b64, sink)?;
-            if !eof {
-                loop {
-                    let n = read_chunk(input, &mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    feed(&buf[..n], &mut b64, sink)?;
-                }
-            }
-            if let Some(d) = b64.take() {
-                let rest = d.finish().map_err(cms_err)?;
-                feed(&rest, &mut None, sink)?;
-            }
-            let hasher = hasher.unwrap_or_else(|| MultiHasher::new(&[HashAlg::Sha256]));
-            let parsed = splitter.finish().map_err(cms_err)?;
-            let sender = headers.as_deref().and_then(from_address);
-            let mut o = opts.clone();
-            o.sender_email = sender.as_deref();
-            let report = verify(&parsed, &hasher.finalize(), &o);
-            Ok(MessageVerification {
-                report,
-                content: Vec::new(),
-                sender,
-                form: if headers.is_some() {
-                    "pkcs7-mime"
-                } else {
-                    "cms"
-                },
-            })
-        }
-        (_, _) => {
-            // Forms that need the whole input (PEM CMS, non-base64 pkcs7-mime): bounded.
-            if !eof {
-                let mut rest =
-                    (&mut *input).take((MAX_IN_MEMORY + 1 - head.len().min(MAX_IN_MEMORY)) as u64);
-                rest.read_to_end(&mut head).map_err(input_failure)?;
-                if head.len() > MAX_IN_MEMORY {
-                    return Err(bad(format!(
-                        "this form of signed message is verified in memory, up to {} MiB; send multipart/signed, base64 application/pkcs7-mime or DER CMS",
-                        MAX_IN_MEMORY >> 20
-                    )));
-                }
-            }
-            let v = verify_smime(&head, None, opts).map_err(cms_err)?;
-            sink.write_all(&v.content).map_err(ioe)?;
-            Ok(v)
-        }
-    }
 }
 
 // ---------------------------------------------------------------------- encrypt
@@ -868,100 +716,12 @@ fn encrypt_op(
                 .map_err(|e| bad(format!("cannot encrypt to recipients[{i}]: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut out = Spool::new()?;
-    encrypt_stream(&recipients, cipher, input, &mut out)?;
-    let (file, n) = out.finish()?;
+    // the driver `tokenmail encrypt` uses; the spool is written in place (the client's
+    // upload, not this thread, sets the pace)
+    let mut out = WriteChunks::new(Spool::new()?);
+    encrypt_stream_with(&recipients, cipher, input, &mut out, CHUNK).map_err(pipeline_failure)?;
+    let (file, n) = out.into_inner().finish()?;
     Ok((Response::Encrypted { bytes: n }, Some(file)))
-}
-
-/// cli/src/encrypt.rs `encrypt_stream`: the header block (bounded) is read and split,
-/// then the body goes through CRLF canonicalisation (not for
-/// `Content-Transfer-Encoding: binary`), the encryptor and base64, chunk by chunk.
-fn encrypt_stream(
-    recipients: &[EncryptRecipient],
-    cipher: ContentCipher,
-    input: &mut dyn Read,
-    output: &mut dyn Write,
-) -> Result<(), Response> {
-    let enc_err = |e: tokenmail_smime::envelope::EncryptError| bad(format!("cannot encrypt: {e}"));
-    let ioe = |e: io::Error| io_failure(&e);
-    // 1. the header block
-    let mut head = Vec::with_capacity(CHUNK);
-    let (split, body_start) = loop {
-        let n = tokenmail_smime::text::read_some(input, &mut head, CHUNK).map_err(input_failure)?;
-        if !head.is_empty() && !looks_like_headers(&head) {
-            break (SplitHeaders::default(), 0);
-        }
-        if let Some((end, body)) = find_header_end(&head) {
-            break (split_headers(&head[..end]), body);
-        }
-        if n == 0 {
-            let s = if head.is_empty() {
-                SplitHeaders::default()
-            } else {
-                split_headers(&head)
-            };
-            let len = head.len();
-            break (s, len);
-        }
-        if head.len() > MAX_HEADER_BLOCK {
-            return Err(bad(format!(
-                "the input's header block is larger than {MAX_HEADER_BLOCK} bytes"
-            )));
-        }
-    };
-
-    let (mut enc, header) = Encryptor::new(recipients, cipher).map_err(enc_err)?;
-    output
-        .write_all(&envelope_outer_headers(&split.outer, cipher))
-        .map_err(ioe)?;
-    let mut b64 = Base64LineEncoder::new();
-    let mut canon = CrlfCanonicalizer::new();
-    let mut text = Vec::with_capacity(CHUNK * 2);
-    let mut ct = Vec::with_capacity(CHUNK * 2);
-    let mut out = Vec::with_capacity(CHUNK * 3);
-    b64.push(&header, &mut out);
-
-    // 2. the entity: Content-* headers, empty line, body
-    let mut pending = Vec::with_capacity(CHUNK);
-    canon.push(&split.inner, &mut pending);
-    canon.push(b"\r\n", &mut pending);
-    let binary = split.body_is_binary();
-    if binary {
-        pending.extend_from_slice(&head[body_start..]);
-    } else {
-        canon.push(&head[body_start..], &mut pending);
-    }
-    drop(head);
-    enc.update_into(&pending, &mut ct).map_err(enc_err)?;
-    b64.push(&ct, &mut out);
-    output.write_all(&out).map_err(ioe)?;
-
-    // 3. the rest of the body
-    let mut buf = Vec::with_capacity(CHUNK);
-    loop {
-        buf.clear();
-        let n = tokenmail_smime::text::read_some(input, &mut buf, CHUNK).map_err(input_failure)?;
-        if n == 0 {
-            break;
-        }
-        text.clear();
-        if binary {
-            text.extend_from_slice(&buf);
-        } else {
-            canon.push(&buf, &mut text);
-        }
-        ct.clear();
-        enc.update_into(&text, &mut ct).map_err(enc_err)?;
-        out.clear();
-        b64.push(&ct, &mut out);
-        output.write_all(&out).map_err(ioe)?;
-    }
-    out.clear();
-    b64.push(&enc.finish().map_err(enc_err)?, &mut out);
-    b64.finish(&mut out);
-    output.write_all(&out).map_err(ioe)?;
-    Ok(())
 }
 
 // ---------------------------------------------------------------------- decrypt

@@ -10,15 +10,12 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use tokenmail_smime::envelope::mime::{
-    find_header_end, looks_like_headers, outer_headers, split_headers, Base64LineEncoder,
-    CrlfCanonicalizer, SplitHeaders, MAX_HEADER_BLOCK,
-};
 use tokenmail_smime::envelope::{
     ContentCipher, EncryptRecipient, Encryptor, KeyTransport, OaepHash,
 };
+use tokenmail_smime::pipeline::{encrypt_stream, ChunkSink, EntityReader, CHUNK, OUT_CHUNK};
 
-use crate::output::{BackgroundFeed, ChunkSink, EarlySync, WriteFeed};
+use crate::output::{BackgroundFeed, EarlySync, WriteFeed};
 
 /// Arguments of `tokenmail encrypt`.
 #[derive(Debug, Clone, clap::Args)]
@@ -131,11 +128,6 @@ pub fn run_with_agent(mut args: EncryptArgs, socket: Option<&Path>) -> anyhow::R
     }
 }
 
-/// Read size: big reads keep per-call costs (syscalls, thread hand-overs) negligible.
-const CHUNK: usize = 1 << 20;
-/// Output of one chunk: base64 of the ciphertext (4/3, plus CRLF every 76 characters).
-const OUT_CHUNK: usize = CHUNK / 57 * 78 + 1024;
-
 /// Runs `tokenmail encrypt`.
 pub fn run(args: EncryptArgs) -> anyhow::Result<()> {
     if !args.to.is_empty() {
@@ -175,7 +167,7 @@ pub fn run(args: EncryptArgs) -> anyhow::Result<()> {
                 ),
                 None => Box::new(io::stdin().lock()),
             };
-            return encrypt_into(&recipients, cipher, &mut input, sink);
+            return Ok(encrypt_stream(&recipients, cipher, &mut input, sink)?);
         }
         // DER: the content's length goes first, so the input is read twice (standard
         // input is spooled to a private temporary file)
@@ -265,124 +257,6 @@ fn load_recipient(path: &Path) -> anyhow::Result<EncryptRecipient> {
         .with_context(|| format!("cannot read certificate {}", path.display()))?;
     EncryptRecipient::from_pem_or_der(&bytes)
         .with_context(|| format!("cannot encrypt to {}", path.display()))
-}
-
-/// The plaintext of a message, read from its source chunk by chunk: the MIME entity
-/// (Content-* header fields, an empty line, the body), with CRLF line endings unless the
-/// body is `Content-Transfer-Encoding: binary`. The header block (bounded) is read first.
-struct EntityReader<'a> {
-    input: &'a mut dyn Read,
-    /// The plaintext from the header block, handed out first.
-    first: Option<Vec<u8>>,
-    binary: bool,
-    canon: CrlfCanonicalizer,
-    buf: Vec<u8>,
-}
-
-impl<'a> EntityReader<'a> {
-    /// Reads the header block; returns the reader and the header fields that stay outside
-    /// the encryption (From, To, Subject…).
-    fn open(input: &'a mut dyn Read) -> anyhow::Result<(Self, Vec<u8>)> {
-        let mut head = Vec::with_capacity(CHUNK);
-        let (split, body_start) = loop {
-            let n = tokenmail_smime::text::read_some(input, &mut head, CHUNK)
-                .context("cannot read the input")?;
-            if !head.is_empty() && !looks_like_headers(&head) {
-                break (SplitHeaders::default(), 0);
-            }
-            if let Some((end, body)) = find_header_end(&head) {
-                break (split_headers(&head[..end]), body);
-            }
-            if n == 0 {
-                // headers only (or empty input)
-                let s = if head.is_empty() {
-                    SplitHeaders::default()
-                } else {
-                    split_headers(&head)
-                };
-                let len = head.len();
-                break (s, len);
-            }
-            if head.len() > MAX_HEADER_BLOCK {
-                bail!("the input's header block is larger than {MAX_HEADER_BLOCK} bytes");
-            }
-        };
-        let mut canon = CrlfCanonicalizer::new();
-        let mut text = Vec::with_capacity(CHUNK + CHUNK / 8);
-        canon.push(&split.inner, &mut text);
-        canon.push(b"\r\n", &mut text);
-        let binary = split.body_is_binary();
-        if binary {
-            text.extend_from_slice(&head[body_start..]);
-        } else {
-            canon.push(&head[body_start..], &mut text);
-        }
-        Ok((
-            Self {
-                input,
-                first: Some(text),
-                binary,
-                canon,
-                buf: Vec::with_capacity(CHUNK),
-            },
-            split.outer,
-        ))
-    }
-
-    /// Appends the next plaintext chunk to `out`; `false` at the end.
-    fn next_into(&mut self, out: &mut Vec<u8>) -> anyhow::Result<bool> {
-        if let Some(first) = self.first.take() {
-            out.extend_from_slice(&first);
-            return Ok(true);
-        }
-        self.buf.clear();
-        let n = tokenmail_smime::text::read_some(self.input, &mut self.buf, CHUNK)
-            .context("cannot read the input")?;
-        if n == 0 {
-            return Ok(false);
-        }
-        if self.binary {
-            out.extend_from_slice(&self.buf);
-        } else {
-            self.canon.push(&self.buf, out);
-        }
-        Ok(true)
-    }
-}
-
-/// Encrypts a message from `input` to `output`, streaming: the header block
-/// (bounded) is read first and split, then the body goes through CRLF
-/// canonicalisation (skipped for `Content-Transfer-Encoding: binary`), the
-/// encryptor and base64, chunk by chunk.
-fn encrypt_into(
-    recipients: &[EncryptRecipient],
-    cipher: ContentCipher,
-    input: &mut dyn Read,
-    output: &mut dyn ChunkSink,
-) -> anyhow::Result<()> {
-    let (mut entity, outer) = EntityReader::open(input)?;
-    let (mut enc, header) = Encryptor::new(recipients, cipher).context("cannot encrypt")?;
-    let mut b64 = Base64LineEncoder::new();
-    let mut text = Vec::with_capacity(CHUNK + CHUNK / 8);
-    let mut ct = Vec::with_capacity(CHUNK + CHUNK / 8);
-    let mut out = output.buffer(OUT_CHUNK);
-    out.extend_from_slice(&outer_headers(&outer, cipher));
-    b64.push(&header, &mut out);
-    loop {
-        text.clear();
-        if !entity.next_into(&mut text)? {
-            break;
-        }
-        ct.clear();
-        enc.update_into(&text, &mut ct).context("cannot encrypt")?;
-        b64.push(&ct, &mut out);
-        output.put(out).context("cannot write the output")?;
-        out = output.buffer(OUT_CHUNK);
-    }
-    b64.push(&enc.finish().context("cannot encrypt")?, &mut out);
-    b64.finish(&mut out);
-    output.put(out).context("cannot write the output")?;
-    Ok(())
 }
 
 /// PEM, streaming: 64 base64 characters a line.

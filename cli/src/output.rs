@@ -175,24 +175,7 @@ pub fn write_streaming(
     }
 }
 
-// The background thread helpers live in verify.rs, which cli/tests/verify_cmd.rs compiles on
-// its own (it cannot reach this module).
-pub use crate::verify::{BackgroundFeed, EarlySync, Feed, WriteFeed};
-
-/// Where a streaming command puts its output chunks: written in place, or handed to a
-/// writing thread.
-pub trait ChunkSink {
-    /// An empty buffer for the next chunk.
-    fn buffer(&mut self, capacity: usize) -> Vec<u8>;
-    /// Writes (or hands over) a chunk.
-    fn put(&mut self, chunk: Vec<u8>) -> Result<()>;
-}
-
-impl<F: Feed> ChunkSink for BackgroundFeed<F> {
-    fn buffer(&mut self, capacity: usize) -> Vec<u8> {
-        BackgroundFeed::buffer(self, capacity)
-    }
-    fn put(&mut self, chunk: Vec<u8>) -> Result<()> {
-        self.feed(chunk)
-    }
-}
+/// The background thread helpers are tokenmail_smime::pipeline's (one copy for the CLI
+/// and the agent); the early-syncing file writer is verify.rs's.
+pub use crate::verify::EarlySync;
+pub use tokenmail_smime::pipeline::{BackgroundFeed, ChunkSink, Feed, WriteFeed};

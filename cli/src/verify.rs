@@ -1,6 +1,7 @@
 //! `tokenmail verify [--trust PEM]... [--signature SIG] [--json] [IN] [-o OUT]`
 //!
-//! Works without an agent: everything happens in `tokenmail-smime`.
+//! Works without an agent: everything happens in `tokenmail-smime` (the streaming driver is
+//! `tokenmail_smime::pipeline::verify_stream`, which the agent's `verify` runs too).
 //! * The report (one block per signer, one line per failed check) goes to standard output,
 //!   or the JSON report with `--json`.
 //! * Detached content, `multipart/signed`, base64 `application/pkcs7-mime` and bare DER/BER
@@ -21,14 +22,10 @@ use anyhow::{anyhow, bail, Context};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-use tokenmail_smime::alg::{ContentDigests, HashAlg, MultiHasher};
-use tokenmail_smime::mime::{
-    bare_cms, from_address, parse_header, verify_smime, Base64Decoder, ContentType,
-    MessageVerification, SignedPartScanner,
-};
+use tokenmail_smime::mime::MessageVerification;
 use tokenmail_smime::path::{CertEntry, Policy};
-use tokenmail_smime::stream::EncapsulatedSplitter;
-use tokenmail_smime::verify::{verify, ParsedSignedData, VerifyOptions};
+use tokenmail_smime::pipeline::{self, verify_stream, ContentSink, PipelineError, VerifyStream};
+use tokenmail_smime::verify::VerifyOptions;
 
 /// Arguments of `tokenmail verify`.
 #[derive(Debug, Clone, clap::Args)]
@@ -144,32 +141,12 @@ impl Sink {
                 let early = EarlySync::new(tmp.as_file())
                     .with_context(|| format!("cannot write in {}", dir.display()))?;
                 Sink::File(
-                    std::io::BufWriter::with_capacity(CHUNK, early),
+                    std::io::BufWriter::with_capacity(pipeline::CHUNK, early),
                     tmp,
                     p.to_path_buf(),
                 )
             }
         })
-    }
-
-    fn write(&mut self, data: &[u8]) -> anyhow::Result<()> {
-        match self {
-            Sink::None => {}
-            Sink::Stdout(v) => v.extend_from_slice(data),
-            Sink::File(f, _, p) => f
-                .write_all(data)
-                .with_context(|| format!("cannot write {}", p.display()))?,
-        }
-        Ok(())
-    }
-
-    /// Write out what is buffered (before the file is read back).
-    fn flush(&mut self) -> anyhow::Result<()> {
-        if let Sink::File(f, _, p) = self {
-            f.flush()
-                .with_context(|| format!("cannot write {}", p.display()))?;
-        }
-        Ok(())
     }
 
     /// Release the content (only called when the signature is valid).
@@ -193,68 +170,41 @@ impl Sink {
     }
 }
 
-/// Hashes `algs` over everything `r` yields.
-fn hash_reader(
-    r: &mut dyn Read,
-    algs: &[HashAlg],
-    buf: &mut [u8],
-) -> anyhow::Result<ContentDigests> {
-    let mut h = MultiHasher::new(algs);
-    loop {
-        let n = read_chunk(r, buf)?;
-        if n == 0 {
-            return Ok(h.finalize());
+impl Write for Sink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::None => Ok(data.len()),
+            Sink::Stdout(v) => {
+                v.extend_from_slice(data);
+                Ok(data.len())
+            }
+            Sink::File(f, _, _) => f.write(data),
         }
-        h.update(&buf[..n]);
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::File(f, _, _) => f.flush(),
+            _ => Ok(()),
+        }
     }
 }
 
-/// Second pass for the algorithms `micalg` did not name: the signed part again, from the
-/// input file (`body_off`: where the body starts) or from the content sink.
-fn rehash_signed_part(
-    input: Option<&Path>,
-    body_off: usize,
-    boundary: &str,
-    sink: &Sink,
-    algs: &[HashAlg],
-    buf: &mut [u8],
-) -> anyhow::Result<ContentDigests> {
-    match sink {
-        Sink::File(_, f, _) => {
-            return hash_reader(
-                &mut f.reopen().context("cannot reread the content")?,
-                algs,
-                buf,
-            )
-        }
-        Sink::Stdout(v) => return Ok(ContentDigests::of(algs, v)),
-        Sink::None => {}
+/// The content written to `-o` (the temporary file, or what is kept for `-o -`) can be
+/// hashed again when `micalg` named the wrong algorithm.
+impl ContentSink for Sink {
+    fn rereadable(&self) -> bool {
+        !matches!(self, Sink::None)
     }
-    let path = input
-        .filter(|p| p.as_os_str() != "-")
-        .ok_or_else(|| anyhow!("cannot read the input a second time"))?;
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    std::io::copy(&mut (&mut f).take(body_off as u64), &mut std::io::sink())?;
-    let mut scanner = SignedPartScanner::new(boundary);
-    let mut h = MultiHasher::new(algs);
-    let mut part = Vec::new();
-    loop {
-        let n = read_chunk(&mut f, buf)?;
-        if n == 0 {
-            break;
-        }
-        part.clear();
-        scanner
-            .update_into(&buf[..n], &mut part)
-            .map_err(|e| anyhow!("cannot verify: {e}"))?;
-        h.update(&part);
-    }
-    Ok(h.finalize())
-}
 
-/// Read size: big reads keep per-call costs (syscalls, thread hand-overs) negligible.
-const CHUNK: usize = 1 << 20;
+    fn reread(&mut self) -> std::io::Result<Box<dyn Read + '_>> {
+        match self {
+            Sink::None => Err(std::io::Error::other("no content kept")),
+            Sink::Stdout(v) => Ok(Box::new(&v[..])),
+            Sink::File(_, f, _) => Ok(Box::new(f.reopen()?)),
+        }
+    }
+}
 
 fn open_input(path: Option<&Path>) -> anyhow::Result<Box<dyn Read>> {
     Ok(match path {
@@ -262,37 +212,6 @@ fn open_input(path: Option<&Path>) -> anyhow::Result<Box<dyn Read>> {
             std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?,
         ),
         _ => Box::new(std::io::stdin()),
-    })
-}
-
-fn read_chunk(r: &mut dyn Read, buf: &mut [u8]) -> anyhow::Result<usize> {
-    loop {
-        match r.read(buf) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).context("cannot read the input"),
-        }
-    }
-}
-
-/// Verify a detached signature (already parsed) against content digests computed while
-/// streaming.
-fn verify_streamed(
-    signature: &[u8],
-    digests: &ContentDigests,
-    sender: Option<String>,
-    form: &'static str,
-    opts: &VerifyOptions<'_>,
-) -> anyhow::Result<MessageVerification> {
-    let parsed = ParsedSignedData::parse(signature).map_err(|e| anyhow!("cannot verify: {e}"))?;
-    let mut o = opts.clone();
-    o.sender_email = sender.as_deref();
-    let report = verify(&parsed, digests, &o);
-    Ok(MessageVerification {
-        report,
-        content: Vec::new(),
-        sender,
-        form,
     })
 }
 
@@ -305,8 +224,9 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
 
 /// [`run`] with explicit output streams (for tests and embedding).
 ///
-/// Detached content and `multipart/signed` messages are streamed (hashed, and written to the
-/// temporary output file, chunk by chunk); other forms are read whole.
+/// Detached content, `multipart/signed` and base64 `pkcs7-mime` / DER messages are streamed
+/// (hashed, and written to the temporary output file, chunk by chunk); other forms are read
+/// whole.
 pub fn run_with(
     args: VerifyArgs,
     stdout: &mut dyn Write,
@@ -332,221 +252,31 @@ pub fn run_with(
     };
     let mut input = open_input(args.input.as_deref())?;
     let mut sink = Sink::new(args.output.as_deref())?;
-    let mut buf = vec![0u8; CHUNK];
-
-    let v = if let Some(sig) = &signature {
-        // detached: the content is IN, byte for byte
-        let cms = bare_cms(sig)
-            .map_err(|e| anyhow!("cannot verify: {e}"))?
-            .ok_or_else(|| anyhow!("the --signature file is neither DER nor PEM CMS"))?;
-        // the signature is at hand: hash only with what its signers use
-        let algs = ParsedSignedData::parse(&cms)
-            .map_err(|e| anyhow!("cannot verify: {e}"))?
-            .digest_algorithms();
-        // hashed on a second thread while the next chunk is read
-        let mut hasher = BackgroundFeed::new(MultiHasher::new(&algs));
-        let mut head = Vec::new();
-        loop {
-            let mut chunk = hasher.buffer(CHUNK);
-            chunk.resize(CHUNK, 0);
-            let n = read_chunk(&mut *input, &mut chunk)?;
-            if n == 0 {
-                break;
-            }
-            chunk.truncate(n);
-            sink.write(&chunk)?;
-            if head.len() < 64 * 1024 {
-                head.extend_from_slice(&chunk[..n.min(64 * 1024)]);
-            }
-            hasher.feed(chunk)?;
-        }
-        let sender = parse_header(&head)
-            .ok()
-            .flatten()
-            .and_then(|(h, _)| from_address(&h));
-        verify_streamed(
-            &cms,
-            &hasher.finish()?.finalize(),
-            sender,
-            "detached",
-            &opts,
-        )?
-    } else {
-        // read until the header is complete (or the input is obviously not MIME)
-        let mut head = Vec::new();
-        let mut eof = false;
-        let parsed_header = loop {
-            if head.first() == Some(&0x30) || head.starts_with(b"-----") {
-                break None;
-            }
-            match parse_header(&head) {
-                Ok(Some(h)) => break Some(h),
-                Ok(None) => {}
-                Err(_) => break None,
-            }
-            if head.len() > (1 << 20) {
-                break None;
-            }
-            let n = read_chunk(&mut *input, &mut buf)?;
-            if n == 0 {
-                eof = true;
-                break None;
-            }
-            head.extend_from_slice(&buf[..n]);
-        };
-        let multipart = parsed_header.as_ref().and_then(|(h, _)| {
-            let ct = h.iter().find(|f| f.is("Content-Type"))?;
-            let ct = ContentType::parse(&ct.value());
-            let boundary = (ct.mime == "multipart/signed")
-                .then(|| ct.param("boundary").map(str::to_string))
-                .flatten()?;
-            Some((boundary, ct.param("micalg").map(str::to_string)))
-        });
-        match (parsed_header, multipart) {
-            (Some((headers, body_off)), Some((boundary, micalg))) => {
-                // hash what micalg names when the signed part can be read again should the
-                // SignerInfos use something else; else every supported algorithm
-                let rereadable = args.input.as_deref().is_some_and(|p| p.as_os_str() != "-")
-                    || !matches!(sink, Sink::None);
-                let named = tokenmail_smime::mime::micalg_named(micalg.as_deref());
-                let algs = if rereadable && !named.is_empty() {
-                    named
-                } else {
-                    tokenmail_smime::mime::micalg_hashes(micalg.as_deref())
-                };
-                let mut scanner = SignedPartScanner::new(&boundary);
-                let mut hasher = BackgroundFeed::new(MultiHasher::new(&algs));
-                let mut part = hasher.buffer(CHUNK + CHUNK / 8);
-                scanner
-                    .update_into(&head[body_off..], &mut part)
-                    .map_err(|e| anyhow!("cannot verify: {e}"))?;
-                sink.write(&part)?;
-                hasher.feed(part)?;
-                if !eof {
-                    loop {
-                        let n = read_chunk(&mut *input, &mut buf)?;
-                        if n == 0 {
-                            break;
-                        }
-                        let mut part = hasher.buffer(CHUNK + CHUNK / 8);
-                        scanner
-                            .update_into(&buf[..n], &mut part)
-                            .map_err(|e| anyhow!("cannot verify: {e}"))?;
-                        sink.write(&part)?;
-                        hasher.feed(part)?;
-                    }
-                }
-                let sig = scanner
-                    .finish()
-                    .map_err(|e| anyhow!("cannot verify: {e}"))?;
-                let mut digests = hasher.finish()?.finalize();
-                let parsed =
-                    ParsedSignedData::parse(&sig).map_err(|e| anyhow!("cannot verify: {e}"))?;
-                let missing: Vec<HashAlg> = parsed
-                    .digest_algorithms()
-                    .into_iter()
-                    .filter(|a| digests.get(*a).is_none())
-                    .collect();
-                if !missing.is_empty() && rereadable {
-                    sink.flush()?;
-                    let extra = rehash_signed_part(
-                        args.input.as_deref(),
-                        body_off,
-                        &boundary,
-                        &sink,
-                        &missing,
-                        &mut buf,
-                    )?;
-                    digests.0.extend(extra.0);
-                }
-                let sender = from_address(&headers);
-                let mut o = opts.clone();
-                o.sender_email = sender.as_deref();
-                let report = verify(&parsed, &digests, &o);
-                MessageVerification {
-                    report,
-                    content: Vec::new(),
-                    sender,
-                    form: "multipart/signed",
-                }
-            }
-            (header, None)
-                if tokenmail_smime::mime::is_streamable_opaque(header.as_ref(), &head) =>
-            {
-                let (headers, body_off) = match header {
-                    Some((h, off)) => (Some(h), off),
-                    None => (None, 0),
-                };
-                let mut b64 = headers.as_ref().map(|_| Base64Decoder::default());
-                let mut splitter = EncapsulatedSplitter::new();
-                // created once the digestAlgorithms (which precede the content) are read
-                let mut hasher: Option<MultiHasher> = None;
-                let cms_err = |e: tokenmail_smime::SmimeError| anyhow!("cannot verify: {e}");
-                let mut feed = |data: &[u8],
-                                b64: &mut Option<Base64Decoder>,
-                                sink: &mut Sink|
-                 -> anyhow::Result<()> {
-                    let cms = match b64 {
-                        Some(d) => d.update(data).map_err(cms_err)?,
-                        None => data.to_vec(),
-                    };
-                    let content = splitter.update(&cms).map_err(cms_err)?;
-                    if hasher.is_none() {
-                        if let Some(algs) = splitter.digest_algorithms() {
-                            hasher = Some(MultiHasher::new(
-                                &tokenmail_smime::mime::with_sha256_fallback(algs),
-                            ));
-                        }
-                    }
-                    if let Some(h) = &mut hasher {
-                        h.update(&content);
-                    }
-                    sink.write(&content)
-                };
-                feed(&head[body_off..], &mut b64, &mut sink)?;
-                if !eof {
-                    loop {
-                        let n = read_chunk(&mut *input, &mut buf)?;
-                        if n == 0 {
-                            break;
-                        }
-                        feed(&buf[..n], &mut b64, &mut sink)?;
-                    }
-                }
-                if let Some(d) = b64.take() {
-                    let rest = d.finish().map_err(cms_err)?;
-                    feed(&rest, &mut None, &mut sink)?;
-                }
-                let hasher = hasher.unwrap_or_else(|| MultiHasher::new(&[HashAlg::Sha256]));
-                let parsed = splitter.finish().map_err(cms_err)?;
-                let sender = headers.as_deref().and_then(from_address);
-                let mut o = opts.clone();
-                o.sender_email = sender.as_deref();
-                let report = verify(&parsed, &hasher.finalize(), &o);
-                MessageVerification {
-                    report,
-                    content: Vec::new(),
-                    sender,
-                    form: if headers.is_some() {
-                        "pkcs7-mime"
-                    } else {
-                        "cms"
-                    },
-                }
-            }
-            (_, _) => {
-                if !eof {
-                    input
-                        .read_to_end(&mut head)
-                        .context("cannot read the input")?;
-                }
-                let v =
-                    verify_smime(&head, None, &opts).map_err(|e| anyhow!("cannot verify: {e}"))?;
-                sink.write(&v.content)?;
-                v
-            }
-        }
+    // a file can be read a second time (should micalg name the wrong algorithm)
+    let input_file = args.input.as_deref().filter(|p| p.as_os_str() != "-");
+    let stream = VerifyStream {
+        detached_signature: signature.as_deref(),
+        max_in_memory: None,
+        reopen_input: input_file.map(|p| {
+            Box::new(move || std::fs::File::open(p).map(|f| Box::new(f) as Box<dyn Read>))
+                as pipeline::Reopen<'_>
+        }),
+        chunk: pipeline::CHUNK,
     };
+    let v = verify_stream(&mut *input, &mut sink, &opts, stream).map_err(|e| match e {
+        PipelineError::SignatureNotCms => {
+            anyhow!("the --signature file is neither DER nor PEM CMS")
+        }
+        PipelineError::Write(e) => match &args.output {
+            Some(p) => anyhow::Error::new(e).context(format!("cannot write {}", p.display())),
+            None => e.into(),
+        },
+        PipelineError::Reopen(e) => match input_file {
+            Some(p) => anyhow::Error::new(e).context(format!("cannot read {}", p.display())),
+            None => e.into(),
+        },
+        other => other.into(),
+    })?;
 
     let content_to_stdout = matches!(sink, Sink::Stdout(_));
     let report = if args.json {
@@ -584,115 +314,7 @@ pub fn run_with(
 }
 
 // ---------------------------------------------------------------------------
-// Background helpers shared with sign, encrypt and decrypt (re-exported by output.rs). They
-// live here because cli/tests/verify_cmd.rs compiles this file on its own.
-
-/// Something fed chunk by chunk on a background thread: a content hasher, or a file.
-pub trait Feed: Send + 'static {
-    /// Feed one chunk.
-    fn feed(&mut self, chunk: &[u8]) -> std::io::Result<()>;
-}
-
-impl Feed for tokenmail_smime::alg::ContentHasher {
-    fn feed(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        self.update(chunk);
-        Ok(())
-    }
-}
-
-impl Feed for tokenmail_smime::alg::MultiHasher {
-    fn feed(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        self.update(chunk);
-        Ok(())
-    }
-}
-
-/// A [`Write`] fed by a background thread.
-#[derive(Debug)]
-pub struct WriteFeed<W>(pub W);
-
-impl<W: std::io::Write + Send + 'static> Feed for WriteFeed<W> {
-    fn feed(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        self.0.write_all(chunk)
-    }
-}
-
-/// Runs a [`Feed`] (hashing, or writing) on a second thread, so that it overlaps reading and
-/// transforming the next chunk: on a 2-core machine the wall time becomes the larger of the
-/// two instead of their sum. Chunks are handed over by value and their buffers come back for
-/// reuse, so memory stays at a few chunks.
-#[derive(Debug)]
-pub struct BackgroundFeed<F: Feed> {
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    back: std::sync::mpsc::Receiver<Vec<u8>>,
-    handle: Option<std::thread::JoinHandle<std::io::Result<F>>>,
-}
-
-impl<F: Feed> BackgroundFeed<F> {
-    /// Starts the thread.
-    pub fn new(mut feed: F) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(1);
-        let (back_tx, back) = std::sync::mpsc::channel::<Vec<u8>>();
-        let handle = std::thread::spawn(move || {
-            for buf in rx {
-                feed.feed(&buf)?;
-                let _ = back_tx.send(buf);
-            }
-            Ok(feed)
-        });
-        Self {
-            tx: Some(tx),
-            back,
-            handle: Some(handle),
-        }
-    }
-
-    /// An empty buffer to fill: a returned one when there is one.
-    pub fn buffer(&self, capacity: usize) -> Vec<u8> {
-        match self.back.try_recv() {
-            Ok(mut b) => {
-                b.clear();
-                b
-            }
-            Err(_) => Vec::with_capacity(capacity),
-        }
-    }
-
-    /// Hands a chunk over (blocks while one is waiting). When the thread stopped on
-    /// an error, that error is returned (by [`BackgroundFeed::finish`]).
-    pub fn feed(&mut self, chunk: Vec<u8>) -> anyhow::Result<()> {
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        let failed = match &self.tx {
-            Some(tx) => tx.send(chunk).is_err(),
-            None => true,
-        };
-        if failed {
-            self.tx = None;
-            return Err(self
-                .join()
-                .err()
-                .unwrap_or_else(|| anyhow::anyhow!("the background thread stopped")));
-        }
-        Ok(())
-    }
-
-    fn join(&mut self) -> anyhow::Result<F> {
-        drop(self.tx.take());
-        let h = self
-            .handle
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("the background thread is gone"))?;
-        Ok(h.join()
-            .map_err(|_| anyhow::anyhow!("the background thread panicked"))??)
-    }
-
-    /// Waits for the thread and returns the feed.
-    pub fn finish(mut self) -> anyhow::Result<F> {
-        self.join()
-    }
-}
+// The file writer shared with sign, encrypt and decrypt (re-exported by output.rs).
 
 /// Bytes written between two background flushes.
 const EARLY_SYNC_EVERY: u64 = 32 << 20;

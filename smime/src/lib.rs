@@ -3,7 +3,8 @@
 //! CMS SignedData / EnvelopedData / AuthEnvelopedData, MIME framing and certificate
 //! path validation, written over small traits for the private-key operations so that
 //! the same code runs with a key on a PKCS#11 token, a PIV card, or in software (tests).
-//! Nothing here opens a file, a socket or a token; the clock is passed in.
+//! Nothing here opens a file, a socket or a token; the clock is passed in. The streaming
+//! drivers ([`pipeline`]) take readers and writers from the caller.
 #![forbid(unsafe_code)]
 
 pub mod alg;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod keys;
 pub mod mime;
 pub mod path;
+pub mod pipeline;
 pub mod signed;
 pub mod stream;
 pub mod text;
