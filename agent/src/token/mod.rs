@@ -99,6 +99,17 @@ pub(crate) fn check_sign(
     }
 }
 
+/// Checks that `key` can unwrap an RSA-encrypted key; returns the modulus length.
+pub(crate) fn check_rsa_decrypt(key: &KeyEntry) -> Result<usize, TokenError> {
+    key.public.rsa_len().ok_or_else(|| {
+        TokenError::KeyMismatch(format!(
+            "key {:?} is {}, not RSA: it cannot unwrap an RSA-encrypted key",
+            key.label,
+            key.public.algorithm_name()
+        ))
+    })
+}
+
 /// The OAEP hash of a key-transport algorithm; `None` for RSA PKCS#1 v1.5.
 pub(crate) fn oaep_hash(alg: DecryptAlgorithm) -> Result<Option<HashAlgorithm>, TokenError> {
     match alg {

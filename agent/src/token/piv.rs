@@ -1011,13 +1011,7 @@ impl KeyStore for PivStore {
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
         let key = self.key(id)?;
-        let Some(k) = key.public.rsa_len() else {
-            return Err(TokenError::KeyMismatch(format!(
-                "key {:?} is {}, not RSA: it cannot unwrap an RSA-encrypted key",
-                key.label,
-                key.public.algorithm_name()
-            )));
-        };
+        let k = super::check_rsa_decrypt(&key)?;
         let hash = super::oaep_hash(alg)?;
         // The card takes exactly k bytes.
         let input = oaep::left_pad(wrapped, k).map_err(|_| TokenError::DecryptFailed)?;

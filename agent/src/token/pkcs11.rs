@@ -1085,13 +1085,7 @@ impl KeyStore for Pkcs11Store {
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
         let key = self.find_key(id)?;
-        let Some(k) = key.public.rsa_len() else {
-            return Err(TokenError::KeyMismatch(format!(
-                "key {:?} is {}, not RSA: it cannot unwrap an RSA-encrypted key",
-                key.label,
-                key.public.algorithm_name()
-            )));
-        };
+        let k = super::check_rsa_decrypt(&key)?;
         if !key.can_decrypt {
             return Err(TokenError::KeyMismatch(format!(
                 "key {:?} is not allowed to decrypt (CKA_DECRYPT false)",
