@@ -1022,19 +1022,26 @@ impl Screen {
         }
     }
 
-    fn wait_for(&mut self, needle: &str) -> String {
+    /// Waits until `marker` and, after it, pinentry-tty's "PIN:" prompt are on the
+    /// screen; then lets it settle (the terminal mode switch flushes earlier input).
+    fn wait_for_prompt_after(&mut self, marker: &str) -> String {
         let until = Instant::now() + Duration::from_secs(20);
         loop {
             let screen = String::from_utf8_lossy(&self.seen).into_owned();
-            if screen.contains(needle) {
-                return screen;
+            if let Some(at) = screen.find(marker) {
+                if screen[at..].contains("PIN:") {
+                    std::thread::sleep(Duration::from_millis(200));
+                    return screen;
+                }
             }
             match self
                 .rx
                 .recv_timeout(until.saturating_duration_since(Instant::now()))
             {
                 Ok(b) => self.seen.extend_from_slice(&b),
-                Err(_) => panic!("{needle:?} never appeared; the screen shows {screen:?}"),
+                Err(_) => {
+                    panic!("{marker:?} and a prompt never appeared; the screen shows {screen:?}")
+                }
             }
         }
     }
@@ -1089,13 +1096,13 @@ fn pinentry_asks_for_clients_without_a_terminal() {
     };
     let socket = agent.socket.clone();
     let worker = std::thread::spawn(move || sign(&socket));
-    let shown = screen.wait_for("PIN");
+    let shown = screen.wait_for_prompt_after("card2");
     assert!(
         shown.contains("card2"),
         "the dialog names the card: {shown:?}"
     );
     screen.type_keys(b"999999\n");
-    let shown = screen.wait_for("tries left");
+    let shown = screen.wait_for_prompt_after("tries left");
     assert!(shown.contains("Wrong PIN (2 tries left"), "{shown:?}");
     screen.type_keys(format!("{PIN}\n").as_bytes());
     let resp = worker.join().expect("client thread");
@@ -1111,10 +1118,13 @@ fn pinentry_asks_for_clients_without_a_terminal() {
     ));
     // After lock the dialog comes back; cancelling it (Ctrl-D) answers one error.
     ok(&agent.cli(&["lock"]), "lock");
+    // Forget what the earlier dialogs left on the screen, so the next wait sees the new one.
+    std::thread::sleep(Duration::from_millis(300));
+    while screen.rx.try_recv().is_ok() {}
+    screen.seen.clear();
     let socket = agent.socket.clone();
     let worker = std::thread::spawn(move || sign(&socket));
-    screen.seen.clear();
-    screen.wait_for("PIN");
+    screen.wait_for_prompt_after("card2");
     screen.type_keys(b"\x04");
     let resp = worker.join().expect("client thread");
     match resp {
