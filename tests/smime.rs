@@ -962,16 +962,24 @@ fn gpgsm_encryption_interoperates_both_ways() {
             .arg(&p12)),
         "pkcs12",
     );
+    let mut last = String::new();
     let mut imported = false;
-    for _ in 0..3 {
-        // gpg-agent starts on demand and can lose a race with the first import under load.
-        if g.run(&["--import", s(&p12)]).status.success() {
+    for _ in 0..6 {
+        // gpg-agent (needed for a private key) starts on demand; under a loaded test run
+        // its start can outlast gpgsm's wait. Start it explicitly, then retry.
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", &g.home)
+            .args(["--launch", "gpg-agent"])
+            .status();
+        let o = g.run(&["--import", s(&p12)]);
+        if o.status.success() {
             imported = true;
             break;
         }
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        last = format!("{}{}", stdout(&o), stderr(&o));
+        std::thread::sleep(std::time::Duration::from_secs(1));
     }
-    assert!(imported, "gpgsm imports dave's key");
+    assert!(imported, "gpgsm imports dave's key: {last}");
     for cipher in ["aes256-cbc", "aes128-cbc", "aes256-gcm"] {
         let ours = w.path("ours.eml");
         ok(
