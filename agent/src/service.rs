@@ -424,12 +424,9 @@ impl Service {
                 touch_policy,
                 management_key,
             } => {
-                let store = match self.pick_piv(token.as_deref()) {
-                    Ok(s) => s,
+                let (store, slot) = match self.piv_slot(token.as_deref(), &slot) {
+                    Ok(t) => t,
                     Err(resp) => return resp,
-                };
-                let Some(slot) = parse_piv_slot(&slot) else {
-                    return bad_slot(&slot);
                 };
                 let req = crate::token::PivKeygen {
                     slot,
@@ -453,12 +450,9 @@ impl Service {
                 certificate,
                 management_key,
             } => {
-                let store = match self.pick_piv(token.as_deref()) {
-                    Ok(s) => s,
+                let (store, slot) = match self.piv_slot(token.as_deref(), &slot) {
+                    Ok(t) => t,
                     Err(resp) => return resp,
-                };
-                let Some(slot) = parse_piv_slot(&slot) else {
-                    return bad_slot(&slot);
                 };
                 let mk = management_key.as_ref().map(|k| k.0.as_slice());
                 match store
@@ -537,6 +531,17 @@ impl Service {
             }
             std::thread::sleep(WAIT_POLL);
         }
+    }
+
+    /// The PIV card and the slot byte a `piv-*` request names.
+    fn piv_slot(
+        &self,
+        token: Option<&str>,
+        slot: &str,
+    ) -> Result<(Arc<dyn KeyStore>, u8), Response> {
+        let store = self.pick_piv(token)?;
+        let slot = parse_piv_slot(slot).ok_or_else(|| bad_slot(slot))?;
+        Ok((store, slot))
     }
 
     /// The PIV card named by label/serial, or the only one.

@@ -210,18 +210,7 @@ pub fn run(args: SignArgs, socket: Option<&Path>) -> Result<i32> {
         bail!("--crlf is for --detached-der/--detached-pem (the MIME forms are canonical already)");
     }
     let kind = key_kind(&info)?;
-    let cert_summary = info.certificate.as_ref().ok_or_else(|| {
-        anyhow!(
-            "key {:?} has no certificate on the token: import one first",
-            info.label
-        )
-    })?;
-    let cert = Certificate::from_der(&cert_summary.der.0).context("the key's certificate")?;
-    let mut chain: Vec<Certificate> = info
-        .chain
-        .iter()
-        .filter_map(|d| Certificate::from_der(&d.0).ok())
-        .collect();
+    let (cert_summary, cert, mut chain) = signer_certificates(&info)?;
     chain.extend(load_extra_chain(&args.chain)?);
 
     let hash = match args.digest.as_deref() {
@@ -327,6 +316,29 @@ pub enum IncludeCerts {
 }
 
 /// Signs `content` (its exact bytes) with `info`'s key through the agent: a detached CMS
+/// The key's certificate and the CA certificates the token holds above it.
+fn signer_certificates(
+    info: &KeyInfo,
+) -> Result<(
+    &tokenmail_proto::v1::CertSummary,
+    Certificate,
+    Vec<Certificate>,
+)> {
+    let cert_summary = info.certificate.as_ref().ok_or_else(|| {
+        anyhow!(
+            "key {:?} has no certificate on the token: import one first",
+            info.label
+        )
+    })?;
+    let cert = Certificate::from_der(&cert_summary.der.0).context("the key's certificate")?;
+    let chain = info
+        .chain
+        .iter()
+        .filter_map(|d| Certificate::from_der(&d.0).ok())
+        .collect();
+    Ok((cert_summary, cert, chain))
+}
+
 /// SignedData with the key's default scheme (RSA PKCS#1 v1.5 SHA-256, ECDSA SHA-256/384).
 /// `st` is the status `info` was resolved from ([`resolve_key`]); asks for the PIN on a
 /// terminal when the token needs it.
@@ -338,21 +350,10 @@ pub fn sign_detached_bytes(
     include: IncludeCerts,
 ) -> Result<DetachedSignature> {
     let kind = key_kind(info)?;
-    let cert_summary = info.certificate.as_ref().ok_or_else(|| {
-        anyhow!(
-            "key {:?} has no certificate on the token: import one first",
-            info.label
-        )
-    })?;
-    let cert = Certificate::from_der(&cert_summary.der.0).context("the key's certificate")?;
-    let chain: Vec<Certificate> = match include {
-        IncludeCerts::SignerOnly => Vec::new(),
-        IncludeCerts::Chain => info
-            .chain
-            .iter()
-            .filter_map(|d| Certificate::from_der(&d.0).ok())
-            .collect(),
-    };
+    let (cert_summary, cert, mut chain) = signer_certificates(info)?;
+    if include == IncludeCerts::SignerOnly {
+        chain.clear();
+    }
     let hash = kind.default_hash();
     let signed_at = SystemTime::now();
     let opts = SignOptions {
