@@ -61,7 +61,8 @@ Options:
       --version            the version
 
 Trust anchors for --verify: $TOKENMAIL_TRUST (PEM files separated by ':'), else
-`anchors` under [trust] in $XDG_CONFIG_HOME/tokenmail/agent.toml (~/.config/...).
+`anchors` under [trust] in $TOKENMAIL_CONFIG or $XDG_CONFIG_HOME/tokenmail/agent.toml
+(~/.config/...).
 Signer certificates need keyUsage digitalSignature or nonRepudiation and, when they have
 an extendedKeyUsage, emailProtection or codeSigning. See docs/git.md.";
 
