@@ -181,6 +181,7 @@ impl Lab {
                 s(&state),
                 "--init",
                 "--chuid",
+                "--verbose",
                 "--serial",
                 serial,
             ]);
@@ -1132,5 +1133,68 @@ fn pinentry_asks_for_clients_without_a_terminal() {
             assert!(e.message.contains("cancelled"), "{}", e.message)
         }
         other => panic!("cancel must fail the request: {other:?}"),
+    }
+}
+
+/// While one card is absent, looking for it must not disturb the other: the reader a store
+/// holds is skipped (opening a card selects the PIV applet, which undoes its PIN
+/// verification), and an absent card is looked for again only after a reader change.
+#[test]
+fn looking_for_an_absent_card_leaves_the_other_card_alone() {
+    let (lab, agent, _, _) = two_cards();
+    ok(&agent.login_stdin("card2", PIN), "login card2");
+    let digest = "ab".repeat(32);
+    ok(
+        &agent.cli(&[
+            "sign-digest",
+            "--key",
+            "grace@example.org",
+            "--digest",
+            &digest,
+        ]),
+        "card2 signs",
+    );
+    lab.signal_card("card1", false);
+    let t = Instant::now();
+    while CardAgent::token(&agent.status_json(), "card1")["present"] != false {
+        assert!(t.elapsed() < Duration::from_secs(10), "card1 still present");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let selects = || {
+        std::fs::read_to_string(lab.path("cards/card2.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("> 00a40400"))
+            .count()
+    };
+    let before = selects();
+    assert!(before > 0, "the card's APDU log shows the agent's first SELECT");
+    for _ in 0..10 {
+        let st = agent.status_json();
+        assert_eq!(CardAgent::token(&st, "card1")["present"], false);
+        assert_eq!(CardAgent::token(&st, "card2")["present"], true);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ok(
+        &agent.cli(&[
+            "sign-digest",
+            "--key",
+            "grace@example.org",
+            "--digest",
+            &digest,
+        ]),
+        "card2 still signs",
+    );
+    assert_eq!(
+        selects(),
+        before,
+        "card2 was selected again while the agent looked for card1"
+    );
+    // and card1 is found again once it is back
+    lab.signal_card("card1", true);
+    let t = Instant::now();
+    while CardAgent::token(&agent.status_json(), "card1")["present"] != true {
+        assert!(t.elapsed() < Duration::from_secs(10), "card1 back");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

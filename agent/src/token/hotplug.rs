@@ -10,7 +10,8 @@ use std::time::Duration;
 use pcsc::{Context, ReaderState, Scope, State, PNP_NOTIFICATION};
 use tracing::{debug, info};
 
-use super::piv::PivStore;
+use super::piv::{PivStore, READER_EPOCH, WATCHING};
+use std::sync::atomic::Ordering;
 
 /// How long one wait lasts before the reader list is refreshed anyway.
 const WAIT: Duration = Duration::from_secs(5);
@@ -29,6 +30,9 @@ pub fn spawn(cards: Vec<Arc<PivStore>>) {
                 }
                 Err(e) => debug!("PC/SC not available ({e}); retrying"),
             }
+            // Not watching: stores look for absent cards at every use meanwhile.
+            WATCHING.store(false, Ordering::SeqCst);
+            READER_EPOCH.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(Duration::from_secs(2));
         });
     if let Err(e) = spawned {
@@ -70,6 +74,8 @@ fn watch(ctx: &Context, cards: &[Arc<PivStore>]) -> Result<(), pcsc::Error> {
         for rs in &mut states {
             rs.sync_current_state();
         }
+        READER_EPOCH.fetch_add(1, Ordering::SeqCst);
+        WATCHING.store(true, Ordering::SeqCst);
         // Then wait for changes until the reader list itself changes.
         loop {
             match ctx.get_status_change(WAIT, &mut states) {
@@ -78,6 +84,8 @@ fn watch(ctx: &Context, cards: &[Arc<PivStore>]) -> Result<(), pcsc::Error> {
                 Err(e) => return Err(e),
             }
             let mut relist = false;
+            // Something changed: absent cards are worth looking for again.
+            READER_EPOCH.fetch_add(1, Ordering::SeqCst);
             for rs in &states {
                 let ev = rs.event_state();
                 if !ev.contains(State::CHANGED) {

@@ -18,6 +18,7 @@
 //! again without restarting the agent.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -49,6 +50,63 @@ pub struct PivConfig {
     /// CA certificates (DER) to send with signatures: a PIV card holds only the
     /// end-entity certificates.
     pub chain_pool: Vec<Vec<u8>>,
+}
+
+/// Bumped by the hot-plug watcher at every reader change (card in or out, reader
+/// plugged or unplugged); an absent card is looked for again only after a change.
+pub static READER_EPOCH: AtomicU64 = AtomicU64::new(0);
+/// Whether the hot-plug watcher is watching (else an absent card is looked for at every use).
+pub static WATCHING: AtomicBool = AtomicBool::new(false);
+/// Readers whose card a store holds open: other stores do not open them while looking
+/// for their own card (opening selects the PIV applet, which would undo the holder's PIN
+/// verification).
+static CLAIMED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn claimed() -> MutexGuard<'static, Vec<String>> {
+    CLAIMED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Opens the card with `serial` (or the only one), skipping readers another store holds.
+fn open_card(serial: Option<u32>) -> Result<YubiKey, yubikey::Error> {
+    let skip = claimed().clone();
+    let mut readers = yubikey::reader::Context::open()?;
+    let mut busy = None;
+    let mut found = Vec::new();
+    for reader in readers.iter()? {
+        if skip.iter().any(|r| *r == reader.name()) {
+            continue;
+        }
+        match reader.open() {
+            Ok(yk) if serial.is_none_or(|s| Serial(s) == yk.serial()) => {
+                if serial.is_some() {
+                    return Ok(yk);
+                }
+                found.push(yk);
+            }
+            Ok(other) => {
+                let _ = other.disconnect(pcsc::Disposition::LeaveCard);
+            }
+            Err(
+                e @ yubikey::Error::PcscError {
+                    inner: Some(pcsc::Error::SharingViolation),
+                },
+            ) => {
+                busy.get_or_insert(e);
+            }
+            Err(_) => {}
+        }
+    }
+    match (found.len(), busy) {
+        (1, _) => found.pop().ok_or(yubikey::Error::NotFound),
+        (0, Some(e)) => Err(e),
+        (0, None) => Err(yubikey::Error::NotFound),
+        _ => {
+            for yk in found {
+                let _ = yk.disconnect(pcsc::Disposition::LeaveCard);
+            }
+            Err(yubikey::Error::PcscError { inner: None })
+        }
+    }
 }
 
 /// The slots we look at, in the order keys are listed.
@@ -159,6 +217,8 @@ struct Inner {
     pin_warnings: Vec<String>,
     /// Set by the hot-plug watcher when PC/SC reports the card gone.
     absent: bool,
+    /// The reader epoch of the last unsuccessful look for the card.
+    looked_at: Option<u64>,
 }
 
 /// A PIV card as a [`KeyStore`].
@@ -383,6 +443,7 @@ impl PivStore {
                 slots: HashMap::new(),
                 pin_warnings: Vec::new(),
                 absent: false,
+                looked_at: None,
             }),
             cfg,
         }
@@ -428,11 +489,20 @@ impl PivStore {
         if inner.yk.is_some() {
             return Ok(());
         }
-        let opened = match self.cfg.serial {
-            Some(s) => YubiKey::open_by_serial(Serial(s)),
-            None => YubiKey::open(),
+        let epoch = READER_EPOCH.load(Ordering::SeqCst);
+        if WATCHING.load(Ordering::SeqCst) && inner.looked_at == Some(epoch) {
+            // Nothing changed in the readers since the last look: still absent.
+            return Err(self.absent_error(inner));
+        }
+        let mut yk = match open_card(self.cfg.serial) {
+            Ok(yk) => yk,
+            Err(e) => {
+                inner.looked_at = Some(epoch);
+                return Err(self.map_open_error(inner, e));
+            }
         };
-        let mut yk = opened.map_err(|e| self.map_open_error(inner, e))?;
+        inner.looked_at = None;
+        claimed().push(yk.name().to_string());
         let serial: u32 = yk.serial().into();
         inner.facts = Facts {
             serial: Some(serial),
@@ -451,7 +521,10 @@ impl PivStore {
 
     /// Drops the connection; `removed` also forgets the cached PIN.
     fn drop_card(&self, inner: &mut Inner, removed: bool) {
-        if inner.yk.take().is_some() {
+        if let Some(yk) = inner.yk.take() {
+            let name = yk.name().to_string();
+            drop(yk);
+            claimed().retain(|r| *r != name);
             info!(token = %self.cfg.name, removed, "PIV card connection closed");
         }
         inner.verified = false;
