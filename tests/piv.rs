@@ -1168,7 +1168,10 @@ fn looking_for_an_absent_card_leaves_the_other_card_alone() {
             .count()
     };
     let before = selects();
-    assert!(before > 0, "the card's APDU log shows the agent's first SELECT");
+    assert!(
+        before > 0,
+        "the card's APDU log shows the agent's first SELECT"
+    );
     for _ in 0..10 {
         let st = agent.status_json();
         assert_eq!(CardAgent::token(&st, "card1")["present"], false);
