@@ -311,6 +311,35 @@ impl CardAgent {
         child.wait_with_output().expect("login")
     }
 
+    /// Waits (≤ 10 s) until `status` reports the token present or absent.
+    fn wait_presence(&self, token: &str, present: bool) {
+        let t = Instant::now();
+        loop {
+            let st = self.status_json();
+            if Self::token(&st, token)["present"] == present {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{token} present should be {present}: {st}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits (≤ `secs`) until the agent's log contains `line`.
+    fn wait_log(&self, line: &str, secs: u64) {
+        let t = Instant::now();
+        while !self.log().contains(line) {
+            assert!(
+                t.elapsed() < Duration::from_secs(secs),
+                "{line:?} not in the agent's log: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -588,18 +617,7 @@ fn card_removed_mid_run_then_reinserted_and_waited_for() {
     );
     lab.signal_card("card1", false);
     // the watcher notices; status says absent
-    let t = Instant::now();
-    loop {
-        let st = agent.status_json();
-        if CardAgent::token(&st, "card1")["present"] == false {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "card1 still present: {st}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    agent.wait_presence("card1", false);
     assert!(agent.log().contains("card removed"), "{}", agent.log());
     let o = agent.cli(&[
         "sign",
@@ -637,18 +655,7 @@ fn card_removed_mid_run_then_reinserted_and_waited_for() {
     )
     .expect("SIGINT");
     let _ = tokenmail_e2e::wait_timeout(&mut cancelled, Duration::from_secs(5));
-    let t = Instant::now();
-    while !agent
-        .log()
-        .contains("client went away while waiting for a token")
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "agent still waiting: {}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    agent.wait_log("client went away while waiting for a token", 5);
     // With --wait the request waits; insert the card a second later.
     let mut waiting = agent
         .cmd(&[
@@ -711,15 +718,7 @@ fn removal_forgets_a_client_pin() {
     lab.signal_card("card2", false);
     std::thread::sleep(Duration::from_millis(1500));
     lab.signal_card("card2", true);
-    let t = Instant::now();
-    loop {
-        let st = agent.status_json();
-        if CardAgent::token(&st, "card2")["present"] == true {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "card2 back: {st}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    agent.wait_presence("card2", true);
     let o = sign();
     assert!(
         !o.status.success(),
@@ -737,11 +736,7 @@ fn removal_forgets_a_client_pin() {
         nix::sys::signal::Signal::SIGHUP,
     )
     .expect("SIGHUP");
-    let t = Instant::now();
-    while !agent.log().contains("card released") {
-        assert!(t.elapsed() < Duration::from_secs(10), "{}", agent.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    agent.wait_log("card released", 10);
     let o = sign();
     assert!(!o.status.success(), "typed PIN forgotten after SIGHUP");
     ok(
@@ -1155,11 +1150,7 @@ fn looking_for_an_absent_card_leaves_the_other_card_alone() {
         "card2 signs",
     );
     lab.signal_card("card1", false);
-    let t = Instant::now();
-    while CardAgent::token(&agent.status_json(), "card1")["present"] != false {
-        assert!(t.elapsed() < Duration::from_secs(10), "card1 still present");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    agent.wait_presence("card1", false);
     let selects = || {
         std::fs::read_to_string(lab.path("cards/card2.log"))
             .unwrap_or_default()
@@ -1195,9 +1186,5 @@ fn looking_for_an_absent_card_leaves_the_other_card_alone() {
     );
     // and card1 is found again once it is back
     lab.signal_card("card1", true);
-    let t = Instant::now();
-    while CardAgent::token(&agent.status_json(), "card1")["present"] != true {
-        assert!(t.elapsed() < Duration::from_secs(10), "card1 back");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    agent.wait_presence("card1", true);
 }
