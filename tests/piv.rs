@@ -633,21 +633,25 @@ fn card_removed_mid_run_then_reinserted_and_waited_for() {
         e.contains("insert card 10000001") || e.contains("no key"),
         "one-line error naming the card: {e}"
     );
+    // A request that waits for card1 (`--wait 30`), with its stderr captured.
+    let wait_for_card1 = || {
+        agent
+            .cmd(&[
+                "--wait",
+                "30",
+                "sign-digest",
+                "--key",
+                "frank@example.org",
+                "--digest",
+                &"ab".repeat(32),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
     // A waiting request is cancellable: Ctrl-C ends it and the agent stops waiting.
-    let mut cancelled = agent
-        .cmd(&[
-            "--wait",
-            "30",
-            "sign-digest",
-            "--key",
-            "frank@example.org",
-            "--digest",
-            &"ab".repeat(32),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut cancelled = wait_for_card1();
     std::thread::sleep(Duration::from_millis(1500));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(cancelled.id() as i32),
@@ -657,20 +661,7 @@ fn card_removed_mid_run_then_reinserted_and_waited_for() {
     let _ = tokenmail_e2e::wait_timeout(&mut cancelled, Duration::from_secs(5));
     agent.wait_log("client went away while waiting for a token", 5);
     // With --wait the request waits; insert the card a second later.
-    let mut waiting = agent
-        .cmd(&[
-            "--wait",
-            "30",
-            "sign-digest",
-            "--key",
-            "frank@example.org",
-            "--digest",
-            &"ab".repeat(32),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut waiting = wait_for_card1();
     std::thread::sleep(Duration::from_millis(1500));
     if let Some(st) = waiting.try_wait().expect("try_wait") {
         let o = waiting.wait_with_output().expect("output");
