@@ -413,6 +413,28 @@ fn openssl_verify(lab: &Lab, signed: &Path, out: &Path) -> Output {
         .args(["-in", s(signed), "-out", s(out)]))
 }
 
+/// openssl encrypts `msg` (AES-256-CBC) to `cert` with extra `opts`; returns the file.
+fn openssl_encrypt(lab: &Lab, msg: &Path, cert: &Path, opts: &[&str], what: &str) -> PathBuf {
+    let enc = lab.path("enc.eml");
+    ok(
+        &run(Command::new("openssl")
+            .args([
+                "cms",
+                "-encrypt",
+                "-aes-256-cbc",
+                "-in",
+                s(msg),
+                "-out",
+                s(&enc),
+                "-recip",
+            ])
+            .arg(cert)
+            .args(opts)),
+        &format!("openssl encrypt {what}"),
+    );
+    enc
+}
+
 #[test]
 fn two_cards_sign_and_decrypt_with_openssl_as_the_peer() {
     let (lab, agent, frank_cert, grace_cert) = two_cards();
@@ -523,21 +545,7 @@ fn two_cards_sign_and_decrypt_with_openssl_as_the_peer() {
         ("rsa-pkcs1", &frank_cert, vec![]),
         ("ecdh-p384", &grace_enc, vec![]),
     ] {
-        let enc = lab.path("enc.eml");
-        let mut c = Command::new("openssl");
-        c.args([
-            "cms",
-            "-encrypt",
-            "-aes-256-cbc",
-            "-in",
-            s(&msg),
-            "-out",
-            s(&enc),
-            "-recip",
-            s(cert),
-        ])
-        .args(&opts);
-        ok(&run(&mut c), &format!("openssl encrypt {what}"));
+        let enc = openssl_encrypt(&lab, &msg, cert, &opts, what);
         let dec = lab.path("dec.eml");
         ok(
             &agent.cli(&["decrypt", s(&enc), "-o", s(&dec)]),
@@ -925,21 +933,7 @@ fn opensc_pkcs11_module_drives_the_card() {
         .args(["-in", s(&signed), "-out", s(&out)]));
     ok(&o, "openssl verifies the OpenSC-made signature");
     for (what, cert) in [("rsa", &fc), ("ecdh", &gc)] {
-        let enc = lab.path("enc.eml");
-        ok(
-            &run(Command::new("openssl").args([
-                "cms",
-                "-encrypt",
-                "-aes-256-cbc",
-                "-in",
-                s(&msg),
-                "-out",
-                s(&enc),
-                "-recip",
-                s(cert),
-            ])),
-            "openssl encrypt",
-        );
+        let enc = openssl_encrypt(&lab, &msg, cert, &[], what);
         let dec = lab.path("dec.eml");
         ok(
             &agent.cli(&["decrypt", s(&enc), "-o", s(&dec)]),

@@ -110,6 +110,17 @@ pub(crate) fn check_rsa_decrypt(key: &KeyEntry) -> Result<usize, TokenError> {
     })
 }
 
+/// The RSASSA-PKCS1-v1_5 scheme (DigestInfo prefix) for a hash.
+pub(crate) fn pkcs1v15_scheme(h: HashAlgorithm) -> rsa::pkcs1v15::Pkcs1v15Sign {
+    use rsa::pkcs1v15::Pkcs1v15Sign;
+    match h {
+        HashAlgorithm::Sha1 => Pkcs1v15Sign::new::<sha1::Sha1>(),
+        HashAlgorithm::Sha256 => Pkcs1v15Sign::new::<sha2::Sha256>(),
+        HashAlgorithm::Sha384 => Pkcs1v15Sign::new::<sha2::Sha384>(),
+        HashAlgorithm::Sha512 => Pkcs1v15Sign::new::<sha2::Sha512>(),
+    }
+}
+
 /// The OAEP hash of a key-transport algorithm; `None` for RSA PKCS#1 v1.5.
 pub(crate) fn oaep_hash(alg: DecryptAlgorithm) -> Result<Option<HashAlgorithm>, TokenError> {
     match alg {

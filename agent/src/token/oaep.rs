@@ -16,7 +16,8 @@ use zeroize::Zeroizing;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeError;
 
-fn mgf1<D: Digest>(seed: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
+/// MGF1 (RFC 8017 §B.2.1) over `D`.
+pub(crate) fn mgf1<D: Digest>(seed: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::with_capacity(len + 64));
     let mut counter: u32 = 0;
     while out.len() < len {

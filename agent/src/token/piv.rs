@@ -263,16 +263,6 @@ fn is_gone(e: &yubikey::Error) -> bool {
     )
 }
 
-/// Hash of `data` with `h`.
-fn hash(h: HashAlgorithm, data: &[u8]) -> Vec<u8> {
-    match h {
-        HashAlgorithm::Sha1 => sha1::Sha1::digest(data).to_vec(),
-        HashAlgorithm::Sha256 => sha2::Sha256::digest(data).to_vec(),
-        HashAlgorithm::Sha384 => sha2::Sha384::digest(data).to_vec(),
-        HashAlgorithm::Sha512 => sha2::Sha512::digest(data).to_vec(),
-    }
-}
-
 /// EMSA-PKCS1-v1_5 (RFC 8017 §9.2) of a digest, `k` bytes long.
 fn pkcs1v15_sign_block(h: HashAlgorithm, digest: &[u8], k: usize) -> Result<Vec<u8>, TokenError> {
     let t = super::pkcs11::digest_info(h, digest);
@@ -289,23 +279,18 @@ fn pkcs1v15_sign_block(h: HashAlgorithm, digest: &[u8], k: usize) -> Result<Vec<
     Ok(em)
 }
 
-/// MGF1 (RFC 8017 §B.2.1).
-fn mgf1(h: HashAlgorithm, seed: &[u8], len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 64);
-    let mut counter: u32 = 0;
-    while out.len() < len {
-        let mut input = seed.to_vec();
-        input.extend_from_slice(&counter.to_be_bytes());
-        out.extend_from_slice(&hash(h, &input));
-        counter += 1;
-    }
-    out.truncate(len);
-    out
-}
-
 /// EMSA-PSS-ENCODE (RFC 8017 §9.1.1) with MGF1 over the same hash and a salt as long
 /// as the hash (RFC 4056 defaults as we announce them), left-padded to `k` bytes.
 fn pss_block(h: HashAlgorithm, digest: &[u8], mod_bits: usize) -> Result<Vec<u8>, TokenError> {
+    match h {
+        HashAlgorithm::Sha1 => pss_block_with::<sha1::Sha1>(digest, mod_bits),
+        HashAlgorithm::Sha256 => pss_block_with::<sha2::Sha256>(digest, mod_bits),
+        HashAlgorithm::Sha384 => pss_block_with::<sha2::Sha384>(digest, mod_bits),
+        HashAlgorithm::Sha512 => pss_block_with::<sha2::Sha512>(digest, mod_bits),
+    }
+}
+
+fn pss_block_with<D: Digest>(digest: &[u8], mod_bits: usize) -> Result<Vec<u8>, TokenError> {
     let h_len = digest.len();
     let em_bits = mod_bits - 1;
     let em_len = em_bits.div_ceil(8);
@@ -321,13 +306,13 @@ fn pss_block(h: HashAlgorithm, digest: &[u8], mod_bits: usize) -> Result<Vec<u8>
     let mut m = vec![0u8; 8];
     m.extend_from_slice(digest);
     m.extend_from_slice(&salt);
-    let hh = hash(h, &m);
+    let hh = D::digest(&m).to_vec();
     let db_len = em_len - h_len - 1;
     let mut db = vec![0u8; db_len];
     db[db_len - s_len - 1] = 1;
     db[db_len - s_len..].copy_from_slice(&salt);
-    let mask = mgf1(h, &hh, db_len);
-    for (d, m) in db.iter_mut().zip(mask) {
+    let mask = oaep::mgf1::<D>(&hh, db_len);
+    for (d, m) in db.iter_mut().zip(mask.iter()) {
         *d ^= m;
     }
     let top_bits = 8 * em_len - em_bits;
@@ -1045,7 +1030,9 @@ impl KeyStore for PivStore {
                 let pk = rsa::RsaPublicKey::new(n, e)
                     .map_err(|e| TokenError::KeyMismatch(format!("bad RSA public key: {e}")))?;
                 let ok = match family {
-                    SignFamily::RsaPkcs1 => pk.verify(pkcs1v15_scheme(h), digest, &sig).is_ok(),
+                    SignFamily::RsaPkcs1 => {
+                        pk.verify(super::pkcs1v15_scheme(h), digest, &sig).is_ok()
+                    }
                     _ => pss_verify(&pk, h, digest, &sig),
                 };
                 if !ok {
@@ -1120,15 +1107,6 @@ impl KeyStore for PivStore {
 
     fn piv(&self) -> Option<&dyn PivAdmin> {
         Some(self)
-    }
-}
-
-fn pkcs1v15_scheme(h: HashAlgorithm) -> rsa::pkcs1v15::Pkcs1v15Sign {
-    match h {
-        HashAlgorithm::Sha1 => rsa::pkcs1v15::Pkcs1v15Sign::new::<sha1::Sha1>(),
-        HashAlgorithm::Sha256 => rsa::pkcs1v15::Pkcs1v15Sign::new::<sha2::Sha256>(),
-        HashAlgorithm::Sha384 => rsa::pkcs1v15::Pkcs1v15Sign::new::<sha2::Sha384>(),
-        HashAlgorithm::Sha512 => rsa::pkcs1v15::Pkcs1v15Sign::new::<sha2::Sha512>(),
     }
 }
 
@@ -1384,8 +1362,12 @@ mod tests {
             let ok = if pss {
                 pss_verify(&pk, HashAlgorithm::Sha256, &digest, &sig)
             } else {
-                pk.verify(pkcs1v15_scheme(HashAlgorithm::Sha256), &digest, &sig)
-                    .is_ok()
+                pk.verify(
+                    super::super::pkcs1v15_scheme(HashAlgorithm::Sha256),
+                    &digest,
+                    &sig,
+                )
+                .is_ok()
             };
             assert!(ok, "pss={pss}");
         }

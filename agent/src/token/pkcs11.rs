@@ -896,16 +896,9 @@ fn hash_mech(h: HashAlgorithm) -> (MechanismType, PkcsMgfType) {
     }
 }
 
-/// DigestInfo prefix for RSASSA-PKCS1-v1_5 (RFC 8017 §9.2 note 1), from the `rsa` crate.
+/// DigestInfo for RSASSA-PKCS1-v1_5 (RFC 8017 §9.2 note 1): the `rsa` crate's prefix + digest.
 pub(crate) fn digest_info(h: HashAlgorithm, digest: &[u8]) -> Vec<u8> {
-    use rsa::pkcs1v15::Pkcs1v15Sign;
-    let p = match h {
-        HashAlgorithm::Sha1 => Pkcs1v15Sign::new::<sha1::Sha1>(),
-        HashAlgorithm::Sha256 => Pkcs1v15Sign::new::<sha2::Sha256>(),
-        HashAlgorithm::Sha384 => Pkcs1v15Sign::new::<sha2::Sha384>(),
-        HashAlgorithm::Sha512 => Pkcs1v15Sign::new::<sha2::Sha512>(),
-    };
-    let mut out = p.prefix.to_vec();
+    let mut out = super::pkcs1v15_scheme(h).prefix.to_vec();
     out.extend_from_slice(digest);
     out
 }
