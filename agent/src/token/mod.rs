@@ -19,6 +19,7 @@ pub mod oaep;
 #[cfg(feature = "piv")]
 pub mod piv;
 pub mod pkcs11;
+pub mod soft;
 
 /// The public part of a key as a token reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
