@@ -617,3 +617,6 @@ impl Service {
         }
     }
 }
+
+#[cfg(test)]
+mod service_tests;

@@ -474,6 +474,8 @@ impl KeyStore for SoftwareStore {
                 key.entry.label
             )));
         }
+        // The point was checked above; what is left to fail is the key agreement of a
+        // decryption, reported like any other decryption failure.
         let secret = key
             .key
             .ecdh(peer_point)
