@@ -59,6 +59,7 @@ fn sign_req(key: &str, form: SignForm) -> Request {
         form,
         digest: None,
         pss: None,
+        crlf: None,
     }
 }
 
@@ -180,6 +181,7 @@ fn signs_over_the_socket_for_openssl_in_every_form() {
             form: SignForm::Multipart,
             digest: Some(tokenmail_proto::v1::HashAlgorithm::Sha512),
             pss: Some(true),
+            crlf: None,
         },
         MESSAGE,
     );

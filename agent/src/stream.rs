@@ -24,6 +24,7 @@
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -32,20 +33,18 @@ use tokenmail_proto::v1::{
     DecryptAlgorithm, ErrorCode, HashAlgorithm, Request, Response, SignAlgorithm, SignForm,
 };
 use tokenmail_proto::{FrameKind, ProtoError};
-use tokenmail_smime::alg::{ContentHasher, HashAlg, KeyKind, SignatureScheme};
+use tokenmail_smime::alg::{KeyKind, SignatureScheme};
 use tokenmail_smime::envelope::{
-    ContentCipher, DecryptError, EncryptRecipient, KeyOpError, KeyTransport, MessageDecryptor,
+    ContentCipher, DecryptError, EncryptRecipient, KeyOpError, KeyTransport, ParsedEnvelope,
     RecipientKey,
 };
-use tokenmail_smime::mime::{
-    boundary_from_random, parse_header, pem_encode, MultipartSignedWriter, OpaqueWriter,
-    SevenBitScanner,
-};
+use tokenmail_smime::mime::boundary_from_random;
 use tokenmail_smime::path::{CertEntry, Policy};
 use tokenmail_smime::pipeline::{
-    encrypt_stream_with, verify_stream, ContentSink, PipelineError, VerifyStream, WriteChunks,
+    decrypt_stream, encrypt_stream_with, sign_stream, verify_stream, ContentSink, DecryptFailure,
+    DecryptStream, PipelineError, SignStream, VerifyStream, WriteChunks,
 };
-use tokenmail_smime::signed::{sign_detached, DigestSigner, SignOptions, SignerError};
+use tokenmail_smime::signed::{DigestSigner, SignOptions, SignerError};
 use tokenmail_smime::verify::VerifyOptions;
 use tokenmail_smime::SmimeError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -62,8 +61,6 @@ use crate::token::{KeyEntry, KeyStore, PublicKey, TokenError};
 
 /// Chunks in flight between the socket and the worker (each ≤ 1 MiB, usually 64 KiB).
 const QUEUE: usize = 4;
-/// The header block of a message to sign must fit in this.
-const MAX_HEADER: usize = 1 << 20;
 /// Signed forms that cannot be streamed (e.g. PEM CMS, quoted-printable pkcs7-mime)
 /// are verified in memory, up to this size.
 const MAX_IN_MEMORY: usize = 8 << 20;
@@ -311,7 +308,13 @@ fn run(svc: &Service, req: Request, mut input: Input) -> Result<Done, Response> 
             form,
             digest,
             pss,
-        } => sign(svc, &key, form, digest, pss.unwrap_or(false), &mut input),
+            crlf,
+        } => sign(
+            svc,
+            &key,
+            (form, digest, pss.unwrap_or(false), crlf.unwrap_or(false)),
+            &mut input,
+        ),
         Request::Verify { trust, signature } => {
             verify_op(&trust, signature.map(|b| b.0), &mut input)
         }
@@ -380,12 +383,13 @@ fn sign_failure(signer: &StoreSigner, e: SmimeError) -> Response {
     }
 }
 
+/// What a `sign` request asks for besides the key: form, digest, PSS, CRLF.
+type SignParams = (SignForm, Option<HashAlgorithm>, bool, bool);
+
 fn sign(
     svc: &Service,
     key: &str,
-    form: SignForm,
-    digest: Option<HashAlgorithm>,
-    pss: bool,
+    (form, digest, pss, crlf): SignParams,
     input: &mut Input,
 ) -> Result<Done, Response> {
     let (store, entry) = svc.find_key(key).map_err(|e| to_response(&e))?;
@@ -420,28 +424,18 @@ fn sign(
         .filter_map(|d| Certificate::from_der(d).ok())
         .collect();
     let hash = match digest {
-        None => kind.default_hash(),
-        Some(HashAlgorithm::Sha256) => HashAlg::Sha256,
-        Some(HashAlgorithm::Sha384) => HashAlg::Sha384,
-        Some(HashAlgorithm::Sha512) => HashAlg::Sha512,
-        Some(HashAlgorithm::Sha1) => {
-            return Err(bad(
-                "digest sha1 is not accepted for signing; use sha256, sha384 or sha512",
-            ))
-        }
+        None => None,
+        Some(d) => Some(d.to_signing_hash().ok_or_else(|| {
+            bad("digest sha1 is not accepted for signing; use sha256, sha384 or sha512")
+        })?),
     };
-    let scheme = match kind {
-        KeyKind::Rsa { .. } if pss => SignatureScheme::RsaPss(hash),
-        KeyKind::Rsa { .. } => SignatureScheme::RsaPkcs1v15(hash),
-        _ if pss => {
-            return Err(bad(format!(
-                "pss is for RSA keys; {:?} is {}",
-                entry.label,
-                entry.public.algorithm_name()
-            )))
-        }
-        _ => SignatureScheme::Ecdsa(hash),
-    };
+    let scheme = kind.scheme(hash, pss).map_err(|e| {
+        bad(format!(
+            "{e}: {:?} is {}",
+            entry.label,
+            entry.public.algorithm_name()
+        ))
+    })?;
     let opts = SignOptions {
         scheme: Some(scheme),
         signing_time: Some(SystemTime::now()),
@@ -453,45 +447,40 @@ fn sign(
         kind,
         error: RefCell::new(None),
     };
-
-    // Two passes over the body (7-bit scan, then signing): spool the input first.
+    if crlf && !matches!(form, SignForm::DetachedDer | SignForm::DetachedPem) {
+        return Err(bad(
+            "crlf is for the detached forms (the MIME forms are canonical already)",
+        ));
+    }
+    // The driver reads the input more than once: spool it first.
     let mut spooled = new_spool_file()?;
     io::copy(input, &mut spooled).map_err(rw_failure)?;
     spooled
         .seek(SeekFrom::Start(0))
         .map_err(|e| io_failure(&e))?;
+    let mut random = [0u8; 12];
+    getrandom::fill(&mut random)
+        .map_err(|e| Response::error(ErrorCode::Internal, format!("no randomness: {e}")))?;
+    let stream = SignStream {
+        form: form.to_pipeline(),
+        crlf,
+        boundary: boundary_from_random(&random),
+        chunk: CHUNK,
+    };
     let mut out = Spool::new()?;
-    match form {
-        SignForm::DetachedDer | SignForm::DetachedPem => {
-            let mut h = ContentHasher::new(hash);
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                let n = spooled.read(&mut buf).map_err(|e| io_failure(&e))?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-            let der = sign_detached(&signer, &cert, &chain, &h.finalize(), &opts)
-                .map_err(|e| sign_failure(&signer, e))?;
-            let bytes = if form == SignForm::DetachedPem {
-                pem_encode("CMS", &der).into_bytes()
-            } else {
-                der
-            };
-            out.write_all(&bytes).map_err(|e| io_failure(&e))?;
-        }
-        _ => sign_mime(
-            &mut spooled,
-            &mut out,
-            &signer,
-            &cert,
-            &chain,
-            &opts,
-            hash,
-            form == SignForm::Opaque,
-        )?,
-    }
+    sign_stream(
+        &mut spooled,
+        &mut out,
+        &signer,
+        &cert,
+        &chain,
+        &opts,
+        &stream,
+    )
+    .map_err(|e| match e {
+        PipelineError::Signer(e) => sign_failure(&signer, e),
+        other => pipeline_failure(other),
+    })?;
     let (file, n) = out.finish()?;
     Ok((
         Response::Signed {
@@ -502,104 +491,7 @@ fn sign(
     ))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn sign_mime(
-    input: &mut File,
-    out: &mut Spool,
-    signer: &StoreSigner,
-    cert: &Certificate,
-    chain: &[Certificate],
-    opts: &SignOptions,
-    hash: HashAlg,
-    opaque: bool,
-) -> Result<(), Response> {
-    let ioe = |e: io::Error| io_failure(&e);
-    let parse = |e: SmimeError| bad(format!("cannot sign: {e}"));
-    // Header block.
-    let mut head = Vec::new();
-    let mut buf = vec![0u8; CHUNK];
-    let (headers, body_start) = loop {
-        if let Some((h, off)) = parse_header(&head).map_err(parse)? {
-            break (h, off);
-        }
-        if head.len() > MAX_HEADER {
-            return Err(bad(
-                "the message's header block is over 1 MiB; is this a message?",
-            ));
-        }
-        let n = input.read(&mut buf).map_err(ioe)?;
-        if n == 0 {
-            // No blank line: headers only (an entity with an empty body).
-            match parse_header(&[head.as_slice(), b"\r\n\r\n"].concat()).map_err(parse)? {
-                Some((h, _)) if !head.is_empty() => break (h, head.len()),
-                _ => return Err(bad("empty input: nothing to sign")),
-            }
-        }
-        head.extend_from_slice(&buf[..n]);
-    };
-    drop(head);
-    // First pass over the body: does it need a 7-bit transfer encoding?
-    let body_offset = body_start as u64;
-    input.seek(SeekFrom::Start(body_offset)).map_err(ioe)?;
-    let mut scan = SevenBitScanner::default();
-    loop {
-        let n = input.read(&mut buf).map_err(ioe)?;
-        if n == 0 {
-            break;
-        }
-        scan.update(&buf[..n]);
-    }
-    let needs = scan.needs_encoding();
-    input.seek(SeekFrom::Start(body_offset)).map_err(ioe)?;
-
-    if opaque {
-        let (mut w, first) = OpaqueWriter::new(&headers, needs, hash).map_err(parse)?;
-        out.write_all(&first).map_err(ioe)?;
-        loop {
-            let n = input.read(&mut buf).map_err(ioe)?;
-            if n == 0 {
-                break;
-            }
-            out.write_all(&w.update(&buf[..n])).map_err(ioe)?;
-        }
-        let last = w
-            .finish(signer, cert, chain, opts)
-            .map_err(|e| sign_failure(signer, e))?;
-        out.write_all(&last).map_err(ioe)?;
-    } else {
-        let mut random = [0u8; 12];
-        getrandom::fill(&mut random)
-            .map_err(|e| Response::error(ErrorCode::Internal, format!("no randomness: {e}")))?;
-        let boundary = boundary_from_random(&random);
-        let (mut w, first) =
-            MultipartSignedWriter::new(&headers, needs, &boundary, hash).map_err(parse)?;
-        out.write_all(&first).map_err(ioe)?;
-        loop {
-            let n = input.read(&mut buf).map_err(ioe)?;
-            if n == 0 {
-                break;
-            }
-            out.write_all(&w.update(&buf[..n])).map_err(ioe)?;
-        }
-        let last = w
-            .finish(signer, cert, chain, opts)
-            .map_err(|e| sign_failure(signer, e))?;
-        out.write_all(&last).map_err(ioe)?;
-    }
-    Ok(())
-}
-
 // ----------------------------------------------------------------------- verify
-
-fn read_chunk(r: &mut dyn Read, buf: &mut [u8]) -> Result<usize, Response> {
-    loop {
-        match r.read(buf) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(input_failure(e)),
-        }
-    }
-}
 
 /// A failure of a streaming driver (`tokenmail_smime::pipeline`), as the answer.
 fn pipeline_failure(e: PipelineError) -> Response {
@@ -616,6 +508,11 @@ fn pipeline_failure(e: PipelineError) -> Response {
         )),
         e @ PipelineError::HeaderTooLarge => bad(e.to_string()),
         PipelineError::Encrypt(e) => bad(format!("cannot encrypt: {e}")),
+        PipelineError::Sign(e) => bad(format!("cannot sign this message: {e}")),
+        PipelineError::Signer(e) => {
+            Response::error(ErrorCode::KeyMismatch, format!("cannot sign: {e}"))
+        }
+        PipelineError::Empty => bad("empty input: nothing to sign"),
         PipelineError::Background(e) => {
             warn!("stream worker thread failed: {e}");
             Response::error(ErrorCode::Internal, "internal error; see the agent's log")
@@ -731,7 +628,9 @@ struct StoreKey {
     store: Arc<dyn KeyStore>,
     id: Vec<u8>,
     cert: Certificate,
-    error: RefCell<Option<TokenError>>,
+    label: String,
+    /// shared with the caller, who reads it after a failure
+    error: Rc<RefCell<Option<TokenError>>>,
 }
 
 impl StoreKey {
@@ -788,8 +687,8 @@ fn before_key(e: DecryptError) -> Response {
 
 /// After the recipient matched: one uniform `decrypt-failed`, except for the state of
 /// the token (PIN, presence, mechanism), which says nothing about the ciphertext.
-fn after_key(key: &StoreKey) -> Response {
-    if let Some(e) = key.error.borrow_mut().take() {
+fn after_key(error: Option<&Rc<RefCell<Option<TokenError>>>>) -> Response {
+    if let Some(e) = error.and_then(|e| e.borrow_mut().take()) {
         if matches!(
             e,
             TokenError::PinRequired(_)
@@ -806,75 +705,29 @@ fn after_key(key: &StoreKey) -> Response {
 }
 
 fn decrypt_op(svc: &Service, input: &mut Input) -> Result<Done, Response> {
-    let mut out = Spool::new()?;
-    let ioe = |e: io::Error| io_failure(&e);
-    let mut md = MessageDecryptor::new();
-    let mut prefix: Vec<u8> = Vec::new();
-    let mut header_written = false;
-    let mut key: Option<(StoreKey, String)> = None;
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = read_chunk(input, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        if !header_written && prefix.len() < CHUNK {
-            prefix.extend_from_slice(&buf[..n.min(CHUNK - prefix.len())]);
-        }
-        let plain = match md.push(&buf[..n]) {
-            Ok(p) => p,
-            Err(e) => {
-                return Err(match &key {
-                    Some((k, _)) => after_key(k),
-                    None => before_key(e),
-                })
-            }
-        };
-        if !header_written && md.envelope().is_some() {
-            // The message's own headers travel outside the encryption: put them back.
-            out.write_all(&tokenmail_smime::mime::outer_header_block(&prefix))
-                .map_err(ioe)?;
-            header_written = true;
-            prefix = Vec::new();
-        }
-        out.write_all(plain.as_unverified_bytes()).map_err(ioe)?;
-        if key.is_none() {
-            if let Some(env) = md.envelope() {
-                let found = svc.keys().into_iter().find_map(|(store, k)| {
-                    if !(k.can_decrypt || k.can_derive) {
-                        return None;
-                    }
-                    let cert = Certificate::from_der(k.certificate.as_deref()?).ok()?;
-                    env.is_recipient(&cert).then(|| {
-                        (
-                            StoreKey {
-                                store,
-                                id: k.id.clone(),
-                                cert,
-                                error: RefCell::new(None),
-                            },
-                            k.label.clone(),
-                        )
-                    })
-                });
-                let Some(found) = found else {
-                    return Err(before_key(DecryptError::NotARecipient));
-                };
-                let k = key.insert(found);
-                let plain = md.unlock(&k.0).map_err(|_| after_key(&k.0))?;
-                out.write_all(plain.as_unverified_bytes()).map_err(ioe)?;
-            }
-        }
-    }
-    let Some((k, label)) = key else {
-        return Err(match md.finish() {
-            Err(e) => before_key(e),
-            Ok(_) => bad("not a readable S/MIME encrypted message: no recipient information"),
-        });
+    let mut out = WriteChunks::new(Spool::new()?);
+    let mut used: Option<(Rc<RefCell<Option<TokenError>>>, String)> = None;
+    let stream = DecryptStream {
+        entity_only: false,
+        chunk: CHUNK,
     };
-    let outcome = md.finish().map_err(|_| after_key(&k))?;
-    out.write_all(&outcome.final_plaintext).map_err(ioe)?;
-    let (file, n) = out.finish()?;
+    let result = decrypt_stream(input, &mut out, &stream, |env| {
+        let key =
+            find_recipient(svc, env).ok_or_else(|| before_key(DecryptError::NotARecipient))?;
+        used = Some((key.error.clone(), key.label.clone()));
+        Ok::<_, Response>(key)
+    });
+    let outcome = result.map_err(|e| match e {
+        DecryptFailure::Read(e) => input_failure(e),
+        DecryptFailure::Write(e) => io_failure(&e),
+        DecryptFailure::Message(e) => before_key(e),
+        DecryptFailure::NoKey(resp) => resp,
+        DecryptFailure::KeyUnavailable(_) | DecryptFailure::Failed => {
+            after_key(used.as_ref().map(|(err, _)| err))
+        }
+    })?;
+    let label = used.map(|(_, l)| l).unwrap_or_default();
+    let (file, n) = out.into_inner().finish()?;
     Ok((
         Response::Decrypted {
             key: label,
@@ -883,4 +736,21 @@ fn decrypt_op(svc: &Service, input: &mut Input) -> Result<Done, Response> {
         },
         Some(file),
     ))
+}
+
+/// The first key on the tokens that the envelope is encrypted to.
+fn find_recipient(svc: &Service, env: &ParsedEnvelope) -> Option<StoreKey> {
+    svc.keys().into_iter().find_map(|(store, k)| {
+        if !(k.can_decrypt || k.can_derive) {
+            return None;
+        }
+        let cert = Certificate::from_der(k.certificate.as_deref()?).ok()?;
+        env.is_recipient(&cert).then(|| StoreKey {
+            store,
+            id: k.id.clone(),
+            cert,
+            label: k.label.clone(),
+            error: Rc::new(RefCell::new(None)),
+        })
+    })
 }

@@ -6,13 +6,14 @@
 //! decryption finished: for AES-GCM that is after the tag verified, for CBC after the
 //! padding checked. Any failure after the recipient matched is one uniform error.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use tokenmail_smime::envelope::{DecryptError, MessageDecryptor};
+use tokenmail_smime::envelope::{DecryptError, ParsedEnvelope};
+use tokenmail_smime::pipeline::{decrypt_stream, DecryptFailure, DecryptStream};
 
 use crate::agentkey::{self, AgentKey};
 use crate::output::{BackgroundFeed, EarlySync, WriteFeed};
@@ -41,17 +42,59 @@ pub struct DecryptArgs {
 /// Read size: big reads keep per-call costs (syscalls, thread hand-overs) negligible.
 const CHUNK: usize = 1 << 20;
 
-fn describe(e: &DecryptError) -> String {
+/// A failure of the decryption driver, in the user's terms.
+fn decrypt_error(e: DecryptFailure<anyhow::Error>) -> anyhow::Error {
     match e {
-        DecryptError::Failed => "decryption failed (wrong key, or the message was altered)".into(),
-        DecryptError::NotARecipient => {
-            "none of the keys on the tokens is a recipient of this message".into()
+        DecryptFailure::Failed => {
+            anyhow!("decryption failed (wrong key, or the message was altered)")
         }
-        DecryptError::Malformed(m) => format!("not a readable S/MIME encrypted message: {m}"),
-        DecryptError::Unsupported(m) => format!("unsupported: {m}"),
-        DecryptError::KeyUnavailable(m) => format!("the token could not be used: {m}"),
-        other => other.to_string(),
+        DecryptFailure::Message(DecryptError::NotARecipient) => {
+            anyhow!("none of the keys on the tokens is a recipient of this message")
+        }
+        DecryptFailure::Message(DecryptError::Malformed(m)) => {
+            anyhow!("not a readable S/MIME encrypted message: {m}")
+        }
+        DecryptFailure::Message(DecryptError::Unsupported(m)) => anyhow!("unsupported: {m}"),
+        DecryptFailure::Message(other) => anyhow!("{other}"),
+        DecryptFailure::KeyUnavailable(m) => anyhow!("the token could not be used: {m}"),
+        DecryptFailure::NoKey(e) => e,
+        DecryptFailure::Read(e) => anyhow!("cannot read the input: {e}"),
+        DecryptFailure::Write(e) => anyhow!("cannot write the plaintext: {e}"),
     }
+}
+
+/// The agent's key for `env` (connecting on first use; with `--wait`, waiting for an absent
+/// token once).
+fn pick_key<'c>(
+    client: &'c OnceCell<RefCell<tokenmail_proto::Client>>,
+    socket: Option<&Path>,
+    env: &ParsedEnvelope,
+) -> Result<AgentKey<'c>> {
+    if client.get().is_none() {
+        let _ = client.set(RefCell::new(agentkey::connect(socket)?));
+    }
+    let c = client
+        .get()
+        .ok_or_else(|| anyhow!("cannot reach the agent"))?;
+    let mut keys = agentkey::keys_with_certificates(&mut c.borrow_mut())?;
+    if !keys.iter().any(|(_, cert)| env.is_recipient(cert)) {
+        let mut cl = c.borrow_mut();
+        if agentkey::wait_for_absent(&mut cl)? {
+            keys = agentkey::keys_with_certificates(&mut cl)?;
+        }
+    }
+    let Some((info, cert)) = keys.iter().find(|(_, cert)| env.is_recipient(cert)) else {
+        let labels: Vec<&str> = keys.iter().map(|(k, _)| k.label.as_str()).collect();
+        bail!(
+            "none of the keys on the tokens ({}) is a recipient of this message",
+            if labels.is_empty() {
+                "none visible".to_string()
+            } else {
+                labels.join(", ")
+            }
+        );
+    };
+    Ok(AgentKey::new(c, info, cert.clone()))
 }
 
 /// Runs `tokenmail decrypt`.
@@ -82,12 +125,6 @@ pub fn run(args: DecryptArgs, socket: Option<&Path>) -> Result<i32> {
     let spool = tempfile::NamedTempFile::new_in(&spool_dir)
         .with_context(|| format!("cannot create a temporary file in {}", spool_dir.display()))?;
 
-    let mut md = MessageDecryptor::new();
-    let mut prefix: Vec<u8> = Vec::new();
-    let mut header_written = args.entity_only;
-    let mut client: Option<RefCell<tokenmail_proto::Client>> = None;
-    let mut keys = Vec::new();
-    let mut used: Option<String> = None;
     // The spool is written by a second thread while the next chunk is decrypted. With -o it
     // becomes the output (flushed to disk as it goes, fsync'd before the rename); for
     // standard output it is a scratch file, deleted after the copy, so it is never synced.
@@ -98,62 +135,22 @@ pub fn run(args: DecryptArgs, socket: Option<&Path>) -> Result<i32> {
         EarlySync::scratch(spool.as_file())?
     };
     let mut writer = BackgroundFeed::new(WriteFeed(spool_writer));
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = input.read(&mut buf).context("cannot read the input")?;
-        if n == 0 {
-            break;
-        }
-        if !header_written && prefix.len() < 64 * 1024 {
-            prefix.extend_from_slice(&buf[..n.min(64 * 1024)]);
-        }
-        let mut out = writer.buffer(CHUNK);
-        md.push_unverified_into(&buf[..n], &mut out)
-            .map_err(|e| anyhow!(describe(&e)))?;
-        if !header_written && md.envelope().is_some() {
-            // The message's own headers travel outside the encryption: put them back.
-            writer.feed(tokenmail_smime::mime::outer_header_block(&prefix))?;
-            header_written = true;
-        }
-        writer.feed(out)?;
-        if used.is_none() {
-            if let Some(env) = md.envelope() {
-                if client.is_none() {
-                    let mut c = agentkey::connect(socket)?;
-                    keys = agentkey::keys_with_certificates(&mut c)?;
-                    client = Some(RefCell::new(c));
-                }
-                let Some(c) = client.as_ref() else {
-                    unreachable!()
-                };
-                if !keys.iter().any(|(_, cert)| env.is_recipient(cert)) {
-                    let mut cl = c.borrow_mut();
-                    if agentkey::wait_for_absent(&mut cl)? {
-                        keys = agentkey::keys_with_certificates(&mut cl)?;
-                    }
-                }
-                let Some((info, cert)) = keys.iter().find(|(_, cert)| env.is_recipient(cert))
-                else {
-                    let labels: Vec<&str> = keys.iter().map(|(k, _)| k.label.as_str()).collect();
-                    bail!(
-                        "none of the keys on the tokens ({}) is a recipient of this message",
-                        if labels.is_empty() {
-                            "none visible".to_string()
-                        } else {
-                            labels.join(", ")
-                        }
-                    );
-                };
-                let key = AgentKey::new(c, info, cert.clone());
-                let out = md.unlock(&key).map_err(|e| anyhow!(describe(&e)))?;
-                writer.feed(out.into_unverified_bytes())?;
-                used = Some(key.label.clone());
-            }
-        }
-    }
-    let mut outcome = md.finish().map_err(|e| anyhow!(describe(&e)))?;
-    writer.feed(std::mem::take(&mut outcome.final_plaintext))?;
-    let written = writer.finish()?.0;
+    // the agent is asked only once the envelope is known (a broken message is said so
+    // first, agent or not)
+    let client: OnceCell<RefCell<tokenmail_proto::Client>> = OnceCell::new();
+    let mut used: Option<String> = None;
+    let stream = DecryptStream {
+        entity_only: args.entity_only,
+        chunk: CHUNK,
+    };
+    let result = decrypt_stream(&mut input, &mut writer, &stream, |env| {
+        let key = pick_key(&client, socket, env)?;
+        used = Some(key.label.clone());
+        Ok::<_, anyhow::Error>(key)
+    });
+    let written = writer.finish();
+    let outcome = result.map_err(decrypt_error)?;
+    let written = written?.0;
     if durable {
         written.finish()?;
     } else {

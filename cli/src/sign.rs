@@ -6,24 +6,22 @@
 
 use std::cell::RefCell;
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{anyhow, bail, Context, Result};
 use tokenmail_proto::v1::{AgentStatus, Bytes, KeyInfo, Request, Response, SignAlgorithm};
 use tokenmail_proto::{Client, ClientError};
-use tokenmail_smime::alg::{ContentHasher, HashAlg, KeyKind, SignatureScheme};
-use tokenmail_smime::envelope::mime::CrlfCanonicalizer;
-use tokenmail_smime::mime::{
-    boundary_from_random, parse_header, pem_encode, MultipartSigned, OpaqueWriter, SevenBitScanner,
-};
+use tokenmail_smime::alg::{HashAlg, KeyKind, SignatureScheme};
+use tokenmail_smime::mime::boundary_from_random;
+use tokenmail_smime::pipeline::{sign_stream, PipelineError, SignForm, SignStream};
 use tokenmail_smime::signed::{sign_detached, DigestSigner, SignOptions, SignerError};
+use tokenmail_smime::SmimeError;
 use x509_cert::der::Decode;
 use x509_cert::Certificate;
 
 use crate::agentkey::{self, call_with_login};
-use crate::output::{BackgroundFeed, RestartableWrite};
 
 /// Arguments of `tokenmail sign`.
 #[derive(Debug, Clone, clap::Args)]
@@ -64,8 +62,6 @@ pub struct SignArgs {
 
 /// Read size: big reads keep the per-call costs (syscalls, channel hand-overs) negligible.
 const CHUNK: usize = 1 << 20;
-/// The header block of a message must fit in this.
-const MAX_HEADER: usize = 1 << 20;
 
 /// A key on a token, signing through the agent.
 struct AgentSigner<'a> {
@@ -214,22 +210,15 @@ pub fn run(args: SignArgs, socket: Option<&Path>) -> Result<i32> {
     chain.extend(load_extra_chain(&args.chain)?);
 
     let hash = match args.digest.as_deref() {
-        None => kind.default_hash(),
-        Some("sha256") => HashAlg::Sha256,
-        Some("sha384") => HashAlg::Sha384,
-        Some("sha512") => HashAlg::Sha512,
+        None => None,
+        Some("sha256") => Some(HashAlg::Sha256),
+        Some("sha384") => Some(HashAlg::Sha384),
+        Some("sha512") => Some(HashAlg::Sha512),
         Some(other) => bail!("unknown --digest {other:?}; use sha256, sha384 or sha512"),
     };
-    let scheme = match kind {
-        KeyKind::Rsa { .. } if args.pss => SignatureScheme::RsaPss(hash),
-        KeyKind::Rsa { .. } => SignatureScheme::RsaPkcs1v15(hash),
-        _ if args.pss => bail!(
-            "--pss is for RSA keys; {:?} is {}",
-            info.label,
-            info.algorithm
-        ),
-        _ => SignatureScheme::Ecdsa(hash),
-    };
+    let scheme = kind
+        .scheme(hash, args.pss)
+        .map_err(|e| anyhow!("--pss: {e} ({:?} is {})", info.label, info.algorithm))?;
     let opts = SignOptions {
         scheme: Some(scheme),
         signing_time: Some(SystemTime::now()),
@@ -247,48 +236,37 @@ pub fn run(args: SignArgs, socket: Option<&Path>) -> Result<i32> {
     };
 
     let mut input = seekable_input(args.input.as_deref())?;
-    let write = |out: &mut dyn RestartableWrite| -> Result<()> {
-        if args.detached_der || args.detached_pem {
-            let mut h = ContentHasher::new(hash);
-            let mut buf = vec![0u8; CHUNK];
-            let mut canon = args.crlf.then(CrlfCanonicalizer::new);
-            let mut text = Vec::new();
-            loop {
-                let n = input.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                match canon.as_mut() {
-                    Some(c) => {
-                        text.clear();
-                        c.push(&buf[..n], &mut text);
-                        h.update(&text);
-                    }
-                    None => h.update(&buf[..n]),
-                }
-            }
-            let der = sign_detached(&signer, &cert, &chain, &h.finalize(), &opts)
-                .map_err(|e| anyhow!("{e}"))?;
-            if args.detached_pem {
-                out.write_all(pem_encode("CMS", &der).as_bytes())?;
-            } else {
-                out.write_all(&der)?;
-            }
-            return Ok(());
-        }
-        sign_mime(
-            &mut input,
-            out,
-            &signer,
-            &cert,
-            &chain,
-            &opts,
-            hash,
-            args.opaque,
-        )
+    let form = match (args.opaque, args.detached_der, args.detached_pem) {
+        (true, _, _) => SignForm::Opaque,
+        (_, true, _) => SignForm::DetachedDer,
+        (_, _, true) => SignForm::DetachedPem,
+        _ => SignForm::Multipart,
     };
-    crate::output::write_streaming(args.output.as_deref(), write)?;
+    let mut random = [0u8; 12];
+    getrandom::fill(&mut random).map_err(|e| anyhow!("no randomness: {e}"))?;
+    let stream = SignStream {
+        form,
+        crlf: args.crlf,
+        boundary: boundary_from_random(&random),
+        chunk: CHUNK,
+    };
+    crate::output::write_streaming(args.output.as_deref(), |out| {
+        sign_stream(&mut input, out, &signer, &cert, &chain, &opts, &stream).map_err(sign_error)
+    })?;
     Ok(0)
+}
+
+/// A failure of the signing driver, in the user's terms.
+fn sign_error(e: PipelineError) -> anyhow::Error {
+    match e {
+        PipelineError::Signer(SmimeError::Signer(SignerError::Backend(m))) => anyhow!("{m}"),
+        PipelineError::Sign(SmimeError::Malformed(m)) => {
+            anyhow!("cannot sign this message: {m}")
+        }
+        PipelineError::Read(e) => anyhow!("cannot read the message: {e}"),
+        PipelineError::Write(e) => anyhow!("cannot write the output: {e}"),
+        other => anyhow!("{other}"),
+    }
 }
 
 /// A detached signature made by [`sign_detached_bytes`].
@@ -409,165 +387,4 @@ fn ensure_logged_in(client: &mut Client, st: &AgentStatus, info: &KeyInfo) -> Re
         }
         Err(e) => Err(e.into()),
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn sign_mime(
-    input: &mut File,
-    out: &mut dyn RestartableWrite,
-    signer: &dyn DigestSigner,
-    cert: &Certificate,
-    chain: &[Certificate],
-    opts: &SignOptions,
-    hash: HashAlg,
-    opaque: bool,
-) -> Result<()> {
-    // Header block.
-    let mut head = Vec::new();
-    let mut buf = vec![0u8; CHUNK];
-    let (headers, body_start) = loop {
-        if let Some((h, off)) = parse_header(&head).map_err(|e| anyhow!("{e}"))? {
-            break (h, off);
-        }
-        if head.len() > MAX_HEADER {
-            bail!("the message's header block is over 1 MiB; is this a message?");
-        }
-        let n = input.read(&mut buf)?;
-        if n == 0 {
-            // No blank line: the whole input is a header-less body? Treat as an entity with no headers.
-            match parse_header(&[head.as_slice(), b"\r\n\r\n"].concat())
-                .map_err(|e| anyhow!("{e}"))?
-            {
-                Some((h, _)) if !head.is_empty() => break (h, head.len()),
-                _ => bail!("empty input: nothing to sign"),
-            }
-        }
-        head.extend_from_slice(&buf[..n]);
-    };
-    let body_offset = body_start as u64;
-
-    if !opaque {
-        if opts
-            .scheme_for(signer.key_kind())
-            .map_err(|e| anyhow!("{e}"))?
-            .hash()
-            != hash
-        {
-            bail!("the signing scheme's hash differs from the micalg");
-        }
-        let mut random = [0u8; 12];
-        getrandom::fill(&mut random).map_err(|e| anyhow!("no randomness: {e}"))?;
-        let boundary = boundary_from_random(&random);
-        // Does the body need a 7-bit transfer encoding? Into a file, guess "no" (the usual
-        // answer) and check while signing: one pass over the input; should a byte or a line
-        // need encoding after all, the file starts over with base64. Standard output cannot
-        // start over: there, a first pass over the body decides.
-        let needs = if out.restart()? {
-            input.seek(SeekFrom::Start(body_offset))?;
-            let mut scan = SevenBitScanner::default();
-            let plan = MultipartSigned::new(&headers, false, &boundary, hash)
-                .map_err(|e| anyhow!("{e}"))?;
-            if let Some(digest) = stream_multipart(input, out, &plan, hash, Some(&mut scan))? {
-                let sig = sign_detached(signer, cert, chain, &digest, opts)
-                    .map_err(|e| anyhow!("{e}"))?;
-                out.write_all(&plan.trailer(&sig))?;
-                out.flush()?;
-                return Ok(());
-            }
-            if !out.restart()? {
-                bail!("cannot rewrite the output");
-            }
-            true
-        } else {
-            needs_encoding(input, body_offset, &mut buf)?
-        };
-        input.seek(SeekFrom::Start(body_offset))?;
-        let plan =
-            MultipartSigned::new(&headers, needs, &boundary, hash).map_err(|e| anyhow!("{e}"))?;
-        let digest = stream_multipart(input, out, &plan, hash, None)?
-            .ok_or_else(|| anyhow!("internal error: signing stopped"))?;
-        let sig = sign_detached(signer, cert, chain, &digest, opts).map_err(|e| anyhow!("{e}"))?;
-        out.write_all(&plan.trailer(&sig))?;
-        out.flush()?;
-        return Ok(());
-    }
-
-    let needs = needs_encoding(input, body_offset, &mut buf)?;
-    input.seek(SeekFrom::Start(body_offset))?;
-    let mut out = BufWriter::with_capacity(CHUNK, out);
-    let (mut w, first) = OpaqueWriter::new(&headers, needs, hash).map_err(|e| anyhow!("{e}"))?;
-    out.write_all(&first)?;
-    let mut encoded = Vec::with_capacity(2 * CHUNK);
-    loop {
-        let n = input.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        encoded.clear();
-        w.update_into(&buf[..n], &mut encoded);
-        out.write_all(&encoded)?;
-    }
-    out.write_all(
-        &w.finish(signer, cert, chain, opts)
-            .map_err(|e| anyhow!("{e}"))?,
-    )?;
-    out.flush()?;
-    Ok(())
-}
-
-/// A pass over the body from `body_offset`: does it need a 7-bit transfer encoding? Stops at
-/// the first byte or line that does: the rest cannot change the answer.
-fn needs_encoding(input: &mut File, body_offset: u64, buf: &mut [u8]) -> Result<bool> {
-    input.seek(SeekFrom::Start(body_offset))?;
-    let mut scan = SevenBitScanner::default();
-    while !scan.needs_encoding() {
-        let n = input.read(buf)?;
-        if n == 0 {
-            break;
-        }
-        scan.update(&buf[..n]);
-    }
-    Ok(scan.needs_encoding())
-}
-
-/// Writes the multipart/signed message up to the signature (input at the body's start) and
-/// returns the digest of the signed part. With `scan`, the body is checked as it goes and
-/// `None` returned as soon as it needs a 7-bit encoding that `plan` does not give it.
-fn stream_multipart(
-    input: &mut File,
-    out: &mut dyn RestartableWrite,
-    plan: &MultipartSigned,
-    hash: HashAlg,
-    mut scan: Option<&mut SevenBitScanner>,
-) -> Result<Option<Vec<u8>>> {
-    out.write_all(&plan.preamble())?;
-    // the signed part is hashed on a second thread while the next chunk is read, encoded
-    // and written
-    let mut hasher = BackgroundFeed::new(ContentHasher::new(hash));
-    let part_header = plan.part_header();
-    out.write_all(&part_header)?;
-    hasher.feed(part_header)?;
-    let mut encoder = plan.body_encoder();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = input.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        if let Some(scan) = scan.as_deref_mut() {
-            scan.update(&buf[..n]);
-            if scan.needs_encoding() {
-                hasher.finish()?;
-                return Ok(None);
-            }
-        }
-        let mut part = hasher.buffer(CHUNK + CHUNK / 2);
-        encoder.update_into(&buf[..n], &mut part);
-        out.write_all(&part)?;
-        hasher.feed(part)?;
-    }
-    let tail = encoder.finish();
-    out.write_all(&tail)?;
-    hasher.feed(tail)?;
-    Ok(Some(hasher.finish()?.finalize()))
 }

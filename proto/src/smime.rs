@@ -42,6 +42,31 @@ impl DecryptAlgorithm {
     }
 }
 
+impl crate::v1::SignForm {
+    /// The signing driver's form.
+    pub fn to_pipeline(self) -> tokenmail_smime::pipeline::SignForm {
+        use tokenmail_smime::pipeline::SignForm as P;
+        match self {
+            crate::v1::SignForm::Multipart => P::Multipart,
+            crate::v1::SignForm::Opaque => P::Opaque,
+            crate::v1::SignForm::DetachedDer => P::DetachedDer,
+            crate::v1::SignForm::DetachedPem => P::DetachedPem,
+        }
+    }
+}
+
+impl crate::v1::HashAlgorithm {
+    /// The S/MIME core's hash (`None` for SHA-1, which is never used to sign).
+    pub fn to_signing_hash(self) -> Option<HashAlg> {
+        match self {
+            crate::v1::HashAlgorithm::Sha256 => Some(HashAlg::Sha256),
+            crate::v1::HashAlgorithm::Sha384 => Some(HashAlg::Sha384),
+            crate::v1::HashAlgorithm::Sha512 => Some(HashAlg::Sha512),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

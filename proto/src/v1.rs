@@ -359,6 +359,10 @@ pub enum Request {
         /// RSA keys: RSASSA-PSS instead of PKCS#1 v1.5.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pss: Option<bool>,
+        /// Detached forms: sign the input with its line endings made CRLF (as it travels in
+        /// a message), like `tokenmail sign --crlf`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        crlf: Option<bool>,
     },
     /// Stream (§12): verify a signed message (or, with `signature`, detached content).
     /// Output: the verified content, only when valid; result: `verified`.

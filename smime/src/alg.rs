@@ -391,6 +391,18 @@ impl KeyKind {
         }
     }
 
+    /// The scheme for a signing request: `hash` (default: [`KeyKind::default_hash`]) and,
+    /// for RSA, PSS or PKCS#1 v1.5. `pss` for an EC key is an error that says so.
+    pub fn scheme(self, hash: Option<HashAlg>, pss: bool) -> Result<SignatureScheme, String> {
+        let hash = hash.unwrap_or(self.default_hash());
+        match self {
+            KeyKind::Rsa { .. } if pss => Ok(SignatureScheme::RsaPss(hash)),
+            KeyKind::Rsa { .. } => Ok(SignatureScheme::RsaPkcs1v15(hash)),
+            _ if pss => Err("PSS is for RSA keys; this key is an EC key".into()),
+            _ => Ok(SignatureScheme::Ecdsa(hash)),
+        }
+    }
+
     /// Whether `scheme` can be used with this key.
     pub fn supports(self, scheme: SignatureScheme) -> bool {
         matches!(

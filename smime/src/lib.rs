@@ -15,6 +15,7 @@ pub mod keys;
 pub mod mime;
 pub mod path;
 pub mod pipeline;
+pub mod reencode;
 pub mod signed;
 pub mod stream;
 pub mod text;

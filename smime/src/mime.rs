@@ -7,6 +7,7 @@
 //! detached signature. [`sign_multipart`] and [`sign_opaque`] do it all for a message in memory.
 
 use crate::alg::HashAlg;
+use crate::reencode::{TreeEncoder, TreePlan};
 use crate::signed::{sign_detached, sign_encapsulated, DigestSigner, SignOptions};
 use crate::SmimeError;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -296,7 +297,7 @@ impl ContentType {
     }
 }
 
-fn header<'a>(fields: &'a [HeaderField], name: &str) -> Option<&'a HeaderField> {
+pub(crate) fn header<'a>(fields: &'a [HeaderField], name: &str) -> Option<&'a HeaderField> {
     fields.iter().find(|f| f.is(name))
 }
 
@@ -478,43 +479,78 @@ impl Base64Decoder {
 }
 
 /// Transforms body chunks into the bytes of the signed part's body.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum BodyEncoder {
     /// 7-bit safe: canonical CRLF
     Canonical(Canonicalizer),
-    /// re-encoded as base64
-    Base64(Base64Lines),
-    /// text: line breaks made CRLF (canonical text), then base64
-    TextBase64(Canonicalizer, Base64Lines),
+    /// parts re-encoded where they are not 7-bit safe (see [`crate::reencode`])
+    Reencode(Box<TreeEncoder>),
 }
 
 impl BodyEncoder {
     /// Transform a chunk.
-    pub fn update(&mut self, chunk: &[u8]) -> Vec<u8> {
+    pub fn update(&mut self, chunk: &[u8]) -> Result<Vec<u8>, SmimeError> {
         let mut out = Vec::new();
-        self.update_into(chunk, &mut out);
-        out
+        self.update_into(chunk, &mut out)?;
+        Ok(out)
     }
 
     /// Transform a chunk, appending to `out`.
-    pub fn update_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+    pub fn update_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), SmimeError> {
         match self {
-            BodyEncoder::Canonical(c) => c.update_into(chunk, out),
-            BodyEncoder::Base64(b) => b.update_into(chunk, out),
-            BodyEncoder::TextBase64(c, b) => b.update_into(&c.update(chunk), out),
+            BodyEncoder::Canonical(c) => {
+                c.update_into(chunk, out);
+                Ok(())
+            }
+            BodyEncoder::Reencode(t) => t.update_into(chunk, out),
         }
     }
 
     /// Flush.
-    pub fn finish(self) -> Vec<u8> {
+    pub fn finish(self) -> Result<Vec<u8>, SmimeError> {
         match self {
-            BodyEncoder::Canonical(_) => Vec::new(),
-            BodyEncoder::Base64(b) | BodyEncoder::TextBase64(_, b) => b.finish(),
+            BodyEncoder::Canonical(_) => Ok(Vec::new()),
+            BodyEncoder::Reencode(t) => {
+                let mut out = Vec::new();
+                t.finish_into(&mut out)?;
+                Ok(out)
+            }
         }
     }
 }
 
-fn content_type_of(fields: &[HeaderField]) -> ContentType {
+/// How the body of the entity to sign is written: as it is (made CRLF), or with the parts
+/// that are not 7-bit safe re-encoded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum BodyPlan {
+    /// 7-bit safe as it is
+    #[default]
+    Clean,
+    /// the scan of [`crate::reencode`]
+    Reencode(TreePlan),
+}
+
+impl BodyPlan {
+    /// Plans a body held in memory. `fields`: the entity's (or message's) header fields.
+    pub fn of(fields: &[HeaderField], body: &[u8]) -> Result<Self, SmimeError> {
+        if is_7bit(body) {
+            return Ok(BodyPlan::Clean);
+        }
+        let mut scan = TreeEncoder::scan(&entity_fields(fields, true))?;
+        scan.update_into(body, &mut Vec::new())?;
+        Ok(BodyPlan::from_scan(scan.finish_into(&mut Vec::new())?))
+    }
+
+    /// The plan from a finished scan.
+    pub fn from_scan(plan: Option<TreePlan>) -> Self {
+        match plan {
+            Some(p) if p.needs_encoding() => BodyPlan::Reencode(p),
+            _ => BodyPlan::Clean,
+        }
+    }
+}
+
+pub(crate) fn content_type_of(fields: &[HeaderField]) -> ContentType {
     header(fields, "Content-Type")
         .map(|f| ContentType::parse(&f.value()))
         .unwrap_or_else(|| ContentType::parse("text/plain"))
@@ -526,150 +562,15 @@ fn is_7bit(data: &[u8]) -> bool {
     !s.needs_encoding()
 }
 
-/// (preamble, parts, epilogue) of a multipart body.
-type MultipartPieces<'a> = (&'a [u8], Vec<&'a [u8]>, &'a [u8]);
-
-/// Split a multipart body into (preamble, parts, epilogue); line breaks before delimiters
-/// belong to the delimiters.
-fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<MultipartPieces<'a>, SmimeError> {
-    let delim = format!("--{boundary}");
-    let d = delim.as_bytes();
-    let mut marks: Vec<(usize, usize, bool)> = Vec::new();
-    let mut pos = 0;
-    while pos < body.len() {
-        let end = body[pos..]
-            .iter()
-            .position(|b| *b == b'\n')
-            .map(|i| pos + i + 1)
-            .unwrap_or(body.len());
-        let line = &body[pos..end];
-        if let Some(rest) = line.strip_prefix(d) {
-            let closing = rest.starts_with(b"--");
-            let tail = if closing { &rest[2..] } else { rest };
-            if tail.iter().all(|b| b.is_ascii_whitespace()) {
-                marks.push((pos, end, closing));
-                if closing {
-                    break;
-                }
-            }
-        }
-        pos = end;
-    }
-    let before = |i: usize, from: usize| -> usize {
-        let mut e = i;
-        if e > from && body[e - 1] == b'\n' {
-            e -= 1;
-            if e > from && body[e - 1] == b'\r' {
-                e -= 1;
-            }
-        }
-        e
-    };
-    let Some(&(first, _, false)) = marks.first() else {
-        return Err(malformed(format!(
-            "multipart body without boundary {boundary}"
-        )));
-    };
-    let Some(&(last, last_end, true)) = marks.last() else {
-        return Err(malformed(format!(
-            "multipart body without closing boundary {boundary}"
-        )));
-    };
-    let _ = last;
-    let preamble = &body[..before(first, 0)];
-    let mut parts = Vec::new();
-    for w in marks.windows(2) {
-        let (_, start, _) = w[0];
-        let (next, _, _) = w[1];
-        parts.push(&body[start..before(next, start)]);
-    }
-    Ok((preamble, parts, &body[last_end..]))
-}
-
-/// Make an entity 7-bit safe: leaves with 8-bit bytes or long lines are re-encoded as base64
-/// (text made CRLF first); multipart and message entities are rebuilt around re-encoded parts
-/// (RFC 8551 3.1.2: their own encoding must stay 7bit). Returns canonical header and body.
-fn seven_bit_entity(
-    headers: &[HeaderField],
-    body: &[u8],
-    depth: usize,
-) -> Result<(Vec<HeaderField>, Vec<u8>), SmimeError> {
-    if depth > 32 {
-        return Err(malformed("MIME nesting too deep"));
-    }
-    if is_7bit(body) {
-        return Ok((headers.to_vec(), canonicalize(body)));
-    }
-    let ct = content_type_of(headers);
-    let cte = header(headers, "Content-Transfer-Encoding")
-        .map(|f| f.value().to_ascii_lowercase())
-        .unwrap_or_default();
-    let mut h: Vec<HeaderField> = headers
-        .iter()
-        .filter(|f| !f.is("Content-Transfer-Encoding"))
-        .cloned()
-        .collect();
-    if ct.mime.starts_with("multipart/") {
-        let boundary = ct
-            .param("boundary")
-            .ok_or_else(|| malformed("multipart entity without boundary"))?;
-        let (preamble, parts, epilogue) = split_multipart(body, boundary)?;
-        let mut out = Vec::new();
-        if !preamble.is_empty() && is_7bit(preamble) {
-            out.extend_from_slice(&canonicalize(preamble));
-            out.extend_from_slice(b"\r\n");
-        }
-        for part in parts {
-            let (ph, pb) = split_message(part)?;
-            let (ph, pb) = seven_bit_entity(&ph, pb, depth + 1)?;
-            out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-            for f in &ph {
-                out.extend_from_slice(&f.canonical());
-            }
-            out.extend_from_slice(b"\r\n");
-            out.extend_from_slice(&pb);
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-        if is_7bit(epilogue) {
-            out.extend_from_slice(&canonicalize(epilogue));
-        }
-        return Ok((h, out));
-    }
-    if ct.mime.starts_with("message/") {
-        let (ih, ib) = split_message(body)?;
-        let (ih, ib) = seven_bit_entity(&ih, ib, depth + 1)?;
-        let mut out = Vec::new();
-        for f in &ih {
-            out.extend_from_slice(&f.canonical());
-        }
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&ib);
-        return Ok((h, out));
-    }
-    if cte == "base64" || cte == "quoted-printable" {
-        return Err(malformed(format!(
-            "body declared {cte} contains 8-bit bytes or over-long lines"
-        )));
-    }
-    h.push(HeaderField {
-        name: "Content-Transfer-Encoding".into(),
-        raw: b"Content-Transfer-Encoding: base64".to_vec(),
-    });
-    let data = if ct.mime.starts_with("text/") {
-        canonicalize(body)
-    } else {
-        body.to_vec()
-    };
-    Ok((h, Base64Lines::encode(&data)))
-}
-
 /// Plan for a `multipart/signed` message.
 #[derive(Clone, Debug)]
 pub struct MultipartSigned {
     outer: Vec<HeaderField>,
+    /// the entity's fields before re-encoding
+    source: Vec<HeaderField>,
+    /// as written
     entity: Vec<HeaderField>,
-    base64: bool,
+    body: BodyPlan,
     boundary: String,
     micalg: HashAlg,
 }
@@ -680,18 +581,12 @@ pub fn boundary_from_random(random: &[u8]) -> String {
     format!("----tokenmail-{hex}")
 }
 
-fn entity_headers(headers: &[HeaderField], base64: bool) -> Result<Vec<HeaderField>, SmimeError> {
+/// The signed entity's header fields before re-encoding: the Content-* fields, with a
+/// Content-Type when there is none (`utf8`: the body is not 7-bit).
+pub(crate) fn entity_fields(headers: &[HeaderField], utf8: bool) -> Vec<HeaderField> {
     let mut entity: Vec<HeaderField> = headers.iter().filter(|f| f.is_content()).cloned().collect();
-    let ct = header(&entity, "Content-Type").map(|f| ContentType::parse(&f.value()));
-    if let Some(ct) = &ct {
-        if base64 && (ct.mime.starts_with("multipart/") || ct.mime.starts_with("message/")) {
-            return Err(SmimeError::Unsupported(
-                "8-bit or long-line content inside a multipart or message entity cannot be re-encoded while streaming: use sign_multipart/sign_opaque on the whole message".into(),
-            ));
-        }
-    }
-    if ct.is_none() {
-        let v = if base64 {
+    if header(&entity, "Content-Type").is_none() {
+        let v = if utf8 {
             "Content-Type: text/plain; charset=utf-8"
         } else {
             "Content-Type: text/plain; charset=us-ascii"
@@ -704,30 +599,16 @@ fn entity_headers(headers: &[HeaderField], base64: bool) -> Result<Vec<HeaderFie
             },
         );
     }
-    if base64 {
-        if let Some(cte) = header(&entity, "Content-Transfer-Encoding") {
-            let v = cte.value().to_ascii_lowercase();
-            if v == "base64" || v == "quoted-printable" {
-                return Err(malformed(format!(
-                    "body declared {v} contains 8-bit bytes or over-long lines"
-                )));
-            }
-        }
-        entity.retain(|f| !f.is("Content-Transfer-Encoding"));
-        entity.push(HeaderField {
-            name: "Content-Transfer-Encoding".into(),
-            raw: b"Content-Transfer-Encoding: base64".to_vec(),
-        });
-    }
-    Ok(entity)
+    entity
 }
 
 impl MultipartSigned {
-    /// `headers`: the message's (or entity's) header fields; `body_needs_encoding` from a
-    /// [`SevenBitScanner`] over the whole body; `boundary` e.g. from [`boundary_from_random`].
+    /// `headers`: the message's (or entity's) header fields; `body`: the plan for its body
+    /// ([`BodyPlan::of`], or a [`TreeEncoder`] scan); `boundary` e.g. from
+    /// [`boundary_from_random`].
     pub fn new(
         headers: &[HeaderField],
-        body_needs_encoding: bool,
+        body: &BodyPlan,
         boundary: &str,
         micalg: HashAlg,
     ) -> Result<Self, SmimeError> {
@@ -739,14 +620,20 @@ impl MultipartSigned {
         {
             return Err(malformed("bad MIME boundary"));
         }
+        let source = entity_fields(headers, *body != BodyPlan::Clean);
+        let entity = match body {
+            BodyPlan::Clean => source.clone(),
+            BodyPlan::Reencode(plan) => TreeEncoder::encode(&source, plan.clone())?.1,
+        };
         Ok(Self {
             outer: headers
                 .iter()
                 .filter(|f| !f.is_content() && !f.is("MIME-Version"))
                 .cloned()
                 .collect(),
-            entity: entity_headers(headers, body_needs_encoding)?,
-            base64: body_needs_encoding,
+            source,
+            entity,
+            body: body.clone(),
             boundary: boundary.to_string(),
             micalg,
         })
@@ -783,14 +670,13 @@ impl MultipartSigned {
     }
 
     /// The encoder for the body (its output is written and hashed).
-    pub fn body_encoder(&self) -> BodyEncoder {
-        if self.base64 && content_type_of(&self.entity).mime.starts_with("text/") {
-            BodyEncoder::TextBase64(Canonicalizer::default(), Base64Lines::default())
-        } else if self.base64 {
-            BodyEncoder::Base64(Base64Lines::default())
-        } else {
-            BodyEncoder::Canonical(Canonicalizer::default())
-        }
+    pub fn body_encoder(&self) -> Result<BodyEncoder, SmimeError> {
+        Ok(match &self.body {
+            BodyPlan::Clean => BodyEncoder::Canonical(Canonicalizer::default()),
+            BodyPlan::Reencode(plan) => {
+                BodyEncoder::Reencode(Box::new(TreeEncoder::encode(&self.source, plan.clone())?.0))
+            }
+        })
     }
 
     /// Everything after the signed part: the signature part and the closing delimiter.
@@ -806,26 +692,15 @@ impl MultipartSigned {
         out.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
         out
     }
-}
 
-/// Header and body of a whole message, made 7-bit safe where a streaming plan cannot do it
-/// (multipart and message entities with 8-bit parts); returns whether the body still needs the
-/// plan's base64 encoding.
-fn prepare(message: &[u8]) -> Result<(Vec<HeaderField>, Vec<u8>, bool), SmimeError> {
-    let (headers, body) = split_message(message)?;
-    if is_7bit(body) {
-        return Ok((headers, body.to_vec(), false));
+    /// The signed part (header and body) of a body held in memory.
+    pub fn signed_part(&self, body: &[u8]) -> Result<Vec<u8>, SmimeError> {
+        let mut part = self.part_header();
+        let mut enc = self.body_encoder()?;
+        enc.update_into(body, &mut part)?;
+        part.extend_from_slice(&enc.finish()?);
+        Ok(part)
     }
-    let ct = content_type_of(&headers);
-    if ct.mime.starts_with("multipart/") || ct.mime.starts_with("message/") {
-        let content: Vec<HeaderField> =
-            headers.iter().filter(|f| f.is_content()).cloned().collect();
-        let (new_content, new_body) = seven_bit_entity(&content, body, 0)?;
-        let mut h: Vec<HeaderField> = headers.into_iter().filter(|f| !f.is_content()).collect();
-        h.extend(new_content);
-        return Ok((h, new_body, false));
-    }
-    Ok((headers, body.to_vec(), true))
 }
 
 /// Sign a whole message as `multipart/signed`.
@@ -837,13 +712,10 @@ pub fn sign_multipart(
     opts: &SignOptions,
     boundary: &str,
 ) -> Result<Vec<u8>, SmimeError> {
-    let (headers, body, needs) = prepare(message)?;
+    let (headers, body) = split_message(message)?;
     let hash = opts.scheme_for(signer.key_kind())?.hash();
-    let plan = MultipartSigned::new(&headers, needs, boundary, hash)?;
-    let mut part = plan.part_header();
-    let mut enc = plan.body_encoder();
-    part.extend_from_slice(&enc.update(&body));
-    part.extend_from_slice(&enc.finish());
+    let plan = MultipartSigned::new(&headers, &BodyPlan::of(&headers, body)?, boundary, hash)?;
+    let part = plan.signed_part(body)?;
     let sig = sign_detached(signer, cert, chain, &hash.digest(&part), opts)?;
     let mut out = plan.preamble();
     out.extend_from_slice(&part);
@@ -869,16 +741,17 @@ pub fn opaque_header(headers: &[HeaderField]) -> Vec<u8> {
     out
 }
 
-/// The canonical inner entity for a message (Content-* headers + body; re-encoded when not
-/// 7-bit safe), as signed in both the multipart and the opaque form.
+/// The canonical inner entity for a message (Content-* headers + body; parts re-encoded
+/// where not 7-bit safe), as signed in both the multipart and the opaque form.
 pub fn signed_entity(message: &[u8]) -> Result<Vec<u8>, SmimeError> {
-    let (headers, body, needs) = prepare(message)?;
-    let plan = MultipartSigned::new(&headers, needs, "x", HashAlg::Sha256)?;
-    let mut part = plan.part_header();
-    let mut enc = plan.body_encoder();
-    part.extend_from_slice(&enc.update(&body));
-    part.extend_from_slice(&enc.finish());
-    Ok(part)
+    let (headers, body) = split_message(message)?;
+    let plan = MultipartSigned::new(
+        &headers,
+        &BodyPlan::of(&headers, body)?,
+        "x",
+        HashAlg::Sha256,
+    )?;
+    plan.signed_part(body)
 }
 
 /// Sign a whole message as opaque `application/pkcs7-mime; smime-type=signed-data`.
@@ -908,21 +781,20 @@ pub struct MultipartSignedWriter {
 }
 
 impl MultipartSignedWriter {
-    /// `body_needs_encoding`: from a [`SevenBitScanner`] over the body, or `true` when the
-    /// body cannot be scanned in advance (base64 is always safe for a non-multipart entity).
+    /// `body`: the body's plan ([`BodyPlan`]).
     pub fn new(
         headers: &[HeaderField],
-        body_needs_encoding: bool,
+        body: &BodyPlan,
         boundary: &str,
         hash: HashAlg,
     ) -> Result<(Self, Vec<u8>), SmimeError> {
-        let plan = MultipartSigned::new(headers, body_needs_encoding, boundary, hash)?;
+        let plan = MultipartSigned::new(headers, body, boundary, hash)?;
         let mut hasher = crate::alg::ContentHasher::new(hash);
         let mut out = plan.preamble();
         let ph = plan.part_header();
         hasher.update(&ph);
         out.extend_from_slice(&ph);
-        let encoder = plan.body_encoder();
+        let encoder = plan.body_encoder()?;
         Ok((
             Self {
                 plan,
@@ -934,10 +806,10 @@ impl MultipartSignedWriter {
     }
 
     /// Body bytes in, output bytes out.
-    pub fn update(&mut self, body: &[u8]) -> Vec<u8> {
-        let out = self.encoder.update(body);
+    pub fn update(&mut self, body: &[u8]) -> Result<Vec<u8>, SmimeError> {
+        let out = self.encoder.update(body)?;
         self.hasher.update(&out);
-        out
+        Ok(out)
     }
 
     /// Sign (the digest only goes to `signer`) and return the remaining output.
@@ -953,7 +825,7 @@ impl MultipartSignedWriter {
                 "the signing scheme's hash differs from the writer's micalg".into(),
             ));
         }
-        let mut out = self.encoder.finish();
+        let mut out = self.encoder.finish()?;
         let mut hasher = self.hasher;
         hasher.update(&out);
         let sig = sign_detached(signer, cert, chain, &hasher.finalize(), opts)?;
@@ -978,13 +850,13 @@ impl OpaqueWriter {
     /// Like [`MultipartSignedWriter::new`].
     pub fn new(
         headers: &[HeaderField],
-        body_needs_encoding: bool,
+        body: &BodyPlan,
         hash: HashAlg,
     ) -> Result<(Self, Vec<u8>), SmimeError> {
-        let plan = MultipartSigned::new(headers, body_needs_encoding, "unused", hash)?;
+        let plan = MultipartSigned::new(headers, body, "unused", hash)?;
         let stream = crate::signed::OpaqueStream::new(hash);
         let mut w = Self {
-            encoder: plan.body_encoder(),
+            encoder: plan.body_encoder()?,
             hasher: crate::alg::ContentHasher::new(hash),
             stream,
             b64: Base64Lines::default(),
@@ -1013,19 +885,20 @@ impl OpaqueWriter {
     }
 
     /// Body bytes in, output bytes out.
-    pub fn update(&mut self, body: &[u8]) -> Vec<u8> {
+    pub fn update(&mut self, body: &[u8]) -> Result<Vec<u8>, SmimeError> {
         let mut out = Vec::new();
-        self.update_into(body, &mut out);
-        out
+        self.update_into(body, &mut out)?;
+        Ok(out)
     }
 
     /// Body bytes in, output bytes appended to `out` (no allocation per chunk).
-    pub fn update_into(&mut self, body: &[u8], out: &mut Vec<u8>) {
+    pub fn update_into(&mut self, body: &[u8], out: &mut Vec<u8>) -> Result<(), SmimeError> {
         let mut e = std::mem::take(&mut self.scratch);
         e.clear();
-        self.encoder.update_into(body, &mut e);
+        self.encoder.update_into(body, &mut e)?;
         self.content_into(&e, out);
         self.scratch = e;
+        Ok(())
     }
 
     /// Sign and return the remaining output.
@@ -1040,7 +913,7 @@ impl OpaqueWriter {
             &mut self.encoder,
             BodyEncoder::Canonical(Canonicalizer::default()),
         );
-        let tail = encoder.finish();
+        let tail = encoder.finish()?;
         let mut out = self.content(&tail);
         let digest = self.hasher.finalize();
         let trailer = self.stream.trailer(signer, cert, chain, &digest, opts)?;

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use tokenmail_smime::alg::HashAlg;
 use tokenmail_smime::mime::{
     boundary_from_random, parse_smime, sign_multipart, sign_opaque, split_message, verify_smime,
-    MessageVerification, MultipartSigned, SevenBitScanner, SmimeInput,
+    BodyPlan, MessageVerification, MultipartSigned, SevenBitScanner, SmimeInput,
 };
 use tokenmail_smime::path::{CertEntry, Policy};
 use tokenmail_smime::signed::{sign_detached, DigestSigner, SignOptions};
@@ -138,17 +138,11 @@ fn multipart_signed_verifies_with_openssl_and_us() {
             assert_eq!(content, ours.content, "{name}");
 
             if msg == MSG_8BIT {
-                assert!(text.contains("Content-Transfer-Encoding: base64"));
+                // a text body: quoted-printable, readable, decoding to the text made CRLF
+                assert!(text.contains("Content-Transfer-Encoding: quoted-printable"));
                 assert!(!text.contains("8bit"));
-                let b64: Vec<u8> = body_of(&ours.content)
-                    .into_iter()
-                    .filter(|b| !b.is_ascii_whitespace())
-                    .collect();
-                use base64::Engine;
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .expect("base64 body");
-                assert_eq!(decoded, body_of(MSG_8BIT));
+                let decoded = qp_decode(&body_of(&ours.content));
+                assert_eq!(decoded, body_of(MSG_8BIT).replace_lf());
             } else {
                 assert_eq!(body_of(&ours.content), body_of(MSG_7BIT).replace_lf());
             }
@@ -176,20 +170,21 @@ fn streaming_multipart_equals_whole() {
     for c in body.chunks(5) {
         scan.update(c);
     }
-    let plan =
-        MultipartSigned::new(&headers, scan.needs_encoding(), "b0undary", hash).expect("plan");
+    assert!(scan.needs_encoding());
+    let body_plan = BodyPlan::of(&headers, body).expect("body plan");
+    let plan = MultipartSigned::new(&headers, &body_plan, "b0undary", hash).expect("plan");
     let mut out = plan.preamble();
     let mut hasher = tokenmail_smime::alg::ContentHasher::new(hash);
     let ph = plan.part_header();
     hasher.update(&ph);
     out.extend_from_slice(&ph);
-    let mut enc = plan.body_encoder();
+    let mut enc = plan.body_encoder().expect("encoder");
     for c in body.chunks(3) {
-        let e = enc.update(c);
+        let e = enc.update(c).expect("encode");
         hasher.update(&e);
         out.extend_from_slice(&e);
     }
-    let e = enc.finish();
+    let e = enc.finish().expect("encode");
     hasher.update(&e);
     out.extend_from_slice(&e);
     let sig = sign_detached(
@@ -386,7 +381,9 @@ fn streaming_opaque_equals_openssl_view() {
     let (headers, body) = split_message(MSG_8BIT).expect("split");
     let mut scan = SevenBitScanner::default();
     scan.update(body);
-    let plan = MultipartSigned::new(&headers, scan.needs_encoding(), "unused", hash).expect("plan");
+    assert!(scan.needs_encoding());
+    let body_plan = BodyPlan::of(&headers, body).expect("body plan");
+    let plan = MultipartSigned::new(&headers, &body_plan, "unused", hash).expect("plan");
     let stream = OpaqueStream::new(hash);
     let mut b64 = Base64Lines::default();
     let mut hasher = ContentHasher::new(hash);
@@ -398,12 +395,12 @@ fn streaming_opaque_equals_openssl_view() {
         out.extend(b64.update(bytes));
     };
     emit(&plan.part_header(), &mut out, &mut b64);
-    let mut enc = plan.body_encoder();
+    let mut enc = plan.body_encoder().expect("encoder");
     for c in body.chunks(4) {
-        let e = enc.update(c);
+        let e = enc.update(c).expect("encode");
         emit(&e, &mut out, &mut b64);
     }
-    let e = enc.finish();
+    let e = enc.finish().expect("encode");
     emit(&e, &mut out, &mut b64);
     let trailer = stream
         .trailer(
@@ -439,28 +436,25 @@ fn streaming_writers_verify_with_openssl() {
     let hash = o.scheme_for(signer.key_kind()).expect("scheme").hash();
     for msg in [MSG_7BIT, MSG_8BIT] {
         let (headers, body) = split_message(msg).expect("split");
-        // a body we cannot scan in advance is simply base64-encoded
-        for needs in [true, false] {
-            if !needs && msg == MSG_8BIT {
-                continue;
-            }
+        {
+            let needs = BodyPlan::of(&headers, body).expect("plan");
             let (mut w, mut out) =
-                MultipartSignedWriter::new(&headers, needs, "stream-b", hash).expect("writer");
+                MultipartSignedWriter::new(&headers, &needs, "stream-b", hash).expect("writer");
             for c in body.chunks(5) {
-                out.extend(w.update(c));
+                out.extend(w.update(c).expect("update"));
             }
             out.extend(w.finish(&signer, &cert, &chain, &o).expect("finish"));
             let (ok, _, err) = openssl_verify_eml(&out);
-            assert!(ok, "multipart needs={needs}: {err}");
+            assert!(ok, "multipart {needs:?}: {err}");
             assert!(our_verify(&out, None).report.valid);
 
-            let (mut w, mut out) = OpaqueWriter::new(&headers, needs, hash).expect("writer");
+            let (mut w, mut out) = OpaqueWriter::new(&headers, &needs, hash).expect("writer");
             for c in body.chunks(5) {
-                out.extend(w.update(c));
+                out.extend(w.update(c).expect("update"));
             }
             out.extend(w.finish(&signer, &cert, &chain, &o).expect("finish"));
             let (ok, content, err) = openssl_verify_eml(&out);
-            assert!(ok, "opaque needs={needs}: {err}");
+            assert!(ok, "opaque {needs:?}: {err}");
             let ours = our_verify(&out, None);
             assert!(ours.report.valid);
             assert_eq!(ours.content, content);
@@ -529,32 +523,38 @@ fn multipart_with_8bit_parts_is_reencoded_part_by_part() {
     assert!(ours.report.valid);
     assert_eq!(ours.content, content);
 
-    // every base64 leaf decodes back to the original bytes (text made CRLF)
+    // every re-encoded leaf decodes back to the original bytes (text made CRLF): text
+    // parts as quoted-printable, the others as base64
     let entity = String::from_utf8(content).expect("ascii");
-    let mut decoded = Vec::new();
-    for chunk in entity
-        .split("Content-Transfer-Encoding: base64\r\n")
-        .skip(1)
-    {
+    let leaf = |chunk: &str| -> String {
         // the re-encoding header is the last one: the blank line follows
         let body = chunk
             .strip_prefix("\r\n")
             .expect("blank line after the header");
-        let b64: String = body
-            .lines()
-            .take_while(|l| !l.starts_with("--"))
-            .collect::<Vec<_>>()
-            .join("");
-        decoded.push(
+        body.split("\r\n--")
+            .next()
+            .expect("body before the delimiter")
+            .to_string()
+    };
+    let qp: Vec<Vec<u8>> = entity
+        .split("Content-Transfer-Encoding: quoted-printable\r\n")
+        .skip(1)
+        .map(|c| qp_decode(leaf(c).as_bytes()))
+        .collect();
+    let b64: Vec<Vec<u8>> = entity
+        .split("Content-Transfer-Encoding: base64\r\n")
+        .skip(1)
+        .map(|c| {
+            let text: String = leaf(c).split_whitespace().collect();
             base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .expect("base64"),
-        );
-    }
-    assert_eq!(decoded.len(), 3);
-    assert_eq!(decoded[0], "Grüße aus Köln\r\nzweite Zeile".as_bytes());
-    assert_eq!(decoded[1], "<p>Grüße</p>".as_bytes());
-    assert_eq!(decoded[2], b"\x00\x01\x02\xff\xfe binary");
+                .decode(text)
+                .expect("base64")
+        })
+        .collect();
+    assert_eq!(qp.len(), 2, "{entity}");
+    assert_eq!(qp[0], "Grüße aus Köln\r\nzweite Zeile".as_bytes());
+    assert_eq!(qp[1], "<p>Grüße</p>".as_bytes());
+    assert_eq!(b64, vec![b"\x00\x01\x02\xff\xfe binary".to_vec()]);
 
     let opaque = sign_opaque(
         MSG_MULTI_8BIT,
@@ -566,4 +566,25 @@ fn multipart_with_8bit_parts_is_reencoded_part_by_part() {
     .expect("opaque");
     let (ok, _, err) = openssl_verify_eml(&opaque);
     assert!(ok, "{err}");
+}
+
+/// Quoted-printable decoding (RFC 2045 §6.7), for checking what we encoded.
+fn qp_decode(data: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).expect("hex digit") as u8;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < data.len() {
+        match data[i] {
+            b'=' if data[i + 1..].starts_with(b"\r\n") => i += 3,
+            b'=' => {
+                out.push(hex(data[i + 1]) << 4 | hex(data[i + 2]));
+                i += 3;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }

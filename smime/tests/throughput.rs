@@ -32,10 +32,12 @@ fn streaming_throughput() {
     let (headers, _) =
         split_message(b"From: a@example.com\nContent-Type: text/plain\n\n").expect("h");
     let t = Instant::now();
-    let (mut w, mut out) = MultipartSignedWriter::new(&headers, false, "b", hash).expect("w");
+    let (mut w, mut out) =
+        MultipartSignedWriter::new(&headers, &tokenmail_smime::mime::BodyPlan::Clean, "b", hash)
+            .expect("w");
     let mut n = out.len();
     for _ in 0..total / chunk.len() {
-        n += w.update(&chunk).len();
+        n += w.update(&chunk).expect("update").len();
     }
     out = w
         .finish(&signer, &p.cert("ee_p256"), &[p.cert("int")], &opts)

@@ -41,6 +41,7 @@ pub fn requests() -> Vec<(&'static str, Request)> {
                 form: SignForm::Multipart,
                 digest: Some(HashAlgorithm::Sha256),
                 pss: Some(false),
+                crlf: None,
             },
         ),
         (

@@ -1,0 +1,712 @@
+//! Streaming 7-bit re-encoding of a MIME entity tree, for signing (RFC 8551 §3.1.2–3.1.3).
+//!
+//! A signature covers the exact bytes of the signed entity, and a transport that is not
+//! 8-bit clean (or one that rewraps long lines) would change them. So before signing, every
+//! part that is not 7-bit safe — 8-bit or NUL bytes, lines over 998 octets — is re-encoded:
+//! quoted-printable for `text/*` parts, base64 otherwise. Multipart and `message/rfc822`
+//! entities are walked into (their own encoding must stay 7bit), so a `multipart/mixed`
+//! with an 8-bit UTF-8 text part and a base64 attachment keeps its structure, its
+//! attachment untouched and its text readable.
+//!
+//! This needs to know, at the start of each part, whether the part will need encoding: the
+//! input is read twice. A first pass ([`TreeEncoder::scan`]) records one bit per text region
+//! (part body, preamble, epilogue) in document order — a [`TreePlan`]; the second pass
+//! ([`TreeEncoder::encode`]) rewrites. Both run the same walker, so the regions line up.
+//! Memory is bounded: one line start (for delimiter detection), one part's header block, the
+//! stack of open multiparts and one bit per region, each with a limit.
+
+use crate::mime::{
+    canonicalize, content_type_of, header, parse_header, Base64Lines, Canonicalizer, HeaderField,
+    SevenBitScanner,
+};
+use crate::SmimeError;
+
+/// Deepest nesting of multipart / message entities.
+pub const MAX_DEPTH: usize = 32;
+/// Most text regions (parts, preambles, epilogues) in one message.
+pub const MAX_REGIONS: usize = 100_000;
+/// Largest header block of a nested part.
+pub const MAX_PART_HEADER: usize = 256 * 1024;
+/// How much of a line is kept to recognise a delimiter (RFC 2046: boundary ≤ 70 characters,
+/// with transport padding after it).
+const LINE_PEEK: usize = 1000;
+
+fn malformed(s: impl Into<String>) -> SmimeError {
+    SmimeError::Malformed(s.into())
+}
+
+/// What the scan found: for each text region in document order, whether it needs encoding.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TreePlan {
+    unsafe_regions: Vec<bool>,
+}
+
+impl TreePlan {
+    /// Whether any region needs encoding.
+    pub fn needs_encoding(&self) -> bool {
+        self.unsafe_regions.iter().any(|b| *b)
+    }
+}
+
+/// Streaming quoted-printable encoder for text (RFC 2045 §6.7): line breaks (LF or CRLF)
+/// become CRLF hard breaks, a bare CR is `=0D`, lines are at most 76 characters, trailing
+/// white space is encoded, and no encoded line starts with `-` or `.` (so none can be taken
+/// for a MIME delimiter or an SMTP end of data).
+#[derive(Clone, Debug, Default)]
+pub struct QpEncoder {
+    col: usize,
+    ws: Option<u8>,
+    cr: bool,
+}
+
+impl QpEncoder {
+    fn put(&mut self, b: u8, mut encode: bool, out: &mut Vec<u8>) {
+        if self.col == 0 && (b == b'-' || b == b'.') {
+            encode = true;
+        }
+        let len = if encode { 3 } else { 1 };
+        if self.col + len > 75 {
+            out.extend_from_slice(b"=\r\n");
+            self.col = 0;
+            if b == b'-' || b == b'.' {
+                encode = true;
+            }
+        }
+        if encode {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.extend_from_slice(&[b'=', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+            self.col += 3;
+        } else {
+            out.push(b);
+            self.col += 1;
+        }
+    }
+
+    fn flush_ws(&mut self, at_line_end: bool, out: &mut Vec<u8>) {
+        if let Some(w) = self.ws.take() {
+            self.put(w, at_line_end, out);
+        }
+    }
+
+    fn line_break(&mut self, out: &mut Vec<u8>) {
+        self.flush_ws(true, out);
+        out.extend_from_slice(b"\r\n");
+        self.col = 0;
+    }
+
+    /// Encodes a chunk, appending to `out`.
+    pub fn update_into(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        out.reserve(data.len() + data.len() / 8);
+        for &b in data {
+            if self.cr {
+                self.cr = false;
+                if b == b'\n' {
+                    self.line_break(out);
+                    continue;
+                }
+                self.flush_ws(false, out);
+                self.put(b'\r', true, out);
+            }
+            match b {
+                b'\r' => self.cr = true,
+                b'\n' => self.line_break(out),
+                b' ' | b'\t' => {
+                    self.flush_ws(false, out);
+                    self.ws = Some(b);
+                }
+                _ => {
+                    self.flush_ws(false, out);
+                    let literal = (33..=126).contains(&b) && b != b'=';
+                    self.put(b, !literal, out);
+                }
+            }
+        }
+    }
+
+    /// The end of the text (a delimiter follows: trailing white space is encoded).
+    pub fn finish_into(mut self, out: &mut Vec<u8>) {
+        if self.cr {
+            self.flush_ws(false, out);
+            self.put(b'\r', true, out);
+        }
+        self.flush_ws(true, out);
+    }
+}
+
+/// What the bytes of the current region turn into.
+#[derive(Debug)]
+enum RegionOut {
+    /// first pass: only looked at
+    Scan(SevenBitScanner),
+    /// 7-bit safe: line breaks made CRLF
+    Keep(Canonicalizer),
+    /// a preamble or epilogue that is not 7-bit safe (no reader shows them): left out
+    Drop,
+    /// a text part re-encoded as quoted-printable
+    Qp(QpEncoder),
+    /// any other part re-encoded as base64
+    Base64(Base64Lines),
+}
+
+#[derive(Debug)]
+struct Region {
+    out: RegionOut,
+    /// the part's declared Content-Transfer-Encoding (lower case), for the error message
+    declared: String,
+    /// a line break that may belong to the next delimiter
+    held_eol: &'static [u8],
+    /// some content went in
+    wrote: bool,
+}
+
+#[derive(Debug)]
+enum Frame {
+    Multipart {
+        boundary: Vec<u8>,
+        /// multipart/digest: parts default to message/rfc822
+        digest: bool,
+        /// a delimiter was seen (preamble over)
+        started: bool,
+        /// the close delimiter was seen (epilogue)
+        closed: bool,
+    },
+    /// message/rfc822: one nested entity
+    Message,
+}
+
+#[derive(Debug)]
+enum State {
+    /// reading a nested entity's header block
+    Header(Vec<u8>),
+    /// in a text region (or between entities)
+    Body,
+}
+
+/// The walker: scans (first pass) or re-encodes (second pass) a MIME entity's body.
+#[derive(Debug)]
+pub struct TreeEncoder {
+    /// `Some` in the second pass
+    plan: Option<TreePlan>,
+    /// regions seen so far (first pass: their bits; second: the next index)
+    seen: Vec<bool>,
+    next: usize,
+    stack: Vec<Frame>,
+    state: State,
+    region: Option<Region>,
+    /// the start of the current line (up to [`LINE_PEEK`] bytes)
+    line: Vec<u8>,
+    /// inside a line longer than [`LINE_PEEK`]: not a delimiter
+    mid_line: bool,
+    /// mid-line: the last byte seen was a CR (held until we know whether LF follows)
+    carry_cr: bool,
+}
+
+fn cte_of(fields: &[HeaderField]) -> String {
+    header(fields, "Content-Transfer-Encoding")
+        .map(|f| f.value().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+fn cte_field(value: &str) -> HeaderField {
+    HeaderField {
+        name: "Content-Transfer-Encoding".into(),
+        raw: format!("Content-Transfer-Encoding: {value}").into_bytes(),
+    }
+}
+
+/// The entity's fields with an 8bit/binary transfer encoding removed (its content is 7-bit
+/// after the walk).
+fn composite_fields(fields: &[HeaderField]) -> Vec<HeaderField> {
+    fields
+        .iter()
+        .filter(|f| {
+            !(f.is("Content-Transfer-Encoding") && {
+                let v = f.value().to_ascii_lowercase();
+                v == "8bit" || v == "binary"
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+impl TreeEncoder {
+    /// First pass over the body of an entity with header `fields` (only its Content-*
+    /// fields matter). Feed the body with [`TreeEncoder::update_into`] (nothing is written),
+    /// then take the plan with [`TreeEncoder::finish_scan`].
+    pub fn scan(fields: &[HeaderField]) -> Result<Self, SmimeError> {
+        let mut t = Self::empty(None);
+        t.enter_entity(fields, true, &mut Vec::new())?;
+        Ok(t)
+    }
+
+    /// Second pass, with the first pass's plan. Returns the walker and the entity's header
+    /// fields as they must be written (transfer encoding replaced where it changed).
+    pub fn encode(
+        fields: &[HeaderField],
+        plan: TreePlan,
+    ) -> Result<(Self, Vec<HeaderField>), SmimeError> {
+        let mut t = Self::empty(Some(plan));
+        let mut head = Vec::new();
+        let top = t.enter_entity(fields, true, &mut head)?;
+        Ok((t, top))
+    }
+
+    fn empty(plan: Option<TreePlan>) -> Self {
+        Self {
+            plan,
+            seen: Vec::new(),
+            next: 0,
+            stack: Vec::new(),
+            state: State::Body,
+            region: None,
+            line: Vec::new(),
+            mid_line: false,
+            carry_cr: false,
+        }
+    }
+
+    fn scanning(&self) -> bool {
+        self.plan.is_none()
+    }
+
+    /// Starts a text region: a part body (`declared` = its transfer encoding, `text` = a
+    /// text/* part) or a preamble / epilogue (`declared` = None).
+    fn start_region(&mut self, part: Option<(&str, bool)>) -> Result<bool, SmimeError> {
+        let idx = self.next;
+        self.next += 1;
+        if idx >= MAX_REGIONS {
+            return Err(malformed(format!(
+                "more than {MAX_REGIONS} MIME parts; split the message"
+            )));
+        }
+        let (out, needs) = match &self.plan {
+            None => (RegionOut::Scan(SevenBitScanner::default()), false),
+            Some(plan) => {
+                let needs = *plan
+                    .unsafe_regions
+                    .get(idx)
+                    .ok_or_else(|| malformed("the message changed while it was being signed"))?;
+                let out = match (needs, part) {
+                    (false, _) => RegionOut::Keep(Canonicalizer::default()),
+                    (true, None) => RegionOut::Drop,
+                    (true, Some((_, true))) => RegionOut::Qp(QpEncoder::default()),
+                    (true, Some((_, false))) => RegionOut::Base64(Base64Lines::default()),
+                };
+                (out, needs)
+            }
+        };
+        self.region = Some(Region {
+            out,
+            declared: part.map(|(d, _)| d.to_string()).unwrap_or_default(),
+            held_eol: b"",
+            wrote: false,
+        });
+        Ok(needs)
+    }
+
+    fn content(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let Some(r) = self.region.as_mut() else {
+            return;
+        };
+        if !r.held_eol.is_empty() {
+            let eol = std::mem::take(&mut r.held_eol);
+            region_write(&mut r.out, eol, out);
+            r.wrote = true;
+        }
+        if !data.is_empty() {
+            region_write(&mut r.out, data, out);
+            r.wrote = true;
+        }
+    }
+
+    fn hold_eol(&mut self, eol: &'static [u8]) {
+        if let Some(r) = self.region.as_mut() {
+            r.held_eol = eol;
+        }
+    }
+
+    /// Ends the current region; `at_eof`: its held line break is content.
+    fn end_region(&mut self, at_eof: bool, out: &mut Vec<u8>) -> Result<(), SmimeError> {
+        let Some(mut r) = self.region.take() else {
+            return Ok(());
+        };
+        if at_eof && !r.held_eol.is_empty() {
+            region_write(&mut r.out, r.held_eol, out);
+        }
+        match r.out {
+            RegionOut::Scan(s) => {
+                let needs = s.needs_encoding();
+                if needs && (r.declared == "base64" || r.declared == "quoted-printable") {
+                    return Err(malformed(format!(
+                        "a part declared {} contains 8-bit bytes or lines over 998 octets: it is corrupt; fix or remove that part",
+                        r.declared
+                    )));
+                }
+                self.seen.push(needs);
+            }
+            RegionOut::Keep(_) | RegionOut::Drop => {}
+            RegionOut::Qp(q) => q.finish_into(out),
+            RegionOut::Base64(b) => out.extend_from_slice(&b.finish()),
+        }
+        Ok(())
+    }
+
+    /// An entity's header is complete: writes it (second pass) and sets up its body.
+    /// Returns the fields as written.
+    fn enter_entity(
+        &mut self,
+        fields: &[HeaderField],
+        top: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<Vec<HeaderField>, SmimeError> {
+        let digest_parent = matches!(
+            self.stack.last(),
+            Some(Frame::Multipart { digest: true, .. })
+        );
+        let ct = if header(fields, "Content-Type").is_none() && digest_parent {
+            crate::mime::ContentType::parse("message/rfc822")
+        } else {
+            content_type_of(fields)
+        };
+        let boundary = ct
+            .mime
+            .starts_with("multipart/")
+            .then(|| ct.param("boundary"))
+            .flatten()
+            .filter(|b| !b.is_empty() && b.len() <= 200);
+        let composite = boundary.is_some() || ct.mime == "message/rfc822";
+        if composite && self.stack.len() >= MAX_DEPTH {
+            return Err(malformed(format!(
+                "MIME parts nested more than {MAX_DEPTH} deep"
+            )));
+        }
+        let written = if let Some(b) = boundary {
+            self.stack.push(Frame::Multipart {
+                boundary: b.as_bytes().to_vec(),
+                digest: ct.mime == "multipart/digest",
+                started: false,
+                closed: false,
+            });
+            self.start_region(None)?;
+            composite_fields(fields)
+        } else if composite {
+            self.stack.push(Frame::Message);
+            self.state = State::Header(Vec::new());
+            composite_fields(fields)
+        } else {
+            let declared = cte_of(fields);
+            let text = ct.mime.starts_with("text/");
+            if self.start_region(Some((&declared, text)))? {
+                let mut f: Vec<HeaderField> = fields
+                    .iter()
+                    .filter(|f| !f.is("Content-Transfer-Encoding"))
+                    .cloned()
+                    .collect();
+                f.push(cte_field(if text { "quoted-printable" } else { "base64" }));
+                f
+            } else {
+                fields.to_vec()
+            }
+        };
+        if !top && !self.scanning() {
+            for f in &written {
+                out.extend_from_slice(&f.canonical());
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        Ok(written)
+    }
+
+    /// Feeds body bytes; in the second pass the re-encoded bytes are appended to `out`.
+    pub fn update_into(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<(), SmimeError> {
+        while !data.is_empty() {
+            if self.mid_line {
+                let (seg, rest, ends) = match memchr::memchr(b'\n', data) {
+                    Some(i) => (&data[..=i], &data[i + 1..], true),
+                    None => (data, &data[data.len()..], false),
+                };
+                data = rest;
+                self.long_line_segment(seg, ends, out)?;
+                continue;
+            }
+            let take = memchr::memchr(b'\n', data).map_or(data.len(), |i| i + 1);
+            let room = LINE_PEEK - self.line.len();
+            let n = take.min(room);
+            self.line.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.line.last() == Some(&b'\n') {
+                let line = std::mem::take(&mut self.line);
+                self.complete_line(&line, out)?;
+                self.line = line;
+                self.line.clear();
+            } else if self.line.len() >= LINE_PEEK {
+                // longer than any delimiter: content (or a long header line)
+                let line = std::mem::take(&mut self.line);
+                self.mid_line = true;
+                self.long_line_segment(&line, false, out)?;
+                self.line = line;
+                self.line.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// A piece of a line that cannot be a delimiter; `ends`: it ends with the line's LF.
+    fn long_line_segment(
+        &mut self,
+        seg: &[u8],
+        ends: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SmimeError> {
+        if let State::Header(buf) = &mut self.state {
+            if buf.len() + seg.len() > MAX_PART_HEADER {
+                return Err(malformed(format!(
+                    "a MIME part's header is over {MAX_PART_HEADER} bytes"
+                )));
+            }
+            buf.extend_from_slice(seg);
+            if ends {
+                self.mid_line = false;
+            }
+            return Ok(());
+        }
+        if std::mem::take(&mut self.carry_cr) {
+            if seg.first() == Some(&b'\n') {
+                self.mid_line = false;
+                self.hold_eol(b"\r\n");
+                return self.after_line_end(&seg[1..], out);
+            }
+            self.content(b"\r", out);
+        }
+        if ends {
+            self.mid_line = false;
+            let body = &seg[..seg.len() - 1];
+            match body.strip_suffix(b"\r") {
+                Some(b) => {
+                    self.content(b, out);
+                    self.hold_eol(b"\r\n");
+                }
+                None => {
+                    self.content(body, out);
+                    self.hold_eol(b"\n");
+                }
+            }
+        } else {
+            match seg.strip_suffix(b"\r") {
+                Some(b) => {
+                    self.content(b, out);
+                    self.carry_cr = true;
+                }
+                None => self.content(seg, out),
+            }
+        }
+        Ok(())
+    }
+
+    fn after_line_end(&mut self, rest: &[u8], out: &mut Vec<u8>) -> Result<(), SmimeError> {
+        // `rest` follows the line's LF: give it back to the line reader
+        self.update_into(rest, out)
+    }
+
+    /// Which open multipart a line delimits: (stack index, close delimiter).
+    fn delimiter(&self, line: &[u8]) -> Option<(usize, bool)> {
+        let rest = line.strip_prefix(b"--")?;
+        let end = rest
+            .iter()
+            .rposition(|b| !matches!(b, b' ' | b'\t'))
+            .map_or(0, |i| i + 1);
+        let rest = &rest[..end];
+        self.stack.iter().enumerate().rev().find_map(|(i, f)| {
+            // a closed multipart's epilogue goes on to the enclosing delimiter
+            let Frame::Multipart {
+                boundary,
+                closed: false,
+                ..
+            } = f
+            else {
+                return None;
+            };
+            let tail = rest.strip_prefix(boundary.as_slice())?;
+            match tail {
+                b"" => Some((i, false)),
+                b"--" => Some((i, true)),
+                _ => None,
+            }
+        })
+    }
+
+    fn complete_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Result<(), SmimeError> {
+        let (text, eol): (&[u8], &'static [u8]) = match line.strip_suffix(b"\r\n") {
+            Some(t) => (t, b"\r\n"),
+            None => (line.strip_suffix(b"\n").unwrap_or(line), b"\n"),
+        };
+        if let Some((at, close)) = self.delimiter(text) {
+            return self.on_delimiter(at, close, out);
+        }
+        if let State::Header(buf) = &mut self.state {
+            if buf.len() + line.len() > MAX_PART_HEADER {
+                return Err(malformed(format!(
+                    "a MIME part's header is over {MAX_PART_HEADER} bytes"
+                )));
+            }
+            buf.extend_from_slice(line);
+            if text.is_empty() {
+                let block = std::mem::take(buf);
+                self.state = State::Body;
+                let fields = match parse_header(&block)? {
+                    Some((f, _)) => f,
+                    None => Vec::new(),
+                };
+                self.enter_entity(&fields, false, out)?;
+            }
+            return Ok(());
+        }
+        self.content(text, out);
+        self.hold_eol(eol);
+        Ok(())
+    }
+
+    /// Closes frames above `at` (parts left open by a missing close delimiter).
+    fn unwind_to(&mut self, at: usize, out: &mut Vec<u8>) -> Result<(), SmimeError> {
+        while self.stack.len() > at + 1 {
+            self.end_region(false, out)?;
+            self.finish_header_at_boundary(out)?;
+            if let Some(Frame::Multipart {
+                boundary, closed, ..
+            }) = self.stack.pop()
+            {
+                if !closed && !self.scanning() {
+                    out.extend_from_slice(b"\r\n--");
+                    out.extend_from_slice(&boundary);
+                    out.extend_from_slice(b"--\r\n");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A header block cut short by a delimiter: the part had no body.
+    fn finish_header_at_boundary(&mut self, out: &mut Vec<u8>) -> Result<(), SmimeError> {
+        if let State::Header(buf) = &mut self.state {
+            let mut block = std::mem::take(buf);
+            self.state = State::Body;
+            block.extend_from_slice(b"\r\n\r\n");
+            let fields = parse_header(&block)?.map(|(f, _)| f).unwrap_or_default();
+            self.enter_entity(&fields, false, out)?;
+            self.end_region(false, out)?;
+        }
+        Ok(())
+    }
+
+    fn on_delimiter(
+        &mut self,
+        at: usize,
+        close: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SmimeError> {
+        self.unwind_to(at, out)?;
+        self.finish_header_at_boundary(out)?;
+        // the region before the delimiter: its last line break belongs to the delimiter
+        let had_content = self
+            .region
+            .as_ref()
+            .is_some_and(|r| r.wrote && matches!(r.out, RegionOut::Keep(_)));
+        self.end_region(false, out)?;
+        let scanning = self.scanning();
+        let Some(Frame::Multipart {
+            boundary,
+            started,
+            closed,
+            ..
+        }) = self.stack.last_mut()
+        else {
+            return Ok(());
+        };
+        if !scanning {
+            if *started || had_content {
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"--");
+            out.extend_from_slice(boundary);
+            out.extend_from_slice(if close { b"--\r\n" } else { b"\r\n" });
+        }
+        *started = true;
+        if close {
+            *closed = true;
+            self.start_region(None)?;
+        } else {
+            self.state = State::Header(Vec::new());
+        }
+        Ok(())
+    }
+
+    /// The end of the body: closes what is open. First pass: returns the plan.
+    pub fn finish_into(mut self, out: &mut Vec<u8>) -> Result<Option<TreePlan>, SmimeError> {
+        if self.mid_line {
+            if std::mem::take(&mut self.carry_cr) {
+                self.content(b"\r", out);
+            }
+        } else if !self.line.is_empty() {
+            let line = std::mem::take(&mut self.line);
+            if let Some((at, close)) = self.delimiter(&line) {
+                self.on_delimiter(at, close, out)?;
+            } else if let State::Header(buf) = &mut self.state {
+                buf.extend_from_slice(&line);
+            } else {
+                self.content(&line, out);
+            }
+        }
+        self.finish_header_at_boundary(out)?;
+        self.end_region(true, out)?;
+        if !self.stack.is_empty() {
+            self.unwind_to(0, out)?;
+            if let Some(Frame::Multipart {
+                boundary, closed, ..
+            }) = self.stack.pop()
+            {
+                if !closed && !self.scanning() {
+                    out.extend_from_slice(b"\r\n--");
+                    out.extend_from_slice(&boundary);
+                    out.extend_from_slice(b"--\r\n");
+                }
+            }
+        }
+        Ok(match self.plan {
+            None => Some(TreePlan {
+                unsafe_regions: self.seen,
+            }),
+            Some(_) => None,
+        })
+    }
+}
+
+fn region_write(r: &mut RegionOut, data: &[u8], out: &mut Vec<u8>) {
+    match r {
+        RegionOut::Scan(s) => s.update(data),
+        RegionOut::Keep(c) => c.update_into(data, out),
+        RegionOut::Drop => {}
+        RegionOut::Qp(q) => q.update_into(data, out),
+        RegionOut::Base64(b) => b.update_into(data, out),
+    }
+}
+
+/// Re-encodes a whole entity held in memory (`fields` + `body`): the plan and the rewrite in
+/// one call. Returns the fields to write and the canonical 7-bit body.
+pub fn reencode(
+    fields: &[HeaderField],
+    body: &[u8],
+) -> Result<(Vec<HeaderField>, Vec<u8>), SmimeError> {
+    let mut scan = TreeEncoder::scan(fields)?;
+    scan.update_into(body, &mut Vec::new())?;
+    let plan = scan
+        .finish_into(&mut Vec::new())?
+        .ok_or_else(|| malformed("no plan"))?;
+    if !plan.needs_encoding() {
+        return Ok((fields.to_vec(), canonicalize(body)));
+    }
+    let (mut enc, written) = TreeEncoder::encode(fields, plan)?;
+    let mut out = Vec::with_capacity(body.len() + body.len() / 3);
+    enc.update_into(body, &mut out)?;
+    enc.finish_into(&mut out)?;
+    Ok((written, out))
+}
