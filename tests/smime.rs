@@ -627,11 +627,10 @@ fn verify_rejects_a_tampered_body_and_a_wrong_sender() {
     let o = agent.cli(&["verify", "--trust", s(&root), s(&signed)]);
     ok(&o, "verify");
     assert!(stdout(&o).contains("alice@example.com"));
-    // The body is base64 (8-bit input): change one base64 character of it.
+    // The body is quoted-printable (8-bit text input): change one character of it.
     let text = std::fs::read_to_string(&signed).expect("text");
     let idx = text
-        .find("Content-Transfer-Encoding: base64\r\n\r\n")
-        .or_else(|| text.find("Content-Transfer-Encoding: base64\n\n"))
+        .find("Content-Transfer-Encoding: quoted-printable\r\n\r\n")
         .expect("encoded part");
     let body_at = text[idx..]
         .find("\n\n")

@@ -162,10 +162,10 @@ fn signs_over_the_socket_for_openssl_in_every_form() {
             ok(&v, &format!("openssl verifies {key} {form:?}"));
             let got = std::fs::read(&content).expect("content");
             match form {
-                // 8-bit body: the signed entity is the same text in base64
+                // 8-bit body: the signed entity is the same text in quoted-printable
                 SignForm::Multipart | SignForm::Opaque => assert!(
                     got.starts_with(
-                        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+                        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
                     ),
                     "{key} {form:?}"
                 ),

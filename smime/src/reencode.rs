@@ -710,3 +710,207 @@ pub fn reencode(
     enc.finish_into(&mut out)?;
     Ok((written, out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mime::split_message;
+
+    fn qp_decode(data: &[u8]) -> Vec<u8> {
+        let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8).unwrap_or(0);
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < data.len() {
+            match data[i] {
+                b'=' if data[i + 1..].starts_with(b"\r\n") => i += 3,
+                b'=' => {
+                    out.push(hex(data[i + 1]) << 4 | hex(data[i + 2]));
+                    i += 3;
+                }
+                b => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
+    fn qp(data: &[u8], split: usize) -> Vec<u8> {
+        let mut q = QpEncoder::default();
+        let mut out = Vec::new();
+        let (a, b) = data.split_at(split.min(data.len()));
+        q.update_into(a, &mut out);
+        q.update_into(b, &mut out);
+        q.finish_into(&mut out);
+        out
+    }
+
+    #[test]
+    fn quoted_printable_round_trips_and_is_7bit() {
+        let long = "é".repeat(200);
+        let cases: [&[u8]; 7] = [
+            "Grüße aus München\nzweite Zeile  \n".as_bytes(),
+            b"bare\rcr and nul \0 and tab\t",
+            b"--looks like a delimiter\n.dot\n",
+            long.as_bytes(),
+            b"trailing space ",
+            b"a = b\r\n\r\n",
+            b"",
+        ];
+        for c in cases {
+            for split in [0, 1, 3, c.len() / 2, c.len()] {
+                let enc = qp(c, split);
+                assert!(enc.iter().all(|b| *b < 0x80 && *b != 0), "{enc:?}");
+                for line in enc.split(|b| *b == b'\n') {
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    assert!(line.len() <= 76, "{}", String::from_utf8_lossy(line));
+                    assert!(!line.starts_with(b"-") && !line.starts_with(b"."));
+                    assert!(!line.ends_with(b" ") && !line.ends_with(b"\t"));
+                }
+                // line breaks come back as CRLF
+                let mut want = Vec::new();
+                crate::text::crlf_into(&mut false, c, &mut want);
+                assert_eq!(qp_decode(&enc), want, "{c:?} split {split}");
+            }
+        }
+    }
+
+    const MIXED: &str = "From: a@example.org\n\
+Content-Type: multipart/mixed; boundary=\"outer\"\n\
+\n\
+preamble\n\
+--outer\n\
+Content-Type: text/plain; charset=utf-8\n\
+Content-Transfer-Encoding: 8bit\n\
+\n\
+Grüße aus München\n\
+--outer\n\
+Content-Type: message/rfc822\n\
+\n\
+Subject: fwd\n\
+Content-Type: multipart/alternative; boundary=inner\n\
+\n\
+--inner\n\
+Content-Type: text/html\n\
+\n\
+<p>Grüße</p>\n\
+--inner\n\
+Content-Type: text/plain\n\
+\n\
+7-bit alternative\n\
+--inner--\n\
+--outer\n\
+Content-Type: application/octet-stream\n\
+Content-Transfer-Encoding: base64\n\
+\n\
+AAECAwQ=\n\
+--outer\n\
+Content-Type: application/x-raw\n\
+Content-Transfer-Encoding: binary\n\
+\n\
+RAW\n\
+--outer--\n\
+epilogue\n";
+
+    fn mixed() -> Vec<u8> {
+        let (a, b) = MIXED.split_once("RAW").unwrap_or((MIXED, ""));
+        [a.as_bytes(), b"\0\x01\xff raw", b.as_bytes()].concat()
+    }
+
+    fn run(fields: &[HeaderField], body: &[u8], chunk: usize) -> (Vec<HeaderField>, Vec<u8>) {
+        let mut scan = TreeEncoder::scan(fields).expect("scan");
+        for c in body.chunks(chunk) {
+            scan.update_into(c, &mut Vec::new()).expect("scan");
+        }
+        let plan = scan
+            .finish_into(&mut Vec::new())
+            .expect("scan")
+            .expect("plan");
+        let (mut enc, top) = TreeEncoder::encode(fields, plan).expect("encode");
+        let mut out = Vec::new();
+        for c in body.chunks(chunk) {
+            enc.update_into(c, &mut out).expect("encode");
+        }
+        assert!(enc.finish_into(&mut out).expect("finish").is_none());
+        (top, out)
+    }
+
+    #[test]
+    fn a_mixed_tree_is_reencoded_part_by_part_whatever_the_chunks() {
+        let msg = mixed();
+        let (fields, body) = split_message(&msg).expect("split");
+        let (top, whole) = run(&fields, body, body.len());
+        assert!(!top.iter().any(|f| f.is("Content-Transfer-Encoding")));
+        for chunk in [1, 2, 7, 64] {
+            assert_eq!(run(&fields, body, chunk).1, whole, "chunk {chunk}");
+        }
+        assert!(whole.iter().all(|b| *b < 0x80 && *b != 0));
+        let text = String::from_utf8(whole).expect("ascii");
+        // structure kept, untouched where 7-bit
+        assert!(text.starts_with("preamble\r\n--outer\r\n"), "{text}");
+        assert!(text.contains("Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC=C3=9Fe aus M=C3=BCnchen\r\n--outer\r\n"), "{text}");
+        assert!(
+            text.contains("<p>Gr=C3=BC=C3=9Fe</p>\r\n--inner\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\n\r\n7-bit alternative\r\n--inner--\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("base64\r\n\r\nAAECAwQ=\r\n--outer\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("Content-Type: application/x-raw\r\nContent-Transfer-Encoding: base64\r\n\r\nAAH/IHJhdw==\r\n\r\n--outer--\r\n"), "{text}");
+        assert!(text.ends_with("--outer--\r\nepilogue\r\n"), "{text}");
+        assert!(!text.contains("8bit") && !text.contains("binary"));
+    }
+
+    #[test]
+    fn long_lines_and_parts_declared_base64_with_8bit() {
+        let fields = vec![HeaderField {
+            name: "Content-Type".into(),
+            raw: b"Content-Type: text/plain".to_vec(),
+        }];
+        let long = vec![b'x'; 5000];
+        let (top, out) = run(&fields, &long, 333);
+        assert!(top.iter().any(|f| f.value() == "quoted-printable"));
+        assert_eq!(qp_decode(&out), long);
+        let bad = b"--b\nContent-Transfer-Encoding: base64\n\n\xff\xfe\n--b--\n";
+        let fields = vec![HeaderField {
+            name: "Content-Type".into(),
+            raw: b"Content-Type: multipart/mixed; boundary=b".to_vec(),
+        }];
+        let mut scan = TreeEncoder::scan(&fields).expect("scan");
+        let err = match scan.update_into(bad, &mut Vec::new()) {
+            Err(e) => e,
+            Ok(()) => scan.finish_into(&mut Vec::new()).expect_err("corrupt part"),
+        };
+        assert!(err.to_string().contains("declared base64"), "{err}");
+    }
+
+    #[test]
+    fn nesting_and_part_counts_are_bounded() {
+        let mut body = Vec::new();
+        for i in 0..40 {
+            body.extend_from_slice(
+                format!(
+                    "--b{i}\nContent-Type: multipart/mixed; boundary=b{}\n\n",
+                    i + 1
+                )
+                .as_bytes(),
+            );
+        }
+        body.extend_from_slice("é\n".as_bytes());
+        let fields = vec![HeaderField {
+            name: "Content-Type".into(),
+            raw: b"Content-Type: multipart/mixed; boundary=b0".to_vec(),
+        }];
+        let mut scan = TreeEncoder::scan(&fields).expect("scan");
+        let err = scan
+            .update_into(&body, &mut Vec::new())
+            .expect_err("too deep");
+        assert!(err.to_string().contains("nested"), "{err}");
+    }
+}
