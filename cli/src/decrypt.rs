@@ -8,7 +8,7 @@
 
 use std::cell::{OnceCell, RefCell};
 use std::fs::File;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -16,7 +16,7 @@ use tokenmail_smime::envelope::{DecryptError, ParsedEnvelope};
 use tokenmail_smime::pipeline::{decrypt_stream, DecryptFailure, DecryptStream};
 
 use crate::agentkey::{self, AgentKey};
-use crate::output::{BackgroundFeed, EarlySync, WriteFeed};
+use crate::output::{BackgroundFeed, EarlySync, Staged, WriteFeed};
 
 /// Arguments of `tokenmail decrypt`.
 #[derive(Debug, Clone, clap::Args)]
@@ -113,26 +113,15 @@ pub fn run(args: DecryptArgs, socket: Option<&Path>) -> Result<i32> {
         Some(p) => Box::new(File::open(p).with_context(|| format!("cannot open {}", p.display()))?),
         None => Box::new(io::stdin().lock()),
     };
-    // The spool: beside the output (so the final rename is atomic), else in $TMPDIR; 0600.
-    let spool_dir = match &args.output {
-        Some(p) => p
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(".")),
-        None => std::env::temp_dir(),
-    };
-    let spool = tempfile::NamedTempFile::new_in(&spool_dir)
-        .with_context(|| format!("cannot create a temporary file in {}", spool_dir.display()))?;
-
-    // The spool is written by a second thread while the next chunk is decrypted. With -o it
-    // becomes the output (flushed to disk as it goes, fsync'd before the rename); for
-    // standard output it is a scratch file, deleted after the copy, so it is never synced.
-    let durable = args.output.is_some();
+    // The spool (0600): beside a regular output file, which it becomes by a rename; for a
+    // device, a FIFO or standard output a scratch file in $TMPDIR, copied through once the
+    // plaintext is authentic and never synced to disk.
+    let spool = Staged::new(args.output.as_deref())?;
+    let durable = spool.durable();
     let spool_writer = if durable {
-        EarlySync::new(spool.as_file())?
+        EarlySync::new(spool.file())?
     } else {
-        EarlySync::scratch(spool.as_file())?
+        EarlySync::scratch(spool.file())?
     };
     let mut writer = BackgroundFeed::new(WriteFeed(spool_writer));
     // the agent is asked only once the envelope is known (a broken message is said so
@@ -157,22 +146,8 @@ pub fn run(args: DecryptArgs, socket: Option<&Path>) -> Result<i32> {
         written.finish_unsynced()?;
     }
     let inner = inner_signature(spool.path(), &args.trust)?;
-    // Verified: release.
-    match &args.output {
-        Some(p) => {
-            spool
-                .persist(p)
-                .with_context(|| format!("cannot write {}", p.display()))?;
-        }
-        None => {
-            let mut f = spool.reopen()?;
-            f.rewind()?;
-            let stdout = io::stdout();
-            let mut out = stdout.lock();
-            io::copy(&mut f, &mut out).context("cannot write to standard output")?;
-            out.flush()?;
-        }
-    }
+    // Authentic: release.
+    spool.release()?;
     if args.json {
         let report = serde_json::json!({
             "recipient": used,

@@ -15,7 +15,7 @@ use tokenmail_smime::envelope::{
 };
 use tokenmail_smime::pipeline::{encrypt_stream, ChunkSink, EntityReader, CHUNK, OUT_CHUNK};
 
-use crate::output::{BackgroundFeed, EarlySync, WriteFeed};
+use crate::output::{BackgroundFeed, EarlySync, Staged, Target, WriteFeed};
 
 /// Arguments of `tokenmail encrypt`.
 #[derive(Debug, Clone, clap::Args)]
@@ -193,22 +193,25 @@ pub fn run(args: EncryptArgs) -> anyhow::Result<()> {
             let mut w = out.finish()?.0;
             w.flush().context("cannot write to standard output")?;
         }
-        Some(path) => {
-            let dir = match path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            let tmp = tempfile::Builder::new()
-                .prefix(".tokenmail-encrypt-")
-                .tempfile_in(&dir)
-                .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-            let mut out = BackgroundFeed::new(WriteFeed(EarlySync::new(tmp.as_file())?));
-            produce(&mut out)
-                .and_then(|()| out.finish()?.0.finish())
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            tmp.persist(path)
-                .with_context(|| format!("cannot rename the output to {}", path.display()))?;
-        }
+        Some(path) => match Target::of(Some(path))? {
+            Target::Replace { .. } => {
+                let staged = Staged::new(Some(path))?;
+                let mut out = BackgroundFeed::new(WriteFeed(EarlySync::new(staged.file())?));
+                produce(&mut out)
+                    .and_then(|()| out.finish()?.0.finish())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                staged.release()?;
+            }
+            // a device or a FIFO: written through, nothing to rename or sync
+            Target::Through { file, .. } => {
+                let mut out = BackgroundFeed::new(WriteFeed(BufWriter::new(file)));
+                produce(&mut out)?;
+                let mut w = out.finish()?.0;
+                w.flush()
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            Target::Stdout => bail!("internal error: standard output as a path"),
+        },
     }
     Ok(())
 }

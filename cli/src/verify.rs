@@ -27,6 +27,8 @@ use tokenmail_smime::path::{CertEntry, Policy};
 use tokenmail_smime::pipeline::{self, verify_stream, ContentSink, PipelineError, VerifyStream};
 use tokenmail_smime::verify::VerifyOptions;
 
+use crate::output::{EarlySync, Staged};
+
 /// Arguments of `tokenmail verify`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct VerifyArgs {
@@ -116,11 +118,7 @@ pub fn render(v: &MessageVerification) -> String {
 enum Sink {
     None,
     Stdout(Vec<u8>),
-    File(
-        std::io::BufWriter<EarlySync>,
-        tempfile::NamedTempFile,
-        PathBuf,
-    ),
+    File(std::io::BufWriter<EarlySync>, Staged, PathBuf),
 }
 
 impl Sink {
@@ -129,20 +127,19 @@ impl Sink {
             None => Sink::None,
             Some(p) if p.as_os_str() == "-" => Sink::Stdout(Vec::new()),
             Some(p) => {
-                let dir = match p.parent() {
-                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                    _ => PathBuf::from("."),
-                };
-                let tmp = tempfile::NamedTempFile::new_in(&dir).with_context(|| {
-                    format!("cannot create a temporary file in {}", dir.display())
-                })?;
+                // a regular file: renamed over it; a device or FIFO: copied through
+                let staged = Staged::new(Some(p))?;
                 // flushed to disk in the background as it is written: the fsync before
                 // the rename then has little left to do
-                let early = EarlySync::new(tmp.as_file())
-                    .with_context(|| format!("cannot write in {}", dir.display()))?;
+                let early = if staged.durable() {
+                    EarlySync::new(staged.file())
+                } else {
+                    EarlySync::scratch(staged.file())
+                }
+                .with_context(|| format!("cannot write {}", p.display()))?;
                 Sink::File(
                     std::io::BufWriter::with_capacity(pipeline::CHUNK, early),
-                    tmp,
+                    staged,
                     p.to_path_buf(),
                 )
             }
@@ -158,12 +155,16 @@ impl Sink {
                 stdout.flush()?;
             }
             Sink::File(w, f, p) => {
-                w.into_inner()
-                    .map_err(|e| anyhow!("cannot write {}: {}", p.display(), e.error()))?
-                    .finish()
-                    .with_context(|| format!("cannot write {}", p.display()))?;
-                f.persist(&p)
-                    .map_err(|e| anyhow!("cannot rename into {}: {}", p.display(), e.error))?;
+                let w = w
+                    .into_inner()
+                    .map_err(|e| anyhow!("cannot write {}: {}", p.display(), e.error()))?;
+                if f.durable() {
+                    w.finish()
+                } else {
+                    w.finish_unsynced()
+                }
+                .with_context(|| format!("cannot write {}", p.display()))?;
+                f.release()?;
             }
         }
         Ok(())
@@ -310,103 +311,6 @@ pub fn run_with(
         }
         // dropping the sink deletes the temporary file
         Ok(1)
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The file writer shared with sign, encrypt and decrypt (re-exported by output.rs).
-
-/// Bytes written between two background flushes.
-const EARLY_SYNC_EVERY: u64 = 32 << 20;
-
-/// A file writer that starts writing big outputs to disk while they are produced: every
-/// [`EARLY_SYNC_EVERY`] bytes a second thread calls `fdatasync` on the file, so the final
-/// `fsync` (which makes the rename durable) only waits for the last part instead of the whole
-/// file. Without it, a 256 MiB output spends ~0.1 s in that last `fsync`.
-#[derive(Debug)]
-pub struct EarlySync {
-    pub(crate) file: std::fs::File,
-    /// whether to flush in the background at all
-    early: bool,
-    pub(crate) since: u64,
-    tick: Option<std::sync::mpsc::SyncSender<()>>,
-    handle: Option<std::thread::JoinHandle<std::io::Result<()>>>,
-}
-
-impl EarlySync {
-    /// Wraps a handle on `file` (writes go straight through).
-    pub fn new(file: &std::fs::File) -> std::io::Result<Self> {
-        Ok(Self {
-            early: true,
-            file: file.try_clone()?,
-            since: 0,
-            tick: None,
-            handle: None,
-        })
-    }
-
-    fn kick(&mut self) -> std::io::Result<()> {
-        if self.tick.is_none() {
-            let clone = self.file.try_clone()?;
-            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
-            self.handle = Some(std::thread::spawn(move || {
-                for () in rx {
-                    clone.sync_data()?;
-                }
-                Ok(())
-            }));
-            self.tick = Some(tx);
-        }
-        if let Some(tx) = &self.tick {
-            // one waiting request is enough: a flush covers everything written before it
-            let _ = tx.try_send(());
-        }
-        Ok(())
-    }
-
-    /// Wraps a handle on a scratch file that is never synced: writes go straight through.
-    pub fn scratch(file: &std::fs::File) -> std::io::Result<Self> {
-        Ok(Self {
-            early: false,
-            ..Self::new(file)?
-        })
-    }
-
-    /// Waits for the background flushes (for a scratch file that is never synced).
-    pub fn finish_unsynced(mut self) -> anyhow::Result<()> {
-        drop(self.tick.take());
-        if let Some(h) = self.handle.take() {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("the flushing thread panicked"))??;
-        }
-        Ok(())
-    }
-
-    /// Waits for the background flushes, then `fsync`s the file.
-    pub fn finish(mut self) -> anyhow::Result<()> {
-        drop(self.tick.take());
-        if let Some(h) = self.handle.take() {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("the flushing thread panicked"))??;
-        }
-        self.file.sync_all()?;
-        Ok(())
-    }
-}
-
-impl std::io::Write for EarlySync {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.since += n as u64;
-        if self.early && self.since >= EARLY_SYNC_EVERY {
-            self.since = 0;
-            self.kick()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
     }
 }
 
