@@ -21,9 +21,14 @@ Examples:
   tokenmail status                       # tokens, keys, which key each email selects
   tokenmail keys --json                  # the keys, for scripts
   tokenmail login                        # type the token PIN (no echo)
+  tokenmail sign --signer alice@example.com msg.eml -o signed.eml
+  tokenmail sign --signer alice@example.com --opaque msg.eml -o /dev/null   # devices are written through
+  tokenmail verify --trust root.pem signed.eml -o content.eml
+  tokenmail encrypt --to bob@example.org msg.eml -o encrypted.eml
+  tokenmail decrypt encrypted.eml -o plain.eml
   tokenmail sign-digest --key alice@example.com report.pdf -o report.sig
   tokenmail lock                         # log out and forget cached PINs
-  tokenmail --wait 30 sign --key alice@example.com msg.eml   # wait for the card
+  tokenmail --wait 30 sign --signer alice@example.com msg.eml   # wait for the card
   tokenmail piv status                   # a PIV card's slots, PIN tries left
 
 The socket is --socket, else $TOKENMAIL_SOCK, else $XDG_RUNTIME_DIR/tokenmail/agent.sock,
@@ -309,4 +314,29 @@ fn hash_input(input: Option<&Path>, alg: SignAlgorithm) -> Result<Vec<u8>> {
         h.update(&buf[..n]);
     }
     Ok(h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every example in `--help` parses.
+    #[test]
+    fn help_examples_parse() {
+        let mut n = 0;
+        for line in EXAMPLES.lines() {
+            let line = line.trim();
+            let Some(cmd) = line.strip_prefix("tokenmail ") else {
+                continue;
+            };
+            let cmd = cmd.split('#').next().unwrap_or("").trim();
+            let mut argv = vec!["tokenmail"];
+            argv.extend(cmd.split_whitespace());
+            if let Err(e) = Cli::try_parse_from(&argv) {
+                panic!("example {line:?} does not parse: {e}");
+            }
+            n += 1;
+        }
+        assert!(n >= 8, "{n} examples");
+    }
 }
