@@ -103,7 +103,7 @@ fn split_multipart_signed(msg: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let delim = format!("\r\n--{b}");
     let first = text.find(&format!("--{b}\r\n")).expect("first delimiter") + b.len() + 4;
     let end = first + text[first..].find(&delim).expect("second delimiter");
-    let entity = text[first..end].as_bytes().to_vec();
+    let entity = text.as_bytes()[first..end].to_vec();
     let sig_part = &text[end + delim.len() + 2..];
     let sig_body = sig_part.split("\r\n\r\n").nth(1).expect("signature body");
     let b64: String = sig_body

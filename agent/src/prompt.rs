@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use secrecy::SecretString;
-use tokenmail_proto::v1::{DecryptAlgorithm, SignAlgorithm, TokenStatus};
+use tokenmail_proto::v1::TokenStatus;
+use tokenmail_smime::alg::SignatureScheme;
+use tokenmail_smime::envelope::KeyTransport;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
@@ -193,15 +195,15 @@ impl KeyStore for PromptingStore {
     fn sign_digest(
         &self,
         id: &[u8],
-        alg: SignAlgorithm,
+        scheme: SignatureScheme,
         digest: &[u8],
     ) -> Result<Vec<u8>, TokenError> {
-        self.with_pin("sign", || self.inner.sign_digest(id, alg, digest))
+        self.with_pin("sign", || self.inner.sign_digest(id, scheme, digest))
     }
     fn decrypt(
         &self,
         id: &[u8],
-        alg: DecryptAlgorithm,
+        alg: KeyTransport,
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
         self.with_pin("decrypt a message", || self.inner.decrypt(id, alg, wrapped))

@@ -355,8 +355,11 @@ impl Service {
                 algorithm,
                 digest,
             } => match self.resolve(&key).and_then(|f| {
+                let scheme = algorithm
+                    .to_scheme()
+                    .ok_or_else(|| TokenError::Mechanism(algorithm.name().to_string()))?;
                 f.store
-                    .sign_digest(&f.key.id, algorithm, &digest.0)
+                    .sign_digest(&f.key.id, scheme, &digest.0)
                     .map(|sig| (f.key.label, sig))
             }) {
                 Ok((key, sig)) => Response::Signature {
@@ -369,10 +372,12 @@ impl Service {
                 key,
                 algorithm,
                 wrapped,
-            } => match self
-                .resolve(&key)
-                .and_then(|f| f.store.decrypt(&f.key.id, algorithm, &wrapped.0))
-            {
+            } => match self.resolve(&key).and_then(|f| {
+                let transport = algorithm
+                    .to_key_transport()
+                    .ok_or_else(|| TokenError::Mechanism(format!("{algorithm:?}")))?;
+                f.store.decrypt(&f.key.id, transport, &wrapped.0)
+            }) {
                 Ok(secret) => Response::Secret {
                     secret: SecretBytes(secret),
                 },

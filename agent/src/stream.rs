@@ -29,9 +29,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use tokenmail_proto::frame::{Header, CHUNK, HEADER_LEN};
-use tokenmail_proto::v1::{
-    DecryptAlgorithm, ErrorCode, HashAlgorithm, Request, Response, SignAlgorithm, SignForm,
-};
+use tokenmail_proto::v1::{ErrorCode, HashAlgorithm, Request, Response, SignForm};
 use tokenmail_proto::{FrameKind, ProtoError};
 use tokenmail_smime::alg::{KeyKind, SignatureScheme};
 use tokenmail_smime::envelope::{
@@ -342,13 +340,13 @@ impl DigestSigner for StoreSigner {
     }
 
     fn sign_digest(&self, scheme: SignatureScheme, digest: &[u8]) -> Result<Vec<u8>, SignerError> {
-        let alg = SignAlgorithm::from_scheme(scheme)
-            .ok_or_else(|| SignerError::Unsupported(scheme.name().to_string()))?;
-        self.store.sign_digest(&self.id, alg, digest).map_err(|e| {
-            let msg = e.to_string();
-            *self.error.borrow_mut() = Some(e);
-            SignerError::Backend(msg)
-        })
+        self.store
+            .sign_digest(&self.id, scheme, digest)
+            .map_err(|e| {
+                let msg = e.to_string();
+                *self.error.borrow_mut() = Some(e);
+                SignerError::Backend(msg)
+            })
     }
 }
 
@@ -655,10 +653,8 @@ impl RecipientKey for StoreKey {
         alg: KeyTransport,
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, KeyOpError> {
-        let algorithm = DecryptAlgorithm::from_key_transport(alg)
-            .ok_or_else(|| KeyOpError::Unsupported(format!("{alg:?}")))?;
         self.store
-            .decrypt(&self.id, algorithm, wrapped)
+            .decrypt(&self.id, alg, wrapped)
             .map_err(|e| self.fail(e))
     }
 

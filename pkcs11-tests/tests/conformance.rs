@@ -9,7 +9,8 @@ use rsa::pkcs8::DecodePublicKey;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use tokenmail_agent::token::{KeyEntry, KeyStore, PublicKey, TokenError};
 use tokenmail_pkcs11_tests::{fixture, run};
-use tokenmail_proto::v1::{DecryptAlgorithm, HashAlgorithm, SignAlgorithm};
+use tokenmail_smime::alg::{HashAlg, SignatureScheme};
+use tokenmail_smime::envelope::{KeyTransport, OaepHash};
 
 fn key(store: &dyn KeyStore, label: &str) -> KeyEntry {
     store
@@ -20,12 +21,12 @@ fn key(store: &dyn KeyStore, label: &str) -> KeyEntry {
         .unwrap_or_else(|| panic!("key {label} on the token"))
 }
 
-fn digest(h: HashAlgorithm, data: &[u8]) -> Vec<u8> {
+fn digest(h: HashAlg, data: &[u8]) -> Vec<u8> {
     match h {
-        HashAlgorithm::Sha256 => Sha256::digest(data).to_vec(),
-        HashAlgorithm::Sha384 => Sha384::digest(data).to_vec(),
-        HashAlgorithm::Sha512 => Sha512::digest(data).to_vec(),
-        HashAlgorithm::Sha1 => unreachable!("no SHA-1 signatures"),
+        HashAlg::Sha256 => Sha256::digest(data).to_vec(),
+        HashAlg::Sha384 => Sha384::digest(data).to_vec(),
+        HashAlg::Sha512 => Sha512::digest(data).to_vec(),
+        HashAlg::Sha1 => unreachable!("no SHA-1 signatures"),
     }
 }
 
@@ -39,37 +40,31 @@ fn spki_der(k: &KeyEntry) -> Vec<u8> {
 }
 
 /// Independent verification with RustCrypto, against the public key in the certificate.
-fn verify(k: &KeyEntry, alg: SignAlgorithm, dig: &[u8], sig: &[u8]) -> bool {
+fn verify(k: &KeyEntry, alg: SignatureScheme, dig: &[u8], sig: &[u8]) -> bool {
     use signature::hazmat::PrehashVerifier;
     let spki = spki_der(k);
-    match alg.family() {
-        tokenmail_proto::v1::SignFamily::RsaPkcs1 | tokenmail_proto::v1::SignFamily::RsaPss => {
+    match alg {
+        SignatureScheme::RsaPkcs1v15(_) | SignatureScheme::RsaPss(_) => {
             let pk = rsa::RsaPublicKey::from_public_key_der(&spki).expect("rsa key");
-            let pss = alg.family() == tokenmail_proto::v1::SignFamily::RsaPss;
+            let pss = matches!(alg, SignatureScheme::RsaPss(_));
             match (alg.hash(), pss) {
-                (HashAlgorithm::Sha256, false) => {
-                    pk.verify(rsa::Pkcs1v15Sign::new::<Sha256>(), dig, sig)
-                }
-                (HashAlgorithm::Sha384, false) => {
-                    pk.verify(rsa::Pkcs1v15Sign::new::<Sha384>(), dig, sig)
-                }
-                (HashAlgorithm::Sha512, false) => {
-                    pk.verify(rsa::Pkcs1v15Sign::new::<Sha512>(), dig, sig)
-                }
-                (HashAlgorithm::Sha256, true) => {
+                (HashAlg::Sha256, false) => pk.verify(rsa::Pkcs1v15Sign::new::<Sha256>(), dig, sig),
+                (HashAlg::Sha384, false) => pk.verify(rsa::Pkcs1v15Sign::new::<Sha384>(), dig, sig),
+                (HashAlg::Sha512, false) => pk.verify(rsa::Pkcs1v15Sign::new::<Sha512>(), dig, sig),
+                (HashAlg::Sha256, true) => {
                     pk.verify(rsa::Pss::<Sha256>::new_with_salt(32), dig, sig)
                 }
-                (HashAlgorithm::Sha384, true) => {
+                (HashAlg::Sha384, true) => {
                     pk.verify(rsa::Pss::<Sha384>::new_with_salt(48), dig, sig)
                 }
-                (HashAlgorithm::Sha512, true) => {
+                (HashAlg::Sha512, true) => {
                     pk.verify(rsa::Pss::<Sha512>::new_with_salt(64), dig, sig)
                 }
                 _ => unreachable!(),
             }
             .is_ok()
         }
-        tokenmail_proto::v1::SignFamily::Ecdsa => match &k.public {
+        SignatureScheme::Ecdsa(_) => match &k.public {
             PublicKey::P256(point) => {
                 let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(point).expect("p256 point");
                 let s = p256::ecdsa::Signature::from_der(sig).expect("DER signature");
@@ -147,28 +142,31 @@ fn lists_keys_paired_with_certificates() {
 fn every_signature_mechanism_verifies_independently() {
     let store = fixture().store();
     let msg = b"tokenmail conformance message";
-    let cases: &[(&str, &[SignAlgorithm])] = &[
+    let cases: &[(&str, &[SignatureScheme])] = &[
         (
             "alice-rsa",
             &[
-                SignAlgorithm::RsaPkcs1Sha256,
-                SignAlgorithm::RsaPkcs1Sha384,
-                SignAlgorithm::RsaPkcs1Sha512,
-                SignAlgorithm::RsaPssSha256,
-                SignAlgorithm::RsaPssSha384,
-                SignAlgorithm::RsaPssSha512,
+                SignatureScheme::RsaPkcs1v15(HashAlg::Sha256),
+                SignatureScheme::RsaPkcs1v15(HashAlg::Sha384),
+                SignatureScheme::RsaPkcs1v15(HashAlg::Sha512),
+                SignatureScheme::RsaPss(HashAlg::Sha256),
+                SignatureScheme::RsaPss(HashAlg::Sha384),
+                SignatureScheme::RsaPss(HashAlg::Sha512),
             ],
         ),
         (
             "bob-p256",
-            &[SignAlgorithm::EcdsaSha256, SignAlgorithm::EcdsaSha384],
+            &[
+                SignatureScheme::Ecdsa(HashAlg::Sha256),
+                SignatureScheme::Ecdsa(HashAlg::Sha384),
+            ],
         ),
         (
             "carol-p384",
             &[
-                SignAlgorithm::EcdsaSha384,
-                SignAlgorithm::EcdsaSha256,
-                SignAlgorithm::EcdsaSha512,
+                SignatureScheme::Ecdsa(HashAlg::Sha384),
+                SignatureScheme::Ecdsa(HashAlg::Sha256),
+                SignatureScheme::Ecdsa(HashAlg::Sha512),
             ],
         ),
     ];
@@ -201,9 +199,21 @@ fn openssl_verifies_token_signatures() {
     let msg = dir.path().join("msg");
     std::fs::write(&msg, b"signed on the token, checked by openssl").expect("write");
     for (label, alg, md) in [
-        ("alice-rsa", SignAlgorithm::RsaPkcs1Sha256, "-sha256"),
-        ("bob-p256", SignAlgorithm::EcdsaSha256, "-sha256"),
-        ("carol-p384", SignAlgorithm::EcdsaSha384, "-sha384"),
+        (
+            "alice-rsa",
+            SignatureScheme::RsaPkcs1v15(HashAlg::Sha256),
+            "-sha256",
+        ),
+        (
+            "bob-p256",
+            SignatureScheme::Ecdsa(HashAlg::Sha256),
+            "-sha256",
+        ),
+        (
+            "carol-p384",
+            SignatureScheme::Ecdsa(HashAlg::Sha384),
+            "-sha384",
+        ),
     ] {
         let k = key(&store, label);
         let d = digest(alg.hash(), &std::fs::read(&msg).expect("read"));
@@ -258,11 +268,18 @@ fn rsa_decrypts_openssl_ciphertexts_pkcs1_and_oaep() {
     let store = f.store();
     let k = key(&store, "alice-rsa");
     let cek = b"0123456789abcdef0123456789abcdef";
-    let cases: &[(DecryptAlgorithm, &[&str])] = &[
-        (DecryptAlgorithm::RsaPkcs1, &["rsa_padding_mode:pkcs1"]),
-        (DecryptAlgorithm::RsaOaepSha1, &["rsa_padding_mode:oaep"]),
+    let cases: &[(KeyTransport, &[&str])] = &[
+        (KeyTransport::RsaPkcs1v15, &["rsa_padding_mode:pkcs1"]),
         (
-            DecryptAlgorithm::RsaOaepSha256,
+            KeyTransport::RsaOaep {
+                hash: OaepHash::Sha1,
+            },
+            &["rsa_padding_mode:oaep"],
+        ),
+        (
+            KeyTransport::RsaOaep {
+                hash: OaepHash::Sha256,
+            },
             &[
                 "rsa_padding_mode:oaep",
                 "rsa_oaep_md:sha256",
@@ -270,7 +287,9 @@ fn rsa_decrypts_openssl_ciphertexts_pkcs1_and_oaep() {
             ],
         ),
         (
-            DecryptAlgorithm::RsaOaepSha384,
+            KeyTransport::RsaOaep {
+                hash: OaepHash::Sha384,
+            },
             &[
                 "rsa_padding_mode:oaep",
                 "rsa_oaep_md:sha384",
@@ -278,7 +297,9 @@ fn rsa_decrypts_openssl_ciphertexts_pkcs1_and_oaep() {
             ],
         ),
         (
-            DecryptAlgorithm::RsaOaepSha512,
+            KeyTransport::RsaOaep {
+                hash: OaepHash::Sha512,
+            },
             &[
                 "rsa_padding_mode:oaep",
                 "rsa_oaep_md:sha512",
@@ -311,9 +332,13 @@ fn rsa_decrypts_openssl_ciphertexts_pkcs1_and_oaep() {
         ],
     );
     for wrong in [
-        DecryptAlgorithm::RsaOaepSha1,
-        DecryptAlgorithm::RsaPkcs1,
-        DecryptAlgorithm::RsaOaepSha384,
+        KeyTransport::RsaOaep {
+            hash: OaepHash::Sha1,
+        },
+        KeyTransport::RsaPkcs1v15,
+        KeyTransport::RsaOaep {
+            hash: OaepHash::Sha384,
+        },
     ] {
         let e = store
             .decrypt(&k.id, wrong, &oaep256)
@@ -322,15 +347,21 @@ fn rsa_decrypts_openssl_ciphertexts_pkcs1_and_oaep() {
         assert_eq!(e.to_string(), "decryption failed");
     }
     // OAEP-SHA1 ran on the token; SHA-256 too where the token can, else through CKM_RSA_X_509.
-    assert_eq!(store.oaep_path(HashAlgorithm::Sha1), Some(true));
+    assert_eq!(store.oaep_path(HashAlg::Sha1), Some(true));
     let softhsm = f.module.to_string_lossy().contains("softhsm");
     if softhsm {
         // SoftHSM 2.6 rejects CKM_RSA_PKCS_OAEP with SHA-256 (CKR_ARGUMENTS_BAD).
-        assert_eq!(store.oaep_path(HashAlgorithm::Sha256), Some(false));
+        assert_eq!(store.oaep_path(HashAlg::Sha256), Some(false));
     }
     // Wrong length ciphertext: same error, no panic.
     assert!(matches!(
-        store.decrypt(&k.id, DecryptAlgorithm::RsaOaepSha256, &[1, 2, 3]),
+        store.decrypt(
+            &k.id,
+            KeyTransport::RsaOaep {
+                hash: OaepHash::Sha256
+            },
+            &[1, 2, 3]
+        ),
         Err(TokenError::DecryptFailed)
     ));
 }
@@ -389,21 +420,21 @@ fn mismatched_requests_are_refused_clearly() {
     let store = fixture().store();
     let rsa = key(&store, "alice-rsa");
     let ec = key(&store, "bob-p256");
-    let d = digest(HashAlgorithm::Sha256, b"x");
+    let d = digest(HashAlg::Sha256, b"x");
     let e = store
-        .sign_digest(&rsa.id, SignAlgorithm::EcdsaSha256, &d)
+        .sign_digest(&rsa.id, SignatureScheme::Ecdsa(HashAlg::Sha256), &d)
         .expect_err("ecdsa with rsa");
     assert!(matches!(e, TokenError::KeyMismatch(_)), "{e}");
     let e = store
-        .sign_digest(&ec.id, SignAlgorithm::RsaPkcs1Sha256, &d)
+        .sign_digest(&ec.id, SignatureScheme::RsaPkcs1v15(HashAlg::Sha256), &d)
         .expect_err("rsa with ec");
     assert!(matches!(e, TokenError::KeyMismatch(_)), "{e}");
     let e = store
-        .sign_digest(&rsa.id, SignAlgorithm::RsaPkcs1Sha384, &d)
+        .sign_digest(&rsa.id, SignatureScheme::RsaPkcs1v15(HashAlg::Sha384), &d)
         .expect_err("short digest");
     assert!(e.to_string().contains("48-byte digest"), "{e}");
     let e = store
-        .decrypt(&ec.id, DecryptAlgorithm::RsaPkcs1, &[0u8; 256])
+        .decrypt(&ec.id, KeyTransport::RsaPkcs1v15, &[0u8; 256])
         .expect_err("decrypt with ec");
     assert!(matches!(e, TokenError::KeyMismatch(_)), "{e}");
     let e = store
@@ -411,7 +442,7 @@ fn mismatched_requests_are_refused_clearly() {
         .expect_err("derive with rsa");
     assert!(matches!(e, TokenError::KeyMismatch(_)), "{e}");
     let e = store
-        .sign_digest(&[0x99], SignAlgorithm::RsaPkcs1Sha256, &d)
+        .sign_digest(&[0x99], SignatureScheme::RsaPkcs1v15(HashAlg::Sha256), &d)
         .expect_err("no key");
     assert!(matches!(e, TokenError::NoSuchKey(_)), "{e}");
 }
@@ -428,11 +459,11 @@ fn session_pool_serves_concurrent_requests() {
             std::thread::spawn(move || {
                 for i in 0..20 {
                     let msg = format!("thread {t} message {i}");
-                    let d = digest(HashAlgorithm::Sha256, msg.as_bytes());
+                    let d = digest(HashAlg::Sha256, msg.as_bytes());
                     let (k, alg) = if (t + i) % 2 == 0 {
-                        (&rsa, SignAlgorithm::RsaPkcs1Sha256)
+                        (&rsa, SignatureScheme::RsaPkcs1v15(HashAlg::Sha256))
                     } else {
-                        (&ec, SignAlgorithm::EcdsaSha256)
+                        (&ec, SignatureScheme::Ecdsa(HashAlg::Sha256))
                     };
                     let sig = store.sign_digest(&k.id, alg, &d).expect("sign under load");
                     assert!(verify(k, alg, &d, &sig));

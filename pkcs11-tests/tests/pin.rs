@@ -10,12 +10,12 @@ use tokenmail_agent::pin::PinSource;
 use tokenmail_agent::token::pkcs11::Pkcs11Store;
 use tokenmail_agent::token::{KeyStore, TokenError};
 use tokenmail_pkcs11_tests::fixture;
-use tokenmail_proto::v1::SignAlgorithm;
+use tokenmail_smime::alg::{HashAlg, SignatureScheme};
 
 fn sign(store: &Pkcs11Store) -> Result<Vec<u8>, TokenError> {
     store.sign_digest(
         &[1],
-        SignAlgorithm::RsaPkcs1Sha256,
+        SignatureScheme::RsaPkcs1v15(HashAlg::Sha256),
         &Sha256::digest(b"pin test"),
     )
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 use tokenmail_agent::token::{KeyStore, TokenError};
 use tokenmail_pkcs11_tests::{fixture, run};
-use tokenmail_proto::v1::SignAlgorithm;
+use tokenmail_smime::alg::{HashAlg, SignatureScheme};
 
 fn copy_dir(from: &Path, to: &Path) {
     run(Command::new("cp").arg("-a").arg(from).arg(to));
@@ -21,7 +21,7 @@ fn token_removed_then_returned() {
     let d = Sha256::digest(b"before").to_vec();
     let id = vec![1u8];
     store
-        .sign_digest(&id, SignAlgorithm::RsaPkcs1Sha256, &d)
+        .sign_digest(&id, SignatureScheme::RsaPkcs1v15(HashAlg::Sha256), &d)
         .expect("signs while present");
     assert!(store.status().logged_in);
 
@@ -33,7 +33,7 @@ fn token_removed_then_returned() {
         .env("SOFTHSM2_CONF", f.dir.join("softhsm2.conf")));
 
     let e = store
-        .sign_digest(&id, SignAlgorithm::RsaPkcs1Sha256, &d)
+        .sign_digest(&id, SignatureScheme::RsaPkcs1v15(HashAlg::Sha256), &d)
         .expect_err("no token, no signature");
     assert!(matches!(e, TokenError::NotPresent(_)), "clear error: {e}");
     assert!(e.to_string().contains("not present"), "{e}");
@@ -44,7 +44,7 @@ fn token_removed_then_returned() {
     std::fs::remove_dir_all(f.dir.join("tokens")).ok();
     copy_dir(&backup.path().join("tokens"), &f.dir);
     let sig = store
-        .sign_digest(&id, SignAlgorithm::RsaPkcs1Sha256, &d)
+        .sign_digest(&id, SignatureScheme::RsaPkcs1v15(HashAlg::Sha256), &d)
         .expect("signs again after the token returned, logging in by itself");
     assert_eq!(sig.len(), 256);
     let st = store.status();

@@ -25,6 +25,50 @@ impl SignAlgorithm {
     }
 }
 
+impl SignAlgorithm {
+    /// The S/MIME core's scheme for this wire algorithm (the token layer speaks only the
+    /// core's types: this is the edge).
+    pub fn to_scheme(self) -> Option<SignatureScheme> {
+        use SignatureScheme::*;
+        Some(match self {
+            SignAlgorithm::RsaPkcs1Sha256 => RsaPkcs1v15(HashAlg::Sha256),
+            SignAlgorithm::RsaPkcs1Sha384 => RsaPkcs1v15(HashAlg::Sha384),
+            SignAlgorithm::RsaPkcs1Sha512 => RsaPkcs1v15(HashAlg::Sha512),
+            SignAlgorithm::RsaPssSha256 => RsaPss(HashAlg::Sha256),
+            SignAlgorithm::RsaPssSha384 => RsaPss(HashAlg::Sha384),
+            SignAlgorithm::RsaPssSha512 => RsaPss(HashAlg::Sha512),
+            SignAlgorithm::EcdsaSha256 => Ecdsa(HashAlg::Sha256),
+            SignAlgorithm::EcdsaSha384 => Ecdsa(HashAlg::Sha384),
+            SignAlgorithm::EcdsaSha512 => Ecdsa(HashAlg::Sha512),
+            #[allow(unreachable_patterns)]
+            _ => return None,
+        })
+    }
+}
+
+impl DecryptAlgorithm {
+    /// The S/MIME core's key transport for this wire algorithm.
+    pub fn to_key_transport(self) -> Option<KeyTransport> {
+        Some(match self {
+            DecryptAlgorithm::RsaPkcs1 => KeyTransport::RsaPkcs1v15,
+            DecryptAlgorithm::RsaOaepSha1 => KeyTransport::RsaOaep {
+                hash: OaepHash::Sha1,
+            },
+            DecryptAlgorithm::RsaOaepSha256 => KeyTransport::RsaOaep {
+                hash: OaepHash::Sha256,
+            },
+            DecryptAlgorithm::RsaOaepSha384 => KeyTransport::RsaOaep {
+                hash: OaepHash::Sha384,
+            },
+            DecryptAlgorithm::RsaOaepSha512 => KeyTransport::RsaOaep {
+                hash: OaepHash::Sha512,
+            },
+            #[allow(unreachable_patterns)]
+            _ => return None,
+        })
+    }
+}
+
 impl DecryptAlgorithm {
     /// The wire algorithm for an RSA key transport (`None` for what the wire cannot name).
     pub fn from_key_transport(t: KeyTransport) -> Option<Self> {
@@ -81,6 +125,7 @@ mod tests {
             ] {
                 let a = SignAlgorithm::from_scheme(s).expect("named");
                 assert_eq!(a.hash().digest_len(), h.output_len(), "{s:?}");
+                assert_eq!(a.to_scheme(), Some(s), "one mapping, both ways");
             }
         }
         assert!(SignAlgorithm::from_scheme(SignatureScheme::Ecdsa(HashAlg::Sha1)).is_none());
@@ -90,5 +135,17 @@ mod tests {
             }),
             Some(DecryptAlgorithm::RsaOaepSha256)
         );
+        for hash in [
+            OaepHash::Sha1,
+            OaepHash::Sha256,
+            OaepHash::Sha384,
+            OaepHash::Sha512,
+        ] {
+            let t = KeyTransport::RsaOaep { hash };
+            let w = DecryptAlgorithm::from_key_transport(t).expect("named");
+            assert_eq!(w.to_key_transport(), Some(t));
+        }
+        let w = DecryptAlgorithm::from_key_transport(KeyTransport::RsaPkcs1v15).expect("named");
+        assert_eq!(w.to_key_transport(), Some(KeyTransport::RsaPkcs1v15));
     }
 }

@@ -104,30 +104,9 @@ impl CertEntry {
         PublicKey::from_spki(self.cert.tbs_certificate().subject_public_key_info())
     }
 
-    /// E-mail addresses: rfc822Name SANs, then subject emailAddress attributes.
+    /// E-mail addresses: see [`certificate_emails`].
     pub fn emails(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let tbs = self.cert.tbs_certificate();
-        if let Ok(Some((_, san))) = tbs.get_extension::<SubjectAltName>() {
-            for gn in san.0.iter() {
-                if let GeneralName::Rfc822Name(s) = gn {
-                    out.push(s.to_string());
-                }
-            }
-        }
-        for atv in tbs.subject().iter() {
-            if atv.oid == crate::alg::oid::EMAIL_ADDRESS {
-                if let Ok(d) = atv.value.to_der() {
-                    if let Ok(s) = Ia5String::from_der(&d) {
-                        out.push(s.to_string());
-                    }
-                }
-            }
-        }
-        // The same address often stands in both places: list it once.
-        let mut seen = std::collections::HashSet::new();
-        out.retain(|e| seen.insert(e.to_ascii_lowercase()));
-        out
+        certificate_emails(&self.cert)
     }
 
     /// Verify this certificate's signature with `issuer`'s key. Returns the hash used.
@@ -323,6 +302,36 @@ fn check(name: &str, ok: bool, reason: impl Into<String>) -> Check {
         ok,
         reason: reason.into(),
     }
+}
+
+/// The e-mail addresses of a certificate — rfc822Name SANs, then subject emailAddress
+/// attributes (IA5String or UTF8String) — lower-cased, each once. The one extraction used by
+/// verification, recipient lookup and the agent's key listing.
+pub fn certificate_emails(cert: &Certificate) -> Vec<String> {
+    let mut out = Vec::new();
+    let tbs = cert.tbs_certificate();
+    if let Ok(Some((_, san))) = tbs.get_extension::<SubjectAltName>() {
+        for gn in san.0.iter() {
+            if let GeneralName::Rfc822Name(s) = gn {
+                out.push(s.as_str().to_ascii_lowercase());
+            }
+        }
+    }
+    for atv in tbs.subject().iter() {
+        if atv.oid == crate::alg::oid::EMAIL_ADDRESS {
+            if let Ok(d) = atv.value.to_der() {
+                if let Ok(s) = Ia5String::from_der(&d) {
+                    out.push(s.to_string().to_ascii_lowercase());
+                } else if let Ok(s) = der::asn1::Utf8StringRef::from_der(&d) {
+                    out.push(s.as_str().to_ascii_lowercase());
+                }
+            }
+        }
+    }
+    // the same address often stands in both places: list it once
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|e| seen.insert(e.clone()));
+    out
 }
 
 /// Does `email` match one of `cert_emails`: local part exact, domain case-insensitive.

@@ -1,15 +1,9 @@
 //! Certificate summaries for `status` and key selection.
 
-use der::{Decode, Encode};
+use der::Decode;
 use sha2::{Digest, Sha256};
 use tokenmail_proto::v1::{Bytes, CertSummary};
-use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::Certificate;
-
-/// OID of the PKCS#9 emailAddress attribute.
-const EMAIL_ADDRESS: der::asn1::ObjectIdentifier =
-    der::asn1::ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.1");
 
 /// Parsed facts about a certificate.
 #[derive(Clone, Debug)]
@@ -45,30 +39,9 @@ pub fn facts(der_bytes: &[u8]) -> Option<CertFacts> {
     })
 }
 
-/// Email addresses of a certificate: rfc822Name SANs, then subject emailAddress; lower-cased, deduplicated.
+/// Email addresses of a certificate (the S/MIME core's one extraction).
 pub fn emails(cert: &Certificate) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    if let Ok(Some(san)) = cert.tbs_certificate().get_extension::<SubjectAltName>() {
-        for name in san.1 .0.iter() {
-            if let GeneralName::Rfc822Name(s) = name {
-                out.push(s.as_str().to_ascii_lowercase());
-            }
-        }
-    }
-    for atv in cert.tbs_certificate().subject().iter() {
-        if atv.oid == EMAIL_ADDRESS {
-            if let Ok(bytes) = atv.value.to_der() {
-                if let Ok(s) = der::asn1::Ia5StringRef::from_der(&bytes) {
-                    out.push(s.as_str().to_ascii_lowercase());
-                } else if let Ok(s) = der::asn1::Utf8StringRef::from_der(&bytes) {
-                    out.push(s.as_str().to_ascii_lowercase());
-                }
-            }
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    out.retain(|e| seen.insert(e.clone()));
-    out
+    tokenmail_smime::path::certificate_emails(cert)
 }
 
 /// The CA certificates among `pool` that chain `leaf` upward (issuer first), matched by

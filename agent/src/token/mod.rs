@@ -7,9 +7,9 @@
 use std::fmt;
 
 use secrecy::SecretString;
-use tokenmail_proto::v1::{
-    DecryptAlgorithm, HashAlgorithm, SignAlgorithm, SignFamily, TokenStatus,
-};
+use tokenmail_proto::v1::TokenStatus;
+use tokenmail_smime::alg::{HashAlg, SignatureScheme};
+use tokenmail_smime::envelope::{KeyTransport, OaepHash};
 use zeroize::Zeroizing;
 
 pub mod cert;
@@ -76,26 +76,33 @@ pub(crate) fn strip_leading_zeros(b: &[u8]) -> &[u8] {
 /// length and the key's kind can make this family of signatures.
 pub(crate) fn check_sign(
     key: &KeyEntry,
-    alg: SignAlgorithm,
+    scheme: SignatureScheme,
     digest: &[u8],
 ) -> Result<(), TokenError> {
-    let hash = alg.hash();
-    if digest.len() != hash.digest_len() {
+    let hash = scheme.hash();
+    if hash == HashAlg::Sha1 {
+        return Err(TokenError::Mechanism(
+            "SHA-1 signatures are not made; use SHA-256 or stronger".into(),
+        ));
+    }
+    if digest.len() != hash.output_len() {
         return Err(TokenError::Invalid(format!(
             "{} needs a {}-byte digest, got {} bytes",
-            alg.name(),
-            hash.digest_len(),
+            scheme.name(),
+            hash.output_len(),
             digest.len()
         )));
     }
-    match (&key.public, alg.family()) {
-        (PublicKey::Rsa { .. }, SignFamily::RsaPkcs1 | SignFamily::RsaPss) => Ok(()),
-        (PublicKey::P256(_) | PublicKey::P384(_), SignFamily::Ecdsa) => Ok(()),
+    match (&key.public, scheme) {
+        (PublicKey::Rsa { .. }, SignatureScheme::RsaPkcs1v15(_) | SignatureScheme::RsaPss(_)) => {
+            Ok(())
+        }
+        (PublicKey::P256(_) | PublicKey::P384(_), SignatureScheme::Ecdsa(_)) => Ok(()),
         _ => Err(TokenError::KeyMismatch(format!(
             "key {:?} is {}, which cannot make {} signatures",
             key.label,
             key.public.algorithm_name(),
-            alg.name()
+            scheme.name()
         ))),
     }
 }
@@ -112,26 +119,49 @@ pub(crate) fn check_rsa_decrypt(key: &KeyEntry) -> Result<usize, TokenError> {
 }
 
 /// The RSASSA-PKCS1-v1_5 scheme (DigestInfo prefix) for a hash.
-pub(crate) fn pkcs1v15_scheme(h: HashAlgorithm) -> rsa::pkcs1v15::Pkcs1v15Sign {
+pub(crate) fn pkcs1v15_scheme(h: HashAlg) -> rsa::pkcs1v15::Pkcs1v15Sign {
     use rsa::pkcs1v15::Pkcs1v15Sign;
     match h {
-        HashAlgorithm::Sha1 => Pkcs1v15Sign::new::<sha1::Sha1>(),
-        HashAlgorithm::Sha256 => Pkcs1v15Sign::new::<sha2::Sha256>(),
-        HashAlgorithm::Sha384 => Pkcs1v15Sign::new::<sha2::Sha384>(),
-        HashAlgorithm::Sha512 => Pkcs1v15Sign::new::<sha2::Sha512>(),
+        HashAlg::Sha1 => Pkcs1v15Sign::new::<sha1::Sha1>(),
+        HashAlg::Sha256 => Pkcs1v15Sign::new::<sha2::Sha256>(),
+        HashAlg::Sha384 => Pkcs1v15Sign::new::<sha2::Sha384>(),
+        HashAlg::Sha512 => Pkcs1v15Sign::new::<sha2::Sha512>(),
     }
 }
 
-/// The OAEP hash of a key-transport algorithm; `None` for RSA PKCS#1 v1.5.
-pub(crate) fn oaep_hash(alg: DecryptAlgorithm) -> Result<Option<HashAlgorithm>, TokenError> {
+/// The OAEP hash of a key transport; `None` for RSA PKCS#1 v1.5.
+pub(crate) fn oaep_hash(alg: KeyTransport) -> Result<Option<HashAlg>, TokenError> {
     match alg {
-        DecryptAlgorithm::RsaPkcs1 => Ok(None),
-        DecryptAlgorithm::RsaOaepSha1 => Ok(Some(HashAlgorithm::Sha1)),
-        DecryptAlgorithm::RsaOaepSha256 => Ok(Some(HashAlgorithm::Sha256)),
-        DecryptAlgorithm::RsaOaepSha384 => Ok(Some(HashAlgorithm::Sha384)),
-        DecryptAlgorithm::RsaOaepSha512 => Ok(Some(HashAlgorithm::Sha512)),
-        _ => Err(TokenError::Mechanism(format!("{alg:?}"))),
+        KeyTransport::RsaPkcs1v15 => Ok(None),
+        KeyTransport::RsaOaep { hash } => Ok(Some(match hash {
+            OaepHash::Sha1 => HashAlg::Sha1,
+            OaepHash::Sha256 => HashAlg::Sha256,
+            OaepHash::Sha384 => HashAlg::Sha384,
+            OaepHash::Sha512 => HashAlg::Sha512,
+            #[allow(unreachable_patterns)]
+            other => return Err(TokenError::Mechanism(format!("RSA-OAEP with {other:?}"))),
+        })),
+        #[allow(unreachable_patterns)]
+        other => Err(TokenError::Mechanism(format!("{other:?}"))),
     }
+}
+
+/// A raw `r || s` ECDSA signature (what `CKM_ECDSA` returns) as DER, checked to be one of
+/// `public`'s curve.
+pub(crate) fn ecdsa_der(public: &PublicKey, raw: &[u8]) -> Result<Vec<u8>, TokenError> {
+    let field = match public {
+        PublicKey::P256(_) => 32,
+        PublicKey::P384(_) => 48,
+        _ => 0,
+    };
+    if raw.len() != 2 * field {
+        return Err(TokenError::KeyMismatch(
+            "the token returned a malformed ECDSA signature".into(),
+        ));
+    }
+    tokenmail_smime::signed::ecdsa_raw_to_der(raw).map_err(|_| {
+        TokenError::KeyMismatch("the token returned a malformed ECDSA signature".into())
+    })
 }
 
 /// Checks an ECDH request before it reaches a token: the key is EC and the peer point
@@ -283,14 +313,14 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     fn sign_digest(
         &self,
         id: &[u8],
-        alg: SignAlgorithm,
+        scheme: SignatureScheme,
         digest: &[u8],
     ) -> Result<Vec<u8>, TokenError>;
     /// Decrypts a wrapped content key with the RSA key `id`.
     fn decrypt(
         &self,
         id: &[u8],
-        alg: DecryptAlgorithm,
+        alg: KeyTransport,
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, TokenError>;
     /// ECDH with the EC key `id`: the raw shared secret.

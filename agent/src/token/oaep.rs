@@ -9,7 +9,7 @@
 use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
-use tokenmail_proto::v1::HashAlgorithm;
+use tokenmail_smime::alg::HashAlg;
 use zeroize::Zeroizing;
 
 /// The one error of OAEP decoding: deliberately without detail (no padding oracle).
@@ -77,12 +77,12 @@ fn decode_with<D: Digest>(em: &[u8], label: &[u8]) -> Result<Zeroizing<Vec<u8>>,
 
 /// Decodes an OAEP-encoded block `em` (exactly the modulus length, left-padded with
 /// zeros) with MGF1 over the same hash and an empty label.
-pub fn decode(em: &[u8], hash: HashAlgorithm) -> Result<Zeroizing<Vec<u8>>, DecodeError> {
+pub fn decode(em: &[u8], hash: HashAlg) -> Result<Zeroizing<Vec<u8>>, DecodeError> {
     match hash {
-        HashAlgorithm::Sha1 => decode_with::<Sha1>(em, b""),
-        HashAlgorithm::Sha256 => decode_with::<Sha256>(em, b""),
-        HashAlgorithm::Sha384 => decode_with::<Sha384>(em, b""),
-        HashAlgorithm::Sha512 => decode_with::<Sha512>(em, b""),
+        HashAlg::Sha1 => decode_with::<Sha1>(em, b""),
+        HashAlg::Sha256 => decode_with::<Sha256>(em, b""),
+        HashAlg::Sha384 => decode_with::<Sha384>(em, b""),
+        HashAlg::Sha512 => decode_with::<Sha512>(em, b""),
     }
 }
 
@@ -128,28 +128,25 @@ mod tests {
         let msg = b"content encryption key 32 bytes!";
         let em = encode::<Sha256>(msg, 256, &seed);
         assert_eq!(em.len(), 256);
-        assert_eq!(
-            &decode(&em, HashAlgorithm::Sha256).expect("valid block")[..],
-            msg
-        );
+        assert_eq!(&decode(&em, HashAlg::Sha256).expect("valid block")[..], msg);
         // wrong hash
-        assert!(decode(&em, HashAlgorithm::Sha1).is_err());
+        assert!(decode(&em, HashAlg::Sha1).is_err());
         // flip each byte in turn: never accepted with the same message
         for i in 0..em.len() {
             let mut bad = em.clone();
             bad[i] ^= 0x80;
-            if let Ok(m) = decode(&bad, HashAlgorithm::Sha256) {
+            if let Ok(m) = decode(&bad, HashAlg::Sha256) {
                 panic!("corruption at {i} accepted ({} bytes)", m.len());
             }
         }
         // too short
-        assert!(decode(&em[..60], HashAlgorithm::Sha256).is_err());
+        assert!(decode(&em[..60], HashAlg::Sha256).is_err());
     }
 
     #[test]
     fn empty_message_and_left_pad() {
         let em = encode::<Sha1>(b"", 128, &[1u8; 20]);
-        assert!(decode(&em, HashAlgorithm::Sha1).expect("valid").is_empty());
+        assert!(decode(&em, HashAlg::Sha1).expect("valid").is_empty());
         let padded = left_pad(&em[1..], 128).expect("fits");
         assert_eq!(&padded[..], &em[..]);
         assert!(left_pad(&[1u8; 129], 128).is_err());

@@ -25,9 +25,9 @@ use std::time::Duration;
 use der::{Decode, Encode};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Digest;
-use tokenmail_proto::v1::{
-    DecryptAlgorithm, HashAlgorithm, PivSlotInfo, PivStatus, SignAlgorithm, SignFamily, TokenStatus,
-};
+use tokenmail_proto::v1::{PivSlotInfo, PivStatus, TokenStatus};
+use tokenmail_smime::alg::{HashAlg, SignatureScheme};
+use tokenmail_smime::envelope::KeyTransport;
 use tracing::{debug, info, warn};
 use yubikey::piv::{self, AlgorithmId, SlotAlgorithmId, SlotId};
 use yubikey::{Certificate, MgmKey, PinPolicy, Serial, TouchPolicy, YubiKey};
@@ -263,30 +263,20 @@ fn is_gone(e: &yubikey::Error) -> bool {
     )
 }
 
-/// EMSA-PKCS1-v1_5 (RFC 8017 §9.2) of a digest, `k` bytes long.
-fn pkcs1v15_sign_block(h: HashAlgorithm, digest: &[u8], k: usize) -> Result<Vec<u8>, TokenError> {
-    let t = super::pkcs11::digest_info(h, digest);
-    if k < t.len() + 11 {
-        return Err(TokenError::KeyMismatch(
-            "the RSA key is too short for this digest".into(),
-        ));
-    }
-    let mut em = vec![0xffu8; k];
-    em[0] = 0;
-    em[1] = 1;
-    em[k - t.len() - 1] = 0;
-    em[k - t.len()..].copy_from_slice(&t);
-    Ok(em)
+/// EMSA-PKCS1-v1_5 (RFC 8017 §9.2) of a digest, `k` bytes long (the core's encoder).
+fn pkcs1v15_sign_block(h: HashAlg, digest: &[u8], k: usize) -> Result<Vec<u8>, TokenError> {
+    tokenmail_smime::signed::pkcs1v15_encode(h, digest, k)
+        .map_err(|_| TokenError::KeyMismatch("the RSA key is too short for this digest".into()))
 }
 
 /// EMSA-PSS-ENCODE (RFC 8017 §9.1.1) with MGF1 over the same hash and a salt as long
 /// as the hash (RFC 4056 defaults as we announce them), left-padded to `k` bytes.
-fn pss_block(h: HashAlgorithm, digest: &[u8], mod_bits: usize) -> Result<Vec<u8>, TokenError> {
+fn pss_block(h: HashAlg, digest: &[u8], mod_bits: usize) -> Result<Vec<u8>, TokenError> {
     match h {
-        HashAlgorithm::Sha1 => pss_block_with::<sha1::Sha1>(digest, mod_bits),
-        HashAlgorithm::Sha256 => pss_block_with::<sha2::Sha256>(digest, mod_bits),
-        HashAlgorithm::Sha384 => pss_block_with::<sha2::Sha384>(digest, mod_bits),
-        HashAlgorithm::Sha512 => pss_block_with::<sha2::Sha512>(digest, mod_bits),
+        HashAlg::Sha1 => pss_block_with::<sha1::Sha1>(digest, mod_bits),
+        HashAlg::Sha256 => pss_block_with::<sha2::Sha256>(digest, mod_bits),
+        HashAlg::Sha384 => pss_block_with::<sha2::Sha384>(digest, mod_bits),
+        HashAlg::Sha512 => pss_block_with::<sha2::Sha512>(digest, mod_bits),
     }
 }
 
@@ -986,30 +976,33 @@ impl KeyStore for PivStore {
     fn sign_digest(
         &self,
         id: &[u8],
-        alg: SignAlgorithm,
+        scheme: SignatureScheme,
         digest: &[u8],
     ) -> Result<Vec<u8>, TokenError> {
         let key = self.key(id)?;
-        super::check_sign(&key, alg, digest)?;
-        let h = alg.hash();
-        let family = alg.family();
-        let input = match (&key.public, family) {
-            (PublicKey::Rsa { modulus, .. }, SignFamily::RsaPkcs1) => {
+        super::check_sign(&key, scheme, digest)?;
+        let h = scheme.hash();
+        let input = match (&key.public, scheme) {
+            (PublicKey::Rsa { modulus, .. }, SignatureScheme::RsaPkcs1v15(_)) => {
                 let k = key.public.rsa_len().unwrap_or(modulus.len());
                 pkcs1v15_sign_block(h, digest, k)?
             }
-            (PublicKey::Rsa { modulus, .. }, SignFamily::RsaPss) => {
+            (PublicKey::Rsa { modulus, .. }, SignatureScheme::RsaPss(_)) => {
                 let bits = super::rsa_bits(modulus);
                 pss_block(h, digest, bits)?
             }
-            (PublicKey::P256(_), SignFamily::Ecdsa) => digest[..digest.len().min(32)].to_vec(),
-            (PublicKey::P384(_), SignFamily::Ecdsa) => digest[..digest.len().min(48)].to_vec(),
+            (PublicKey::P256(_), SignatureScheme::Ecdsa(_)) => {
+                digest[..digest.len().min(32)].to_vec()
+            }
+            (PublicKey::P384(_), SignatureScheme::Ecdsa(_)) => {
+                digest[..digest.len().min(48)].to_vec()
+            }
             _ => {
                 return Err(TokenError::KeyMismatch(format!(
                     "key {:?} is {}, which cannot make {} signatures",
                     key.label,
                     key.public.algorithm_name(),
-                    alg.name()
+                    scheme.name()
                 )))
             }
         };
@@ -1029,8 +1022,8 @@ impl KeyStore for PivStore {
                 let e = rsa::BoxedUint::from_be_slice_vartime(exponent);
                 let pk = rsa::RsaPublicKey::new(n, e)
                     .map_err(|e| TokenError::KeyMismatch(format!("bad RSA public key: {e}")))?;
-                let ok = match family {
-                    SignFamily::RsaPkcs1 => {
+                let ok = match scheme {
+                    SignatureScheme::RsaPkcs1v15(_) => {
                         pk.verify(super::pkcs1v15_scheme(h), digest, &sig).is_ok()
                     }
                     _ => pss_verify(&pk, h, digest, &sig),
@@ -1067,7 +1060,7 @@ impl KeyStore for PivStore {
     fn decrypt(
         &self,
         id: &[u8],
-        alg: DecryptAlgorithm,
+        alg: KeyTransport,
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
         let key = self.key(id)?;
@@ -1110,23 +1103,21 @@ impl KeyStore for PivStore {
     }
 }
 
-fn pss_verify(pk: &rsa::RsaPublicKey, h: HashAlgorithm, digest: &[u8], sig: &[u8]) -> bool {
+fn pss_verify(pk: &rsa::RsaPublicKey, h: HashAlg, digest: &[u8], sig: &[u8]) -> bool {
     let len = digest.len();
     match h {
-        HashAlgorithm::Sha1 => {
-            pk.verify(rsa::pss::Pss::<sha1::Sha1>::new_with_salt(len), digest, sig)
-        }
-        HashAlgorithm::Sha256 => pk.verify(
+        HashAlg::Sha1 => pk.verify(rsa::pss::Pss::<sha1::Sha1>::new_with_salt(len), digest, sig),
+        HashAlg::Sha256 => pk.verify(
             rsa::pss::Pss::<sha2::Sha256>::new_with_salt(len),
             digest,
             sig,
         ),
-        HashAlgorithm::Sha384 => pk.verify(
+        HashAlg::Sha384 => pk.verify(
             rsa::pss::Pss::<sha2::Sha384>::new_with_salt(len),
             digest,
             sig,
         ),
-        HashAlgorithm::Sha512 => pk.verify(
+        HashAlg::Sha512 => pk.verify(
             rsa::pss::Pss::<sha2::Sha512>::new_with_salt(len),
             digest,
             sig,
@@ -1351,19 +1342,19 @@ mod tests {
         let bits = super::super::rsa_bits(&n);
         for pss in [false, true] {
             let em = if pss {
-                pss_block(HashAlgorithm::Sha256, &digest, bits).expect("pss")
+                pss_block(HashAlg::Sha256, &digest, bits).expect("pss")
             } else {
-                pkcs1v15_sign_block(HashAlgorithm::Sha256, &digest, 256).expect("pkcs1")
+                pkcs1v15_sign_block(HashAlg::Sha256, &digest, 256).expect("pkcs1")
             };
             // raw RSA private operation, as the card does
             let m = rsa::BoxedUint::from_be_slice_vartime(&em);
             let s = rsa::hazmat::rsa_decrypt_and_check(&sk, Some(&mut rng), &m).expect("raw");
             let sig = oaep::left_pad(&s.to_be_bytes(), 256).expect("pad");
             let ok = if pss {
-                pss_verify(&pk, HashAlgorithm::Sha256, &digest, &sig)
+                pss_verify(&pk, HashAlg::Sha256, &digest, &sig)
             } else {
                 pk.verify(
-                    super::super::pkcs1v15_scheme(HashAlgorithm::Sha256),
+                    super::super::pkcs1v15_scheme(HashAlg::Sha256),
                     &digest,
                     &sig,
                 )

@@ -23,9 +23,9 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use secrecy::{ExposeSecret, SecretString};
-use tokenmail_proto::v1::{
-    DecryptAlgorithm, HashAlgorithm, SignAlgorithm, SignFamily, TokenStatus,
-};
+use tokenmail_proto::v1::TokenStatus;
+use tokenmail_smime::alg::{HashAlg, SignatureScheme};
+use tokenmail_smime::envelope::KeyTransport;
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
@@ -80,7 +80,7 @@ struct Inner {
     handles: HashMap<Vec<u8>, ObjectHandle>,
     mechanisms: Vec<MechanismType>,
     /// Whether the token did OAEP with a given hash natively (learned on first use).
-    oaep_native: HashMap<HashAlgorithm, bool>,
+    oaep_native: HashMap<HashAlg, bool>,
     pin_warnings: Vec<String>,
 }
 
@@ -540,7 +540,7 @@ impl Pkcs11Store {
 
     /// Whether OAEP with `hash` ran on the token (`Some(true)`), through CKM_RSA_X_509 with
     /// in-process decoding (`Some(false)`), or has not been used yet (`None`).
-    pub fn oaep_path(&self, hash: HashAlgorithm) -> Option<bool> {
+    pub fn oaep_path(&self, hash: HashAlg) -> Option<bool> {
         self.lock_inner().oaep_native.get(&hash).copied()
     }
 
@@ -558,7 +558,7 @@ impl Pkcs11Store {
         }
     }
 
-    fn set_oaep_path(&self, hash: HashAlgorithm, native: bool) {
+    fn set_oaep_path(&self, hash: HashAlg, native: bool) {
         self.lock_inner().oaep_native.insert(hash, native);
     }
 }
@@ -887,36 +887,12 @@ fn keys_from_certificates(certs: HashMap<Vec<u8>, (Vec<u8>, String)>) -> Vec<Key
     keys
 }
 
-fn hash_mech(h: HashAlgorithm) -> (MechanismType, PkcsMgfType) {
+fn hash_mech(h: HashAlg) -> (MechanismType, PkcsMgfType) {
     match h {
-        HashAlgorithm::Sha1 => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
-        HashAlgorithm::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
-        HashAlgorithm::Sha384 => (MechanismType::SHA384, PkcsMgfType::MGF1_SHA384),
-        HashAlgorithm::Sha512 => (MechanismType::SHA512, PkcsMgfType::MGF1_SHA512),
-    }
-}
-
-/// DigestInfo for RSASSA-PKCS1-v1_5 (RFC 8017 §9.2 note 1): the `rsa` crate's prefix + digest.
-pub(crate) fn digest_info(h: HashAlgorithm, digest: &[u8]) -> Vec<u8> {
-    let mut out = super::pkcs1v15_scheme(h).prefix.to_vec();
-    out.extend_from_slice(digest);
-    out
-}
-
-fn ecdsa_raw_to_der(public: &PublicKey, raw: &[u8]) -> Result<Vec<u8>, TokenError> {
-    let bad = || TokenError::KeyMismatch("the token returned a malformed ECDSA signature".into());
-    match public {
-        PublicKey::P256(_) => Ok(p256::ecdsa::Signature::from_slice(raw)
-            .map_err(|_| bad())?
-            .to_der()
-            .as_bytes()
-            .to_vec()),
-        PublicKey::P384(_) => Ok(p384::ecdsa::Signature::from_slice(raw)
-            .map_err(|_| bad())?
-            .to_der()
-            .as_bytes()
-            .to_vec()),
-        _ => Err(bad()),
+        HashAlg::Sha1 => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+        HashAlg::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+        HashAlg::Sha384 => (MechanismType::SHA384, PkcsMgfType::MGF1_SHA384),
+        HashAlg::Sha512 => (MechanismType::SHA512, PkcsMgfType::MGF1_SHA512),
     }
 }
 
@@ -1021,52 +997,56 @@ impl KeyStore for Pkcs11Store {
     fn sign_digest(
         &self,
         id: &[u8],
-        alg: SignAlgorithm,
+        scheme: SignatureScheme,
         digest: &[u8],
     ) -> Result<Vec<u8>, TokenError> {
         let key = self.find_key(id)?;
-        super::check_sign(&key, alg, digest)?;
-        let hash = alg.hash();
-        let family = alg.family();
+        super::check_sign(&key, scheme, digest)?;
+        let hash = scheme.hash();
         if !key.can_sign {
             return Err(TokenError::KeyMismatch(format!(
                 "key {:?} is not allowed to sign (CKA_SIGN false)",
                 key.label
             )));
         }
-        match family {
-            SignFamily::RsaPkcs1 => {
-                self.require(MechanismType::RSA_PKCS, "RSA PKCS#1 v1.5 signatures")?
+        // CKM_RSA_PKCS signs what it is given: the DigestInfo, built once, in the core
+        let input = match scheme {
+            SignatureScheme::RsaPkcs1v15(_) => {
+                self.require(MechanismType::RSA_PKCS, "RSA PKCS#1 v1.5 signatures")?;
+                tokenmail_smime::signed::digest_info(hash, digest)
+                    .map_err(|e| TokenError::Invalid(e.to_string()))?
             }
-            SignFamily::RsaPss => {
-                self.require(MechanismType::RSA_PKCS_PSS, "RSA-PSS signatures")?
+            SignatureScheme::RsaPss(_) => {
+                self.require(MechanismType::RSA_PKCS_PSS, "RSA-PSS signatures")?;
+                digest.to_vec()
             }
-            SignFamily::Ecdsa => self.require(MechanismType::ECDSA, "ECDSA signatures")?,
-        }
+            SignatureScheme::Ecdsa(_) => {
+                self.require(MechanismType::ECDSA, "ECDSA signatures")?;
+                digest.to_vec()
+            }
+        };
         let raw = self.with_session(
             Need::Login,
             |s| {
                 let h = self.key_handle(s, id)?;
-                match family {
-                    SignFamily::RsaPkcs1 => {
-                        s.sign(&Mechanism::RsaPkcs, h, &digest_info(hash, digest))
-                    }
-                    SignFamily::RsaPss => {
+                match scheme {
+                    SignatureScheme::RsaPkcs1v15(_) => s.sign(&Mechanism::RsaPkcs, h, &input),
+                    SignatureScheme::RsaPss(_) => {
                         let (hm, mgf) = hash_mech(hash);
                         let params = PkcsPssParams {
                             hash_alg: hm,
                             mgf,
-                            s_len: (hash.digest_len() as u64).into(),
+                            s_len: (hash.output_len() as u64).into(),
                         };
-                        s.sign(&Mechanism::RsaPkcsPss(params), h, digest)
+                        s.sign(&Mechanism::RsaPkcsPss(params), h, &input)
                     }
-                    SignFamily::Ecdsa => s.sign(&Mechanism::Ecdsa, h, digest),
+                    SignatureScheme::Ecdsa(_) => s.sign(&Mechanism::Ecdsa, h, &input),
                 }
             },
             "C_Sign",
         )?;
-        match family {
-            SignFamily::Ecdsa => ecdsa_raw_to_der(&key.public, &raw),
+        match scheme {
+            SignatureScheme::Ecdsa(_) => super::ecdsa_der(&key.public, &raw),
             _ => Ok(raw),
         }
     }
@@ -1074,7 +1054,7 @@ impl KeyStore for Pkcs11Store {
     fn decrypt(
         &self,
         id: &[u8],
-        alg: DecryptAlgorithm,
+        alg: KeyTransport,
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
         let key = self.find_key(id)?;

@@ -13,9 +13,9 @@ use std::time::Duration;
 use der::{Decode, Encode};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
-use tokenmail_proto::v1::{DecryptAlgorithm, SignAlgorithm, TokenStatus};
-use tokenmail_smime::alg::{HashAlg, SignatureScheme};
-use tokenmail_smime::envelope::{KeyTransport, OaepHash, RecipientKey, SoftwareKey};
+use tokenmail_proto::v1::TokenStatus;
+use tokenmail_smime::alg::SignatureScheme;
+use tokenmail_smime::envelope::{KeyTransport, RecipientKey, SoftwareKey};
 use tokenmail_smime::keys::PublicKey as CertPublicKey;
 use tokenmail_smime::signed::{DigestSigner, SignerError, SoftwareSigner};
 use tracing::{info, warn};
@@ -160,38 +160,6 @@ impl SoftKey {
     pub fn entry(&self) -> &KeyEntry {
         &self.entry
     }
-}
-
-/// The S/MIME core's scheme for a wire signature algorithm: the inverse of
-/// [`SignAlgorithm::from_scheme`], so that there is one mapping.
-fn to_scheme(alg: SignAlgorithm) -> Result<SignatureScheme, TokenError> {
-    [HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512]
-        .into_iter()
-        .flat_map(|h| {
-            [
-                SignatureScheme::RsaPkcs1v15(h),
-                SignatureScheme::RsaPss(h),
-                SignatureScheme::Ecdsa(h),
-            ]
-        })
-        .find(|s| SignAlgorithm::from_scheme(*s) == Some(alg))
-        .ok_or_else(|| TokenError::Mechanism(alg.name().to_string()))
-}
-
-/// The S/MIME core's key transport for a wire decryption algorithm: the inverse of
-/// [`DecryptAlgorithm::from_key_transport`].
-fn to_key_transport(alg: DecryptAlgorithm) -> Result<KeyTransport, TokenError> {
-    [
-        OaepHash::Sha1,
-        OaepHash::Sha256,
-        OaepHash::Sha384,
-        OaepHash::Sha512,
-    ]
-    .into_iter()
-    .map(|hash| KeyTransport::RsaOaep { hash })
-    .chain([KeyTransport::RsaPkcs1v15])
-    .find(|t| DecryptAlgorithm::from_key_transport(*t) == Some(alg))
-    .ok_or_else(|| TokenError::Mechanism(format!("{alg:?}")))
 }
 
 #[derive(Debug)]
@@ -427,18 +395,17 @@ impl KeyStore for SoftwareStore {
     fn sign_digest(
         &self,
         id: &[u8],
-        alg: SignAlgorithm,
+        scheme: SignatureScheme,
         digest: &[u8],
     ) -> Result<Vec<u8>, TokenError> {
         let key = self.find_key(id)?;
-        super::check_sign(&key.entry, alg, digest)?;
+        super::check_sign(&key.entry, scheme, digest)?;
         if !key.entry.can_sign {
             return Err(TokenError::KeyMismatch(format!(
                 "key {:?} is not allowed to sign (CKA_SIGN false)",
                 key.entry.label
             )));
         }
-        let scheme = to_scheme(alg)?;
         key.signer
             .sign_digest(scheme, digest)
             .map_err(|e| signer_error(&key.entry.label, e))
@@ -447,7 +414,7 @@ impl KeyStore for SoftwareStore {
     fn decrypt(
         &self,
         id: &[u8],
-        alg: DecryptAlgorithm,
+        transport: KeyTransport,
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
         let key = self.find_key(id)?;
@@ -458,7 +425,6 @@ impl KeyStore for SoftwareStore {
                 key.entry.label
             )));
         }
-        let transport = to_key_transport(alg)?;
         // Every failure of the decryption itself is the same error: no padding oracle.
         key.key
             .decrypt_key(transport, wrapped)
@@ -698,6 +664,8 @@ mod tests {
     use super::*;
     use p256::elliptic_curve::Generate;
     use sha2::Digest as _;
+    use tokenmail_smime::alg::HashAlg;
+    use tokenmail_smime::envelope::OaepHash;
 
     fn pin(s: &str) -> Option<SecretString> {
         Some(SecretString::from(s.to_string()))
@@ -707,24 +675,6 @@ mod tests {
         let s = store();
         s.login(pin(PIN)).expect("login");
         s
-    }
-
-    #[test]
-    fn algorithm_mappings_invert_the_wire_conversions() {
-        for alg in SignAlgorithm::ALL {
-            let s = to_scheme(alg).expect("every wire algorithm has a scheme");
-            assert_eq!(SignAlgorithm::from_scheme(s), Some(alg));
-        }
-        for alg in [
-            DecryptAlgorithm::RsaPkcs1,
-            DecryptAlgorithm::RsaOaepSha1,
-            DecryptAlgorithm::RsaOaepSha256,
-            DecryptAlgorithm::RsaOaepSha384,
-            DecryptAlgorithm::RsaOaepSha512,
-        ] {
-            let t = to_key_transport(alg).expect("every wire algorithm has a transport");
-            assert_eq!(DecryptAlgorithm::from_key_transport(t), Some(alg));
-        }
     }
 
     #[test]
@@ -753,11 +703,17 @@ mod tests {
         let s = store();
         let d = [0u8; 32];
         assert!(matches!(
-            s.sign_digest(&[1], SignAlgorithm::RsaPkcs1Sha256, &d),
+            s.sign_digest(&[1], SignatureScheme::RsaPkcs1v15(HashAlg::Sha256), &d),
             Err(TokenError::PinRequired(n)) if n == "soft"
         ));
         assert!(matches!(
-            s.decrypt(&[1], DecryptAlgorithm::RsaOaepSha256, &[0; 256]),
+            s.decrypt(
+                &[1],
+                KeyTransport::RsaOaep {
+                    hash: OaepHash::Sha256
+                },
+                &[0; 256]
+            ),
             Err(TokenError::PinRequired(_))
         ));
         assert!(matches!(
@@ -779,20 +735,20 @@ mod tests {
         assert!(!s.status().logged_in);
         let d = [7u8; 32];
         assert!(matches!(
-            s.sign_digest(&[2], SignAlgorithm::EcdsaSha256, &d),
+            s.sign_digest(&[2], SignatureScheme::Ecdsa(HashAlg::Sha256), &d),
             Err(TokenError::PinRequired(_))
         ));
         s.login(pin(PIN)).expect("right PIN");
         let st = s.status();
         assert!(st.logged_in);
         assert_eq!(st.pin_source, "client");
-        s.sign_digest(&[2], SignAlgorithm::EcdsaSha256, &d)
+        s.sign_digest(&[2], SignatureScheme::Ecdsa(HashAlg::Sha256), &d)
             .expect("signs once logged in");
         s.lock();
         let st = s.status();
         assert!(!st.logged_in && st.locked);
         assert!(matches!(
-            s.sign_digest(&[2], SignAlgorithm::EcdsaSha256, &d),
+            s.sign_digest(&[2], SignatureScheme::Ecdsa(HashAlg::Sha256), &d),
             Err(TokenError::PinRequired(_))
         ));
         // a wrong PIN logs out a logged-in store
@@ -807,7 +763,7 @@ mod tests {
         s.release();
         assert!(!s.status().logged_in);
         assert!(matches!(
-            s.sign_digest(&[2], SignAlgorithm::EcdsaSha256, &[0; 32]),
+            s.sign_digest(&[2], SignatureScheme::Ecdsa(HashAlg::Sha256), &[0; 32]),
             Err(TokenError::PinRequired(_))
         ));
     }
@@ -818,13 +774,13 @@ mod tests {
             PinSource::Env("TEST".into(), SecretString::from(PIN.to_string())),
             None,
         );
-        s.sign_digest(&[2], SignAlgorithm::EcdsaSha256, &[1; 32])
+        s.sign_digest(&[2], SignatureScheme::Ecdsa(HashAlg::Sha256), &[1; 32])
             .expect("logs in from the source");
         assert_eq!(s.status().pin_source, "env");
         s.lock();
         // locked: the source is not read again until an explicit login
         assert!(matches!(
-            s.sign_digest(&[2], SignAlgorithm::EcdsaSha256, &[1; 32]),
+            s.sign_digest(&[2], SignatureScheme::Ecdsa(HashAlg::Sha256), &[1; 32]),
             Err(TokenError::PinRequired(_))
         ));
         s.login(None).expect("explicit login reads the source");
@@ -847,7 +803,7 @@ mod tests {
         s.expire_pin();
         assert!(!s.status().logged_in);
         assert!(matches!(
-            s.sign_digest(&[2], SignAlgorithm::EcdsaSha256, &[1; 32]),
+            s.sign_digest(&[2], SignatureScheme::Ecdsa(HashAlg::Sha256), &[1; 32]),
             Err(TokenError::PinRequired(_))
         ));
     }
@@ -876,33 +832,33 @@ mod tests {
         let d512 = sha2::Sha512::digest(b"message").to_vec();
 
         let sig = s
-            .sign_digest(&[1], SignAlgorithm::RsaPkcs1Sha256, &d256)
+            .sign_digest(&[1], SignatureScheme::RsaPkcs1v15(HashAlg::Sha256), &d256)
             .expect("pkcs1");
         assert_eq!(sig.len(), rsa_pub.size());
         rsa_pub
             .verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &d256, &sig)
             .expect("PKCS#1 v1.5 SHA-256 verifies");
         let sig = s
-            .sign_digest(&[1], SignAlgorithm::RsaPkcs1Sha512, &d512)
+            .sign_digest(&[1], SignatureScheme::RsaPkcs1v15(HashAlg::Sha512), &d512)
             .expect("pkcs1");
         rsa_pub
             .verify(rsa::Pkcs1v15Sign::new::<sha2::Sha512>(), &d512, &sig)
             .expect("PKCS#1 v1.5 SHA-512 verifies");
         let sig = s
-            .sign_digest(&[1], SignAlgorithm::RsaPssSha256, &d256)
+            .sign_digest(&[1], SignatureScheme::RsaPss(HashAlg::Sha256), &d256)
             .expect("pss");
         rsa_pub
             .verify(rsa::Pss::<sha2::Sha256>::new_with_salt(32), &d256, &sig)
             .expect("PSS SHA-256 verifies (salt = hash length)");
         let sig = s
-            .sign_digest(&[1], SignAlgorithm::RsaPssSha384, &d384)
+            .sign_digest(&[1], SignatureScheme::RsaPss(HashAlg::Sha384), &d384)
             .expect("pss");
         rsa_pub
             .verify(rsa::Pss::<sha2::Sha384>::new_with_salt(48), &d384, &sig)
             .expect("PSS SHA-384 verifies");
 
         let sig = s
-            .sign_digest(&[2], SignAlgorithm::EcdsaSha256, &d256)
+            .sign_digest(&[2], SignatureScheme::Ecdsa(HashAlg::Sha256), &d256)
             .expect("ecdsa");
         let sig = p256::ecdsa::Signature::from_der(&sig).expect("DER Ecdsa-Sig-Value");
         p256_key()
@@ -910,7 +866,7 @@ mod tests {
             .verify_prehash(&d256, &sig)
             .expect("ECDSA P-256 verifies");
         let sig = s
-            .sign_digest(&[3], SignAlgorithm::EcdsaSha384, &d384)
+            .sign_digest(&[3], SignatureScheme::Ecdsa(HashAlg::Sha384), &d384)
             .expect("ecdsa");
         let sig = p384::ecdsa::Signature::from_der(&sig).expect("DER Ecdsa-Sig-Value");
         p384_key()
@@ -923,19 +879,23 @@ mod tests {
     fn sign_errors_are_the_token_errors() {
         let s = logged_in();
         assert!(matches!(
-            s.sign_digest(&[1], SignAlgorithm::RsaPkcs1Sha256, &[0; 20]),
+            s.sign_digest(
+                &[1],
+                SignatureScheme::RsaPkcs1v15(HashAlg::Sha256),
+                &[0; 20]
+            ),
             Err(TokenError::Invalid(_))
         ));
         assert!(matches!(
-            s.sign_digest(&[1], SignAlgorithm::EcdsaSha256, &[0; 32]),
+            s.sign_digest(&[1], SignatureScheme::Ecdsa(HashAlg::Sha256), &[0; 32]),
             Err(TokenError::KeyMismatch(_))
         ));
         assert!(matches!(
-            s.sign_digest(&[2], SignAlgorithm::RsaPssSha256, &[0; 32]),
+            s.sign_digest(&[2], SignatureScheme::RsaPss(HashAlg::Sha256), &[0; 32]),
             Err(TokenError::KeyMismatch(_))
         ));
         assert!(matches!(
-            s.sign_digest(&[9], SignAlgorithm::EcdsaSha256, &[0; 32]),
+            s.sign_digest(&[9], SignatureScheme::Ecdsa(HashAlg::Sha256), &[0; 32]),
             Err(TokenError::NoSuchKey(id)) if id == "09"
         ));
     }
@@ -945,24 +905,30 @@ mod tests {
         let s = logged_in();
         let pk = rsa_key().to_public_key();
         let cek = [0x42u8; 32];
-        let cases: [(DecryptAlgorithm, Vec<u8>); 4] = [
+        let cases: [(KeyTransport, Vec<u8>); 4] = [
             (
-                DecryptAlgorithm::RsaOaepSha256,
+                KeyTransport::RsaOaep {
+                    hash: OaepHash::Sha256,
+                },
                 pk.encrypt(&mut rng(), rsa::Oaep::<sha2::Sha256>::new(), &cek)
                     .expect("wrap"),
             ),
             (
-                DecryptAlgorithm::RsaOaepSha1,
+                KeyTransport::RsaOaep {
+                    hash: OaepHash::Sha1,
+                },
                 pk.encrypt(&mut rng(), rsa::Oaep::<sha1::Sha1>::new(), &cek)
                     .expect("wrap"),
             ),
             (
-                DecryptAlgorithm::RsaOaepSha512,
+                KeyTransport::RsaOaep {
+                    hash: OaepHash::Sha512,
+                },
                 pk.encrypt(&mut rng(), rsa::Oaep::<sha2::Sha512>::new(), &cek)
                     .expect("wrap"),
             ),
             (
-                DecryptAlgorithm::RsaPkcs1,
+                KeyTransport::RsaPkcs1v15,
                 pk.encrypt(&mut rng(), rsa::Pkcs1v15Encrypt, &cek)
                     .expect("wrap"),
             ),
@@ -974,21 +940,33 @@ mod tests {
         // wrong hash, corrupted ciphertext, wrong length: all the one error
         let (_, oaep256) = &cases[0];
         assert!(matches!(
-            s.decrypt(&[1], DecryptAlgorithm::RsaOaepSha384, oaep256),
+            s.decrypt(
+                &[1],
+                KeyTransport::RsaOaep {
+                    hash: OaepHash::Sha384
+                },
+                oaep256
+            ),
             Err(TokenError::DecryptFailed)
         ));
         let mut bad = oaep256.clone();
         bad[10] ^= 1;
         assert!(matches!(
-            s.decrypt(&[1], DecryptAlgorithm::RsaOaepSha256, &bad),
+            s.decrypt(
+                &[1],
+                KeyTransport::RsaOaep {
+                    hash: OaepHash::Sha256
+                },
+                &bad
+            ),
             Err(TokenError::DecryptFailed)
         ));
         assert!(matches!(
-            s.decrypt(&[1], DecryptAlgorithm::RsaPkcs1, &[1, 2, 3]),
+            s.decrypt(&[1], KeyTransport::RsaPkcs1v15, &[1, 2, 3]),
             Err(TokenError::DecryptFailed)
         ));
         assert!(matches!(
-            s.decrypt(&[2], DecryptAlgorithm::RsaPkcs1, &cases[3].1),
+            s.decrypt(&[2], KeyTransport::RsaPkcs1v15, &cases[3].1),
             Err(TokenError::KeyMismatch(_))
         ));
     }
@@ -1040,11 +1018,11 @@ mod tests {
             .with_key(ec);
         s.login(pin(PIN)).expect("login");
         assert!(matches!(
-            s.sign_digest(&[1], SignAlgorithm::RsaPkcs1Sha256, &[0; 32]),
+            s.sign_digest(&[1], SignatureScheme::RsaPkcs1v15(HashAlg::Sha256), &[0; 32]),
             Err(TokenError::KeyMismatch(m)) if m.contains("CKA_SIGN")
         ));
         assert!(matches!(
-            s.decrypt(&[1], DecryptAlgorithm::RsaPkcs1, &[0; 256]),
+            s.decrypt(&[1], KeyTransport::RsaPkcs1v15, &[0; 256]),
             Err(TokenError::KeyMismatch(m)) if m.contains("CKA_DECRYPT")
         ));
         let point = p256::SecretKey::generate_from_rng(&mut rng())

@@ -15,6 +15,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
 use super::{ContentCipher, DecryptError, EncryptError, EncryptRecipient, Encryptor};
+use crate::mime::{Base64Lines, Canonicalizer};
 
 /// Largest header block we read.
 pub const MAX_HEADER_BLOCK: usize = 256 * 1024;
@@ -154,69 +155,10 @@ pub fn outer_headers(kept: &[u8], cipher: ContentCipher) -> Vec<u8> {
     h
 }
 
-/// Streaming conversion of line endings to CRLF (bare LF → CRLF; CRLF kept).
-#[derive(Debug, Default)]
-pub struct CrlfCanonicalizer {
-    last_cr: bool,
-}
-
-impl CrlfCanonicalizer {
-    /// A new canonicalizer.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Appends the canonical form of `data` to `out`.
-    pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        crate::text::crlf_into(&mut self.last_cr, data, out);
-    }
-}
-
-/// Streaming base64 with 76-character CRLF lines.
-#[derive(Debug, Default)]
-pub struct Base64LineEncoder {
-    pending: Vec<u8>,
-}
-
-const B64_LINE_BYTES: usize = 57; // 76 characters
-
-impl Base64LineEncoder {
-    /// A new encoder.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Encodes `data`, appending complete lines to `out`.
-    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
-        if !self.pending.is_empty() {
-            let need = B64_LINE_BYTES - self.pending.len();
-            let n = need.min(data.len());
-            self.pending.extend_from_slice(&data[..n]);
-            data = &data[n..];
-            if self.pending.len() < B64_LINE_BYTES {
-                return;
-            }
-            Self::line(&self.pending, out);
-            self.pending.clear();
-        }
-        let rest = crate::text::b64_lines_into(data, out);
-        self.pending.extend_from_slice(rest);
-    }
-
-    fn line(bytes: &[u8], out: &mut Vec<u8>) {
-        crate::text::b64_last_line_into(bytes, out);
-    }
-
-    /// Writes the last (short) line.
-    pub fn finish(self, out: &mut Vec<u8>) {
-        Self::line(&self.pending, out);
-    }
-}
-
 /// Encrypts a whole RFC 5322 message (or MIME entity) into an S/MIME
 /// message. Streaming callers use the pieces: [`find_header_end`],
-/// [`split_headers`], [`outer_headers`], [`CrlfCanonicalizer`],
-/// [`Encryptor`] and [`Base64LineEncoder`], as `tokenmail encrypt` does.
+/// [`split_headers`], [`outer_headers`], [`Canonicalizer`],
+/// [`Encryptor`] and [`Base64Lines`], as `tokenmail encrypt` does.
 pub fn encrypt_message(
     message: &[u8],
     recipients: &[EncryptRecipient],
@@ -231,23 +173,23 @@ pub fn encrypt_message(
         (SplitHeaders::default(), message)
     };
     let mut entity = Vec::with_capacity(message.len() + 64);
-    let mut canon = CrlfCanonicalizer::new();
-    canon.push(&split.inner, &mut entity);
-    canon.push(b"\r\n", &mut entity);
+    let mut canon = Canonicalizer::default();
+    canon.update_into(&split.inner, &mut entity);
+    canon.update_into(b"\r\n", &mut entity);
     if split.body_is_binary() {
         entity.extend_from_slice(body);
     } else {
-        canon.push(body, &mut entity);
+        canon.update_into(body, &mut entity);
     }
 
     let (mut enc, header) = Encryptor::new(recipients, cipher)?;
     let mut out = outer_headers(&split.outer, cipher);
-    let mut b64 = Base64LineEncoder::new();
-    b64.push(&header, &mut out);
+    let mut b64 = Base64Lines::default();
+    b64.update_into(&header, &mut out);
     let ct = enc.update(&entity)?;
-    b64.push(&ct, &mut out);
-    b64.push(&enc.finish()?, &mut out);
-    b64.finish(&mut out);
+    b64.update_into(&ct, &mut out);
+    b64.update_into(&enc.finish()?, &mut out);
+    out.extend_from_slice(&b64.finish());
     Ok(out)
 }
 
@@ -553,22 +495,22 @@ mod tests {
 
     #[test]
     fn crlf() {
-        let mut c = CrlfCanonicalizer::new();
+        let mut c = Canonicalizer::default();
         let mut out = Vec::new();
-        c.push(b"a\nb\r", &mut out);
-        c.push(b"\nc\n", &mut out);
+        c.update_into(b"a\nb\r", &mut out);
+        c.update_into(b"\nc\n", &mut out);
         assert_eq!(out, b"a\r\nb\r\nc\r\n");
     }
 
     #[test]
     fn base64_lines_round_trip_through_decoder() {
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 31) as u8).collect();
-        let mut enc = Base64LineEncoder::new();
+        let mut enc = Base64Lines::default();
         let mut text = b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();
         for c in data.chunks(13) {
-            enc.push(c, &mut text);
+            enc.update_into(c, &mut text);
         }
-        enc.finish(&mut text);
+        text.extend_from_slice(&enc.finish());
         assert!(text.split(|b| *b == b'\n').all(|l| l.len() <= 77));
         let mut dec = CmsInputDecoder::new();
         let mut out = Vec::new();

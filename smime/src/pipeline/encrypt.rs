@@ -5,10 +5,11 @@ use std::io::Read;
 
 use super::{ChunkSink, PipelineError, CHUNK};
 use crate::envelope::mime::{
-    find_header_end, looks_like_headers, outer_headers, split_headers, Base64LineEncoder,
-    CrlfCanonicalizer, SplitHeaders, MAX_HEADER_BLOCK,
+    find_header_end, looks_like_headers, outer_headers, split_headers, SplitHeaders,
+    MAX_HEADER_BLOCK,
 };
 use crate::envelope::{ContentCipher, EncryptRecipient, Encryptor};
+use crate::mime::{Base64Lines, Canonicalizer};
 
 /// The plaintext of a message to encrypt, read from its source chunk by chunk: the MIME
 /// entity (Content-* header fields, an empty line, the body), with CRLF line endings unless
@@ -20,7 +21,7 @@ pub struct EntityReader<'a> {
     /// The plaintext from the header block, handed out first.
     first: Option<Vec<u8>>,
     binary: bool,
-    canon: CrlfCanonicalizer,
+    canon: Canonicalizer,
     buf: Vec<u8>,
     chunk: usize,
 }
@@ -69,15 +70,15 @@ impl<'a> EntityReader<'a> {
                 return Err(PipelineError::HeaderTooLarge);
             }
         };
-        let mut canon = CrlfCanonicalizer::new();
+        let mut canon = Canonicalizer::default();
         let mut text = Vec::with_capacity(chunk + chunk / 8);
-        canon.push(&split.inner, &mut text);
-        canon.push(b"\r\n", &mut text);
+        canon.update_into(&split.inner, &mut text);
+        canon.update_into(b"\r\n", &mut text);
         let binary = split.body_is_binary();
         if binary {
             text.extend_from_slice(&head[body_start..]);
         } else {
-            canon.push(&head[body_start..], &mut text);
+            canon.update_into(&head[body_start..], &mut text);
         }
         Ok((
             Self {
@@ -107,7 +108,7 @@ impl<'a> EntityReader<'a> {
         if self.binary {
             out.extend_from_slice(&self.buf);
         } else {
-            self.canon.push(&self.buf, out);
+            self.canon.update_into(&self.buf, out);
         }
         Ok(true)
     }
@@ -140,12 +141,12 @@ pub fn encrypt_stream_with(
     let chunk = chunk.max(4096);
     let out_chunk = chunk / 57 * 78 + 1024;
     let (mut enc, header) = Encryptor::new(recipients, cipher).map_err(enc_err)?;
-    let mut b64 = Base64LineEncoder::new();
+    let mut b64 = Base64Lines::default();
     let mut text = Vec::with_capacity(chunk + chunk / 8);
     let mut ct = Vec::with_capacity(chunk + chunk / 8);
     let mut out = output.buffer(out_chunk);
     out.extend_from_slice(&outer_headers(&outer, cipher));
-    b64.push(&header, &mut out);
+    b64.update_into(&header, &mut out);
     loop {
         text.clear();
         if !entity.next_into(&mut text)? {
@@ -153,12 +154,12 @@ pub fn encrypt_stream_with(
         }
         ct.clear();
         enc.update_into(&text, &mut ct).map_err(enc_err)?;
-        b64.push(&ct, &mut out);
+        b64.update_into(&ct, &mut out);
         output.put(out).map_err(PipelineError::Write)?;
         out = output.buffer(out_chunk);
     }
-    b64.push(&enc.finish().map_err(enc_err)?, &mut out);
-    b64.finish(&mut out);
+    b64.update_into(&enc.finish().map_err(enc_err)?, &mut out);
+    out.extend_from_slice(&b64.finish());
     output.put(out).map_err(PipelineError::Write)?;
     Ok(())
 }

@@ -11,9 +11,9 @@ use x509_cert::Certificate;
 
 use super::{read_chunk, BackgroundFeed, PipelineError, CHUNK};
 use crate::alg::{ContentHasher, HashAlg};
-use crate::envelope::mime::CrlfCanonicalizer;
 use crate::mime::{
-    pem_encode, BodyPlan, HeaderField, MultipartSigned, OpaqueWriter, SevenBitScanner,
+    pem_encode, BodyPlan, Canonicalizer, HeaderField, MultipartSigned, OpaqueWriter,
+    SevenBitScanner,
 };
 use crate::reencode::TreeEncoder;
 use crate::signed::{sign_detached, DigestSigner, SignOptions};
@@ -134,7 +134,7 @@ fn hash_detached(
 ) -> Result<Vec<u8>, PipelineError> {
     let mut h = ContentHasher::new(hash);
     let mut buf = vec![0u8; chunk];
-    let mut canon = crlf.then(CrlfCanonicalizer::new);
+    let mut canon = crlf.then(Canonicalizer::default);
     let mut text = Vec::new();
     loop {
         let n = read_chunk(input, &mut buf)?;
@@ -144,7 +144,7 @@ fn hash_detached(
         match canon.as_mut() {
             Some(c) => {
                 text.clear();
-                c.push(&buf[..n], &mut text);
+                c.update_into(&buf[..n], &mut text);
                 h.update(&text);
             }
             None => h.update(&buf[..n]),
