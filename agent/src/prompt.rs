@@ -131,6 +131,7 @@ impl PromptingStore {
         }
         let description = self.describe(what);
         let mut error: Option<String> = None;
+        let mut last_tries: Option<u32> = None;
         for _ in 0..MAX_ATTEMPTS {
             let req = PinentryRequest {
                 program: &self.prompter.program,
@@ -157,8 +158,11 @@ impl PromptingStore {
             };
             match self.inner.login(Some(pin)) {
                 Ok(()) => return op(),
-                Err(TokenError::PinIncorrect { hint, .. }) => {
+                Err(TokenError::PinIncorrect {
+                    hint, tries_left, ..
+                }) => {
                     error = Some(format!("Wrong PIN{hint}."));
+                    last_tries = tries_left;
                 }
                 Err(e) => return Err(e),
             }
@@ -166,6 +170,7 @@ impl PromptingStore {
         Err(TokenError::PinIncorrect {
             token,
             hint: format!(" ({MAX_ATTEMPTS} wrong PINs typed in pinentry)"),
+            tries_left: last_tries,
         })
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokenmail_proto::frame::{Header, HEADER_LEN};
-use tokenmail_proto::v1::{ErrorCode, Request, Response};
+use tokenmail_proto::v1::{Request, Response};
 use tokenmail_proto::{decode_message, encode_message, FrameKind, ProtoError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 use zeroize::Zeroize;
 
+use crate::error::AgentError;
 use crate::service::Service;
 
 /// How long a connection may sit idle between requests.
@@ -164,7 +165,7 @@ pub async fn serve(
                         let mut stream = stream;
                         let _ = write_response(
                             &mut stream,
-                            &Response::error(ErrorCode::Internal, "the agent is busy: too many connections"),
+                            &AgentError::Busy("the agent is busy: too many connections; try again".into()).into(),
                         )
                         .await;
                     });
@@ -266,10 +267,7 @@ async fn serve_connection(stream: &mut UnixStream, mut svc: Arc<Service>, my_uid
         );
         let _ = write_response(
             stream,
-            &Response::error(
-                ErrorCode::BadRequest,
-                "refused: this agent serves only its own user",
-            ),
+            &AgentError::bad("refused: this agent serves only its own user").into(),
         )
         .await;
         return true;
@@ -281,20 +279,12 @@ async fn serve_connection(stream: &mut UnixStream, mut svc: Arc<Service>, my_uid
             Ok(None) => return false,
             Err(e) => {
                 debug!(pid = ?peer.pid(), "closing connection: {e}");
-                let code = match e {
-                    ProtoError::UnsupportedVersion(..) => ErrorCode::UnsupportedVersion,
-                    _ => ErrorCode::BadRequest,
-                };
-                let _ = write_response(stream, &Response::error(code, e.to_string())).await;
+                let _ = write_response(stream, &AgentError::from(e).into()).await;
                 return true;
             }
         };
         if header.kind != FrameKind::Message {
-            let _ = write_response(
-                stream,
-                &Response::error(ErrorCode::BadRequest, "unexpected data frame"),
-            )
-            .await;
+            let _ = write_response(stream, &AgentError::bad("unexpected data frame").into()).await;
             return true;
         }
         let req = decode_message::<Request>(&payload);
@@ -306,13 +296,11 @@ async fn serve_connection(stream: &mut UnixStream, mut svc: Arc<Service>, my_uid
             Err(e) if greeted && unknown_op => {
                 // A well-formed request for an operation we do not serve: answer, stay open.
                 debug!("unknown operation: {e}");
-                let resp = Response::error(
-                    ErrorCode::BadRequest,
-                    format!(
-                        "unknown operation; this agent serves: {}",
-                        tokenmail_proto::v1::OPERATIONS.join(", ")
-                    ),
-                );
+                let resp = AgentError::bad(format!(
+                    "unknown operation; this agent serves: {}",
+                    tokenmail_proto::v1::OPERATIONS.join(", ")
+                ))
+                .into();
                 if write_response(stream, &resp).await.is_err() {
                     return false;
                 }
@@ -320,18 +308,14 @@ async fn serve_connection(stream: &mut UnixStream, mut svc: Arc<Service>, my_uid
             }
             Err(e) => {
                 debug!("malformed request, closing: {e}");
-                let _ = write_response(
-                    stream,
-                    &Response::error(ErrorCode::BadRequest, e.to_string()),
-                )
-                .await;
+                let _ = write_response(stream, &AgentError::bad(e.to_string()).into()).await;
                 return true;
             }
         };
         if !greeted && !matches!(req, Request::Hello { .. }) {
             let _ = write_response(
                 stream,
-                &Response::error(ErrorCode::BadRequest, "the first request must be hello"),
+                &AgentError::bad("the first request must be hello").into(),
             )
             .await;
             return true;
@@ -382,7 +366,7 @@ async fn serve_connection(stream: &mut UnixStream, mut svc: Arc<Service>, my_uid
         })
         .unwrap_or_else(|_| {
             warn!("request handler panicked");
-            Response::error(ErrorCode::Internal, "internal error; see the agent's log")
+            AgentError::Internal("internal error; see the agent's log".into()).into()
         });
         debug!(op, ok = !matches!(resp, Response::Error(_)), "request done");
         if let Err(e) = write_response(stream, &resp).await {
@@ -407,8 +391,8 @@ async fn wait_token(
         let svc = svc.clone();
         match tokio::task::spawn_blocking(move || svc.wait_set(token.as_deref())).await {
             Ok(Ok(set)) => set,
-            Ok(Err(resp)) => return Some(resp),
-            Err(_) => return Some(Response::error(ErrorCode::Internal, "internal error")),
+            Ok(Err(e)) => return Some(e.into()),
+            Err(_) => return Some(AgentError::Internal("internal error".into()).into()),
         }
     };
     loop {
@@ -419,7 +403,7 @@ async fn wait_token(
         match look.await {
             Ok(Some(resp)) => return Some(resp),
             Ok(None) => {}
-            Err(_) => return Some(Response::error(ErrorCode::Internal, "internal error")),
+            Err(_) => return Some(AgentError::Internal("internal error".into()).into()),
         }
         tokio::select! {
             _ = tokio::time::sleep(crate::service::WAIT_POLL) => {}

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use secrecy::SecretString;
-use tokenmail_proto::v1::{
-    AgentStatus, EmailSelection, ErrorCode, KeyInfo, Request, Response, SecretBytes,
-};
-use tracing::{debug, warn};
+use tokenmail_proto::v1::{AgentStatus, EmailSelection, KeyInfo, Request, Response, SecretBytes};
+use tracing::debug;
 
+use crate::error::AgentError;
 use crate::token::{cert, KeyEntry, KeyStore, TokenError};
 
 /// The agent's name and version.
@@ -33,47 +32,19 @@ struct Found {
     key: KeyEntry,
 }
 
-/// Maps a token-layer error to the wire: one function, details logged here.
-pub fn to_response(e: &TokenError) -> Response {
-    let code = match e {
-        TokenError::Module { .. } => ErrorCode::TokenError,
-        TokenError::NotPresent(_) | TokenError::CardAbsent(_) => ErrorCode::TokenNotPresent,
-        TokenError::Pcsc(_) | TokenError::Piv { .. } | TokenError::Retry => ErrorCode::TokenError,
-        TokenError::PinRequired(_) => ErrorCode::PinRequired,
-        TokenError::PinIncorrect { .. } => ErrorCode::PinIncorrect,
-        TokenError::PinLocked(_) => ErrorCode::PinLocked,
-        TokenError::NoSuchKey(_) => ErrorCode::NoSuchKey,
-        TokenError::KeyMismatch(_) => ErrorCode::KeyMismatch,
-        TokenError::Invalid(_) => ErrorCode::BadRequest,
-        TokenError::PinSource(_) => ErrorCode::PinRequired,
-        TokenError::Mechanism(_) => ErrorCode::MechanismUnsupported,
-        TokenError::DecryptFailed => ErrorCode::DecryptFailed,
-        TokenError::Pkcs11 { .. } => ErrorCode::TokenError,
-    };
-    match e {
-        TokenError::Pkcs11 { .. } => warn!("token error: {e}"),
-        _ => debug!("request failed: {e}"),
-    }
-    Response::error(code, e.to_string())
-}
-
 /// Longest `wait-token`.
 pub const MAX_WAIT_SECS: u64 = 600;
 /// How often a `wait-token` looks at the tokens.
 pub const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(400);
 
-fn not_piv(name: &str) -> Response {
-    Response::error(
-        ErrorCode::BadRequest,
-        format!("token {name:?} is not a PIV card; `tokenmail piv` works on cards configured with --piv"),
-    )
+fn not_piv(name: &str) -> AgentError {
+    AgentError::bad(format!(
+        "token {name:?} is not a PIV card; `tokenmail piv` works on cards configured with --piv"
+    ))
 }
 
-fn bad_slot(slot: &str) -> Response {
-    Response::error(
-        ErrorCode::BadRequest,
-        format!("PIV slot {slot:?}: use 9a, 9c, 9d, 9e or 82..95 (or authentication, signature, key-management, card-authentication, retired1..retired20)"),
-    )
+fn bad_slot(slot: &str) -> AgentError {
+    AgentError::bad(format!("PIV slot {slot:?}: use 9a, 9c, 9d, 9e or 82..95 (or authentication, signature, key-management, card-authentication, retired1..retired20)"))
 }
 
 #[cfg(feature = "piv")]
@@ -366,7 +337,7 @@ impl Service {
                     key,
                     signature: tokenmail_proto::v1::Bytes(sig),
                 },
-                Err(e) => to_response(&e),
+                Err(e) => AgentError::from(e).into(),
             },
             Request::DecryptKey {
                 key,
@@ -381,7 +352,7 @@ impl Service {
                 Ok(secret) => Response::Secret {
                     secret: SecretBytes(secret),
                 },
-                Err(e) => to_response(&e),
+                Err(e) => AgentError::from(e).into(),
             },
             Request::Derive { key, peer_point } => match self
                 .resolve(&key)
@@ -390,17 +361,17 @@ impl Service {
                 Ok(secret) => Response::Secret {
                     secret: SecretBytes(secret),
                 },
-                Err(e) => to_response(&e),
+                Err(e) => AgentError::from(e).into(),
             },
             Request::Login { token, pin } => {
                 let store = match self.pick_store(token.as_deref()) {
                     Ok(s) => s,
-                    Err(resp) => return resp,
+                    Err(e) => return e.into(),
                 };
                 let pin = pin.map(|p| SecretString::from(p.expose().to_string()));
                 match store.login(pin) {
                     Ok(()) => Response::Ok,
-                    Err(e) => to_response(&e),
+                    Err(e) => AgentError::from(e).into(),
                 }
             }
             Request::Lock => {
@@ -416,10 +387,10 @@ impl Service {
             Request::PivStatus { token } => match self.pick_piv(token.as_deref()) {
                 Ok(store) => match store.piv().map(|p| p.piv_status()) {
                     Some(Ok(st)) => Response::PivStatus(Box::new(st)),
-                    Some(Err(e)) => to_response(&e),
-                    None => not_piv(store.name()),
+                    Some(Err(e)) => AgentError::from(e).into(),
+                    None => not_piv(store.name()).into(),
                 },
-                Err(resp) => resp,
+                Err(e) => e.into(),
             },
             Request::PivKeygen {
                 token,
@@ -431,7 +402,7 @@ impl Service {
             } => {
                 let (store, slot) = match self.piv_slot(token.as_deref(), &slot) {
                     Ok(t) => t,
-                    Err(resp) => return resp,
+                    Err(e) => return e.into(),
                 };
                 let req = crate::token::PivKeygen {
                     slot,
@@ -445,8 +416,8 @@ impl Service {
                         public_key: tokenmail_proto::v1::Bytes(spki),
                         warnings,
                     },
-                    Some(Err(e)) => to_response(&e),
-                    None => not_piv(store.name()),
+                    Some(Err(e)) => AgentError::from(e).into(),
+                    None => not_piv(store.name()).into(),
                 }
             }
             Request::PivImportCert {
@@ -457,7 +428,7 @@ impl Service {
             } => {
                 let (store, slot) = match self.piv_slot(token.as_deref(), &slot) {
                     Ok(t) => t,
-                    Err(resp) => return resp,
+                    Err(e) => return e.into(),
                 };
                 let mk = management_key.as_ref().map(|k| k.0.as_slice());
                 match store
@@ -465,17 +436,17 @@ impl Service {
                     .map(|p| p.piv_import_cert(slot, &certificate.0, mk))
                 {
                     Some(Ok(warnings)) => Response::Done { warnings },
-                    Some(Err(e)) => to_response(&e),
-                    None => not_piv(store.name()),
+                    Some(Err(e)) => AgentError::from(e).into(),
+                    None => not_piv(store.name()).into(),
                 }
             }
-            _ => Response::error(ErrorCode::BadRequest, "request not supported by this agent"),
+            _ => AgentError::bad("request not supported by this agent").into(),
         }
     }
 
     /// `wait-token`: the tokens to wait for. With a token named, that token; without,
     /// every token absent now (empty = nothing to wait for).
-    pub fn wait_set(&self, token: Option<&str>) -> Result<Vec<Arc<dyn KeyStore>>, Response> {
+    pub fn wait_set(&self, token: Option<&str>) -> Result<Vec<Arc<dyn KeyStore>>, AgentError> {
         match token {
             Some(_) => self.pick_store(token).map(|s| vec![s]),
             None => Ok(self
@@ -511,13 +482,10 @@ impl Service {
                 }
             })
             .collect();
-        Some(Response::error(
-            ErrorCode::TokenNotPresent,
-            format!(
-                "still not present after {timeout_secs} s: {}: insert it",
-                names.join(", ")
-            ),
-        ))
+        Some(Response::from(AgentError::NoToken(format!(
+            "still not present after {timeout_secs} s: {}: insert it",
+            names.join(", ")
+        ))))
     }
 
     /// `wait-token`, blocking (the server runs its own loop that also notices a client
@@ -526,7 +494,7 @@ impl Service {
     fn wait_token(&self, token: Option<&str>, timeout_secs: u64) -> Response {
         let set = match self.wait_set(token) {
             Ok(s) => s,
-            Err(resp) => return resp,
+            Err(e) => return e.into(),
         };
         let timeout_secs = timeout_secs.min(MAX_WAIT_SECS);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
@@ -543,14 +511,14 @@ impl Service {
         &self,
         token: Option<&str>,
         slot: &str,
-    ) -> Result<(Arc<dyn KeyStore>, u8), Response> {
+    ) -> Result<(Arc<dyn KeyStore>, u8), AgentError> {
         let store = self.pick_piv(token)?;
         let slot = parse_piv_slot(slot).ok_or_else(|| bad_slot(slot))?;
         Ok((store, slot))
     }
 
     /// The PIV card named by label/serial, or the only one.
-    fn pick_piv(&self, token: Option<&str>) -> Result<Arc<dyn KeyStore>, Response> {
+    fn pick_piv(&self, token: Option<&str>) -> Result<Arc<dyn KeyStore>, AgentError> {
         if token.is_some() {
             return self.pick_store(token);
         }
@@ -558,18 +526,14 @@ impl Service {
             self.stores.iter().filter(|s| s.piv().is_some()).collect();
         match cards.as_slice() {
             [one] => Ok((*one).clone()),
-            [] => Err(Response::error(
-                ErrorCode::TokenNotPresent,
-                "the agent has no PIV card configured: start it with --piv (or a [[token]] with type = \"piv\")",
+            [] => Err(AgentError::NoToken(
+                "the agent has no PIV card configured: start it with --piv (or a [[token]] with type = \"piv\")".into(),
             )),
-            _ => Err(Response::error(
-                ErrorCode::BadRequest,
-                "several PIV cards: name one with --token NAME or SERIAL",
-            )),
+            _ => Err(AgentError::bad("several PIV cards: name one with --token NAME or SERIAL")),
         }
     }
 
-    fn pick_store(&self, token: Option<&str>) -> Result<Arc<dyn KeyStore>, Response> {
+    fn pick_store(&self, token: Option<&str>) -> Result<Arc<dyn KeyStore>, AgentError> {
         match token {
             Some(t) => self
                 .stores
@@ -577,16 +541,14 @@ impl Service {
                 .find(|s| s.name() == t || s.status().label == t || s.status().serial == t)
                 .cloned()
                 .ok_or_else(|| {
-                    Response::error(
-                        ErrorCode::TokenNotPresent,
-                        format!("no token {t:?} is configured; see `tokenmail status`"),
-                    )
+                    AgentError::NoToken(format!(
+                        "no token {t:?} is configured; see `tokenmail status`"
+                    ))
                 }),
             None => match self.stores.as_slice() {
                 [one] => Ok(one.clone()),
-                [] => Err(Response::error(
-                    ErrorCode::TokenNotPresent,
-                    "the agent has no token configured",
+                [] => Err(AgentError::NoToken(
+                    "the agent has no token configured".into(),
                 )),
                 _ => {
                     // The first token that is present and not logged in.
@@ -598,10 +560,7 @@ impl Service {
                         })
                         .cloned()
                         .ok_or_else(|| {
-                            Response::error(
-                                ErrorCode::BadRequest,
-                                "several tokens: name one with --token LABEL",
-                            )
+                            AgentError::bad("several tokens: name one with --token LABEL")
                         })
                 }
             },

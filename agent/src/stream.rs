@@ -29,8 +29,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use tokenmail_proto::frame::{Header, CHUNK, HEADER_LEN};
-use tokenmail_proto::v1::{ErrorCode, HashAlgorithm, Request, Response, SignForm};
-use tokenmail_proto::{FrameKind, ProtoError};
+use tokenmail_proto::v1::{HashAlgorithm, Request, Response, SignForm};
+use tokenmail_proto::FrameKind;
 use tokenmail_smime::alg::{KeyKind, SignatureScheme};
 use tokenmail_smime::envelope::{
     ContentCipher, DecryptError, EncryptRecipient, KeyOpError, KeyTransport, ParsedEnvelope,
@@ -53,8 +53,9 @@ use x509_cert::der::Decode;
 use x509_cert::Certificate;
 use zeroize::Zeroizing;
 
+use crate::error::AgentError;
 use crate::server::{read_frame, write_response};
-use crate::service::{to_response, Service};
+use crate::service::Service;
 use crate::token::{KeyEntry, KeyStore, PublicKey, TokenError};
 
 /// Chunks in flight between the socket and the worker (each ≤ 1 MiB, usually 64 KiB).
@@ -123,7 +124,7 @@ struct Spool {
 }
 
 impl Spool {
-    fn new() -> Result<Self, Response> {
+    fn new() -> Result<Self, AgentError> {
         Ok(Spool {
             w: BufWriter::with_capacity(CHUNK, new_spool_file()?),
             n: 0,
@@ -131,10 +132,10 @@ impl Spool {
     }
 
     /// The file, flushed and rewound, and its length.
-    fn finish(self) -> Result<(File, u64), Response> {
+    fn finish(self) -> Result<(File, u64), AgentError> {
         let n = self.n;
-        let mut f = self.w.into_inner().map_err(|e| io_failure(e.error()))?;
-        f.seek(SeekFrom::Start(0)).map_err(|e| io_failure(&e))?;
+        let mut f = self.w.into_inner().map_err(|e| spool_failure(e.error()))?;
+        f.seek(SeekFrom::Start(0)).map_err(|e| spool_failure(&e))?;
         Ok((f, n))
     }
 }
@@ -152,40 +153,24 @@ impl Write for Spool {
 
 /// An unnamed temporary file (mode 0600, in `$TMPDIR`): nothing to clean up, nothing for
 /// another process to open.
-fn new_spool_file() -> Result<File, Response> {
+fn new_spool_file() -> Result<File, AgentError> {
     tempfile::tempfile().map_err(|e| {
-        warn!("cannot create a spool file: {e}");
-        Response::error(
-            ErrorCode::Internal,
-            format!("the agent cannot create a temporary file in $TMPDIR: {e}"),
-        )
+        AgentError::Internal(format!(
+            "the agent cannot create a temporary file in $TMPDIR: {e}"
+        ))
     })
 }
 
-fn io_failure(e: &io::Error) -> Response {
-    debug!("stream I/O failed: {e}");
-    Response::error(
-        ErrorCode::Internal,
-        format!("the agent's temporary file failed: {e}"),
-    )
+fn spool_failure(e: &io::Error) -> AgentError {
+    AgentError::Internal(format!("the agent's temporary file failed: {e}"))
 }
 
-fn bad(msg: impl Into<String>) -> Response {
-    Response::error(ErrorCode::BadRequest, msg)
-}
-
-/// Reading the client's input failed: the connection is going away, nobody reads this.
-fn input_failure(e: io::Error) -> Response {
-    debug!("stream input ended: {e}");
-    Response::error(ErrorCode::BadRequest, format!("input stream: {e}"))
-}
-
-/// A read error on the input or a write error on the spool.
-fn rw_failure(e: io::Error) -> Response {
+/// A read error on the input (the connection is going away) or a write error on the spool.
+fn rw_failure(e: io::Error) -> AgentError {
     if e.kind() == io::ErrorKind::ConnectionAborted {
-        input_failure(e)
+        AgentError::Pipeline(PipelineError::Read(e))
     } else {
-        io_failure(&e)
+        spool_failure(&e)
     }
 }
 
@@ -210,11 +195,7 @@ pub(crate) async fn serve(stream: &mut UnixStream, svc: Arc<Service>, req: Reque
             }
             Err(e) => {
                 debug!("closing connection inside a stream: {e}");
-                let code = match e {
-                    ProtoError::UnsupportedVersion(..) => ErrorCode::UnsupportedVersion,
-                    _ => ErrorCode::BadRequest,
-                };
-                let _ = write_response(stream, &Response::error(code, e.to_string())).await;
+                let _ = write_response(stream, &AgentError::from(e).into()).await;
                 return Flow::Answered;
             }
         };
@@ -230,7 +211,7 @@ pub(crate) async fn serve(stream: &mut UnixStream, svc: Arc<Service>, req: Reque
             _ => {
                 let _ = write_response(
                     stream,
-                    &bad("unexpected message frame inside a stream: send the input as data frames, then an end frame"),
+                    &AgentError::bad("unexpected message frame inside a stream: send the input as data frames, then an end frame").into(),
                 )
                 .await;
                 return Flow::Answered;
@@ -242,11 +223,11 @@ pub(crate) async fn serve(stream: &mut UnixStream, svc: Arc<Service>, req: Reque
     }
     let (resp, output) = match worker.await {
         Ok(Ok((resp, out))) => (resp, out),
-        Ok(Err(resp)) => (resp, None),
+        Ok(Err(e)) => (e.into(), None),
         Err(e) => {
             warn!("stream handler failed: {e}");
             (
-                Response::error(ErrorCode::Internal, "internal error; see the agent's log"),
+                AgentError::Internal("internal error; see the agent's log".into()).into(),
                 None,
             )
         }
@@ -299,7 +280,7 @@ type Done = (Response, Option<File>);
 
 /// The worker: runs on the blocking pool, reads the input, returns the final response
 /// and the output to send (only on success).
-fn run(svc: &Service, req: Request, mut input: Input) -> Result<Done, Response> {
+fn run(svc: &Service, req: Request, mut input: Input) -> Result<Done, AgentError> {
     match req {
         Request::Sign {
             key,
@@ -320,7 +301,7 @@ fn run(svc: &Service, req: Request, mut input: Input) -> Result<Done, Response> 
             encrypt_op(&recipients, cipher.as_deref(), &mut input)
         }
         Request::Decrypt => decrypt_op(svc, &mut input),
-        _ => Err(bad("not a stream operation")),
+        _ => Err(AgentError::bad("not a stream operation")),
     }
 }
 
@@ -350,34 +331,25 @@ impl DigestSigner for StoreSigner {
     }
 }
 
-fn key_kind(k: &KeyEntry) -> Result<KeyKind, Response> {
+fn key_kind(k: &KeyEntry) -> Result<KeyKind, AgentError> {
     match &k.public {
         PublicKey::Rsa { .. } => Ok(KeyKind::Rsa {
             bits: k.public.rsa_len().unwrap_or(256) * 8,
         }),
         PublicKey::P256(_) => Ok(KeyKind::P256),
         PublicKey::P384(_) => Ok(KeyKind::P384),
-        PublicKey::Other(a) => Err(Response::error(
-            ErrorCode::KeyMismatch,
-            format!("key {:?} is {a}, which cannot sign S/MIME", k.label),
-        )),
+        PublicKey::Other(a) => Err(AgentError::KeyMismatch(format!(
+            "key {:?} is {a}, which cannot sign S/MIME",
+            k.label
+        ))),
     }
 }
 
-/// A signing failure: the token's own error when the token failed, else the message.
-fn sign_failure(signer: &StoreSigner, e: SmimeError) -> Response {
-    if let Some(t) = signer.error.borrow_mut().take() {
-        return to_response(&t);
-    }
-    match e {
-        SmimeError::Malformed(_) | SmimeError::Der(_) => bad(format!("cannot sign: {e}")),
-        SmimeError::Unsupported(_) | SmimeError::Signer(_) => {
-            Response::error(ErrorCode::KeyMismatch, format!("cannot sign: {e}"))
-        }
-        other => {
-            warn!("signing failed: {other}");
-            Response::error(ErrorCode::Internal, format!("cannot sign: {other}"))
-        }
+/// A signing failure: the token's own error when the token failed, else the driver's.
+fn sign_failure(signer: &StoreSigner, e: SmimeError) -> AgentError {
+    match signer.error.borrow_mut().take() {
+        Some(t) => AgentError::Token(t),
+        None => AgentError::Pipeline(PipelineError::Signer(e)),
     }
 }
 
@@ -389,32 +361,26 @@ fn sign(
     key: &str,
     (form, digest, pss, crlf): SignParams,
     input: &mut Input,
-) -> Result<Done, Response> {
-    let (store, entry) = svc.find_key(key).map_err(|e| to_response(&e))?;
+) -> Result<Done, AgentError> {
+    let (store, entry) = svc.find_key(key)?;
     if !entry.can_sign {
-        return Err(Response::error(
-            ErrorCode::KeyMismatch,
-            format!("key {:?} may not sign (no CKA_SIGN)", entry.label),
-        ));
+        return Err(AgentError::KeyMismatch(format!(
+            "key {:?} may not sign (no CKA_SIGN)",
+            entry.label
+        )));
     }
     let kind = key_kind(&entry)?;
     let cert_der = entry.certificate.as_deref().ok_or_else(|| {
-        Response::error(
-            ErrorCode::KeyMismatch,
-            format!(
-                "key {:?} has no certificate on the token: import one first",
-                entry.label
-            ),
-        )
+        AgentError::KeyMismatch(format!(
+            "key {:?} has no certificate on the token: import one first",
+            entry.label
+        ))
     })?;
     let cert = Certificate::from_der(cert_der).map_err(|e| {
-        Response::error(
-            ErrorCode::KeyMismatch,
-            format!(
-                "the certificate of key {:?} does not parse: {e}",
-                entry.label
-            ),
-        )
+        AgentError::KeyMismatch(format!(
+            "the certificate of key {:?} does not parse: {e}",
+            entry.label
+        ))
     })?;
     let chain: Vec<Certificate> = entry
         .chain
@@ -424,11 +390,11 @@ fn sign(
     let hash = match digest {
         None => None,
         Some(d) => Some(d.to_signing_hash().ok_or_else(|| {
-            bad("digest sha1 is not accepted for signing; use sha256, sha384 or sha512")
+            AgentError::bad("digest sha1 is not accepted for signing; use sha256, sha384 or sha512")
         })?),
     };
     let scheme = kind.scheme(hash, pss).map_err(|e| {
-        bad(format!(
+        AgentError::bad(format!(
             "{e}: {:?} is {}",
             entry.label,
             entry.public.algorithm_name()
@@ -446,7 +412,7 @@ fn sign(
         error: RefCell::new(None),
     };
     if crlf && !matches!(form, SignForm::DetachedDer | SignForm::DetachedPem) {
-        return Err(bad(
+        return Err(AgentError::bad(
             "crlf is for the detached forms (the MIME forms are canonical already)",
         ));
     }
@@ -455,10 +421,10 @@ fn sign(
     io::copy(input, &mut spooled).map_err(rw_failure)?;
     spooled
         .seek(SeekFrom::Start(0))
-        .map_err(|e| io_failure(&e))?;
+        .map_err(|e| spool_failure(&e))?;
     let mut random = [0u8; 12];
     getrandom::fill(&mut random)
-        .map_err(|e| Response::error(ErrorCode::Internal, format!("no randomness: {e}")))?;
+        .map_err(|e| AgentError::Internal(format!("no randomness: {e}")))?;
     let stream = SignStream {
         form: form.to_pipeline(),
         crlf,
@@ -477,7 +443,7 @@ fn sign(
     )
     .map_err(|e| match e {
         PipelineError::Signer(e) => sign_failure(&signer, e),
-        other => pipeline_failure(other),
+        other => AgentError::Pipeline(other),
     })?;
     let (file, n) = out.finish()?;
     Ok((
@@ -490,33 +456,6 @@ fn sign(
 }
 
 // ----------------------------------------------------------------------- verify
-
-/// A failure of a streaming driver (`tokenmail_smime::pipeline`), as the answer.
-fn pipeline_failure(e: PipelineError) -> Response {
-    match e {
-        PipelineError::Read(e) => input_failure(e),
-        PipelineError::Write(e) | PipelineError::Reread(e) | PipelineError::Reopen(e) => {
-            io_failure(&e)
-        }
-        PipelineError::Verify(e) => bad(format!("cannot verify: {e}")),
-        PipelineError::SignatureNotCms => bad("signature is neither DER nor PEM CMS"),
-        PipelineError::TooLargeForMemory { limit } => bad(format!(
-            "this form of signed message is verified in memory, up to {} MiB; send multipart/signed, base64 application/pkcs7-mime or DER CMS",
-            limit >> 20
-        )),
-        e @ PipelineError::HeaderTooLarge => bad(e.to_string()),
-        PipelineError::Encrypt(e) => bad(format!("cannot encrypt: {e}")),
-        PipelineError::Sign(e) => bad(format!("cannot sign this message: {e}")),
-        PipelineError::Signer(e) => {
-            Response::error(ErrorCode::KeyMismatch, format!("cannot sign: {e}"))
-        }
-        PipelineError::Empty => bad("empty input: nothing to sign"),
-        PipelineError::Background(e) => {
-            warn!("stream worker thread failed: {e}");
-            Response::error(ErrorCode::Internal, "internal error; see the agent's log")
-        }
-    }
-}
 
 /// The spool can be read again: `verify` then hashes only what `micalg` names, and hashes
 /// the content a second time should the signature use another algorithm.
@@ -538,18 +477,18 @@ fn verify_op(
     trust: &[String],
     signature: Option<Vec<u8>>,
     input: &mut Input,
-) -> Result<Done, Response> {
+) -> Result<Done, AgentError> {
     if trust.is_empty() {
-        return Err(bad(
+        return Err(AgentError::bad(
             "no trust anchor: pass trust (PEM certificates of the CAs to trust)",
         ));
     }
     let mut anchors = Vec::new();
     for (i, pem) in trust.iter().enumerate() {
         let certs = CertEntry::from_pem_or_der(pem.as_bytes())
-            .map_err(|e| bad(format!("trust[{i}] is not a PEM certificate: {e}")))?;
+            .map_err(|e| AgentError::bad(format!("trust[{i}] is not a PEM certificate: {e}")))?;
         if certs.is_empty() {
-            return Err(bad(format!("trust[{i}] holds no certificate")));
+            return Err(AgentError::bad(format!("trust[{i}] holds no certificate")));
         }
         anchors.extend(certs);
     }
@@ -570,7 +509,7 @@ fn verify_op(
         // one frame at a time: the agent serves many streams, each a few chunks
         chunk: CHUNK,
     };
-    let v = verify_stream(input, &mut sink, &opts, stream).map_err(pipeline_failure)?;
+    let v = verify_stream(input, &mut sink, &opts, stream).map_err(AgentError::Pipeline)?;
     let report = serde_json::json!({
         "valid": v.report.valid,
         "form": v.form,
@@ -589,16 +528,16 @@ fn encrypt_op(
     recipients: &[String],
     cipher: Option<&str>,
     input: &mut Input,
-) -> Result<Done, Response> {
+) -> Result<Done, AgentError> {
     if recipients.is_empty() {
-        return Err(bad(
+        return Err(AgentError::bad(
             "no recipient: pass recipients (PEM certificates to encrypt to)",
         ));
     }
     let cipher = match cipher {
         None => ContentCipher::Aes256Gcm,
         Some(name) => ContentCipher::from_name(name).ok_or_else(|| {
-            bad(format!(
+            AgentError::bad(format!(
                 "unknown cipher {name:?}; use aes256-gcm, aes128-gcm, aes256-cbc or aes128-cbc"
             ))
         })?,
@@ -608,13 +547,14 @@ fn encrypt_op(
         .enumerate()
         .map(|(i, pem)| {
             EncryptRecipient::from_pem_or_der(pem.as_bytes())
-                .map_err(|e| bad(format!("cannot encrypt to recipients[{i}]: {e}")))
+                .map_err(|e| AgentError::bad(format!("cannot encrypt to recipients[{i}]: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     // the driver `tokenmail encrypt` uses; the spool is written in place (the client's
     // upload, not this thread, sets the pace)
     let mut out = WriteChunks::new(Spool::new()?);
-    encrypt_stream_with(&recipients, cipher, input, &mut out, CHUNK).map_err(pipeline_failure)?;
+    encrypt_stream_with(&recipients, cipher, input, &mut out, CHUNK)
+        .map_err(AgentError::Pipeline)?;
     let (file, n) = out.into_inner().finish()?;
     Ok((Response::Encrypted { bytes: n }, Some(file)))
 }
@@ -665,42 +605,24 @@ impl RecipientKey for StoreKey {
     }
 }
 
-/// Before a key was used: what is wrong with the message.
-fn before_key(e: DecryptError) -> Response {
-    match e {
-        DecryptError::Malformed(m) => bad(format!("not a readable S/MIME encrypted message: {m}")),
-        DecryptError::Unsupported(m) => Response::error(
-            ErrorCode::MechanismUnsupported,
-            format!("unsupported S/MIME encrypted message: {m}"),
-        ),
-        DecryptError::NotARecipient => Response::error(
-            ErrorCode::NoSuchKey,
-            "none of the keys on the tokens is a recipient of this message",
-        ),
-        other => Response::error(ErrorCode::DecryptFailed, other.to_string()),
-    }
-}
-
 /// After the recipient matched: one uniform `decrypt-failed`, except for the state of
 /// the token (PIN, presence, mechanism), which says nothing about the ciphertext.
-fn after_key(error: Option<&Rc<RefCell<Option<TokenError>>>>) -> Response {
-    if let Some(e) = error.and_then(|e| e.borrow_mut().take()) {
-        if matches!(
-            e,
-            TokenError::PinRequired(_)
-                | TokenError::PinIncorrect { .. }
-                | TokenError::PinLocked(_)
-                | TokenError::PinSource(_)
-                | TokenError::NotPresent(_)
-                | TokenError::Mechanism(_)
-        ) {
-            return to_response(&e);
-        }
+fn after_key(error: Option<&Rc<RefCell<Option<TokenError>>>>) -> AgentError {
+    match error.and_then(|e| e.borrow_mut().take()) {
+        Some(
+            e @ (TokenError::PinRequired(_)
+            | TokenError::PinIncorrect { .. }
+            | TokenError::PinLocked(_)
+            | TokenError::PinSource(_)
+            | TokenError::NotPresent(_)
+            | TokenError::CardAbsent(_)
+            | TokenError::Mechanism(_)),
+        ) => AgentError::Token(e),
+        _ => AgentError::DecryptFailed,
     }
-    Response::error(ErrorCode::DecryptFailed, "decryption failed")
 }
 
-fn decrypt_op(svc: &Service, input: &mut Input) -> Result<Done, Response> {
+fn decrypt_op(svc: &Service, input: &mut Input) -> Result<Done, AgentError> {
     let mut out = WriteChunks::new(Spool::new()?);
     let mut used: Option<(Rc<RefCell<Option<TokenError>>>, String)> = None;
     let stream = DecryptStream {
@@ -709,15 +631,15 @@ fn decrypt_op(svc: &Service, input: &mut Input) -> Result<Done, Response> {
     };
     let result = decrypt_stream(input, &mut out, &stream, |env| {
         let key =
-            find_recipient(svc, env).ok_or_else(|| before_key(DecryptError::NotARecipient))?;
+            find_recipient(svc, env).ok_or(AgentError::Message(DecryptError::NotARecipient))?;
         used = Some((key.error.clone(), key.label.clone()));
-        Ok::<_, Response>(key)
+        Ok::<_, AgentError>(key)
     });
     let outcome = result.map_err(|e| match e {
-        DecryptFailure::Read(e) => input_failure(e),
-        DecryptFailure::Write(e) => io_failure(&e),
-        DecryptFailure::Message(e) => before_key(e),
-        DecryptFailure::NoKey(resp) => resp,
+        DecryptFailure::Read(e) => AgentError::Pipeline(PipelineError::Read(e)),
+        DecryptFailure::Write(e) => spool_failure(&e),
+        DecryptFailure::Message(e) => AgentError::Message(e),
+        DecryptFailure::NoKey(e) => e,
         DecryptFailure::KeyUnavailable(_) | DecryptFailure::Failed => {
             after_key(used.as_ref().map(|(err, _)| err))
         }

@@ -115,7 +115,7 @@ pub fn call_with_login(client: &mut Client, req: &Request) -> Result<Response, C
     };
     match first {
         Err(ClientError::Agent(e)) if e.code == ErrorCode::PinRequired && have_tty() => {
-            let token = token_of(&e.message);
+            let token = e.token.clone();
             let pin = match prompt_pin(token.as_deref()) {
                 Ok(p) => p,
                 Err(_) => return Err(ClientError::Agent(e)),
@@ -132,13 +132,6 @@ pub fn call_with_login(client: &mut Client, req: &Request) -> Result<Response, C
 
 fn have_tty() -> bool {
     std::io::stdin().is_terminal() || std::fs::File::open("/dev/tty").is_ok()
-}
-
-/// Extracts the token name from a `token "X" needs its PIN` message.
-fn token_of(msg: &str) -> Option<String> {
-    let start = msg.find('"')? + 1;
-    let end = start + msg[start..].find('"')?;
-    Some(msg[start..end].to_string())
 }
 
 /// Asks for a PIN on the terminal without echo.

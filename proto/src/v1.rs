@@ -493,6 +493,17 @@ pub struct ErrorInfo {
     pub code: ErrorCode,
     /// Human-readable message saying what to do.
     pub message: String,
+    /// The token the error is about (PIN, presence), when there is one. Clients read this,
+    /// never the message text. (Added 2026-12-06; optional.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// PIN tries left, when the token says (`0`: blocked). (Added 2026-12-06; optional.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tries_left: Option<u32>,
+    /// What to do, in a few words, for clients that show a hint of their own.
+    /// (Added 2026-12-06; optional.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 /// A token as `status` shows it.
@@ -745,6 +756,9 @@ impl Response {
         Response::Error(ErrorInfo {
             code,
             message: message.into(),
+            token: None,
+            tries_left: None,
+            hint: None,
         })
     }
 }

@@ -305,15 +305,16 @@ fn check(name: &str, ok: bool, reason: impl Into<String>) -> Check {
 }
 
 /// The e-mail addresses of a certificate — rfc822Name SANs, then subject emailAddress
-/// attributes (IA5String or UTF8String) — lower-cased, each once. The one extraction used by
-/// verification, recipient lookup and the agent's key listing.
+/// attributes (IA5String or UTF8String) — as written, each once (compared without case).
+/// The one extraction used by verification, recipient lookup and the agent's key listing;
+/// compare with [`email_matches`] (the local part is case-sensitive).
 pub fn certificate_emails(cert: &Certificate) -> Vec<String> {
     let mut out = Vec::new();
     let tbs = cert.tbs_certificate();
     if let Ok(Some((_, san))) = tbs.get_extension::<SubjectAltName>() {
         for gn in san.0.iter() {
             if let GeneralName::Rfc822Name(s) = gn {
-                out.push(s.as_str().to_ascii_lowercase());
+                out.push(s.as_str().to_string());
             }
         }
     }
@@ -321,16 +322,16 @@ pub fn certificate_emails(cert: &Certificate) -> Vec<String> {
         if atv.oid == crate::alg::oid::EMAIL_ADDRESS {
             if let Ok(d) = atv.value.to_der() {
                 if let Ok(s) = Ia5String::from_der(&d) {
-                    out.push(s.to_string().to_ascii_lowercase());
+                    out.push(s.to_string());
                 } else if let Ok(s) = der::asn1::Utf8StringRef::from_der(&d) {
-                    out.push(s.as_str().to_ascii_lowercase());
+                    out.push(s.as_str().to_string());
                 }
             }
         }
     }
     // the same address often stands in both places: list it once
     let mut seen = std::collections::HashSet::new();
-    out.retain(|e| seen.insert(e.clone()));
+    out.retain(|e| seen.insert(e.to_ascii_lowercase()));
     out
 }
 

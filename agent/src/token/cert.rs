@@ -39,9 +39,15 @@ pub fn facts(der_bytes: &[u8]) -> Option<CertFacts> {
     })
 }
 
-/// Email addresses of a certificate (the S/MIME core's one extraction).
+/// Email addresses of a certificate (the S/MIME core's one extraction), lower-cased for
+/// key selection by email.
 pub fn emails(cert: &Certificate) -> Vec<String> {
-    tokenmail_smime::path::certificate_emails(cert)
+    let mut out: Vec<String> = tokenmail_smime::path::certificate_emails(cert)
+        .into_iter()
+        .map(|e| e.to_ascii_lowercase())
+        .collect();
+    out.dedup();
+    out
 }
 
 /// The CA certificates among `pool` that chain `leaf` upward (issuer first), matched by

@@ -259,6 +259,8 @@ pub enum TokenError {
         token: String,
         /// What the token says about remaining tries.
         hint: String,
+        /// Tries left, when the token says.
+        tries_left: Option<u32>,
     },
     /// The PIN is blocked.
     #[error("the PIN of token {0:?} is blocked: unblock it with the SO PIN / PUK")]

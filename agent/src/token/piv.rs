@@ -551,6 +551,7 @@ impl PivStore {
                             " ({tries} {} left before the PIN is blocked)",
                             if tries == 1 { "try" } else { "tries" }
                         ),
+                        tries_left: Some(u32::from(tries)),
                     })
                 }
             }

@@ -317,11 +317,14 @@ impl Pkcs11Store {
                 } else {
                     " (the token does not report tries left; nothing was retried)".to_string()
                 };
+                let final_try = warnings.iter().any(|w| w == "final-try");
                 inner.pin_warnings = warnings;
                 warn!(token = %self.name, "login refused: wrong PIN");
+                let tries_left = final_try.then_some(1);
                 Err(TokenError::PinIncorrect {
                     token: self.name.clone(),
                     hint,
+                    tries_left,
                 })
             }
             Err(CkError::Pkcs11(RvError::PinLocked, _)) => {

@@ -280,7 +280,8 @@ impl SoftwareStore {
         inner.failures = inner.failures.saturating_add(1);
         inner.pin.reject();
         warn!(token = %self.name, "login refused: wrong PIN");
-        let hint = match self.max_tries.map(|m| m.saturating_sub(inner.failures)) {
+        let left = self.max_tries.map(|m| m.saturating_sub(inner.failures));
+        let hint = match left {
             Some(0) => return Err(TokenError::PinLocked(self.name.clone())),
             Some(1) => " (one try left before the PIN is blocked)".to_string(),
             Some(n) => format!(" ({n} tries left)"),
@@ -289,6 +290,7 @@ impl SoftwareStore {
         Err(TokenError::PinIncorrect {
             token: self.name.clone(),
             hint,
+            tries_left: left,
         })
     }
 
