@@ -119,6 +119,7 @@ impl Drain {
             let mut chunk = [0u8; 8192];
             loop {
                 match from.read(&mut chunk) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Ok(0) | Err(_) => break,
                     Ok(n) => match to.lock() {
                         Ok(mut b) => b.extend_from_slice(&chunk[..n]),
@@ -137,6 +138,12 @@ impl Drain {
     fn snapshot(d: &Option<Drain>) -> Vec<u8> {
         d.as_ref()
             .and_then(|d| d.buf.lock().ok().map(|b| b.clone()))
+            .unwrap_or_default()
+    }
+
+    fn take(d: &Option<Drain>) -> Vec<u8> {
+        d.as_ref()
+            .and_then(|d| d.buf.lock().ok().map(|mut b| std::mem::take(&mut *b)))
             .unwrap_or_default()
     }
 }
@@ -238,26 +245,30 @@ impl Running {
                 break st;
             }
             if Instant::now() >= deadline {
-                return Err(self.fail(timeout, "did not finish"));
+                let what = format!(
+                    "did not finish within {} s and was killed",
+                    timeout.as_secs_f32()
+                );
+                return Err(self.fail(&what));
             }
             std::thread::sleep(Duration::from_millis(10));
         };
         while !(Drain::done(&self.out) && Drain::done(&self.err)) {
             if Instant::now() >= deadline {
-                return Err(self.fail(
-                    timeout,
-                    &format!(
-                        "exited ({status}) but a process it started kept its stdout/stderr open"
-                    ),
-                ));
+                let what = format!(
+                    "exited ({status}) but a process it started kept its stdout/stderr open \
+                     past {} s",
+                    timeout.as_secs_f32()
+                );
+                return Err(self.fail(&what));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(self.collect(status, Duration::ZERO))
     }
 
-    /// Kills it and builds the failure message.
-    fn fail(&mut self, timeout: Duration, what: &str) -> String {
+    /// Kills it (if it still runs) and builds the failure message.
+    fn fail(&mut self, what: &str) -> String {
         self.kill_tree();
         self.reap();
         // Give the readers a moment to take what is left in the pipes.
@@ -268,10 +279,9 @@ impl Running {
             std::thread::sleep(Duration::from_millis(10));
         }
         format!(
-            "{} {what} within {} s and was killed (set {TIMEOUT_ENV}=<seconds> to allow more)\n\
+            "{} {what} (set {TIMEOUT_ENV}=<seconds> to allow more)\n\
              --- stdout so far ---\n{}\n--- stderr so far ---\n{}",
             self.cmd,
-            timeout.as_secs_f32(),
             tail(&self.stdout_so_far()),
             tail(&self.stderr_so_far()),
         )
@@ -284,8 +294,8 @@ impl Running {
         }
         Output {
             status,
-            stdout: self.stdout_so_far(),
-            stderr: self.stderr_so_far(),
+            stdout: Drain::take(&self.out),
+            stderr: Drain::take(&self.err),
         }
     }
 
