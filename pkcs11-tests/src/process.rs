@@ -99,7 +99,6 @@ pub fn try_run_with_timeout(
 pub struct Running {
     child: Child,
     cmd: String,
-    started: Instant,
     out: Option<Drain>,
     err: Option<Drain>,
     reaped: Option<ExitStatus>,
@@ -166,7 +165,6 @@ impl Running {
         Ok(Running {
             child,
             cmd: desc,
-            started: Instant::now(),
             out,
             err,
             reaped: None,
@@ -221,8 +219,8 @@ impl Running {
         Drain::snapshot(&self.err)
     }
 
-    /// Waits for it to exit and for its output, at most `timeout` from when it was
-    /// started; panics (after killing it) with the command line and its output so far.
+    /// Waits for it to exit and for its output, at most `timeout` from now; panics (after
+    /// killing it) with the command line and its output so far.
     pub fn wait(self, timeout: Duration) -> Output {
         match self.try_wait_output(timeout) {
             Ok(o) => o,
@@ -239,7 +237,7 @@ impl Running {
     }
 
     fn try_wait_output(mut self, timeout: Duration) -> Result<Output, String> {
-        let deadline = self.started + timeout;
+        let deadline = Instant::now() + timeout;
         let status = loop {
             if let Some(st) = self.try_wait() {
                 break st;

@@ -95,6 +95,29 @@ fn a_missing_program_fails_with_its_name() {
 }
 
 #[test]
+fn a_running_child_is_waited_for_from_the_call_on() {
+    let r = Running::spawn(
+        Command::new("sh")
+            .args(["-c", "sleep 1; echo done"])
+            .stdout(Stdio::piped()),
+    );
+    // A child started a while ago still gets the whole deadline.
+    std::thread::sleep(Duration::from_millis(1500));
+    let o = r.wait(Duration::from_millis(500));
+    assert!(o.status.success());
+    assert_eq!(o.stdout, b"done\n");
+    let r = Running::spawn(Command::new("sleep").arg("300"));
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        r.wait(Duration::from_secs(1))
+    }))
+    .expect_err("times out");
+    assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(panic_text(e).contains("\"sleep\" \"300\" did not finish within 1 s"));
+}
+
+#[test]
 fn a_running_child_dies_when_dropped() {
     let mut r = Running::spawn(Command::new("sleep").arg("300").stdin(Stdio::null()));
     let pid = r.id().to_string();
