@@ -510,6 +510,19 @@ print(data[12:].decode() if len(data) > 12 else "closed")
     status_ok(&agent);
 }
 
+/// A detached agent (not a child of the test), killed when dropped.
+struct Detached(i32);
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        // Gone already when the test stopped it itself.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 #[test]
 fn detached_agent_prints_the_export_line_and_serves() {
     let fixture = tokenmail_e2e::provision("tokenmail-detach");
@@ -542,6 +555,8 @@ fn detached_agent_prints_the_export_line_and_serves() {
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .expect("pid printed");
+    // The detached agent is not our child: killed by this guard if the test fails first.
+    let _detached = Detached(pid);
     // `eval` form: a shell that evals the output finds the agent through TOKENMAIL_SOCK.
     let res = process::output_with_input(
         Command::new("sh").arg("-c").arg(format!(
