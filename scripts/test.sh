@@ -22,8 +22,17 @@ cargo build --workspace --locked
 step "virtual PIV card against independent peers (yubico-piv-tool, OpenSC pkcs11-tool)"
 bash tests/vpiv/selftest.sh 2>&1 | tee target/vpiv-selftest.txt
 step "tests"
-cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee -a target/test-output.txt
-passed=$(grep -Eo '[0-9]+ passed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
+# --no-fail-fast: every test binary runs, so one failure cannot hide the others. The
+# pipeline's status (pipefail: cargo's) is kept for the end instead of stopping here.
+# Each external program a test runs has a deadline: TOKENMAIL_TEST_TIMEOUT seconds (60).
+tests_rc=0
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" 2>&1 \
+    | tee -a target/test-output.txt || tests_rc=$?
+passed=$({ grep -Eo '[0-9]+ passed' target/test-output.txt || true; } | awk '{s+=$1} END {print s+0}')
+failed=$({ grep -Eo '[0-9]+ failed' target/test-output.txt || true; } | awk '{s+=$1} END {print s+0}')
 step "done in $(( $(date +%s) - start )) s"
 echo "${passed} passed, ${failed} failed"
+if [ "$tests_rc" -ne 0 ] || [ "$failed" -ne 0 ]; then
+    echo "cargo test failed (exit status ${tests_rc})" >&2
+    exit $(( tests_rc != 0 ? tests_rc : 1 ))
+fi

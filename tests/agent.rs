@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tokenmail_e2e::{bin, stderr, stdout, wait_timeout, Agent};
+use tokenmail_e2e::{bin, process, stderr, stdout, Agent, Running};
 use tokenmail_proto::frame::{encode_frame, read_frame, FrameKind};
 use tokenmail_proto::v1::{ErrorCode, Request, Response};
 use tokenmail_proto::{decode_message, encode_message, Client};
@@ -165,9 +165,8 @@ fn existing_socket_directory_is_left_alone_default_one_is_private() {
             .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
             .env_remove("TOKENMAIL_SOCK")
             .env("XDG_RUNTIME_DIR", xdg.path())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("agent")
+            .stderr(Stdio::null());
+        Running::spawn(&mut c)
     };
     let wait = |p: &std::path::Path| {
         for _ in 0..400 {
@@ -178,7 +177,7 @@ fn existing_socket_directory_is_left_alone_default_one_is_private() {
         }
         panic!("no socket at {}", p.display());
     };
-    let mut a = spawn(Some(&socket));
+    let a = spawn(Some(&socket));
     wait(&socket);
     let mode = std::fs::metadata(shared.path())
         .expect("dir")
@@ -197,10 +196,9 @@ fn existing_socket_directory_is_left_alone_default_one_is_private() {
             & 0o777,
         0o600
     );
-    let _ = a.kill();
-    let _ = a.wait();
+    a.kill();
     // The default path under $XDG_RUNTIME_DIR: created private.
-    let mut b = spawn(None);
+    let b = spawn(None);
     let default = xdg.path().join("tokenmail").join("agent.sock");
     wait(&default);
     let mode = std::fs::metadata(default.parent().expect("dir"))
@@ -209,8 +207,7 @@ fn existing_socket_directory_is_left_alone_default_one_is_private() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o700);
-    let _ = b.kill();
-    let _ = b.wait();
+    b.kill();
 }
 
 #[test]
@@ -235,20 +232,20 @@ fn signed_digest_verifies_with_openssl_for_each_key() {
         ]);
         assert!(o.status.success(), "{key}: {}", stderr(&o));
         let pubkey = work.path().join("pub.pem");
-        let out = Command::new("openssl")
-            .args(["x509", "-pubkey", "-noout", "-in"])
-            .arg(agent.fixture.pki(pem))
-            .output()
-            .expect("openssl");
+        let out = process::output(
+            Command::new("openssl")
+                .args(["x509", "-pubkey", "-noout", "-in"])
+                .arg(agent.fixture.pki(pem)),
+        );
         std::fs::write(&pubkey, out.stdout).expect("write");
-        let v = Command::new("openssl")
-            .args(["dgst", md, "-verify"])
-            .arg(&pubkey)
-            .arg("-signature")
-            .arg(&sig)
-            .arg(&msg)
-            .output()
-            .expect("openssl");
+        let v = process::output(
+            Command::new("openssl")
+                .args(["dgst", md, "-verify"])
+                .arg(&pubkey)
+                .arg("-signature")
+                .arg(&sig)
+                .arg(&msg),
+        );
         assert_eq!(stdout(&v).trim(), "Verified OK", "{key}");
     }
 }
@@ -352,16 +349,15 @@ fn killed_client_mid_request_does_not_hurt_the_agent() {
     let mut agent = Agent::start();
     for _ in 0..5 {
         // A client that is killed while it waits for (or streams) its request.
-        let mut child = agent
-            .cli_cmd(&["sign-digest", "--key", "alice-rsa"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
+        let child = Running::spawn(
+            agent
+                .cli_cmd(&["sign-digest", "--key", "alice-rsa"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
         std::thread::sleep(Duration::from_millis(30));
-        child.kill().expect("kill");
-        child.wait().expect("wait");
+        child.kill();
     }
     // A client that sends a request and closes without reading the answer.
     let mut s = UnixStream::connect(&agent.socket).expect("connect");
@@ -377,16 +373,16 @@ fn killed_client_mid_request_does_not_hurt_the_agent() {
 #[test]
 fn second_agent_refuses_and_stale_socket_is_replaced() {
     let mut agent = Agent::start();
-    let o = Command::new(bin("tokenmail-agent"))
-        .arg("--foreground")
-        .arg("--socket")
-        .arg(&agent.socket)
-        .arg("--pkcs11-module")
-        .arg(&agent.fixture.module)
-        .args(["--token-label", &agent.fixture.label])
-        .env("SOFTHSM2_CONF", agent.fixture.dir.join("softhsm2.conf"))
-        .output()
-        .expect("second agent");
+    let o = process::output(
+        Command::new(bin("tokenmail-agent"))
+            .arg("--foreground")
+            .arg("--socket")
+            .arg(&agent.socket)
+            .arg("--pkcs11-module")
+            .arg(&agent.fixture.module)
+            .args(["--token-label", &agent.fixture.label])
+            .env("SOFTHSM2_CONF", agent.fixture.dir.join("softhsm2.conf")),
+    );
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(err.contains("already running"), "{err}");
@@ -399,17 +395,17 @@ fn second_agent_refuses_and_stale_socket_is_replaced() {
     let stale = stale_dir.path().join("agent.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
     assert!(stale.exists());
-    let mut child = Command::new(bin("tokenmail-agent"))
-        .arg("--foreground")
-        .arg("--socket")
-        .arg(&stale)
-        .arg("--pkcs11-module")
-        .arg(&agent.fixture.module)
-        .args(["--token-label", &agent.fixture.label])
-        .env("SOFTHSM2_CONF", agent.fixture.dir.join("softhsm2.conf"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("agent on stale socket");
+    let child = Running::spawn(
+        Command::new(bin("tokenmail-agent"))
+            .arg("--foreground")
+            .arg("--socket")
+            .arg(&stale)
+            .arg("--pkcs11-module")
+            .arg(&agent.fixture.module)
+            .args(["--token-label", &agent.fixture.label])
+            .env("SOFTHSM2_CONF", agent.fixture.dir.join("softhsm2.conf"))
+            .stderr(Stdio::null()),
+    );
     let mut ok = false;
     for _ in 0..200 {
         if let Ok(mut c) = Client::connect(&stale, "e2e") {
@@ -418,21 +414,20 @@ fn second_agent_refuses_and_stale_socket_is_replaced() {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill();
     assert!(ok, "agent replaced the stale socket and serves");
     // A non-socket file is never removed.
     let file = stale_dir.path().join("plain");
     std::fs::write(&file, b"keep me").expect("write");
-    let o = Command::new(bin("tokenmail-agent"))
-        .arg("--foreground")
-        .arg("--socket")
-        .arg(&file)
-        .arg("--pkcs11-module")
-        .arg(&agent.fixture.module)
-        .args(["--token-label", &agent.fixture.label])
-        .output()
-        .expect("agent");
+    let o = process::output(
+        Command::new(bin("tokenmail-agent"))
+            .arg("--foreground")
+            .arg("--socket")
+            .arg(&file)
+            .arg("--pkcs11-module")
+            .arg(&agent.fixture.module)
+            .args(["--token-label", &agent.fixture.label]),
+    );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not a socket"), "{}", stderr(&o));
     assert_eq!(std::fs::read(&file).expect("kept"), b"keep me");
@@ -447,9 +442,9 @@ fn sigterm_and_sigint_exit_zero_and_remove_the_socket() {
         nix::sys::signal::Signal::SIGINT,
     ] {
         let mut agent = Agent::start();
-        let mut child = agent.child.take().expect("child");
+        let child = agent.child.take().expect("child");
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("signal");
-        let status = wait_timeout(&mut child, Duration::from_secs(10)).expect("exits");
+        let status = child.wait(Duration::from_secs(10)).status;
         assert!(status.success(), "{sig:?}: {status:?}");
         assert!(!agent.socket.exists(), "{sig:?}: socket removed");
     }
@@ -487,20 +482,20 @@ while True:
     data += chunk
 print(data[12:].decode() if len(data) > 12 else "closed")
 "#;
-    let o = Command::new("setpriv")
-        .args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            "/usr/bin/python3",
-            "-c",
-            script,
-        ])
-        .arg(&agent.socket)
-        .output()
-        .expect("setpriv");
+    let o = process::output(
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "/usr/bin/python3",
+                "-c",
+                script,
+            ])
+            .arg(&agent.socket),
+    );
     assert!(
         o.status.success(),
         "intruder could connect at the file level: {}",
@@ -515,23 +510,35 @@ print(data[12:].decode() if len(data) > 12 else "closed")
     status_ok(&agent);
 }
 
+/// A detached agent (not a child of the test), killed when dropped.
+struct Detached(i32);
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        // Gone already when the test stopped it itself.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 #[test]
 fn detached_agent_prints_the_export_line_and_serves() {
     let fixture = tokenmail_e2e::provision("tokenmail-detach");
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("agent.sock");
-    let o = Command::new(bin("tokenmail-agent"))
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--pkcs11-module")
-        .arg(&fixture.module)
-        .args(["--token-label", &fixture.label])
-        .arg("--pin-file")
-        .arg(fixture.pin_file())
-        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("agent");
+    let o = process::output(
+        Command::new(bin("tokenmail-agent"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--pkcs11-module")
+            .arg(&fixture.module)
+            .args(["--token-label", &fixture.label])
+            .arg("--pin-file")
+            .arg(fixture.pin_file())
+            .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf")),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     let first = out.lines().next().expect("export line");
@@ -548,25 +555,16 @@ fn detached_agent_prints_the_export_line_and_serves() {
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .expect("pid printed");
+    // The detached agent is not our child: killed by this guard if the test fails first.
+    let _detached = Detached(pid);
     // `eval` form: a shell that evals the output finds the agent through TOKENMAIL_SOCK.
-    let sh = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
+    let res = process::output_with_input(
+        Command::new("sh").arg("-c").arg(format!(
             "eval \"$(cat)\" >/dev/null && exec {} status --json",
             bin("tokenmail").display()
-        ))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sh");
-    let mut sh = sh;
-    sh.stdin
-        .take()
-        .expect("stdin")
-        .write_all(out.as_bytes())
-        .expect("write");
-    let res = sh.wait_with_output().expect("sh");
+        )),
+        out.as_bytes(),
+    );
     assert!(res.status.success(), "{}", stderr(&res));
     assert!(stdout(&res).contains("tokenmail-detach"));
     nix::sys::signal::kill(
@@ -585,17 +583,17 @@ fn detached_agent_prints_the_export_line_and_serves() {
         "detached agent removed its socket on SIGTERM"
     );
     // Start-up failure is reported by the parent, with a non-zero exit.
-    let o = Command::new(bin("tokenmail-agent"))
-        .arg("--socket")
-        .arg(dir.path().join("b.sock"))
-        .args([
-            "--pkcs11-module",
-            "/nonexistent/module.so",
-            "--token-label",
-            "x",
-        ])
-        .output()
-        .expect("agent");
+    let o = process::output(
+        Command::new(bin("tokenmail-agent"))
+            .arg("--socket")
+            .arg(dir.path().join("b.sock"))
+            .args([
+                "--pkcs11-module",
+                "/nonexistent/module.so",
+                "--token-label",
+                "x",
+            ]),
+    );
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("cannot load PKCS#11 module"),
@@ -607,12 +605,12 @@ fn detached_agent_prints_the_export_line_and_serves() {
 #[test]
 fn cli_without_agent_says_how_to_start_one() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let o = Command::new(bin("tokenmail"))
-        .arg("--socket")
-        .arg(dir.path().join("none.sock"))
-        .arg("status")
-        .output()
-        .expect("tokenmail");
+    let o = process::output(
+        Command::new(bin("tokenmail"))
+            .arg("--socket")
+            .arg(dir.path().join("none.sock"))
+            .arg("status"),
+    );
     assert_eq!(o.status.code(), Some(3));
     let err = stderr(&o);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -641,35 +639,15 @@ fn lock_then_login_from_stdin_through_the_cli() {
     assert_eq!(v["tokens"][0]["locked"], true);
     assert_eq!(v["tokens"][0]["logged_in"], false);
     // Wrong PIN: clear error, nothing retried.
-    let mut c = agent.cli_cmd(&["login", "--pin-stdin"]);
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("login");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"99999999\n")
-        .expect("write");
-    let o = child.wait_with_output().expect("wait");
+    let o =
+        process::output_with_input(&mut agent.cli_cmd(&["login", "--pin-stdin"]), b"99999999\n");
     assert!(!o.status.success());
     assert!(stderr(&o).contains("wrong PIN"), "{}", stderr(&o));
     // Right PIN.
-    let mut c = agent.cli_cmd(&["login", "--pin-stdin"]);
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("login");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{}\n", agent.fixture.pin()).as_bytes())
-        .expect("write");
-    let o = child.wait_with_output().expect("wait");
+    let o = process::output_with_input(
+        &mut agent.cli_cmd(&["login", "--pin-stdin"]),
+        format!("{}\n", agent.fixture.pin()).as_bytes(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let o = agent.cli(&[
         "sign-digest",
@@ -690,23 +668,23 @@ fn pin_from_environment_variable() {
     let fixture = tokenmail_e2e::provision("tokenmail-pinenv");
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("agent.sock");
-    let mut child = Command::new(bin("tokenmail-agent"))
-        .arg("--foreground")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--pkcs11-module")
-        .arg(&fixture.module)
-        .args([
-            "--token-label",
-            &fixture.label,
-            "--pin-env",
-            "E2E_TOKEN_PIN",
-        ])
-        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
-        .env("E2E_TOKEN_PIN", fixture.pin())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("agent");
+    let child = Running::spawn(
+        Command::new(bin("tokenmail-agent"))
+            .arg("--foreground")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--pkcs11-module")
+            .arg(&fixture.module)
+            .args([
+                "--token-label",
+                &fixture.label,
+                "--pin-env",
+                "E2E_TOKEN_PIN",
+            ])
+            .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+            .env("E2E_TOKEN_PIN", fixture.pin())
+            .stderr(Stdio::piped()),
+    );
     let mut signed = false;
     for _ in 0..200 {
         if let Ok(mut c) = Client::connect(&socket, "e2e") {
@@ -720,8 +698,7 @@ fn pin_from_environment_variable() {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    let _ = child.kill();
-    let o = child.wait_with_output().expect("wait");
+    let o = child.kill();
     assert!(signed, "signed with the PIN from the environment");
     let log = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -737,42 +714,42 @@ fn python_standard_library_client_works() {
     let work = tempfile::tempdir().expect("tempdir");
     let msg = work.path().join("msg.txt");
     std::fs::write(&msg, b"signed through the python client\n").expect("write");
-    let o = Command::new("python3")
-        .arg(&client)
-        .arg("--socket")
-        .arg(&agent.socket)
-        .arg("status")
-        .output()
-        .expect("python3");
+    let o = process::output(
+        Command::new("python3")
+            .arg(&client)
+            .arg("--socket")
+            .arg(&agent.socket)
+            .arg("status"),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json status");
     assert_eq!(v["keys"].as_array().expect("keys").len(), 3);
     let sig = work.path().join("sig");
-    let o = Command::new("python3")
-        .arg(&client)
-        .arg("--socket")
-        .arg(&agent.socket)
-        .args(["sign", "--key", "alice-rsa", "--out"])
-        .arg(&sig)
-        .arg(&msg)
-        .output()
-        .expect("python3");
+    let o = process::output(
+        Command::new("python3")
+            .arg(&client)
+            .arg("--socket")
+            .arg(&agent.socket)
+            .args(["sign", "--key", "alice-rsa", "--out"])
+            .arg(&sig)
+            .arg(&msg),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let pubkey = work.path().join("pub.pem");
-    let p = Command::new("openssl")
-        .args(["x509", "-pubkey", "-noout", "-in"])
-        .arg(agent.fixture.pki("alice-rsa.pem"))
-        .output()
-        .expect("openssl");
+    let p = process::output(
+        Command::new("openssl")
+            .args(["x509", "-pubkey", "-noout", "-in"])
+            .arg(agent.fixture.pki("alice-rsa.pem")),
+    );
     std::fs::write(&pubkey, p.stdout).expect("write");
-    let v = Command::new("openssl")
-        .args(["dgst", "-sha256", "-verify"])
-        .arg(&pubkey)
-        .arg("-signature")
-        .arg(&sig)
-        .arg(&msg)
-        .output()
-        .expect("openssl");
+    let v = process::output(
+        Command::new("openssl")
+            .args(["dgst", "-sha256", "-verify"])
+            .arg(&pubkey)
+            .arg("-signature")
+            .arg(&sig)
+            .arg(&msg),
+    );
     assert_eq!(stdout(&v).trim(), "Verified OK");
 }
 
@@ -785,13 +762,13 @@ fn config_file_with_two_tokens_offers_keys_of_both_and_selects_by_email() {
     let b = tokenmail_e2e::provision("tokenmail-two");
     for entry in std::fs::read_dir(b.dir.join("tokens")).expect("tokens") {
         let entry = entry.expect("entry");
-        let st = Command::new("cp")
-            .arg("-a")
-            .arg(entry.path())
-            .arg(a.dir.join("tokens"))
-            .status()
-            .expect("cp");
-        assert!(st.success());
+        let o = process::output(
+            Command::new("cp")
+                .arg("-a")
+                .arg(entry.path())
+                .arg(a.dir.join("tokens")),
+        );
+        assert!(o.status.success(), "cp: {}", stderr(&o));
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("agent.sock");
@@ -820,16 +797,16 @@ pin_file = "{pin_b}"
         ),
     )
     .expect("write config");
-    let mut child = Command::new(bin("tokenmail-agent"))
-        .arg("--foreground")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--config")
-        .arg(&cfg)
-        .env("SOFTHSM2_CONF", a.dir.join("softhsm2.conf"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("agent");
+    let child = Running::spawn(
+        Command::new(bin("tokenmail-agent"))
+            .arg("--foreground")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--config")
+            .arg(&cfg)
+            .env("SOFTHSM2_CONF", a.dir.join("softhsm2.conf"))
+            .stderr(Stdio::null()),
+    );
     let mut status = None;
     for _ in 0..200 {
         if let Ok(mut c) = Client::connect(&socket, "e2e") {
@@ -879,21 +856,21 @@ pin_file = "{pin_b}"
     let work = tempfile::tempdir().expect("tempdir");
     std::fs::write(work.path().join("sig"), &signature.0).expect("write");
     std::fs::write(work.path().join("dgst"), &digest).expect("write");
-    let pubkey = Command::new("openssl")
-        .args(["x509", "-pubkey", "-noout", "-in"])
-        .arg(b.pki("bob-p256.pem"))
-        .output()
-        .expect("openssl");
+    let pubkey = process::output(
+        Command::new("openssl")
+            .args(["x509", "-pubkey", "-noout", "-in"])
+            .arg(b.pki("bob-p256.pem")),
+    );
     std::fs::write(work.path().join("pub.pem"), pubkey.stdout).expect("write");
-    let v = Command::new("openssl")
-        .args(["pkeyutl", "-verify", "-pubin", "-inkey"])
-        .arg(work.path().join("pub.pem"))
-        .arg("-in")
-        .arg(work.path().join("dgst"))
-        .arg("-sigfile")
-        .arg(work.path().join("sig"))
-        .output()
-        .expect("openssl");
+    let v = process::output(
+        Command::new("openssl")
+            .args(["pkeyutl", "-verify", "-pubin", "-inkey"])
+            .arg(work.path().join("pub.pem"))
+            .arg("-in")
+            .arg(work.path().join("dgst"))
+            .arg("-sigfile")
+            .arg(work.path().join("sig")),
+    );
     assert!(
         stdout(&v).contains("Signature Verified Successfully"),
         "{}",
@@ -908,6 +885,5 @@ pin_file = "{pin_b}"
         })
         .expect_err("ambiguous");
     assert!(e.to_string().contains("names 2 keys"), "{e}");
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill();
 }

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use tokenmail_e2e::{bin, stderr, stdout, Agent};
+use tokenmail_e2e::{bin, process, stderr, stdout, Agent};
 
 /// A scratch repository with a private HOME and GNUPGHOME.
 struct Repo {
@@ -77,7 +77,7 @@ impl Repo {
     }
 
     fn git(&self, args: &[&str]) -> Output {
-        self.git_cmd(args).output().expect("run git")
+        process::output(&mut self.git_cmd(args))
     }
 
     fn ok(&self, args: &[&str]) -> Output {
@@ -121,11 +121,11 @@ impl Repo {
 
 /// gpgsm's fingerprint of a certificate: SHA-1 of the DER, upper-case hex.
 fn sha1_fpr(pem: &Path) -> String {
-    let o = Command::new("openssl")
-        .args(["x509", "-noout", "-fingerprint", "-sha1", "-in"])
-        .arg(pem)
-        .output()
-        .expect("openssl");
+    let o = process::output(
+        Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha1", "-in"])
+            .arg(pem),
+    );
     assert!(o.status.success());
     stdout(&o)
         .trim()
@@ -160,28 +160,24 @@ impl Gpgsm {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new("gpgsm")
-            .env("GNUPGHOME", &self.home)
-            .args([
-                "--batch",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase-fd",
-                "0",
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("gpgsm")
+        process::output(
+            Command::new("gpgsm")
+                .env("GNUPGHOME", &self.home)
+                .args([
+                    "--batch",
+                    "--pinentry-mode",
+                    "loopback",
+                    "--passphrase-fd",
+                    "0",
+                ])
+                .args(args),
+        )
     }
 }
 
 impl Drop for Gpgsm {
     fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .env("GNUPGHOME", &self.home)
-            .args(["--kill", "gpg-agent"])
-            .status();
+        process::kill_gpg_daemons(&self.home);
     }
 }
 
@@ -265,18 +261,16 @@ fn commits_and_tags_are_signed_on_the_token_and_verified() {
     // verifying needs no agent
     let mut cmd = r.git_cmd(&["verify-commit", &c3]);
     cmd.env("TOKENMAIL_SOCK", r.path("no-agent.sock"));
-    let o = cmd.output().expect("git");
+    let o = process::output(&mut cmd);
     assert!(o.status.success(), "{}", stderr(&o));
 
     // a tampered commit object (message changed, signature kept) is rejected: BADSIG
     let forged = raw.replacen("\none\n", "\nforged\n", 1);
     assert_ne!(forged, raw);
-    let mut cmd = r.git_cmd(&["hash-object", "-t", "commit", "-w", "--stdin"]);
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
-    let mut child = cmd.spawn().expect("git hash-object");
-    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), forged.as_bytes())
-        .expect("write");
-    let o = child.wait_with_output().expect("wait");
+    let o = process::output_with_input(
+        &mut r.git_cmd(&["hash-object", "-t", "commit", "-w", "--stdin"]),
+        forged.as_bytes(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let bad = stdout(&o).trim().to_string();
     let o = r.git(&["verify-commit", "--raw", &bad]);
@@ -286,30 +280,30 @@ fn commits_and_tags_are_signed_on_the_token_and_verified() {
 
     // the wrong trust anchor: a good signature from an unknown CA is not accepted
     let other = r.path("other-root.pem");
-    let o = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=Other Root",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-keyout",
-        ])
-        .arg(r.path("other-root.key"))
-        .arg("-out")
-        .arg(&other)
-        .output()
-        .expect("openssl");
+    let o = process::output(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=Other Root",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-keyout",
+            ])
+            .arg(r.path("other-root.key"))
+            .arg("-out")
+            .arg(&other),
+    );
     assert!(o.status.success());
     let mut cmd = r.git_cmd(&["verify-commit", "--raw", &c1]);
     cmd.env("TOKENMAIL_TRUST", &other);
-    let o = cmd.output().expect("git");
+    let o = process::output(&mut cmd);
     assert!(!o.status.success(), "verified with the wrong anchor");
     assert!(
         stderr(&o).contains("[GNUPG:] TRUST_UNDEFINED"),
@@ -318,7 +312,7 @@ fn commits_and_tags_are_signed_on_the_token_and_verified() {
     );
     let mut cmd = r.git_cmd(&["log", "-1", "--format=%G?", &c1]);
     cmd.env("TOKENMAIL_TRUST", &other);
-    let o = cmd.output().expect("git");
+    let o = process::output(&mut cmd);
     assert_eq!(stdout(&o).trim(), "U", "good but untrusted");
 
     // an unknown key, or no agent: git fails to sign and makes no commit
@@ -342,7 +336,7 @@ fn commits_and_tags_are_signed_on_the_token_and_verified() {
     );
     let mut cmd = r.git_cmd(&["commit", "-q", "-S", "-m", "five"]);
     cmd.env("TOKENMAIL_SOCK", r.path("no-agent.sock"));
-    let o = cmd.output().expect("git");
+    let o = process::output(&mut cmd);
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("tokenmail-gpgsm: no tokenmail agent"),
@@ -387,27 +381,27 @@ fn signatures_interoperate_with_real_gpgsm_both_ways() {
 
     // gpgsm signs with dave's software RSA key (PKCS#12 without a passphrase)
     let p12 = r.path("dave.p12");
-    let o = Command::new("openssl")
-        .args([
-            "pkcs12",
-            "-export",
-            "-passout",
-            "pass:",
-            "-keypbe",
-            "PBE-SHA1-3DES",
-            "-certpbe",
-            "PBE-SHA1-3DES",
-            "-macalg",
-            "sha1",
-            "-inkey",
-        ])
-        .arg(agent.fixture.pki("dave-rsa.key"))
-        .arg("-in")
-        .arg(agent.fixture.pki("dave-rsa.pem"))
-        .arg("-out")
-        .arg(&p12)
-        .output()
-        .expect("openssl");
+    let o = process::output(
+        Command::new("openssl")
+            .args([
+                "pkcs12",
+                "-export",
+                "-passout",
+                "pass:",
+                "-keypbe",
+                "PBE-SHA1-3DES",
+                "-certpbe",
+                "PBE-SHA1-3DES",
+                "-macalg",
+                "sha1",
+                "-inkey",
+            ])
+            .arg(agent.fixture.pki("dave-rsa.key"))
+            .arg("-in")
+            .arg(agent.fixture.pki("dave-rsa.pem"))
+            .arg("-out")
+            .arg(&p12),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let mut imported = false;
     for _ in 0..3 {

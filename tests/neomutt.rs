@@ -18,7 +18,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use tokenmail_e2e::{bin, stderr, stdout, wait_timeout, workspace, Agent};
+use tokenmail_e2e::{bin, process, stderr, stdout, wait_timeout, workspace, Agent};
 
 /// What the verify commands put first on stderr for NeoMutt to call a signature good.
 const GOOD: &str = "Verification successful";
@@ -32,8 +32,7 @@ fn s(p: &Path) -> &str {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    process::output(cmd)
 }
 
 fn ok(o: &Output, what: &str) {
@@ -176,19 +175,8 @@ impl Mutt {
         for (name, label) in [("dave-rsa", "dave"), ("erin-p256", "erin")] {
             let mut c = Command::new(SMIME_KEYS);
             m.env(&mut c);
-            c.arg("add_cert")
-                .arg(m.pki(&format!("{name}.pem")))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            let mut child = c.spawn().expect("smime_keys add_cert");
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(format!("{label}\n").as_bytes())
-                .expect("label");
-            let o = child.wait_with_output().expect("smime_keys");
+            c.arg("add_cert").arg(m.pki(&format!("{name}.pem")));
+            let o = process::output_with_input(&mut c, format!("{label}\n").as_bytes());
             ok(&o, "smime_keys add_cert");
         }
         fs::copy(
@@ -370,14 +358,24 @@ impl Session {
     }
 
     fn wait_exit(&mut self) -> ExitStatus {
-        wait_timeout(&mut self.child, WAIT).expect("neomutt did not exit")
+        match wait_timeout(&mut self.child, WAIT) {
+            Some(st) => st,
+            None => {
+                while let Ok(b) = self.rx.try_recv() {
+                    self.seen.extend_from_slice(&b);
+                }
+                let screen: Vec<char> = plain(&self.seen).chars().collect();
+                let tail: String = screen[screen.len().saturating_sub(3000)..].iter().collect();
+                panic!("neomutt did not exit within {WAIT:?} (killed); the screen shows …{tail}")
+            }
+        }
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
+            process::kill_with_descendants(&mut self.child);
         }
         let _ = self.child.wait();
     }

@@ -6,10 +6,10 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use tokenmail_e2e::{bin, fixture_pki, stderr, stdout};
+use tokenmail_e2e::{bin, fixture_pki, process, stderr, stdout, Running};
 
 const MESSAGE: &[u8] = b"From: frank@example.org\r\nTo: grace@example.org\r\nSubject: card test\r\nContent-Type: text/plain\r\n\r\nSigned and decrypted on a smart card.\r\n";
 
@@ -32,7 +32,7 @@ fn ok(o: &Output, what: &str) {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("spawn")
+    process::output(cmd)
 }
 
 /// A private pcscd with virtual cards, and the certificates for them.
@@ -221,11 +221,17 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(script("pcscd.sh"))
-            .arg("stop")
-            .arg(self.dir.path())
-            .output();
+        // No panic in drop: a failure to stop is only reported.
+        if let Err(e) = process::try_run_with_timeout(
+            Command::new("bash")
+                .arg(script("pcscd.sh"))
+                .arg("stop")
+                .arg(self.dir.path()),
+            None,
+            process::limit(),
+        ) {
+            eprintln!("{e}");
+        }
     }
 }
 
@@ -243,7 +249,7 @@ fn script(name: &str) -> PathBuf {
 
 /// The agent on the lab's pcscd, with a TOML config.
 struct CardAgent {
-    child: Option<Child>,
+    child: Option<Running>,
     socket: PathBuf,
     log: PathBuf,
 }
@@ -267,7 +273,7 @@ impl CardAgent {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"));
         lab.pcsc_env(&mut c);
-        let child = c.spawn().expect("spawn agent");
+        let child = Running::spawn(&mut c);
         let t = Instant::now();
         while std::os::unix::net::UnixStream::connect(&socket).is_err() {
             assert!(
@@ -292,23 +298,15 @@ impl CardAgent {
     }
 
     fn cli(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("tokenmail")
+        process::output(&mut self.cmd(args))
     }
 
     /// `tokenmail login --token TOKEN --pin-stdin` with `pin` on standard input.
     fn login_stdin(&self, token: &str, pin: &str) -> Output {
-        let mut c = self.cmd(&["login", "--token", token, "--pin-stdin"]);
-        c.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("login");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(format!("{pin}\n").as_bytes())
-            .expect("write the PIN");
-        child.wait_with_output().expect("login")
+        process::output_with_input(
+            &mut self.cmd(&["login", "--token", token, "--pin-stdin"]),
+            format!("{pin}\n").as_bytes(),
+        )
     }
 
     /// Waits (≤ 10 s) until `status` reports the token present or absent.
@@ -367,9 +365,8 @@ impl Drop for CardAgent {
                 nix::unistd::Pid::from_raw(c.id() as i32),
                 nix::sys::signal::Signal::SIGTERM,
             );
-            let _ = tokenmail_e2e::wait_timeout(&mut c, Duration::from_secs(5));
-            let _ = c.kill();
-            let _ = c.wait();
+            // Dropped (killed) if SIGTERM was not enough.
+            let _ = c.wait_timeout(Duration::from_secs(5));
         }
     }
 }
@@ -643,20 +640,20 @@ fn card_removed_mid_run_then_reinserted_and_waited_for() {
     );
     // A request that waits for card1 (`--wait 30`), with its stderr captured.
     let wait_for_card1 = || {
-        agent
-            .cmd(&[
-                "--wait",
-                "30",
-                "sign-digest",
-                "--key",
-                "frank@example.org",
-                "--digest",
-                &"ab".repeat(32),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn")
+        Running::spawn(
+            agent
+                .cmd(&[
+                    "--wait",
+                    "30",
+                    "sign-digest",
+                    "--key",
+                    "frank@example.org",
+                    "--digest",
+                    &"ab".repeat(32),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
     };
     // A waiting request is cancellable: Ctrl-C ends it and the agent stops waiting.
     let mut cancelled = wait_for_card1();
@@ -666,23 +663,20 @@ fn card_removed_mid_run_then_reinserted_and_waited_for() {
         nix::sys::signal::Signal::SIGINT,
     )
     .expect("SIGINT");
-    let _ = tokenmail_e2e::wait_timeout(&mut cancelled, Duration::from_secs(5));
+    let _ = cancelled.wait_timeout(Duration::from_secs(5));
     agent.wait_log("client went away while waiting for a token", 5);
     // With --wait the request waits; insert the card a second later.
     let mut waiting = wait_for_card1();
     std::thread::sleep(Duration::from_millis(1500));
-    if let Some(st) = waiting.try_wait().expect("try_wait") {
-        let o = waiting.wait_with_output().expect("output");
+    if let Some(st) = waiting.try_wait() {
+        let o = waiting.wait(process::limit());
         panic!("the request did not wait ({st}): {}", stderr(&o));
     }
     lab.signal_card("card1", true);
-    let status = tokenmail_e2e::wait_timeout(&mut waiting, Duration::from_secs(30))
-        .expect("the waiting request finishes after insertion");
-    let mut err = String::new();
-    if let Some(mut e) = waiting.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut e, &mut err);
-    }
-    assert!(status.success(), "sign after insertion: {err}");
+    // The waiting request finishes after insertion.
+    let o = waiting.wait(Duration::from_secs(30));
+    let err = stderr(&o);
+    assert!(o.status.success(), "sign after insertion: {err}");
     assert!(err.contains("waiting"), "{err}");
     // the PIN came from the file again; card2 (client PIN) was untouched
     ok(

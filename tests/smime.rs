@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use tokenmail_e2e::{stderr, stdout, Agent};
+use tokenmail_e2e::{process, stderr, stdout, Agent};
 
 const MESSAGE: &[u8] = b"From: alice@example.com\r\nTo: bob@example.com\r\nSubject: quarterly figures\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello Bob,\r\nthe figures are attached. Gr\xc3\xbc\xc3\x9fe\r\n";
 
@@ -22,7 +22,7 @@ fn entity(msg: &[u8]) -> Vec<u8> {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("spawn")
+    process::output(cmd)
 }
 
 fn ok(o: &Output, what: &str) {
@@ -185,6 +185,7 @@ fn gpgsm_verifies_our_signatures() {
     std::fs::create_dir(&home).expect("mkdir");
     std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .expect("chmod");
+    let _daemons = process::GpgDaemons::new(&home);
     let gpgsm = |args: &[&str]| -> Output {
         run(Command::new("gpgsm")
             .env("GNUPGHOME", &home)
@@ -270,10 +271,6 @@ fn gpgsm_verifies_our_signatures() {
             stdout(&o)
         );
     }
-    let _ = Command::new("gpgconf")
-        .env("GNUPGHOME", &home)
-        .args(["--kill", "gpg-agent"])
-        .status();
 }
 
 #[test]
@@ -896,10 +893,7 @@ impl Gpgsm {
 
 impl Drop for Gpgsm {
     fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .env("GNUPGHOME", &self.home)
-            .args(["--kill", "gpg-agent"])
-            .status();
+        process::kill_gpg_daemons(&self.home);
     }
 }
 
@@ -966,10 +960,9 @@ fn gpgsm_encryption_interoperates_both_ways() {
     for _ in 0..6 {
         // gpg-agent (needed for a private key) starts on demand; under a loaded test run
         // its start can outlast gpgsm's wait. Start it explicitly, then retry.
-        let _ = Command::new("gpgconf")
+        let _ = run(Command::new("gpgconf")
             .env("GNUPGHOME", &g.home)
-            .args(["--launch", "gpg-agent"])
-            .status();
+            .args(["--launch", "gpg-agent"]));
         let o = g.run(&["--import", s(&p12)]);
         if o.status.success() {
             imported = true;
@@ -1139,7 +1132,7 @@ fn encrypt_to_addresses_from_the_tokens_and_the_certificate_store() {
     std::fs::create_dir(&store).expect("mkdir");
     std::fs::copy(agent.fixture.pki("dave-rsa.pem"), store.join("dave.pem")).expect("copy");
     let enc = w.path("enc.eml");
-    let o = agent
+    let o = run(agent
         .cli_cmd(&[
             "encrypt",
             "--no-self",
@@ -1151,9 +1144,7 @@ fn encrypt_to_addresses_from_the_tokens_and_the_certificate_store() {
             "-o",
             s(&enc),
         ])
-        .env("TOKENMAIL_CERTS", &store)
-        .output()
-        .expect("encrypt");
+        .env("TOKENMAIL_CERTS", &store));
     ok(&o, "encrypt --to");
     let dec = w.path("dec.eml");
     ok(

@@ -9,7 +9,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use tokenmail_e2e::{stderr, stdout, Agent};
+use tokenmail_e2e::{process, stderr, stdout, Agent};
 use tokenmail_proto::v1::{Bytes, ErrorCode, Request, Response, SignForm, OPERATIONS};
 use tokenmail_proto::{Client, ClientError};
 
@@ -70,23 +70,26 @@ fn verify_req(agent: &Agent, signature: Option<Vec<u8>>) -> Request {
     }
 }
 
+/// (With the long limit: one call verifies a 64 MiB message.)
 fn openssl_verify(agent: &Agent, args: &[&str]) -> Output {
-    Command::new("openssl")
-        .args(["cms", "-verify", "-purpose", "smimesign", "-CAfile"])
-        .arg(agent.fixture.pki("root.pem"))
-        .args(args)
-        .output()
-        .expect("openssl")
+    process::run_with_timeout(
+        Command::new("openssl")
+            .args(["cms", "-verify", "-purpose", "smimesign", "-CAfile"])
+            .arg(agent.fixture.pki("root.pem"))
+            .args(args),
+        None,
+        process::long_limit(),
+    )
 }
 
 fn python(agent: &Agent, args: &[&str]) -> Output {
-    Command::new("python3")
-        .arg(tokenmail_e2e::workspace().join("docs/examples/tokenmail_client.py"))
-        .arg("--socket")
-        .arg(&agent.socket)
-        .args(args)
-        .output()
-        .expect("python3")
+    process::output(
+        Command::new("python3")
+            .arg(tokenmail_e2e::workspace().join("docs/examples/tokenmail_client.py"))
+            .arg("--socket")
+            .arg(&agent.socket)
+            .args(args),
+    )
 }
 
 #[test]
@@ -324,17 +327,17 @@ fn verifies_our_and_openssl_signatures_and_rejects_tampering() {
     ] {
         let out = dir.path().join("o.eml");
         ok(
-            &Command::new("openssl")
-                .args(["cms", "-sign", "-in", s(&msg), "-out", s(&out)])
-                .arg("-signer")
-                .arg(f.pki("dave-rsa.pem"))
-                .arg("-inkey")
-                .arg(f.pki("dave-rsa.key"))
-                .arg("-certfile")
-                .arg(f.pki("intermediate.pem"))
-                .args(extra)
-                .output()
-                .expect("openssl"),
+            &process::output(
+                Command::new("openssl")
+                    .args(["cms", "-sign", "-in", s(&msg), "-out", s(&out)])
+                    .arg("-signer")
+                    .arg(f.pki("dave-rsa.pem"))
+                    .arg("-inkey")
+                    .arg(f.pki("dave-rsa.key"))
+                    .arg("-certfile")
+                    .arg(f.pki("intermediate.pem"))
+                    .args(extra),
+            ),
             what,
         );
         // openssl signs the whole input as the entity
@@ -416,14 +419,14 @@ fn encrypts_for_openssl_and_decrypts_openssl_messages_on_the_token() {
         assert!(out.starts_with(b"From: alice@example.com\r\n"));
         let enc = dir.path().join("enc.eml");
         std::fs::write(&enc, &out).expect("write");
-        let o = Command::new("openssl")
-            .args(["cms", "-decrypt", "-in", s(&enc)])
-            .arg("-inkey")
-            .arg(f.pki("dave-rsa.key"))
-            .arg("-recip")
-            .arg(f.pki("dave-rsa.pem"))
-            .output()
-            .expect("openssl");
+        let o = process::output(
+            Command::new("openssl")
+                .args(["cms", "-decrypt", "-in", s(&enc)])
+                .arg("-inkey")
+                .arg(f.pki("dave-rsa.key"))
+                .arg("-recip")
+                .arg(f.pki("dave-rsa.pem")),
+        );
         ok(&o, &format!("openssl decrypts {cipher}"));
         assert_eq!(o.stdout, entity(MESSAGE), "{cipher}");
     }
@@ -437,11 +440,11 @@ fn encrypts_for_openssl_and_decrypts_openssl_messages_on_the_token() {
     ] {
         let enc = dir.path().join("o.eml");
         ok(
-            &Command::new("openssl")
-                .args(["cms", "-encrypt", cipher, "-in", s(&msg), "-out", s(&enc)])
-                .arg(f.pki(&format!("{key}.pem")))
-                .output()
-                .expect("openssl"),
+            &process::output(
+                Command::new("openssl")
+                    .args(["cms", "-encrypt", cipher, "-in", s(&msg), "-out", s(&enc)])
+                    .arg(f.pki(&format!("{key}.pem"))),
+            ),
             "openssl encrypt",
         );
         let input = std::fs::read(&enc).expect("read");
@@ -463,19 +466,19 @@ fn encrypts_for_openssl_and_decrypts_openssl_messages_on_the_token() {
     // Not a recipient: only dave (software) can read it.
     let enc = dir.path().join("dave.eml");
     ok(
-        &Command::new("openssl")
-            .args([
-                "cms",
-                "-encrypt",
-                "-aes-256-gcm",
-                "-in",
-                s(&msg),
-                "-out",
-                s(&enc),
-            ])
-            .arg(f.pki("dave-rsa.pem"))
-            .output()
-            .expect("openssl"),
+        &process::output(
+            Command::new("openssl")
+                .args([
+                    "cms",
+                    "-encrypt",
+                    "-aes-256-gcm",
+                    "-in",
+                    s(&msg),
+                    "-out",
+                    s(&enc),
+                ])
+                .arg(f.pki("dave-rsa.pem")),
+        ),
         "openssl encrypt to dave",
     );
     let (r, out) = stream(
@@ -503,19 +506,19 @@ fn tampered_gcm_is_decrypt_failed_with_no_plaintext_frames() {
     for key in ["alice-rsa", "bob-p256"] {
         let der = dir.path().join("enc.der");
         ok(
-            &Command::new("openssl")
-                .args([
-                    "cms",
-                    "-encrypt",
-                    "-aes-256-gcm",
-                    "-binary",
-                    "-outform",
-                    "DER",
-                ])
-                .args(["-in", s(&m), "-out", s(&der)])
-                .arg(f.pki(&format!("{key}.pem")))
-                .output()
-                .expect("openssl"),
+            &process::output(
+                Command::new("openssl")
+                    .args([
+                        "cms",
+                        "-encrypt",
+                        "-aes-256-gcm",
+                        "-binary",
+                        "-outform",
+                        "DER",
+                    ])
+                    .args(["-in", s(&m), "-out", s(&der)])
+                    .arg(f.pki(&format!("{key}.pem"))),
+            ),
             "encrypt",
         );
         let good = std::fs::read(&der).expect("der");
@@ -645,14 +648,14 @@ fn python_client_signs_verifies_encrypts_and_decrypts() {
         ),
         "python encrypt",
     );
-    let o = Command::new("openssl")
-        .args(["cms", "-decrypt", "-in", s(&enc)])
-        .arg("-inkey")
-        .arg(f.pki("dave-rsa.key"))
-        .arg("-recip")
-        .arg(&dave)
-        .output()
-        .expect("openssl");
+    let o = process::output(
+        Command::new("openssl")
+            .args(["cms", "-decrypt", "-in", s(&enc)])
+            .arg("-inkey")
+            .arg(f.pki("dave-rsa.key"))
+            .arg("-recip")
+            .arg(&dave),
+    );
     ok(&o, "openssl decrypts python's");
     assert_eq!(o.stdout, entity(ASCII_MESSAGE));
     let dec = dir.path().join("dec.eml");

@@ -1,37 +1,30 @@
 //! `tokenmail encrypt --outform der|pem|smime` (what NeoMutt's smime_encrypt_command
 //! expects: the bare CMS in DER), read back by `openssl cms -decrypt`.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
+
+/// Running external programs with a deadline (shared with the other test crates).
+#[path = "../../pkcs11-tests/src/process.rs"]
+mod process;
 
 const ENTITY: &[u8] = b"Content-Type: text/plain; charset=utf-8\n\nHello Bob,\nthe figures.\n";
 const CANONICAL: &[u8] =
     b"Content-Type: text/plain; charset=utf-8\r\n\r\nHello Bob,\r\nthe figures.\r\n";
 
 fn tokenmail(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenmail"))
-        .args(args)
-        .current_dir(dir)
-        .env("TOKENMAIL_SOCK", dir.join("no-agent.sock"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tokenmail");
-    // A command that fails on its arguments may exit without reading its input.
-    if let Err(e) = child.stdin.take().expect("stdin").write_all(stdin) {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
-    }
-    child.wait_with_output().expect("wait")
+    // A command that fails on its arguments may exit without reading its input: fine.
+    process::output_with_input(
+        Command::new(env!("CARGO_BIN_EXE_tokenmail"))
+            .args(args)
+            .current_dir(dir)
+            .env("TOKENMAIL_SOCK", dir.join("no-agent.sock")),
+        stdin,
+    )
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> Output {
-    Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl")
+    process::output(Command::new("openssl").args(args).current_dir(dir))
 }
 
 fn keypair(dir: &Path, name: &str, newkey: &[&str]) {

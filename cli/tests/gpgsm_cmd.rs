@@ -2,21 +2,24 @@
 //! signatures (good, tampered, untrusted, wrong or codeSigning EKU, expired), the status
 //! lines git parses, and one-line errors for bad arguments and a missing agent.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
+
+/// Running external programs with a deadline (shared with the other test crates).
+#[path = "../../pkcs11-tests/src/process.rs"]
+mod process;
 
 const PAYLOAD: &[u8] = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n\
 author Alice <alice@example.com> 1700000000 +0000\n\
 committer Alice <alice@example.com> 1700000000 +0000\n\nsigned commit\n";
 
+/// (With the long limit: the scripts generate test PKIs.)
 fn sh(dir: &Path, script: &str) {
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .expect("bash");
+    let out = process::run_with_timeout(
+        Command::new("bash").arg("-c").arg(script).current_dir(dir),
+        None,
+        process::long_limit(),
+    );
     assert!(
         out.status.success(),
         "{script}: {}",
@@ -33,20 +36,12 @@ fn gpgsm(dir: &Path, args: &[&str], stdin: &[u8], trust: Option<&str>) -> Output
         // no agent configuration and no agent here
         .env("HOME", dir)
         .env("XDG_CONFIG_HOME", dir.join("config"))
-        .env("TOKENMAIL_SOCK", dir.join("no-agent.sock"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("TOKENMAIL_SOCK", dir.join("no-agent.sock"));
     if let Some(t) = trust {
         c.env("TOKENMAIL_TRUST", dir.join(t));
     }
-    let mut child = c.spawn().expect("spawn tokenmail-gpgsm");
-    // A command that fails on its arguments exits without reading: a broken pipe here
-    // is its answer, not a test failure.
-    if let Err(e) = child.stdin.take().expect("stdin").write_all(stdin) {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
-    }
-    child.wait_with_output().expect("wait")
+    // A command that fails on its arguments exits without reading its input: fine.
+    process::output_with_input(&mut c, stdin)
 }
 
 fn text(b: &[u8]) -> String {
@@ -99,12 +94,12 @@ openssl x509 -req -in ee_code.csr -CA int.pem -CAkey int.key -set_serial 4242 -d
         );
     }
     let fpr = text(
-        &Command::new("openssl")
-            .args(["x509", "-noout", "-fingerprint", "-sha1", "-in"])
-            .arg(dir.join("ee_rsa.pem"))
-            .output()
-            .expect("openssl")
-            .stdout,
+        &process::output(
+            Command::new("openssl")
+                .args(["x509", "-noout", "-fingerprint", "-sha1", "-in"])
+                .arg(dir.join("ee_rsa.pem")),
+        )
+        .stdout,
     );
     let fpr = fpr
         .trim()

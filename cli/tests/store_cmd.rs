@@ -5,6 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Running external programs with a deadline (shared with the other test crates).
+#[path = "../../pkcs11-tests/src/process.rs"]
+mod process;
+
 const MESSAGE: &[u8] =
     b"From: ann@example.org\r\nTo: bob@example.org\r\nSubject: store\r\nContent-Type: text/plain\r\n\r\nfound by address\r\n";
 
@@ -18,11 +22,11 @@ impl Dir {
         self.0.path().join(name)
     }
     fn openssl(&self, args: &[&str]) {
-        let o = Command::new("openssl")
-            .args(args)
-            .current_dir(self.0.path())
-            .output()
-            .expect("openssl");
+        let o = process::output(
+            Command::new("openssl")
+                .args(args)
+                .current_dir(self.0.path()),
+        );
         assert!(
             o.status.success(),
             "openssl {args:?}: {}",
@@ -43,7 +47,7 @@ impl Dir {
         for (k, v) in env {
             c.env(k, v);
         }
-        c.output().expect("tokenmail")
+        process::output(&mut c)
     }
 
     /// A CA, and an end-entity certificate for `email` (RSA) issued by it, valid `days`.

@@ -3,6 +3,10 @@
 use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Running external programs with a deadline (shared with the other test crates).
+#[path = "../../pkcs11-tests/src/process.rs"]
+mod process;
 use tokenmail_cli::verify;
 use verify::{run, run_with, VerifyArgs};
 
@@ -18,13 +22,13 @@ fn args(v: &[&str]) -> VerifyArgs {
     Cli::try_parse_from(all).expect("arguments parse").args
 }
 
+/// (With the long limit: the scripts generate test PKIs.)
 fn sh(dir: &Path, script: &str) {
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .expect("bash");
+    let out = process::run_with_timeout(
+        Command::new("bash").arg("-c").arg(script).current_dir(dir),
+        None,
+        process::long_limit(),
+    );
     assert!(
         out.status.success(),
         "{script}: {}",

@@ -10,6 +10,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use tokenmail_agent::pin::PinSource;
+
+pub mod process;
 use tokenmail_agent::token::pkcs11::{Pkcs11Config, Pkcs11Store};
 
 /// A provisioned token.
@@ -69,12 +71,14 @@ pub fn workspace() -> PathBuf {
 pub fn provision(label: &str) -> Fixture {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("token");
-    let out = Command::new("bash")
-        .arg(workspace().join("softhsm/provision.sh"))
-        .arg(&dir)
-        .args(["--label", label])
-        .output()
-        .expect("run provision.sh");
+    let out = process::run_with_timeout(
+        Command::new("bash")
+            .arg(workspace().join("softhsm/provision.sh"))
+            .arg(&dir)
+            .args(["--label", label]),
+        None,
+        process::long_limit(),
+    );
     assert!(
         out.status.success(),
         "provision.sh failed: {}",
@@ -107,9 +111,9 @@ pub fn fixture() -> &'static Fixture {
     })
 }
 
-/// Runs a command, asserting success; returns stdout.
+/// Runs a command (with [`process::limit`]), asserting success; returns stdout.
 pub fn run(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().expect("spawn");
+    let out = process::output(cmd);
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}",

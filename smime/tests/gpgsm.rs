@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{pki, scratch};
+use common::{pki, process, scratch};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
@@ -25,23 +25,22 @@ impl GnupgHome {
         let dir = scratch();
         let p = pki();
         let home = GnupgHome { dir };
-        let out = home
-            .gpgsm()
-            .arg("--import")
-            .arg(p.path("root.pem"))
-            .arg(p.path("int.pem"))
-            .output()
-            .expect("gpgsm --import");
+        let out = process::output(
+            home.gpgsm()
+                .arg("--import")
+                .arg(p.path("root.pem"))
+                .arg(p.path("int.pem")),
+        );
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let fp = Command::new("openssl")
-            .args(["x509", "-noout", "-fingerprint", "-sha1", "-in"])
-            .arg(p.path("root.pem"))
-            .output()
-            .expect("openssl");
+        let fp = process::output(
+            Command::new("openssl")
+                .args(["x509", "-noout", "-fingerprint", "-sha1", "-in"])
+                .arg(p.path("root.pem")),
+        );
         let fp = String::from_utf8_lossy(&fp.stdout);
         let fp = fp
             .trim()
@@ -72,15 +71,17 @@ impl GnupgHome {
 
 impl Drop for GnupgHome {
     fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .env("GNUPGHOME", self.path())
-            .args(["--kill", "gpg-agent"])
-            .status();
+        process::kill_gpg_daemons(self.path());
     }
 }
 
 fn have_gpgsm() -> bool {
-    Command::new("gpgsm").arg("--version").output().is_ok()
+    process::try_run_with_timeout(
+        Command::new("gpgsm").arg("--version"),
+        None,
+        process::limit(),
+    )
+    .is_ok()
 }
 
 const CONTENT: &[u8] = b"signed for gpgsm\n";
@@ -115,13 +116,7 @@ fn gpgsm_verifies_our_signatures() {
             sign_encapsulated(&signer, &p.cert(name), &chain, CONTENT, &opts).expect("sign");
         let sig = home.path().join("sig.p7s");
         std::fs::write(&sig, &detached).expect("write");
-        let out = home
-            .gpgsm()
-            .arg("--verify")
-            .arg(&sig)
-            .arg(&content)
-            .output()
-            .expect("gpgsm");
+        let out = process::output(home.gpgsm().arg("--verify").arg(&sig).arg(&content));
         let status = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success() && status.contains("GOODSIG") && status.contains("TRUST_FULLY"),
@@ -133,14 +128,13 @@ fn gpgsm_verifies_our_signatures() {
         let got = home.path().join("got");
         let _ = std::fs::remove_file(&got);
         std::fs::write(&p7m, &opaque).expect("write");
-        let out = home
-            .gpgsm()
-            .arg("--output")
-            .arg(&got)
-            .arg("--verify")
-            .arg(&p7m)
-            .output()
-            .expect("gpgsm");
+        let out = process::output(
+            home.gpgsm()
+                .arg("--output")
+                .arg(&got)
+                .arg("--verify")
+                .arg(&p7m),
+        );
         let status = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success() && status.contains("GOODSIG"),
@@ -151,13 +145,7 @@ fn gpgsm_verifies_our_signatures() {
 
         // and a tampered content is refused
         std::fs::write(&content, b"signed for gpgsm?\n").expect("write");
-        let out = home
-            .gpgsm()
-            .arg("--verify")
-            .arg(&sig)
-            .arg(&content)
-            .output()
-            .expect("gpgsm");
+        let out = process::output(home.gpgsm().arg("--verify").arg(&sig).arg(&content));
         assert!(
             !String::from_utf8_lossy(&out.stdout).contains("GOODSIG"),
             "gpgsm accepted tampered content"
@@ -181,23 +169,23 @@ fn we_verify_gpgsm_signatures() {
     // RSA only: gpgsm 2.2.40 segfaults importing an EC key from PKCS#12
     for (name, cn) in [("ee_rsa", "CN=Alice RSA")] {
         let p12 = home.path().join(format!("{name}.p12"));
-        let out = Command::new("openssl")
-            .args([
-                "pkcs12",
-                "-export",
-                "-passout",
-                "pass:",
-                "-keypbe",
-                "PBE-SHA1-3DES",
-            ])
-            .args(["-certpbe", "PBE-SHA1-3DES", "-macalg", "sha1", "-inkey"])
-            .arg(p.path(&format!("{name}.key")))
-            .arg("-in")
-            .arg(p.path(&format!("{name}.pem")))
-            .arg("-out")
-            .arg(&p12)
-            .output()
-            .expect("openssl pkcs12");
+        let out = process::output(
+            Command::new("openssl")
+                .args([
+                    "pkcs12",
+                    "-export",
+                    "-passout",
+                    "pass:",
+                    "-keypbe",
+                    "PBE-SHA1-3DES",
+                ])
+                .args(["-certpbe", "PBE-SHA1-3DES", "-macalg", "sha1", "-inkey"])
+                .arg(p.path(&format!("{name}.key")))
+                .arg("-in")
+                .arg(p.path(&format!("{name}.pem")))
+                .arg("-out")
+                .arg(&p12),
+        );
         assert!(
             out.status.success(),
             "{}",
@@ -213,7 +201,7 @@ fn we_verify_gpgsm_signatures() {
         for _ in 0..3 {
             let mut imp = home.gpgsm();
             loopback(&mut imp);
-            let o = imp.arg("--import").arg(&p12).output().expect("gpgsm");
+            let o = process::output(imp.arg("--import").arg(&p12));
             let ok = o.status.success();
             out = Some(o);
             if ok {
@@ -236,7 +224,7 @@ fn we_verify_gpgsm_signatures() {
                 .arg(&sig);
             c.arg(if detached { "--detach-sign" } else { "--sign" })
                 .arg(&content);
-            let out = c.output().expect("gpgsm sign");
+            let out = process::output(&mut c);
             assert!(
                 out.status.success(),
                 "{name}: {}",

@@ -1,10 +1,10 @@
 //! End-to-end test support: find the built binaries, provision a token, run an agent.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub use tokenmail_pkcs11_tests::process::{self, Running};
 pub use tokenmail_pkcs11_tests::{provision, workspace, Fixture};
 
 /// A built binary of the workspace (`cargo build --workspace` must have run; the test
@@ -22,11 +22,11 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// A running agent on a private token.
+/// A running agent on a private token (killed when dropped).
 #[derive(Debug)]
 pub struct Agent {
-    /// The agent process.
-    pub child: Option<Child>,
+    /// The agent process (its stderr is collected).
+    pub child: Option<Running>,
     /// Its socket.
     pub socket: PathBuf,
     /// The token directory and PKI.
@@ -62,7 +62,7 @@ impl Agent {
         if pin_file {
             cmd.arg("--pin-file").arg(fixture.pin_file());
         }
-        let child = cmd.spawn().expect("spawn agent");
+        let child = Running::spawn(&mut cmd);
         let agent = Agent {
             child: Some(child),
             socket,
@@ -89,7 +89,7 @@ impl Agent {
 
     /// Runs `tokenmail --socket S ARGS`.
     pub fn cli(&self, args: &[&str]) -> Output {
-        self.cli_cmd(args).output().expect("run tokenmail")
+        process::output(&mut self.cli_cmd(args))
     }
 
     /// The command for `tokenmail --socket S ARGS`.
@@ -107,37 +107,23 @@ impl Agent {
 
     /// Sends SIGTERM and waits; returns the exit status and stderr.
     pub fn stop(&mut self) -> (std::process::ExitStatus, String) {
-        let mut child = self.child.take().expect("running");
+        let child = self.child.take().expect("running");
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         )
         .expect("kill");
-        let status =
-            wait_timeout(&mut child, Duration::from_secs(10)).expect("agent exits on SIGTERM");
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        (status, err)
+        let o = child.wait(Duration::from_secs(10));
+        (o.status, stderr(&o))
     }
 
     /// True while the process runs.
     pub fn alive(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+        self.child.as_mut().is_some_and(Running::alive)
     }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Waits for a child with a deadline.
+/// Waits for a child with a deadline; kills it (and what it started) when it expires.
 pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let t = Instant::now();
     while t.elapsed() < limit {
@@ -146,7 +132,8 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = child.kill();
+    process::kill_with_descendants(child);
+    let _ = child.wait();
     None
 }
 

@@ -3,6 +3,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Running external programs with a deadline (shared with the other test crates).
+// pipeline.rs includes both common and envelope_common: two copies there, on purpose.
+#[allow(clippy::duplicate_mod)]
+#[path = "../../../pkcs11-tests/src/process.rs"]
+pub mod process;
 use std::sync::OnceLock;
 use tokenmail_smime::signed::SoftwareSigner;
 use x509_cert::der::{Decode, DecodePem};
@@ -21,12 +27,14 @@ static PKI: OnceLock<Pki> = OnceLock::new();
 pub fn pki() -> &'static Pki {
     PKI.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new("bash")
-            .arg("-c")
-            .arg(SCRIPT)
-            .current_dir(dir.path())
-            .output()
-            .expect("run bash");
+        let out = process::run_with_timeout(
+            Command::new("bash")
+                .arg("-c")
+                .arg(SCRIPT)
+                .current_dir(dir.path()),
+            None,
+            process::long_limit(),
+        );
         assert!(
             out.status.success(),
             "PKI script failed: {}",
@@ -65,9 +73,9 @@ pub fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
-/// Run a command; returns (success, stdout, stderr).
+/// Run a command (with [`process::limit`]); returns (success, stdout, stderr).
 pub fn run(cmd: &mut Command) -> (bool, Vec<u8>, String) {
-    let out = cmd.output().expect("spawn");
+    let out = process::output(cmd);
     (
         out.status.success(),
         out.stdout,

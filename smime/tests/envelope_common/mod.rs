@@ -3,7 +3,13 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+/// Running external programs with a deadline (shared with the other test crates).
+// pipeline.rs includes both common and envelope_common: two copies there, on purpose.
+#[allow(clippy::duplicate_mod)]
+#[path = "../../../pkcs11-tests/src/process.rs"]
+pub mod process;
 use std::sync::OnceLock;
 
 use tokenmail_smime::envelope::{
@@ -64,12 +70,7 @@ pub fn fixture() -> &'static Fixture {
             let key_s = key.to_str().expect("utf8 path");
             let cert_s = cert.to_str().expect("utf8 path");
             args.extend(["-keyout", key_s, "-out", cert_s, "-addext", &ku]);
-            let out = Command::new("openssl")
-                .args(&args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .output()
-                .expect("run openssl req");
+            let out = process::output(Command::new("openssl").args(&args));
             assert!(
                 out.status.success(),
                 "openssl req failed: {}",
@@ -98,36 +99,10 @@ impl Fixture {
     }
 }
 
-/// Runs openssl; returns (success, stdout, stderr).
+/// Runs openssl (with [`process::limit`]); returns (success, stdout, stderr).
 pub fn openssl(args: &[&str], stdin: Option<&[u8]>) -> (bool, Vec<u8>, String) {
-    use std::io::Write;
-    let mut child = Command::new("openssl")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn openssl");
-    if let Some(data) = stdin {
-        let mut s = child.stdin.take().expect("stdin");
-        let data = data.to_vec();
-        // write from a thread so large outputs cannot deadlock
-        let t = std::thread::spawn(move || {
-            let _ = s.write_all(&data);
-        });
-        let out = child.wait_with_output().expect("openssl output");
-        t.join().expect("writer thread");
-        return (
-            out.status.success(),
-            out.stdout,
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        );
-    }
-    let out = child.wait_with_output().expect("openssl output");
+    let out =
+        process::run_with_timeout(Command::new("openssl").args(args), stdin, process::limit());
     (
         out.status.success(),
         out.stdout,
