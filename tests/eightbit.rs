@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use tokenmail_e2e::process::{self, GpgDaemons};
 use tokenmail_e2e::{stderr, stdout, Agent};
 use tokenmail_proto::v1::{Request, Response, SignForm};
 use tokenmail_proto::Client;
@@ -53,8 +54,9 @@ Content-Transfer-Encoding: binary\n\
     m
 }
 
+/// Every external program runs with a deadline (killed and reported on expiry).
 fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null()).output().expect("spawn")
+    process::output(cmd.stdin(Stdio::null()))
 }
 
 fn ok(o: &Output, what: &str) {
@@ -137,6 +139,8 @@ fn text_part(entity: &[u8]) -> Vec<u8> {
 
 struct Gpgsm {
     home: PathBuf,
+    /// kills gpg-agent even when the test panics
+    _daemons: GpgDaemons,
 }
 
 impl Gpgsm {
@@ -145,7 +149,10 @@ impl Gpgsm {
         std::fs::create_dir(&home).expect("mkdir");
         std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .expect("chmod");
-        let g = Gpgsm { home };
+        let g = Gpgsm {
+            _daemons: GpgDaemons::new(&home),
+            home,
+        };
         let o = g.run(&[
             "--import",
             s(&agent.fixture.pki("root.pem")),
@@ -189,16 +196,6 @@ impl Gpgsm {
             "{what}: {}",
             stdout(&o)
         );
-    }
-}
-
-impl Drop for Gpgsm {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .env("GNUPGHOME", &self.home)
-            .args(["--kill", "all"])
-            .stdin(Stdio::null())
-            .status();
     }
 }
 
