@@ -8,8 +8,6 @@
 pub mod config;
 pub mod error;
 pub mod pin;
-pub mod pinentry;
-pub mod prompt;
 pub mod server;
 pub mod service;
 pub mod stream;

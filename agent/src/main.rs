@@ -393,7 +393,7 @@ fn serve(
     if !cards.is_empty() {
         tokenmail_agent::token::hotplug::spawn(cards);
     }
-    let prompter = tokenmail_agent::prompt::Prompter::from_config(
+    let prompter = tokenmail_agent::pin::prompt::Prompter::from_config(
         file.pin.pinentry.as_deref(),
         file.pin.pinentry_timeout,
     );

@@ -22,7 +22,7 @@ pub struct Service {
     /// email (lower-case) → preferred key label or hex id.
     prefer: HashMap<String, String>,
     /// Asks for PINs through pinentry for clients that cannot.
-    prompter: Option<Arc<crate::prompt::Prompter>>,
+    prompter: Option<Arc<crate::pin::prompt::Prompter>>,
 }
 
 /// A key found by name.
@@ -79,7 +79,7 @@ impl Service {
     }
 
     /// Sets the pinentry used for clients without a terminal.
-    pub fn with_prompter(mut self, prompter: Option<Arc<crate::prompt::Prompter>>) -> Self {
+    pub fn with_prompter(mut self, prompter: Option<Arc<crate::pin::prompt::Prompter>>) -> Self {
         self.prompter = prompter;
         self
     }
@@ -93,8 +93,10 @@ impl Service {
                 .stores
                 .iter()
                 .map(|s| {
-                    Arc::new(crate::prompt::PromptingStore::new(s.clone(), p.clone()))
-                        as Arc<dyn KeyStore>
+                    Arc::new(crate::pin::prompt::PromptingStore::new(
+                        s.clone(),
+                        p.clone(),
+                    )) as Arc<dyn KeyStore>
                 })
                 .collect(),
             prefer: self.prefer.clone(),

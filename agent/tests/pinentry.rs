@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use secrecy::ExposeSecret;
-use tokenmail_agent::pinentry::{
+use tokenmail_agent::pin::pinentry::{
     self, PinentryError, PinentryRequest, TtyOptions, HARD_DEADLINE_GRACE,
 };
 

@@ -17,7 +17,7 @@ use tokenmail_smime::envelope::KeyTransport;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use crate::pinentry::{self, PinentryError, PinentryRequest};
+use crate::pin::pinentry::{self, PinentryError, PinentryRequest};
 use crate::token::{KeyEntry, KeyStore, PivAdmin, TokenError};
 
 /// Default seconds the user has to type the PIN.
