@@ -119,6 +119,7 @@ pub(crate) fn check_rsa_decrypt(key: &KeyEntry) -> Result<usize, TokenError> {
 }
 
 /// The RSASSA-PKCS1-v1_5 scheme (DigestInfo prefix) for a hash.
+#[cfg(feature = "piv")]
 pub(crate) fn pkcs1v15_scheme(h: HashAlg) -> rsa::pkcs1v15::Pkcs1v15Sign {
     use rsa::pkcs1v15::Pkcs1v15Sign;
     match h {
