@@ -672,3 +672,6 @@ fn find_recipient(svc: &Service, env: &ParsedEnvelope) -> Option<StoreKey> {
         })
     })
 }
+
+#[cfg(test)]
+mod tests;

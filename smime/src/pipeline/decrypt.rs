@@ -107,7 +107,11 @@ pub fn decrypt_stream<K: RecipientKey, E>(
         if key.is_some() {
             continue;
         }
-        let (Some(env), Some(p)) = (md.envelope(), pick.take()) else {
+        // (the callback is taken only once the envelope is known)
+        let Some(env) = md.envelope() else {
+            continue;
+        };
+        let Some(p) = pick.take() else {
             continue;
         };
         let k = key.insert(p(env).map_err(DecryptFailure::NoKey)?);
