@@ -37,7 +37,7 @@ use tokenmail_smime::envelope::{
     RecipientKey,
 };
 use tokenmail_smime::mime::boundary_from_random;
-use tokenmail_smime::path::{CertEntry, Policy};
+use tokenmail_smime::path::CertEntry;
 use tokenmail_smime::pipeline::{
     decrypt_stream, encrypt_stream_with, sign_stream, verify_stream, ContentSink, DecryptFailure,
     DecryptStream, PipelineError, SignStream, VerifyStream, WriteChunks,
@@ -492,13 +492,7 @@ fn verify_op(
         }
         anchors.extend(certs);
     }
-    let opts = VerifyOptions {
-        trust_anchors: &anchors,
-        extra_certs: &[],
-        now: SystemTime::now(),
-        sender_email: None,
-        policy: Policy::default(),
-    };
+    let opts = VerifyOptions::at(&anchors, SystemTime::now());
     let mut sink = Spool::new()?;
     // the driver `tokenmail verify` uses: detached content, multipart/signed and base64
     // pkcs7-mime / DER are streamed; other forms are verified in memory (bounded)

@@ -17,7 +17,7 @@ use std::time::SystemTime;
 use anyhow::{anyhow, bail, Context, Result};
 use tokenmail_proto::v1::{AgentStatus, KeyInfo, Request, Response};
 use tokenmail_smime::alg::{ContentDigests, HashAlg, KeyKind, MultiHasher};
-use tokenmail_smime::path::{CertEntry, Policy};
+use tokenmail_smime::path::CertEntry;
 use tokenmail_smime::verify::{verify, ParsedSignedData, SignerReport, VerifyOptions};
 
 use crate::sign::IncludeCerts;
@@ -652,13 +652,7 @@ pub fn run_verify(
         _ => h.finalize(),
     };
     let (anchors, anchor_source) = trust_anchors()?;
-    let opts = VerifyOptions {
-        trust_anchors: &anchors,
-        extra_certs: &[],
-        now: SystemTime::now(),
-        sender_email: None,
-        policy: Policy::default(),
-    };
+    let opts = VerifyOptions::at(&anchors, SystemTime::now());
     let report = verify(&parsed, &digests, &opts);
     if report.signers.is_empty() {
         status.line("NEWSIG")?;

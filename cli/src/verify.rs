@@ -245,11 +245,8 @@ pub fn run_with(
         ..Policy::default()
     };
     let opts = VerifyOptions {
-        trust_anchors: &anchors,
-        extra_certs: &[],
-        now: SystemTime::now(),
-        sender_email: None,
         policy,
+        ..VerifyOptions::at(&anchors, SystemTime::now())
     };
     let mut input = open_input(args.input.as_deref())?;
     let mut sink = Sink::new(args.output.as_deref())?;

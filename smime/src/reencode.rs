@@ -571,18 +571,23 @@ impl TreeEncoder {
         while self.stack.len() > at + 1 {
             self.end_region(false, out)?;
             self.finish_header_at_boundary(out)?;
-            if let Some(Frame::Multipart {
-                boundary, closed, ..
-            }) = self.stack.pop()
-            {
-                if !closed && !self.scanning() {
-                    out.extend_from_slice(b"\r\n--");
-                    out.extend_from_slice(&boundary);
-                    out.extend_from_slice(b"--\r\n");
-                }
-            }
+            self.pop_frame(out);
         }
         Ok(())
+    }
+
+    /// Closes the innermost frame; a multipart left open gets its close delimiter.
+    fn pop_frame(&mut self, out: &mut Vec<u8>) {
+        if let Some(Frame::Multipart {
+            boundary, closed, ..
+        }) = self.stack.pop()
+        {
+            if !closed && !self.scanning() {
+                out.extend_from_slice(b"\r\n--");
+                out.extend_from_slice(&boundary);
+                out.extend_from_slice(b"--\r\n");
+            }
+        }
     }
 
     /// A header block cut short by a delimiter: the part had no body.
@@ -660,16 +665,7 @@ impl TreeEncoder {
         self.end_region(true, out)?;
         if !self.stack.is_empty() {
             self.unwind_to(0, out)?;
-            if let Some(Frame::Multipart {
-                boundary, closed, ..
-            }) = self.stack.pop()
-            {
-                if !closed && !self.scanning() {
-                    out.extend_from_slice(b"\r\n--");
-                    out.extend_from_slice(&boundary);
-                    out.extend_from_slice(b"--\r\n");
-                }
-            }
+            self.pop_frame(out);
         }
         Ok(match self.plan {
             None => Some(TreePlan {

@@ -224,6 +224,20 @@ pub struct VerifyOptions<'a> {
     pub policy: Policy,
 }
 
+impl<'a> VerifyOptions<'a> {
+    /// Trust `anchors` at time `now` (the caller's clock), with the default policy, no extra
+    /// certificates and no sender to match.
+    pub fn at(trust_anchors: &'a [CertEntry], now: SystemTime) -> Self {
+        Self {
+            trust_anchors,
+            extra_certs: &[],
+            now,
+            sender_email: None,
+            policy: Policy::default(),
+        }
+    }
+}
+
 fn check(name: &str, ok: bool, reason: impl Into<String>) -> Check {
     Check {
         name: name.to_string(),

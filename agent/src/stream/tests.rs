@@ -10,7 +10,7 @@ use tokenmail_proto::v1::{ErrorCode, Request, Response, SignForm};
 use tokenmail_smime::envelope::mime::encrypt_message;
 use tokenmail_smime::envelope::{ContentCipher, EncryptRecipient};
 use tokenmail_smime::mime::{signed_entity, verify_smime};
-use tokenmail_smime::path::{CertEntry, Policy};
+use tokenmail_smime::path::CertEntry;
 use tokenmail_smime::verify::VerifyOptions;
 use tokio::sync::mpsc;
 
@@ -93,13 +93,7 @@ fn sign_req(key: &str, form: SignForm) -> Request {
 
 fn verify(signed: &[u8]) -> tokenmail_smime::mime::MessageVerification {
     let anchors = [CertEntry::from_der(ca().1.clone()).expect("CA")];
-    let opts = VerifyOptions {
-        trust_anchors: &anchors,
-        extra_certs: &[],
-        now: SystemTime::now(),
-        sender_email: None,
-        policy: Policy::default(),
-    };
+    let opts = VerifyOptions::at(&anchors, SystemTime::now());
     verify_smime(signed, None, &opts).expect("verify")
 }
 
