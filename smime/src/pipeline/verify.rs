@@ -92,73 +92,16 @@ pub fn verify_stream(
     opts: &VerifyOptions<'_>,
     mut stream: VerifyStream<'_>,
 ) -> Result<MessageVerification, PipelineError> {
-    let w = PipelineError::Write;
-    let cms_err = PipelineError::Verify;
     let chunk_len = if stream.chunk == 0 {
         CHUNK
     } else {
         stream.chunk
     };
     if let Some(sig) = stream.detached_signature {
-        let cms = bare_cms(sig)
-            .map_err(cms_err)?
-            .ok_or(PipelineError::SignatureNotCms)?;
-        // the signature is at hand: hash only with what its signers use
-        let algs = ParsedSignedData::parse(&cms)
-            .map_err(cms_err)?
-            .digest_algorithms();
-        // hashed on a second thread while the next chunk is read
-        let mut hasher = BackgroundFeed::new(MultiHasher::new(&algs));
-        let mut head = Vec::new();
-        loop {
-            let mut chunk = hasher.buffer(chunk_len);
-            chunk.resize(chunk_len, 0);
-            let n = read_chunk(input, &mut chunk)?;
-            if n == 0 {
-                break;
-            }
-            chunk.truncate(n);
-            sink.write_all(&chunk).map_err(w)?;
-            if head.len() < DETACHED_HEAD {
-                head.extend_from_slice(&chunk[..n.min(DETACHED_HEAD)]);
-            }
-            hasher.feed(chunk).map_err(PipelineError::Background)?;
-        }
-        let sender = parse_header(&head)
-            .ok()
-            .flatten()
-            .and_then(|(h, _)| from_address(&h));
-        let digests = hasher
-            .finish()
-            .map_err(PipelineError::Background)?
-            .finalize();
-        return verify_streamed(&cms, &digests, sender, "detached", opts);
+        return verify_detached(input, sink, opts, sig, chunk_len);
     }
-
-    // read until the header is complete (or the input is obviously not MIME)
-    let mut buf = vec![0u8; chunk_len];
-    let mut head = Vec::new();
-    let mut eof = false;
-    let parsed_header = loop {
-        if head.first() == Some(&0x30) || head.starts_with(b"-----") {
-            break None;
-        }
-        match parse_header(&head) {
-            Ok(Some(h)) => break Some(h),
-            Ok(None) => {}
-            Err(_) => break None,
-        }
-        if head.len() > MAX_VERIFY_HEADER {
-            break None;
-        }
-        let n = read_chunk(input, &mut buf)?;
-        if n == 0 {
-            eof = true;
-            break None;
-        }
-        head.extend_from_slice(&buf[..n]);
-    };
-    let multipart = parsed_header.as_ref().and_then(|(h, _)| {
+    let mut r = HeadReader::read(input, chunk_len)?;
+    let multipart = r.header.as_ref().and_then(|(h, _)| {
         let ct = h.iter().find(|f| f.is("Content-Type"))?;
         let ct = ContentType::parse(&ct.value());
         let boundary = (ct.mime == "multipart/signed")
@@ -166,151 +109,287 @@ pub fn verify_stream(
             .flatten()?;
         Some((boundary, ct.param("micalg").map(str::to_string)))
     });
-    match (parsed_header, multipart) {
-        (Some((headers, body_off)), Some((boundary, micalg))) => {
-            // hash what micalg names when the signed part can be read again should the
-            // SignerInfos use something else; else every supported algorithm
-            let rereadable = sink.rereadable() || stream.reopen_input.is_some();
-            let named = micalg_named(micalg.as_deref());
-            let algs = if rereadable && !named.is_empty() {
-                named
-            } else {
-                micalg_hashes(micalg.as_deref())
-            };
-            let mut scanner = SignedPartScanner::new(&boundary);
-            let mut hasher = BackgroundFeed::new(MultiHasher::new(&algs));
-            let mut data = &head[body_off..];
-            loop {
-                let mut part = hasher.buffer(chunk_len + chunk_len / 8);
-                scanner.update_into(data, &mut part).map_err(cms_err)?;
-                sink.write_all(&part).map_err(w)?;
-                hasher.feed(part).map_err(PipelineError::Background)?;
-                if eof {
-                    break;
-                }
-                let n = read_chunk(input, &mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                data = &buf[..n];
-            }
-            let sig = scanner.finish().map_err(cms_err)?;
-            let mut digests = hasher
-                .finish()
-                .map_err(PipelineError::Background)?
-                .finalize();
-            let parsed = ParsedSignedData::parse(&sig).map_err(cms_err)?;
-            let missing: Vec<HashAlg> = parsed
-                .digest_algorithms()
-                .into_iter()
-                .filter(|a| digests.get(*a).is_none())
-                .collect();
-            if !missing.is_empty() && rereadable {
-                sink.flush().map_err(w)?;
-                let extra = rehash_signed_part(
-                    sink,
-                    stream.reopen_input.as_mut(),
-                    body_off,
-                    &boundary,
-                    &missing,
-                    &mut buf,
-                )?;
-                digests.0.extend(extra.0);
-            }
-            let sender = from_address(&headers);
-            let mut o = opts.clone();
-            o.sender_email = sender.as_deref();
-            let report = verify(&parsed, &digests, &o);
-            Ok(MessageVerification {
-                report,
-                content: Vec::new(),
-                sender,
-                form: "multipart/signed",
-            })
+    match multipart {
+        Some((boundary, micalg)) => verify_multipart(
+            input,
+            sink,
+            opts,
+            &mut stream,
+            r,
+            &boundary,
+            micalg.as_deref(),
+        ),
+        None if is_streamable_opaque(r.header.as_ref(), &r.head) => {
+            verify_opaque(input, sink, opts, r)
         }
-        (header, None) if is_streamable_opaque(header.as_ref(), &head) => {
-            let (headers, body_off) = match header {
-                Some((h, off)) => (Some(h), off),
-                None => (None, 0),
-            };
-            let mut b64 = headers.as_ref().map(|_| Base64Decoder::default());
-            let mut splitter = EncapsulatedSplitter::new();
-            // created once the digestAlgorithms (which precede the content) are read
-            let mut hasher: Option<MultiHasher> = None;
-            let mut feed = |data: &[u8],
-                            b64: &mut Option<Base64Decoder>,
-                            sink: &mut dyn ContentSink|
-             -> Result<(), PipelineError> {
-                let cms = match b64 {
-                    Some(d) => d.update(data).map_err(cms_err)?,
-                    None => data.to_vec(),
-                };
-                let content = splitter.update(&cms).map_err(cms_err)?;
-                if hasher.is_none() {
-                    if let Some(algs) = splitter.digest_algorithms() {
-                        hasher = Some(MultiHasher::new(&with_sha256_fallback(algs)));
-                    }
-                }
-                if let Some(h) = &mut hasher {
-                    h.update(&content);
-                }
-                sink.write_all(&content).map_err(w)
-            };
-            feed(&head[body_off..], &mut b64, sink)?;
-            if !eof {
-                loop {
-                    let n = read_chunk(input, &mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    feed(&buf[..n], &mut b64, sink)?;
-                }
-            }
-            if let Some(d) = b64.take() {
-                let rest = d.finish().map_err(cms_err)?;
-                feed(&rest, &mut None, sink)?;
-            }
-            let hasher = hasher.unwrap_or_else(|| MultiHasher::new(&[HashAlg::Sha256]));
-            let parsed = splitter.finish().map_err(cms_err)?;
-            let sender = headers.as_deref().and_then(from_address);
-            let mut o = opts.clone();
-            o.sender_email = sender.as_deref();
-            let report = verify(&parsed, &hasher.finalize(), &o);
-            Ok(MessageVerification {
-                report,
-                content: Vec::new(),
-                sender,
-                form: if headers.is_some() {
-                    "pkcs7-mime"
-                } else {
-                    "cms"
-                },
-            })
-        }
-        (_, _) => {
+        None => {
             // forms that need the whole input (PEM CMS, non-base64 pkcs7-mime)
-            if !eof {
-                match stream.max_in_memory {
-                    None => {
-                        input.read_to_end(&mut head).map_err(PipelineError::Read)?;
-                    }
-                    Some(limit) => {
-                        let room = (limit + 1 - head.len().min(limit)) as u64;
-                        (&mut *input)
-                            .take(room)
-                            .read_to_end(&mut head)
-                            .map_err(PipelineError::Read)?;
-                        if head.len() > limit {
-                            return Err(PipelineError::TooLargeForMemory { limit });
-                        }
-                    }
-                }
-            }
-            let v = verify_smime(&head, None, opts).map_err(cms_err)?;
-            sink.write_all(&v.content).map_err(w)?;
+            r.read_rest(input, stream.max_in_memory)?;
+            let v = verify_smime(&r.head, None, opts).map_err(PipelineError::Verify)?;
+            sink.write_all(&v.content).map_err(PipelineError::Write)?;
             Ok(v)
         }
     }
+}
+
+/// The start of the input: read until the MIME header is complete, or the input is
+/// obviously not MIME (DER, PEM), or the header limit.
+struct HeadReader {
+    head: Vec<u8>,
+    /// the header fields and the offset of the body, when the input is MIME
+    header: Option<(Vec<crate::mime::HeaderField>, usize)>,
+    /// the input ended while the head was read
+    eof: bool,
+    buf: Vec<u8>,
+}
+
+impl HeadReader {
+    fn read(input: &mut dyn Read, chunk_len: usize) -> Result<Self, PipelineError> {
+        let mut buf = vec![0u8; chunk_len];
+        let mut head = Vec::new();
+        let mut eof = false;
+        let header = loop {
+            if head.first() == Some(&0x30) || head.starts_with(b"-----") {
+                break None;
+            }
+            match parse_header(&head) {
+                Ok(Some(h)) => break Some(h),
+                Ok(None) => {}
+                Err(_) => break None,
+            }
+            if head.len() > MAX_VERIFY_HEADER {
+                break None;
+            }
+            let n = read_chunk(input, &mut buf)?;
+            if n == 0 {
+                eof = true;
+                break None;
+            }
+            head.extend_from_slice(&buf[..n]);
+        };
+        Ok(Self {
+            head,
+            header,
+            eof,
+            buf,
+        })
+    }
+
+    /// Reads the rest of the input into `head`, up to `limit` bytes in all.
+    fn read_rest(
+        &mut self,
+        input: &mut dyn Read,
+        limit: Option<usize>,
+    ) -> Result<(), PipelineError> {
+        if self.eof {
+            return Ok(());
+        }
+        match limit {
+            None => {
+                input
+                    .read_to_end(&mut self.head)
+                    .map_err(PipelineError::Read)?;
+            }
+            Some(limit) => {
+                let room = (limit + 1 - self.head.len().min(limit)) as u64;
+                input
+                    .take(room)
+                    .read_to_end(&mut self.head)
+                    .map_err(PipelineError::Read)?;
+                if self.head.len() > limit {
+                    return Err(PipelineError::TooLargeForMemory { limit });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Detached content: hashed (on a second thread) with what the signature's signers use.
+fn verify_detached(
+    input: &mut dyn Read,
+    sink: &mut dyn ContentSink,
+    opts: &VerifyOptions<'_>,
+    sig: &[u8],
+    chunk_len: usize,
+) -> Result<MessageVerification, PipelineError> {
+    let cms_err = PipelineError::Verify;
+    let cms = bare_cms(sig)
+        .map_err(cms_err)?
+        .ok_or(PipelineError::SignatureNotCms)?;
+    // the signature is at hand: hash only with what its signers use
+    let algs = ParsedSignedData::parse(&cms)
+        .map_err(cms_err)?
+        .digest_algorithms();
+    let mut hasher = BackgroundFeed::new(MultiHasher::new(&algs));
+    let mut head = Vec::new();
+    loop {
+        let mut chunk = hasher.buffer(chunk_len);
+        chunk.resize(chunk_len, 0);
+        let n = read_chunk(input, &mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        chunk.truncate(n);
+        sink.write_all(&chunk).map_err(PipelineError::Write)?;
+        if head.len() < DETACHED_HEAD {
+            head.extend_from_slice(&chunk[..n.min(DETACHED_HEAD)]);
+        }
+        hasher.feed(chunk).map_err(PipelineError::Background)?;
+    }
+    let sender = parse_header(&head)
+        .ok()
+        .flatten()
+        .and_then(|(h, _)| from_address(&h));
+    let digests = hasher
+        .finish()
+        .map_err(PipelineError::Background)?
+        .finalize();
+    verify_streamed(&cms, &digests, sender, "detached", opts)
+}
+
+/// `multipart/signed`: the signed part hashed with what `micalg` names (every supported
+/// algorithm when the part cannot be read again), and again should the SignerInfos use
+/// something else.
+fn verify_multipart(
+    input: &mut dyn Read,
+    sink: &mut dyn ContentSink,
+    opts: &VerifyOptions<'_>,
+    stream: &mut VerifyStream<'_>,
+    mut r: HeadReader,
+    boundary: &str,
+    micalg: Option<&str>,
+) -> Result<MessageVerification, PipelineError> {
+    let cms_err = PipelineError::Verify;
+    let Some((headers, body_off)) = r.header.take() else {
+        return Err(PipelineError::Verify(crate::SmimeError::Malformed(
+            "no MIME header".into(),
+        )));
+    };
+    let chunk_len = r.buf.len();
+    let rereadable = sink.rereadable() || stream.reopen_input.is_some();
+    let named = micalg_named(micalg);
+    let algs = if rereadable && !named.is_empty() {
+        named
+    } else {
+        micalg_hashes(micalg)
+    };
+    let mut scanner = SignedPartScanner::new(boundary);
+    let mut hasher = BackgroundFeed::new(MultiHasher::new(&algs));
+    let mut data = &r.head[body_off..];
+    loop {
+        let mut part = hasher.buffer(chunk_len + chunk_len / 8);
+        scanner.update_into(data, &mut part).map_err(cms_err)?;
+        sink.write_all(&part).map_err(PipelineError::Write)?;
+        hasher.feed(part).map_err(PipelineError::Background)?;
+        if r.eof {
+            break;
+        }
+        let n = read_chunk(input, &mut r.buf)?;
+        if n == 0 {
+            break;
+        }
+        data = &r.buf[..n];
+    }
+    let sig = scanner.finish().map_err(cms_err)?;
+    let mut digests = hasher
+        .finish()
+        .map_err(PipelineError::Background)?
+        .finalize();
+    let parsed = ParsedSignedData::parse(&sig).map_err(cms_err)?;
+    let missing: Vec<HashAlg> = parsed
+        .digest_algorithms()
+        .into_iter()
+        .filter(|a| digests.get(*a).is_none())
+        .collect();
+    if !missing.is_empty() && rereadable {
+        sink.flush().map_err(PipelineError::Write)?;
+        let extra = rehash_signed_part(
+            sink,
+            stream.reopen_input.as_mut(),
+            body_off,
+            boundary,
+            &missing,
+            &mut r.buf,
+        )?;
+        digests.0.extend(extra.0);
+    }
+    let sender = from_address(&headers);
+    let mut o = opts.clone();
+    o.sender_email = sender.as_deref();
+    let report = verify(&parsed, &digests, &o);
+    Ok(MessageVerification {
+        report,
+        content: Vec::new(),
+        sender,
+        form: "multipart/signed",
+    })
+}
+
+/// Base64 `application/pkcs7-mime` or bare DER/BER SignedData: the encapsulated content is
+/// split out and hashed as it streams (the digestAlgorithms precede it).
+fn verify_opaque(
+    input: &mut dyn Read,
+    sink: &mut dyn ContentSink,
+    opts: &VerifyOptions<'_>,
+    mut r: HeadReader,
+) -> Result<MessageVerification, PipelineError> {
+    let cms_err = PipelineError::Verify;
+    let (headers, body_off) = match r.header.take() {
+        Some((h, off)) => (Some(h), off),
+        None => (None, 0),
+    };
+    let mut b64 = headers.as_ref().map(|_| Base64Decoder::default());
+    let mut splitter = EncapsulatedSplitter::new();
+    // created once the digestAlgorithms (which precede the content) are read
+    let mut hasher: Option<MultiHasher> = None;
+    let mut feed = |data: &[u8],
+                    b64: &mut Option<Base64Decoder>,
+                    sink: &mut dyn ContentSink|
+     -> Result<(), PipelineError> {
+        let cms = match b64 {
+            Some(d) => d.update(data).map_err(cms_err)?,
+            None => data.to_vec(),
+        };
+        let content = splitter.update(&cms).map_err(cms_err)?;
+        if hasher.is_none() {
+            if let Some(algs) = splitter.digest_algorithms() {
+                hasher = Some(MultiHasher::new(&with_sha256_fallback(algs)));
+            }
+        }
+        if let Some(h) = &mut hasher {
+            h.update(&content);
+        }
+        sink.write_all(&content).map_err(PipelineError::Write)
+    };
+    feed(&r.head[body_off..], &mut b64, sink)?;
+    while !r.eof {
+        let n = read_chunk(input, &mut r.buf)?;
+        if n == 0 {
+            break;
+        }
+        feed(&r.buf[..n], &mut b64, sink)?;
+    }
+    if let Some(d) = b64.take() {
+        let rest = d.finish().map_err(cms_err)?;
+        feed(&rest, &mut None, sink)?;
+    }
+    let hasher = hasher.unwrap_or_else(|| MultiHasher::new(&[HashAlg::Sha256]));
+    let parsed = splitter.finish().map_err(cms_err)?;
+    let sender = headers.as_deref().and_then(from_address);
+    let mut o = opts.clone();
+    o.sender_email = sender.as_deref();
+    let report = verify(&parsed, &hasher.finalize(), &o);
+    Ok(MessageVerification {
+        report,
+        content: Vec::new(),
+        sender,
+        form: if headers.is_some() {
+            "pkcs7-mime"
+        } else {
+            "cms"
+        },
+    })
 }
 
 /// Verifies a signature (not parsed yet) against content digests computed while streaming.
