@@ -623,34 +623,7 @@ pub fn run_verify(
         .with_context(|| format!("cannot read the signature {}", signature.display()))?;
     let der = decode_signature(&raw)?;
     let parsed = ParsedSignedData::parse(&der).map_err(|e| anyhow!("cannot verify: {e}"))?;
-    let algs = parsed.digest_algorithms();
-    let mut h = MultiHasher::new(&algs);
-    let mut seen = 0usize;
-    let mut buf = vec![0u8; 1 << 20];
-    {
-        let mut input: Box<dyn Read> = match data {
-            Some(p) => Box::new(
-                std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?,
-            ),
-            None => Box::new(std::io::stdin().lock()),
-        };
-        loop {
-            let n = match input.read(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e).context("cannot read the signed data"),
-            };
-            if n == 0 {
-                break;
-            }
-            seen += n;
-            h.update(&buf[..n]);
-        }
-    }
-    let digests: ContentDigests = match parsed.encapsulated_content() {
-        Some(c) if seen == 0 => ContentDigests::of(&algs, c),
-        _ => h.finalize(),
-    };
+    let digests = signed_data_digests(&parsed, data)?;
     let (anchors, anchor_source) = trust_anchors()?;
     let opts = VerifyOptions::at(&anchors, SystemTime::now());
     let report = verify(&parsed, &digests, &opts);
@@ -660,61 +633,93 @@ pub fn run_verify(
         writeln!(human, "{PROG}: the signature has no signer")?;
         return Ok(1);
     }
+    let trust = TrustNote {
+        none: anchors.is_empty(),
+        source: anchor_source.as_deref().unwrap_or("none"),
+    };
     let mut all_good = true;
     for r in &report.signers {
-        status.line("NEWSIG")?;
-        let cert = signer_cert(&parsed, r);
-        let fpr = cert
+        all_good &= report_signer(status, human, &parsed, r, &trust)?;
+    }
+    Ok(if all_good { 0 } else { 1 })
+}
+
+/// The digests of the signed data (`data`, else standard input), with the algorithms the
+/// signature uses; an empty input means the signature encapsulates its content.
+fn signed_data_digests(parsed: &ParsedSignedData, data: Option<&Path>) -> Result<ContentDigests> {
+    let algs = parsed.digest_algorithms();
+    let mut h = MultiHasher::new(&algs);
+    let mut seen = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut input: Box<dyn Read> = match data {
+        Some(p) => Box::new(
+            std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?,
+        ),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("cannot read the signed data"),
+        };
+        if n == 0 {
+            break;
+        }
+        seen += n;
+        h.update(&buf[..n]);
+    }
+    Ok(match parsed.encapsulated_content() {
+        Some(c) if seen == 0 => ContentDigests::of(&algs, c),
+        _ => h.finalize(),
+    })
+}
+
+/// What to say when a signature does not chain to a trust anchor.
+struct TrustNote<'a> {
+    /// no anchor is configured at all
+    none: bool,
+    /// where the anchors came from
+    source: &'a str,
+}
+
+/// gpgsm's view of a signer certificate: fingerprint, user id, public-key algorithm, expiry.
+struct SignerFacts {
+    fpr: String,
+    uid: String,
+    pk: u32,
+    not_after: String,
+    eku_code_signing: bool,
+}
+
+fn signer_facts(parsed: &ParsedSignedData, r: &SignerReport) -> SignerFacts {
+    let cert = signer_cert(parsed, r);
+    let pk = cert
+        .map(|c| {
+            match c
+                .cert
+                .tbs_certificate()
+                .subject_public_key_info()
+                .algorithm
+                .oid
+                .to_string()
+                .as_str()
+            {
+                "1.2.840.113549.1.1.1" | "1.2.840.113549.1.1.10" => 1,
+                _ => 301,
+            }
+        })
+        .unwrap_or(0);
+    SignerFacts {
+        fpr: cert
             .map(|c| sha1_fingerprint(&c.der))
-            .unwrap_or_else(|| "0000000000000000".to_string());
-        let uid = cert
+            .unwrap_or_else(|| "0000000000000000".to_string()),
+        uid: cert
             .map(gpgsm_name)
             .or_else(|| r.subject.clone())
-            .unwrap_or_default();
-        // emailProtection or codeSigning: a codeSigning-only certificate signs commits
-        let eku_code_signing = cert.is_some_and(has_code_signing);
-        let failures: Vec<_> = r
-            .failures()
-            .filter(|c| !(c.name == "extended_key_usage" && eku_code_signing))
-            .collect();
-        let failed: Vec<&str> = failures.iter().map(|c| c.name.as_str()).collect();
-        let expired = failures.iter().any(|c| {
-            matches!(c.name.as_str(), "validity_now" | "validity_at_signing_time")
-                && c.reason.contains("expired")
-        });
-        let v = verdict(&failed, expired);
-        let (date, sigtime) = match &r.signing_time {
-            // "YYYY-MM-DDTHH:MM:SSZ"
-            Some(t) if t.len() >= 19 => (
-                t[..10].to_string(),
-                t[..19].replace(['-', ':'], "").to_string(),
-            ),
-            _ => ("1970-01-01".to_string(), "19700101T000000".to_string()),
-        };
-        let hash = match r.digest_algorithm.as_str() {
-            "SHA-1" => 2,
-            "SHA-256" => 8,
-            "SHA-384" => 9,
-            "SHA-512" => 10,
-            _ => 0,
-        };
-        let pk = cert
-            .map(|c| {
-                match c
-                    .cert
-                    .tbs_certificate()
-                    .subject_public_key_info()
-                    .algorithm
-                    .oid
-                    .to_string()
-                    .as_str()
-                {
-                    "1.2.840.113549.1.1.1" | "1.2.840.113549.1.1.10" => 1,
-                    _ => 301,
-                }
-            })
-            .unwrap_or(0);
-        let not_after = cert
+            .unwrap_or_default(),
+        pk,
+        not_after: cert
             .map(|c| {
                 iso_time(
                     c.cert
@@ -724,73 +729,111 @@ pub fn run_verify(
                         .to_system_time(),
                 )
             })
-            .unwrap_or_else(|| "19700101T000000".to_string());
-        let validsig = format!("VALIDSIG {fpr} {date} {sigtime} {not_after} 0 0 {pk} {hash} 00");
-        writeln!(
-            human,
-            "{PROG}: Signature made {} UTC",
-            r.signing_time
-                .as_deref()
-                .map(|t| t.replace('T', " ").trim_end_matches('Z').to_string())
-                .unwrap_or_else(|| "(no signing time)".into())
-        )?;
-        writeln!(
-            human,
-            "{PROG}:                using {} key {fpr}",
-            r.signature_algorithm
-        )?;
-        match v {
-            Verdict::Error => {
-                status.line(&format!("ERRSIG {fpr} {pk} {hash} 00 {sigtime} 9"))?;
-            }
-            Verdict::Bad => {
-                status.line(&format!("BADSIG {fpr} {uid}"))?;
-                writeln!(human, "{PROG}: BAD signature from \"{uid}\"")?;
-            }
-            Verdict::Expired => {
-                status.line(&format!("EXPKEYSIG {fpr} {uid}"))?;
-                status.line(&validsig)?;
-                status.line("TRUST_NEVER 0 tokenmail")?;
-                writeln!(
-                    human,
-                    "{PROG}: Good signature from \"{uid}\", but the certificate has expired"
-                )?;
-            }
-            Verdict::Good | Verdict::Untrusted | Verdict::Rejected => {
-                status.line(&format!("GOODSIG {fpr} {uid}"))?;
-                status.line(&validsig)?;
-                status.line(match v {
-                    Verdict::Good => "TRUST_FULLY 0 tokenmail",
-                    Verdict::Untrusted => "TRUST_UNDEFINED 0 tokenmail",
-                    _ => "TRUST_NEVER 0 tokenmail",
-                })?;
-                writeln!(human, "{PROG}: Good signature from \"{uid}\"")?;
-                for e in &r.emails {
-                    writeln!(human, "{PROG}:                 aka \"{e}\"")?;
-                }
-            }
+            .unwrap_or_else(|| "19700101T000000".to_string()),
+        // emailProtection or codeSigning: a codeSigning-only certificate signs commits
+        eku_code_signing: cert.is_some_and(has_code_signing),
+    }
+}
+
+/// The status lines and the human report for one signer; true when it is good.
+fn report_signer(
+    status: &mut Status,
+    human: &mut dyn Write,
+    parsed: &ParsedSignedData,
+    r: &SignerReport,
+    trust: &TrustNote<'_>,
+) -> Result<bool> {
+    status.line("NEWSIG")?;
+    let f = signer_facts(parsed, r);
+    let (fpr, uid, pk) = (&f.fpr, &f.uid, f.pk);
+    let failures: Vec<_> = r
+        .failures()
+        .filter(|c| !(c.name == "extended_key_usage" && f.eku_code_signing))
+        .collect();
+    let failed: Vec<&str> = failures.iter().map(|c| c.name.as_str()).collect();
+    let expired = failures.iter().any(|c| {
+        matches!(c.name.as_str(), "validity_now" | "validity_at_signing_time")
+            && c.reason.contains("expired")
+    });
+    let v = verdict(&failed, expired);
+    let (date, sigtime) = match &r.signing_time {
+        // "YYYY-MM-DDTHH:MM:SSZ"
+        Some(t) if t.len() >= 19 => (
+            t[..10].to_string(),
+            t[..19].replace(['-', ':'], "").to_string(),
+        ),
+        _ => ("1970-01-01".to_string(), "19700101T000000".to_string()),
+    };
+    let hash = match r.digest_algorithm.as_str() {
+        "SHA-1" => 2,
+        "SHA-256" => 8,
+        "SHA-384" => 9,
+        "SHA-512" => 10,
+        _ => 0,
+    };
+    let not_after = &f.not_after;
+    let validsig = format!("VALIDSIG {fpr} {date} {sigtime} {not_after} 0 0 {pk} {hash} 00");
+    writeln!(
+        human,
+        "{PROG}: Signature made {} UTC",
+        r.signing_time
+            .as_deref()
+            .map(|t| t.replace('T', " ").trim_end_matches('Z').to_string())
+            .unwrap_or_else(|| "(no signing time)".into())
+    )?;
+    writeln!(
+        human,
+        "{PROG}:                using {} key {fpr}",
+        r.signature_algorithm
+    )?;
+    match v {
+        Verdict::Error => {
+            status.line(&format!("ERRSIG {fpr} {pk} {hash} 00 {sigtime} 9"))?;
         }
-        for c in &failures {
-            writeln!(human, "{PROG}: FAILED {}: {}", c.name, c.reason)?;
+        Verdict::Bad => {
+            status.line(&format!("BADSIG {fpr} {uid}"))?;
+            writeln!(human, "{PROG}: BAD signature from \"{uid}\"")?;
         }
-        if v == Verdict::Untrusted && anchors.is_empty() {
+        Verdict::Expired => {
+            status.line(&format!("EXPKEYSIG {fpr} {uid}"))?;
+            status.line(&validsig)?;
+            status.line("TRUST_NEVER 0 tokenmail")?;
             writeln!(
                 human,
-                "{PROG}: no trust anchor configured: set TOKENMAIL_TRUST=/path/to/root.pem \
-                 (see docs/git.md)"
-            )?;
-        } else if v == Verdict::Untrusted {
-            writeln!(
-                human,
-                "{PROG}: the certificate does not chain to a trust anchor ({})",
-                anchor_source.as_deref().unwrap_or("none")
+                "{PROG}: Good signature from \"{uid}\", but the certificate has expired"
             )?;
         }
-        if v != Verdict::Good {
-            all_good = false;
+        Verdict::Good | Verdict::Untrusted | Verdict::Rejected => {
+            status.line(&format!("GOODSIG {fpr} {uid}"))?;
+            status.line(&validsig)?;
+            status.line(match v {
+                Verdict::Good => "TRUST_FULLY 0 tokenmail",
+                Verdict::Untrusted => "TRUST_UNDEFINED 0 tokenmail",
+                _ => "TRUST_NEVER 0 tokenmail",
+            })?;
+            writeln!(human, "{PROG}: Good signature from \"{uid}\"")?;
+            for e in &r.emails {
+                writeln!(human, "{PROG}:                 aka \"{e}\"")?;
+            }
         }
     }
-    Ok(if all_good { 0 } else { 1 })
+    for c in &failures {
+        writeln!(human, "{PROG}: FAILED {}: {}", c.name, c.reason)?;
+    }
+    if v == Verdict::Untrusted && trust.none {
+        writeln!(
+            human,
+            "{PROG}: no trust anchor configured: set TOKENMAIL_TRUST=/path/to/root.pem \
+             (see docs/git.md)"
+        )?;
+    } else if v == Verdict::Untrusted {
+        writeln!(
+            human,
+            "{PROG}: the certificate does not chain to a trust anchor ({})",
+            trust.source
+        )?;
+    }
+    Ok(v == Verdict::Good)
 }
 
 #[cfg(test)]
