@@ -10,5 +10,4 @@ pub mod error;
 pub mod pin;
 pub mod server;
 pub mod service;
-pub mod stream;
 pub mod token;

@@ -8,6 +8,8 @@
 #![warn(missing_docs)]
 
 pub mod client;
+#[cfg(feature = "tokio")]
+pub mod codec;
 pub mod frame;
 pub mod v1;
 

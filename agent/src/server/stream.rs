@@ -28,7 +28,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokenmail_proto::frame::{Header, CHUNK, HEADER_LEN};
+use tokenmail_proto::codec;
+use tokenmail_proto::frame::CHUNK;
 use tokenmail_proto::v1::{HashAlgorithm, Request, Response, SignForm};
 use tokenmail_proto::FrameKind;
 use tokenmail_smime::alg::{KeyKind, SignatureScheme};
@@ -45,7 +46,7 @@ use tokenmail_smime::pipeline::{
 use tokenmail_smime::signed::{DigestSigner, SignOptions, SignerError};
 use tokenmail_smime::verify::VerifyOptions;
 use tokenmail_smime::SmimeError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -53,8 +54,8 @@ use x509_cert::der::Decode;
 use x509_cert::Certificate;
 use zeroize::Zeroizing;
 
+use super::connection::{read_frame, write_response};
 use crate::error::AgentError;
-use crate::server::{read_frame, write_response};
 use crate::service::Service;
 use crate::token::{KeyEntry, KeyStore, PublicKey, TokenError};
 
@@ -239,19 +240,14 @@ pub(crate) async fn serve(stream: &mut UnixStream, svc: Arc<Service>, req: Reque
             return Flow::Closed;
         }
     }
-    if write_frame(stream, FrameKind::End, &[]).await.is_err()
+    if codec::write_frame(stream, FrameKind::End, &[])
+        .await
+        .is_err()
         || write_response(stream, &resp).await.is_err()
     {
         return Flow::Closed;
     }
     Flow::Continue
-}
-
-async fn write_frame(stream: &mut UnixStream, kind: FrameKind, payload: &[u8]) -> io::Result<()> {
-    let header = Header::new(kind, payload.len()).map_err(io::Error::other)?;
-    let h: [u8; HEADER_LEN] = header.encode();
-    stream.write_all(&h).await?;
-    stream.write_all(payload).await
 }
 
 async fn send_file(stream: &mut UnixStream, file: File) -> io::Result<()> {
@@ -269,7 +265,9 @@ async fn send_file(stream: &mut UnixStream, file: File) -> io::Result<()> {
         if got == 0 {
             return Ok(());
         }
-        write_frame(stream, FrameKind::Data, &buf[..got]).await?;
+        codec::write_frame(stream, FrameKind::Data, &buf[..got])
+            .await
+            .map_err(io::Error::other)?;
         if got < CHUNK {
             return Ok(());
         }
