@@ -185,3 +185,49 @@ impl From<AgentError> for Response {
         Response::Error(e.to_wire())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_error_carries_the_fields_clients_read() {
+        let w = AgentError::from(TokenError::PinIncorrect {
+            token: "card".into(),
+            hint: " (2 tries left before the PIN is blocked)".into(),
+            tries_left: Some(2),
+        })
+        .to_wire();
+        assert_eq!(w.code, ErrorCode::PinIncorrect);
+        assert_eq!(w.token.as_deref(), Some("card"));
+        assert_eq!(w.tries_left, Some(2));
+        assert!(w.hint.is_some());
+        let w = AgentError::from(TokenError::PinLocked("card".into())).to_wire();
+        assert_eq!((w.code, w.tries_left), (ErrorCode::PinLocked, Some(0)));
+        let w = AgentError::from(TokenError::PinRequired("t".into())).to_wire();
+        assert_eq!(
+            (w.code, w.token.as_deref()),
+            (ErrorCode::PinRequired, Some("t"))
+        );
+    }
+
+    #[test]
+    fn decryption_failures_are_one_message_and_internals_stay_in_the_log() {
+        let w = AgentError::DecryptFailed.to_wire();
+        assert_eq!(
+            (w.code, w.message.as_str()),
+            (ErrorCode::DecryptFailed, "decryption failed")
+        );
+        let w = AgentError::from(TokenError::DecryptFailed).to_wire();
+        assert_eq!(
+            (w.code, w.message.as_str()),
+            (ErrorCode::DecryptFailed, "decryption failed")
+        );
+        let w = AgentError::Pipeline(PipelineError::Background(std::io::Error::other(
+            "thread 7 panicked at src/x.rs:1",
+        )))
+        .to_wire();
+        assert_eq!(w.code, ErrorCode::Internal);
+        assert!(!w.message.contains("src/"), "{}", w.message);
+    }
+}
