@@ -132,68 +132,21 @@ fn element_len_depth(buf: &[u8], depth: usize) -> BerResult<usize> {
     }
 }
 
-/// Re-encodes a BER element as DER where that is mechanical: indefinite lengths
-/// become definite, and constructed OCTET STRINGs (universal tag 4) are joined.
-/// Enough for the small elements (RecipientInfos, algorithm identifiers)
-/// that some encoders write in BER; `der` then decodes the result.
+/// Re-encodes one whole BER element as DER (the crate's one normalizer,
+/// [`crate::ber::normalize_element`]): for the small elements (RecipientInfos, algorithm
+/// identifiers) that some encoders write in BER; `der` then decodes the result.
 pub(crate) fn to_der(buf: &[u8]) -> BerResult<Vec<u8>> {
-    let mut out = Vec::with_capacity(buf.len());
-    let used = to_der_into(buf, &mut out, 0)?;
+    let (out, used) = crate::ber::normalize_element(buf)
+        .map_err(|_| BerError::Malformed("malformed BER element"))?;
     if used != buf.len() {
         return Err(BerError::Malformed("trailing data in element"));
     }
     Ok(out)
 }
 
-fn to_der_into(buf: &[u8], out: &mut Vec<u8>, depth: usize) -> BerResult<usize> {
-    if depth > 32 {
-        return Err(BerError::Malformed("nesting too deep"));
-    }
-    let h = parse_header(buf)?;
-    let total = element_len(buf)?;
-    if !h.constructed() {
-        let len = h.len.ok_or(BerError::Malformed("indefinite primitive"))?;
-        write_tlv(out, h.tag, &buf[h.header_len..h.header_len + len]);
-        return Ok(total);
-    }
-    let content_end = match h.len {
-        Some(l) => h.header_len + l,
-        None => total - 2,
-    };
-    let mut pos = h.header_len;
-    let mut inner = Vec::new();
-    if h.tag == 0x24 {
-        // constructed OCTET STRING: concatenate the primitive segments
-        let mut bytes = Vec::new();
-        while pos < content_end {
-            let mut seg = Vec::new();
-            pos += to_der_into(&buf[pos..content_end], &mut seg, depth + 1)?;
-            let sh = parse_header(&seg)?;
-            if sh.tag != 0x04 {
-                return Err(BerError::Malformed("bad OCTET STRING segment"));
-            }
-            bytes.extend_from_slice(&seg[sh.header_len..]);
-        }
-        write_tlv(out, 0x04, &bytes);
-        return Ok(total);
-    }
-    while pos < content_end {
-        pos += to_der_into(&buf[pos..content_end], &mut inner, depth + 1)?;
-    }
-    write_tlv(out, h.tag, &inner);
-    Ok(total)
-}
-
 /// Appends a DER length.
 pub(crate) fn write_len(out: &mut Vec<u8>, len: usize) {
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = (len as u64).to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (8 - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
+    out.extend_from_slice(&crate::ber::der_len(len));
 }
 
 /// Appends a definite-length TLV.
