@@ -7,6 +7,7 @@
 //! drivers ([`pipeline`]) take readers and writers from the caller.
 #![forbid(unsafe_code)]
 
+pub mod address;
 pub mod alg;
 pub mod ber;
 pub mod envelope;

@@ -301,14 +301,18 @@ pub(crate) fn header<'a>(fields: &'a [HeaderField], name: &str) -> Option<&'a He
     fields.iter().find(|f| f.is(name))
 }
 
-/// The address in the first From header (`Name <a@b>` or `a@b`).
+/// The sender's address, when the message has exactly one From field with exactly one
+/// mailbox ([`crate::address::sender_address`]).
 pub fn from_address(fields: &[HeaderField]) -> Option<String> {
-    let v = header(fields, "From")?.value();
-    let addr = match (v.rfind('<'), v.rfind('>')) {
-        (Some(a), Some(b)) if a < b => v[a + 1..b].to_string(),
-        _ => v.split(',').next().unwrap_or("").trim().to_string(),
-    };
-    (addr.contains('@')).then(|| addr.trim().to_string())
+    crate::address::sender_address(fields).ok().flatten()
+}
+
+/// The sender for verification: (the address, or why the From field names none).
+pub fn sender_of(fields: &[HeaderField]) -> (Option<String>, Option<String>) {
+    match crate::address::sender_address(fields) {
+        Ok(a) => (a, None),
+        Err(why) => (None, Some(why)),
+    }
 }
 
 /// LF → CRLF (bare CR left as is).
@@ -1479,7 +1483,8 @@ pub fn verify_smime(
 ) -> Result<MessageVerification, SmimeError> {
     use crate::alg::ContentDigests;
     use crate::verify::{verify, ParsedSignedData};
-    let (cms, content, sender, form): (Vec<u8>, Option<Vec<u8>>, Option<String>, &'static str) =
+    type Sender = (Option<String>, Option<String>);
+    let (cms, content, (sender, problem), form): (Vec<u8>, Option<Vec<u8>>, Sender, &'static str) =
         match detached_signature {
             Some(sig) => {
                 let cms = bare_cms(sig)?
@@ -1487,7 +1492,8 @@ pub fn verify_smime(
                 let sender = parse_header(input)
                     .ok()
                     .flatten()
-                    .and_then(|(h, _)| from_address(&h));
+                    .map(|(h, _)| sender_of(&h))
+                    .unwrap_or_default();
                 (cms, Some(input.to_vec()), sender, "detached")
             }
             None => match parse_smime(input)? {
@@ -1498,13 +1504,13 @@ pub fn verify_smime(
                 } => (
                     signature,
                     Some(signed_part),
-                    from_address(&headers),
+                    sender_of(&headers),
                     "multipart/signed",
                 ),
                 SmimeInput::Opaque { headers, cms } => {
-                    (cms, None, from_address(&headers), "pkcs7-mime")
+                    (cms, None, sender_of(&headers), "pkcs7-mime")
                 }
-                SmimeInput::Cms(cms) => (cms, None, None, "cms"),
+                SmimeInput::Cms(cms) => (cms, None, (None, None), "cms"),
             },
         };
     let parsed = ParsedSignedData::parse(&cms)?;
@@ -1520,6 +1526,7 @@ pub fn verify_smime(
     let digests = ContentDigests::of(&parsed.digest_algorithms(), &content);
     let mut opts = options.clone();
     opts.sender_email = sender.as_deref();
+    opts.sender_problem = problem.as_deref();
     let report = verify(&parsed, &digests, &opts);
     Ok(MessageVerification {
         report,

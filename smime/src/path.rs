@@ -210,37 +210,100 @@ impl Default for Policy {
     }
 }
 
-/// Find a path `[ee, intermediates..., anchor]` through `pool` to one of `anchors`.
-/// Every link's signature is verified.
+/// Most certificates of a message's pool considered when building a path (real mail
+/// carries a handful; the rest are ignored).
+pub const MAX_POOL: usize = 64;
+/// Most certificate signatures verified while building one path (each (certificate, issuer)
+/// pair is verified once and the result remembered).
+pub const MAX_SIGNATURE_CHECKS: usize = 256;
+/// Most candidate steps of one path search (RFC 4158 §3.5: bound the work a hostile set of
+/// certificates can cause, as rustls-webpki does).
+pub const MAX_PATH_STEPS: usize = 4096;
+
+/// Find a path `[ee, intermediates..., anchor]` through `pool` to one of `anchors`, with at
+/// most `max_intermediates + 1` intermediates (so a path one too long is still found and
+/// reported as too long). Every link's signature is verified, each (certificate, issuer)
+/// pair once; the search gives up past [`MAX_SIGNATURE_CHECKS`] signatures or
+/// [`MAX_PATH_STEPS`] steps, and looks at no more than [`MAX_POOL`] certificates.
 pub fn build_path<'a>(
     ee: &'a CertEntry,
     pool: &'a [CertEntry],
     anchors: &'a [CertEntry],
+    max_intermediates: usize,
 ) -> Result<Vec<&'a CertEntry>, String> {
-    const HARD_LIMIT: usize = 12;
-    let mut best_err: Option<String> = None;
-    fn dfs<'a>(
-        path: &mut Vec<&'a CertEntry>,
-        pool: &'a [CertEntry],
-        anchors: &'a [CertEntry],
-        best_err: &mut Option<String>,
-    ) -> bool {
+    PathSearch::new(pool, anchors, max_intermediates).run(ee)
+}
+
+/// The state of one bounded path search.
+struct PathSearch<'a> {
+    pool: &'a [CertEntry],
+    anchors: &'a [CertEntry],
+    /// longest path: ee + intermediates + anchor
+    max_len: usize,
+    /// (certificate, issuer) by address -> the signature verifies (or why not)
+    verified: std::collections::HashMap<(usize, usize), Result<(), String>>,
+    steps: usize,
+    gave_up: bool,
+    best_err: Option<String>,
+}
+
+impl<'a> PathSearch<'a> {
+    fn new(pool: &'a [CertEntry], anchors: &'a [CertEntry], max_intermediates: usize) -> Self {
+        const HARD_LIMIT: usize = 12;
+        Self {
+            pool: &pool[..pool.len().min(MAX_POOL)],
+            anchors,
+            max_len: (max_intermediates + 3).min(HARD_LIMIT),
+            verified: std::collections::HashMap::new(),
+            steps: 0,
+            gave_up: false,
+            best_err: None,
+        }
+    }
+
+    /// Whether `issuer` signed `cur`, verified once per pair within the budget.
+    fn signed_by(&mut self, cur: &CertEntry, issuer: &CertEntry) -> Result<(), String> {
+        let key = (
+            cur as *const CertEntry as usize,
+            issuer as *const CertEntry as usize,
+        );
+        if let Some(r) = self.verified.get(&key) {
+            return r.clone();
+        }
+        if self.verified.len() >= MAX_SIGNATURE_CHECKS {
+            self.gave_up = true;
+            return Err("signature budget spent".into());
+        }
+        let r = cur.verify_signed_by(issuer).map(|_| ());
+        self.verified.insert(key, r.clone());
+        r
+    }
+
+    fn dfs(&mut self, path: &mut Vec<&'a CertEntry>) -> bool {
         let Some(cur) = path.last().copied() else {
             return false;
         };
-        if anchors.iter().any(|a| a == cur) {
+        self.steps += 1;
+        if self.steps > MAX_PATH_STEPS {
+            self.gave_up = true;
+        }
+        if self.gave_up {
+            return false;
+        }
+        if self.anchors.iter().any(|a| a == cur) {
             return true;
         }
         let issuer = cur.issuer_der();
+        let anchors = self.anchors;
         for a in anchors {
             if a.subject_der() == issuer {
-                match cur.verify_signed_by(a) {
-                    Ok(_) => {
+                match self.signed_by(cur, a) {
+                    Ok(()) => {
                         path.push(a);
                         return true;
                     }
                     Err(e) => {
-                        *best_err = Some(format!(
+                        self.best_err = Some(format!(
                             "signature of '{}' does not verify with trust anchor '{}': {e}",
                             cur.subject(),
                             a.subject()
@@ -249,32 +312,36 @@ pub fn build_path<'a>(
                 }
             }
         }
-        if path.len() >= HARD_LIMIT {
+        if path.len() + 1 >= self.max_len {
             return false;
         }
+        let pool = self.pool;
         for c in pool {
             if c.subject_der() != issuer || path.contains(&c) {
                 continue;
             }
-            match cur.verify_signed_by(c) {
-                Ok(_) => {
+            match self.signed_by(cur, c) {
+                Ok(()) => {
                     path.push(c);
-                    if dfs(path, pool, anchors, best_err) {
+                    if self.dfs(path) {
                         return true;
                     }
                     path.pop();
                 }
                 Err(e) => {
-                    *best_err = Some(format!(
+                    self.best_err = Some(format!(
                         "signature of '{}' does not verify with '{}': {e}",
                         cur.subject(),
                         c.subject()
                     ))
                 }
             }
+            if self.gave_up {
+                return false;
+            }
         }
-        if best_err.is_none() {
-            *best_err = Some(format!(
+        if self.best_err.is_none() {
+            self.best_err = Some(format!(
                 "no chain to a trust anchor: issuer '{}' of '{}' is neither a trust anchor nor an included certificate",
                 cur.issuer(),
                 cur.subject()
@@ -282,17 +349,28 @@ pub fn build_path<'a>(
         }
         false
     }
-    if ee.is_self_issued() && ee.verify_signed_by(ee).is_ok() && !anchors.contains(ee) {
-        return Err(format!(
-            "'{}' is a self-signed certificate and not a trust anchor",
-            ee.subject()
-        ));
-    }
-    let mut path = vec![ee];
-    if dfs(&mut path, pool, anchors, &mut best_err) {
-        Ok(path)
-    } else {
-        Err(best_err.unwrap_or_else(|| "no chain to a trust anchor".into()))
+
+    fn run(mut self, ee: &'a CertEntry) -> Result<Vec<&'a CertEntry>, String> {
+        if ee.is_self_issued() && ee.verify_signed_by(ee).is_ok() && !self.anchors.contains(ee) {
+            return Err(format!(
+                "'{}' is a self-signed certificate and not a trust anchor",
+                ee.subject()
+            ));
+        }
+        let mut path = vec![ee];
+        if self.dfs(&mut path) {
+            Ok(path)
+        } else if self.gave_up {
+            Err(format!(
+                "no chain to a trust anchor found within the path-building budget ({} signatures, {} steps): the message carries too many candidate CA certificates",
+                self.verified.len(),
+                self.steps.min(MAX_PATH_STEPS)
+            ))
+        } else {
+            Err(self
+                .best_err
+                .unwrap_or_else(|| "no chain to a trust anchor".into()))
+        }
     }
 }
 
@@ -359,6 +437,8 @@ pub struct PathInputs<'a> {
     pub signing_time: Option<SystemTime>,
     /// the From address to match
     pub sender_email: Option<&'a str>,
+    /// why the From field names no single sender
+    pub sender_problem: Option<&'a str>,
     /// policy
     pub policy: &'a Policy,
 }
@@ -381,7 +461,7 @@ pub fn check_signer_certificate(ee: &CertEntry, inp: &PathInputs<'_>) -> (Vec<Ch
         },
     ));
 
-    let path = build_path(ee, inp.pool, inp.anchors);
+    let path = build_path(ee, inp.pool, inp.anchors, policy.max_intermediates);
     let chain: Vec<&CertEntry> = match &path {
         Ok(p) => {
             checks.push(check(
@@ -639,6 +719,14 @@ pub fn check_signer_certificate(ee: &CertEntry, inp: &PathInputs<'_>) -> (Vec<Ch
     // sender e-mail
     let emails = ee.emails();
     match inp.sender_email {
+        None if inp.sender_problem.is_some() => checks.push(check(
+            "sender_email",
+            false,
+            format!(
+                "no single sender to compare: {} (RFC 5322: one From field, one mailbox)",
+                inp.sender_problem.unwrap_or_default()
+            ),
+        )),
         Some(from) => {
             let ok = email_matches(from, &emails);
             checks.push(check(
@@ -685,5 +773,140 @@ mod tests {
         assert!(!email_matches("alice@example.com", &c));
         assert!(!email_matches("Alice@example.org", &c));
         assert!(!email_matches("no-at-sign", &c));
+    }
+}
+
+#[cfg(test)]
+mod path_budget_tests {
+    use super::*;
+    use std::str::FromStr;
+    use std::time::Duration;
+    use x509_cert::builder::profile::BuilderProfile;
+    use x509_cert::builder::{Builder, CertificateBuilder};
+    use x509_cert::ext::pkix::BasicConstraints;
+    use x509_cert::name::Name;
+    use x509_cert::serial_number::SerialNumber;
+    use x509_cert::spki::SubjectPublicKeyInfoOwned;
+    use x509_cert::time::{Time, Validity};
+
+    struct Profile {
+        subject: Name,
+        issuer: Name,
+        ca: bool,
+    }
+
+    impl BuilderProfile for Profile {
+        fn get_issuer(&self, _subject: &Name) -> Name {
+            self.issuer.clone()
+        }
+        fn get_subject(&self) -> Name {
+            self.subject.clone()
+        }
+        fn build_extensions(
+            &self,
+            _spk: x509_cert::spki::SubjectPublicKeyInfoRef<'_>,
+            _issuer_spk: x509_cert::spki::SubjectPublicKeyInfoRef<'_>,
+            tbs: &x509_cert::TbsCertificate,
+        ) -> x509_cert::builder::Result<Vec<x509_cert::ext::Extension>> {
+            if !self.ca {
+                return Ok(Vec::new());
+            }
+            use x509_cert::ext::ToExtension;
+            Ok(vec![BasicConstraints {
+                ca: true,
+                path_len_constraint: None,
+            }
+            .to_extension(tbs.subject(), &[])?])
+        }
+    }
+
+    fn key(seed: u8) -> p256::ecdsa::SigningKey {
+        p256::ecdsa::SigningKey::from_slice(&[seed; 32]).expect("key")
+    }
+
+    /// A certificate for `subject_key`'s public key, named `subject`, signed by `issuer_key`
+    /// as `issuer`.
+    fn cert(
+        subject: &str,
+        issuer: &str,
+        serial: u32,
+        subject_key: &p256::ecdsa::SigningKey,
+        issuer_key: &p256::ecdsa::SigningKey,
+        ca: bool,
+    ) -> CertEntry {
+        let now = SystemTime::now();
+        let validity = Validity::new(
+            Time::try_from(now - Duration::from_secs(3600)).expect("time"),
+            Time::try_from(now + Duration::from_secs(86_400)).expect("time"),
+        );
+        let spki = SubjectPublicKeyInfoOwned::from_key(subject_key.verifying_key()).expect("spki");
+        let b = CertificateBuilder::new(
+            Profile {
+                subject: Name::from_str(subject).expect("name"),
+                issuer: Name::from_str(issuer).expect("name"),
+                ca,
+            },
+            SerialNumber::from(serial),
+            validity,
+            spki,
+        )
+        .expect("builder");
+        let c = b
+            .build::<_, p256::ecdsa::DerSignature>(issuer_key)
+            .expect("certificate");
+        CertEntry::from_der(der::Encode::to_der(&c).expect("DER")).expect("entry")
+    }
+
+    /// N self-issued CA certificates sharing one key and one name, and an end-entity
+    /// certificate issued by that name: every ordering of the pool is a candidate path.
+    fn hostile(n: u32) -> (CertEntry, Vec<CertEntry>, Vec<CertEntry>) {
+        let k = key(7);
+        let pool: Vec<CertEntry> = (0..n)
+            .map(|i| cert("CN=X", "CN=X", 100 + i, &k, &k, true))
+            .collect();
+        let ee = cert("CN=victim", "CN=X", 1, &key(8), &k, false);
+        let root = key(9);
+        let anchors = vec![cert("CN=Root", "CN=Root", 1, &root, &root, true)];
+        (ee, pool, anchors)
+    }
+
+    #[test]
+    fn a_pool_of_self_issued_twins_costs_bounded_work() {
+        for n in [8, 12, 100] {
+            let (ee, pool, anchors) = hostile(n);
+            let started = std::time::Instant::now();
+            let mut s = PathSearch::new(&pool, &anchors, 3);
+            let mut path = vec![&ee];
+            assert!(!s.dfs(&mut path), "n = {n}: no path to the unrelated root");
+            // each (certificate, issuer) pair verified at most once, within the budgets
+            assert!(s.verified.len() <= MAX_SIGNATURE_CHECKS, "n = {n}");
+            assert!(s.steps <= MAX_PATH_STEPS + 1, "n = {n}: {} steps", s.steps);
+            let pairs = (n.min(MAX_POOL as u32) as usize + 1) * n.min(MAX_POOL as u32) as usize;
+            assert!(s.verified.len() <= pairs, "n = {n}");
+            // a figure for docs/performance.md (--nocapture), not an assertion
+            eprintln!(
+                "hostile pool n = {n}: {:?}, {} signatures, {} steps",
+                started.elapsed(),
+                s.verified.len(),
+                s.steps
+            );
+            let err = build_path(&ee, &pool, &anchors, 3).expect_err("no path");
+            assert!(err.contains("no chain"), "n = {n}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_real_chain_is_still_found_among_distractors() {
+        let (root, int) = (key(1), key(2));
+        let anchor = cert("CN=Root", "CN=Root", 1, &root, &root, true);
+        let mut pool: Vec<CertEntry> = (0..20)
+            .map(|i| cert("CN=Int", "CN=Int", 50 + i, &key(3), &key(3), true))
+            .collect();
+        pool.push(cert("CN=Int", "CN=Root", 2, &int, &root, true));
+        let ee = cert("CN=alice", "CN=Int", 3, &key(4), &int, false);
+        let anchors = [anchor];
+        let path = build_path(&ee, &pool, &anchors, 3).expect("path");
+        let names: Vec<String> = path.iter().map(|c| c.subject()).collect();
+        assert_eq!(names, ["CN=alice", "CN=Int", "CN=Root"]);
     }
 }

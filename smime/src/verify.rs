@@ -220,6 +220,9 @@ pub struct VerifyOptions<'a> {
     pub now: SystemTime,
     /// the message's From address, if any
     pub sender_email: Option<&'a str>,
+    /// why the message's From field names no single sender (then `sender_email` is `None`
+    /// and the `sender_email` check fails with this reason)
+    pub sender_problem: Option<&'a str>,
     /// policy
     pub policy: Policy,
 }
@@ -233,6 +236,7 @@ impl<'a> VerifyOptions<'a> {
             extra_certs: &[],
             now,
             sender_email: None,
+            sender_problem: None,
             policy: Policy::default(),
         }
     }
@@ -585,8 +589,14 @@ fn verify_signer(
         }
     }
 
+    // The certificate path only for a signature that verifies: a hostile pool of
+    // certificates costs nothing when the message itself is not authentic (RFC 4158 §3.5).
+    let authentic = checks
+        .iter()
+        .filter(|c| c.name == "message_digest" || c.name == "signature")
+        .all(|c| c.ok);
     let mut chain = Vec::new();
-    if let Some(c) = cert {
+    if let Some(c) = cert.filter(|_| authentic) {
         let (path_checks, names) = check_signer_certificate(
             c,
             &PathInputs {
@@ -595,6 +605,7 @@ fn verify_signer(
                 now: opts.now,
                 signing_time,
                 sender_email: opts.sender_email,
+                sender_problem: opts.sender_problem,
                 policy,
             },
         );

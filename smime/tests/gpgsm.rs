@@ -248,6 +248,7 @@ fn we_verify_gpgsm_signatures() {
                     extra_certs: &[],
                     now: SystemTime::now(),
                     sender_email: Some("alice@example.com"),
+                    sender_problem: None,
                     policy: Policy::default(),
                 },
             );

@@ -56,6 +56,7 @@ fn our_verify(input: &[u8], sig: Option<&[u8]>) -> MessageVerification {
             extra_certs: &[],
             now: SystemTime::now(),
             sender_email: None,
+            sender_problem: None,
             policy: Policy::default(),
         },
     )
@@ -362,6 +363,7 @@ fn unsigned_input_is_an_error() {
         extra_certs: &[],
         now: SystemTime::now(),
         sender_email: None,
+        sender_problem: None,
         policy: Policy::default(),
     };
     assert!(verify_smime(MSG_7BIT, None, &o).is_err());
@@ -587,4 +589,50 @@ fn qp_decode(data: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A valid signature by alice's certificate, From a field that a mail client shows as
+/// someone else (or as several senders): never "signed by the sender".
+#[test]
+fn a_from_field_that_names_someone_else_or_several_is_not_the_signer() {
+    let p = pki();
+    for (from, why) in [
+        ("mallory@example.net (<alice@example.com>)", "does not match"),
+        (
+            "\"Mallory\" <mallory@example.net>, <alice@example.com>",
+            "2 mailboxes",
+        ),
+        ("friends: alice@example.com;", "group"),
+    ] {
+        let msg = format!("From: {from}\r\nSubject: s\r\nContent-Type: text/plain\r\n\r\nhi\r\n");
+        let out = sign_multipart(
+            msg.as_bytes(),
+            &p.signer("ee_rsa"),
+            &p.cert("ee_rsa"),
+            &[p.cert("int")],
+            &opts(),
+            "b",
+        )
+        .expect("sign");
+        let r = our_verify(&out, None);
+        assert!(!r.report.valid, "{from}: reported valid");
+        let sender = r.report.signers[0]
+            .checks
+            .iter()
+            .find(|c| c.name == "sender_email")
+            .expect("sender check");
+        assert!(!sender.ok && sender.reason.contains(why), "{from}: {}", sender.reason);
+    }
+    // two From fields
+    let msg = b"From: alice@example.com\r\nFrom: mallory@example.net\r\n\r\nhi\r\n";
+    let out = sign_multipart(
+        msg,
+        &p.signer("ee_rsa"),
+        &p.cert("ee_rsa"),
+        &[p.cert("int")],
+        &opts(),
+        "b",
+    )
+    .expect("sign");
+    assert!(!our_verify(&out, None).report.valid);
 }

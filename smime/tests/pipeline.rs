@@ -86,6 +86,7 @@ fn options(anchors: &[CertEntry]) -> VerifyOptions<'_> {
         extra_certs: &[],
         now: SystemTime::now(),
         sender_email: None,
+        sender_problem: None,
         policy: Policy::default(),
     }
 }

@@ -139,6 +139,7 @@ fn streamed_equals_whole_and_verifies() {
                     extra_certs: &[],
                     now: SystemTime::now(),
                     sender_email: Some("alice@example.com"),
+                    sender_problem: None,
                     policy: Policy::default(),
                 },
             );

@@ -64,6 +64,7 @@ impl<'a> Run<'a> {
                 extra_certs: &self.extra,
                 now: self.now,
                 sender_email: self.from,
+                sender_problem: None,
                 policy: self.policy.clone(),
             },
         )
@@ -499,6 +500,7 @@ fn mutated_signatures_never_panic_and_protected_bytes_matter() {
                     extra_certs: &[],
                     now: SystemTime::now(),
                     sender_email: Some("alice@example.com"),
+                    sender_problem: None,
                     policy: Policy::default(),
                 },
             );

@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use super::{read_chunk, BackgroundFeed, PipelineError, CHUNK};
 use crate::alg::{ContentDigests, HashAlg, MultiHasher};
 use crate::mime::{
-    bare_cms, from_address, is_streamable_opaque, micalg_hashes, micalg_named, parse_header,
+    bare_cms, is_streamable_opaque, micalg_hashes, micalg_named, parse_header, sender_of,
     verify_smime, with_sha256_fallback, Base64Decoder, ContentType, MessageVerification,
     SignedPartScanner,
 };
@@ -240,7 +240,8 @@ fn verify_detached(
     let sender = parse_header(&head)
         .ok()
         .flatten()
-        .and_then(|(h, _)| from_address(&h));
+        .map(|(h, _)| sender_of(&h))
+        .unwrap_or_default();
     let digests = hasher
         .finish()
         .map_err(PipelineError::Background)?
@@ -314,9 +315,10 @@ fn verify_multipart(
         )?;
         digests.0.extend(extra.0);
     }
-    let sender = from_address(&headers);
+    let (sender, problem) = sender_of(&headers);
     let mut o = opts.clone();
     o.sender_email = sender.as_deref();
+    o.sender_problem = problem.as_deref();
     let report = verify(&parsed, &digests, &o);
     Ok(MessageVerification {
         report,
@@ -376,9 +378,10 @@ fn verify_opaque(
     }
     let hasher = hasher.unwrap_or_else(|| MultiHasher::new(&[HashAlg::Sha256]));
     let parsed = splitter.finish().map_err(cms_err)?;
-    let sender = headers.as_deref().and_then(from_address);
+    let (sender, problem) = headers.as_deref().map(sender_of).unwrap_or_default();
     let mut o = opts.clone();
     o.sender_email = sender.as_deref();
+    o.sender_problem = problem.as_deref();
     let report = verify(&parsed, &hasher.finalize(), &o);
     Ok(MessageVerification {
         report,
@@ -396,13 +399,14 @@ fn verify_opaque(
 fn verify_streamed(
     signature: &[u8],
     digests: &ContentDigests,
-    sender: Option<String>,
+    (sender, problem): (Option<String>, Option<String>),
     form: &'static str,
     opts: &VerifyOptions<'_>,
 ) -> Result<MessageVerification, PipelineError> {
     let parsed = ParsedSignedData::parse(signature).map_err(PipelineError::Verify)?;
     let mut o = opts.clone();
     o.sender_email = sender.as_deref();
+    o.sender_problem = problem.as_deref();
     let report = verify(&parsed, digests, &o);
     Ok(MessageVerification {
         report,
