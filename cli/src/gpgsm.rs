@@ -66,6 +66,15 @@ Trust anchors for --verify: $TOKENMAIL_TRUST (PEM files separated by ':'), else
 Signer certificates need keyUsage digitalSignature or nonRepudiation and, when they have
 an extendedKeyUsage, emailProtection or codeSigning. See docs/git.md.";
 
+/// Where the signed data of a detached signature comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Data {
+    /// standard input (`-`)
+    Stdin,
+    /// a file
+    File(PathBuf),
+}
+
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -80,8 +89,9 @@ pub enum Command {
     Verify {
         /// The signature file.
         signature: PathBuf,
-        /// The signed data (`None` or `-`: standard input).
-        data: Option<PathBuf>,
+        /// The signed data of a detached signature (`-`: standard input); `None`: the
+        /// signature encapsulates its content.
+        data: Option<Data>,
     },
     /// `--help`
     Help,
@@ -242,7 +252,13 @@ where
         Command::Verify {
             signature: operand_path(0)
                 .ok_or_else(|| anyhow!("--verify needs a signature file: --verify SIG [DATA]"))?,
-            data: operand_path(1).filter(|p| p.as_os_str() != "-"),
+            data: operand_path(1).map(|p| {
+                if p.as_os_str() == "-" {
+                    Data::Stdin
+                } else {
+                    Data::File(p)
+                }
+            }),
         }
     } else if has("detach-sign") || has("sign") {
         if !has("detach-sign") {
@@ -329,7 +345,7 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
         Command::Verify { signature, data } => Status::open(opts.status_fd).and_then(|mut st| {
             run_verify(
                 signature,
-                data.as_deref(),
+                data.as_ref(),
                 &mut st,
                 &mut std::io::stderr().lock(),
             )
@@ -615,7 +631,7 @@ pub fn verdict(failed: &[&str], expired: bool) -> Verdict {
 /// summary to `human`. Returns 0 for a good signature, 1 otherwise.
 pub fn run_verify(
     signature: &Path,
-    data: Option<&Path>,
+    data: Option<&Data>,
     status: &mut Status,
     human: &mut dyn Write,
 ) -> Result<i32> {
@@ -644,19 +660,25 @@ pub fn run_verify(
     Ok(if all_good { 0 } else { 1 })
 }
 
-/// The digests of the signed data (`data`, else standard input), with the algorithms the
-/// signature uses; an empty input means the signature encapsulates its content.
-fn signed_data_digests(parsed: &ParsedSignedData, data: Option<&Path>) -> Result<ContentDigests> {
+/// The digests of the signed data, with the algorithms the signature uses: of `data` for
+/// a detached signature (only the supplied data counts, even when empty and even when the
+/// signature also carries content), else of the content the signature encapsulates.
+fn signed_data_digests(parsed: &ParsedSignedData, data: Option<&Data>) -> Result<ContentDigests> {
     let algs = parsed.digest_algorithms();
-    let mut h = MultiHasher::new(&algs);
-    let mut seen = 0usize;
-    let mut buf = vec![0u8; 1 << 20];
     let mut input: Box<dyn Read> = match data {
-        Some(p) => Box::new(
+        Some(Data::File(p)) => Box::new(
             std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?,
         ),
-        None => Box::new(std::io::stdin().lock()),
+        Some(Data::Stdin) => Box::new(std::io::stdin().lock()),
+        None => {
+            let content = parsed.encapsulated_content().ok_or_else(|| {
+                anyhow!("a detached signature: give the signed data too (--verify SIG DATA)")
+            })?;
+            return Ok(ContentDigests::of(&algs, content));
+        }
     };
+    let mut h = MultiHasher::new(&algs);
+    let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = match input.read(&mut buf) {
             Ok(n) => n,
@@ -666,13 +688,9 @@ fn signed_data_digests(parsed: &ParsedSignedData, data: Option<&Path>) -> Result
         if n == 0 {
             break;
         }
-        seen += n;
         h.update(&buf[..n]);
     }
-    Ok(match parsed.encapsulated_content() {
-        Some(c) if seen == 0 => ContentDigests::of(&algs, c),
-        _ => h.finalize(),
-    })
+    Ok(h.finalize())
 }
 
 /// What to say when a signature does not chain to a trust anchor.
@@ -858,7 +876,7 @@ mod tests {
             o.command,
             Command::Verify {
                 signature: "/tmp/x".into(),
-                data: None
+                data: Some(Data::Stdin)
             }
         );
         let o = parse_args([

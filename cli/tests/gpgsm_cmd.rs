@@ -239,6 +239,31 @@ openssl x509 -req -in ee_code.csr -CA int.pem -CAkey int.key -set_serial 4242 -d
     assert!(st.contains("[GNUPG:] GOODSIG "), "{st}");
     assert_eq!(std::fs::read(dir.join("stdout.txt")).expect("stdout"), b"");
 
+    // an attached signature given with detached data: only the supplied data counts,
+    // even when it is empty (the embedded content must not make it GOODSIG)
+    sh(
+        dir,
+        "openssl cms -sign -binary -nodetach -in payload -signer ee_rsa.pem -inkey ee_rsa.key \
+         -certfile int.pem -outform DER -out attached.der",
+    );
+    let o = gpgsm(
+        dir,
+        &["--status-fd=1", "--verify", "attached.der", "-"],
+        b"",
+        Some("root.pem"),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
+    assert!(!text(&o.stdout).contains("GOODSIG"), "{}", text(&o.stdout));
+    assert!(text(&o.stdout).contains("BADSIG"), "{}", text(&o.stdout));
+    // without a data operand it is an attached signature: its content is verified
+    let o = gpgsm(
+        dir,
+        &["--status-fd=1", "--verify", "attached.der"],
+        b"",
+        Some("root.pem"),
+    );
+    assert!(text(&o.stdout).contains("GOODSIG"), "{}", text(&o.stdout));
+
     // garbage signature: one line, exit 2
     std::fs::write(dir.join("junk.sig"), b"not a signature\n").expect("write");
     let o = gpgsm(

@@ -597,7 +597,10 @@ fn qp_decode(data: &[u8]) -> Vec<u8> {
 fn a_from_field_that_names_someone_else_or_several_is_not_the_signer() {
     let p = pki();
     for (from, why) in [
-        ("mallory@example.net (<alice@example.com>)", "does not match"),
+        (
+            "mallory@example.net (<alice@example.com>)",
+            "does not match",
+        ),
         (
             "\"Mallory\" <mallory@example.net>, <alice@example.com>",
             "2 mailboxes",
@@ -621,7 +624,11 @@ fn a_from_field_that_names_someone_else_or_several_is_not_the_signer() {
             .iter()
             .find(|c| c.name == "sender_email")
             .expect("sender check");
-        assert!(!sender.ok && sender.reason.contains(why), "{from}: {}", sender.reason);
+        assert!(
+            !sender.ok && sender.reason.contains(why),
+            "{from}: {}",
+            sender.reason
+        );
     }
     // two From fields
     let msg = b"From: alice@example.com\r\nFrom: mallory@example.net\r\n\r\nhi\r\n";
