@@ -145,7 +145,7 @@ pub fn run(args: DecryptArgs, socket: Option<&Path>) -> Result<i32> {
     } else {
         written.finish_unsynced()?;
     }
-    let inner = inner_signature(spool.path(), &args.trust)?;
+    let inner = inner_signature(&spool.path(), &args.trust)?;
     // Authentic: release.
     spool.release()?;
     if args.json {

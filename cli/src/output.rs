@@ -177,10 +177,7 @@ impl Target {
 
 /// A temporary file beside `path` (0600, deleted unless persisted).
 fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = dir_of(path);
     tempfile::Builder::new()
         .prefix(".tokenmail-")
         .tempfile_in(dir)
@@ -234,12 +231,13 @@ pub fn write_streaming(
     Ok(())
 }
 
-/// Output held back until it is complete and checked: a private temporary file that becomes
-/// the output (renamed over a regular file) or is copied through to a device, a FIFO or
-/// standard output by [`Staged::release`]. Dropped unreleased, it is deleted.
+/// Output held back until it is complete and checked: an *unnamed* private temporary file
+/// (`O_TMPFILE`, 0600) that is linked in and renamed over a regular target, or copied
+/// through to a device, a FIFO or standard output, by [`Staged::release`]. Until then it has
+/// no name: Ctrl-C, a kill or a crash leaves no plaintext behind.
 #[derive(Debug)]
 pub struct Staged {
-    tmp: tempfile::NamedTempFile,
+    file: File,
     target: Target,
 }
 
@@ -247,27 +245,33 @@ impl Staged {
     /// Stages output for `path` (`None`: standard output).
     pub fn new(path: Option<&Path>) -> Result<Self> {
         let target = Target::of(path)?;
-        let tmp = match &target {
-            Target::Replace { path, .. } => temp_beside(path)?,
-            _ => tempfile::NamedTempFile::new()
-                .context("cannot create a temporary file in $TMPDIR")?,
+        let file = match &target {
+            Target::Replace { path, .. } => {
+                let dir = dir_of(path);
+                tempfile::tempfile_in(dir).with_context(|| {
+                    format!("cannot create a temporary file in {}", dir.display())
+                })?
+            }
+            _ => tempfile::tempfile().context("cannot create a temporary file in $TMPDIR")?,
         };
-        Ok(Staged { tmp, target })
+        Ok(Staged { file, target })
     }
 
     /// The temporary file.
     pub fn file(&self) -> &File {
-        self.tmp.as_file()
+        &self.file
     }
 
-    /// The temporary file's path (private to this process until released).
-    pub fn path(&self) -> &Path {
-        self.tmp.path()
+    /// A path that opens the temporary file (`/proc/self/fd/N`: it has no name of its own),
+    /// valid in this process until it is released.
+    pub fn path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
     }
 
-    /// Reopens the temporary file for reading, from its start.
+    /// Opens the temporary file again for reading, from its start.
     pub fn reopen(&self) -> std::io::Result<File> {
-        self.tmp.reopen()
+        File::open(self.path())
     }
 
     /// Whether the temporary file becomes the output itself (then it is worth syncing to
@@ -276,20 +280,21 @@ impl Staged {
         matches!(self.target, Target::Replace { .. })
     }
 
-    /// Releases the output: rename, or copy through.
+    /// Releases the output: link in and rename, or copy through.
     pub fn release(self) -> Result<()> {
-        match self.target {
-            Target::Replace { path, mode } => persist(self.tmp, &path, mode),
+        match &self.target {
+            Target::Replace { path, mode } => self.link_over(path, *mode),
             Target::Stdout => {
-                let mut f = self.tmp.reopen()?;
+                let mut f = self.reopen()?;
                 let stdout = std::io::stdout();
                 let mut out = stdout.lock();
                 std::io::copy(&mut f, &mut out).context("cannot write to standard output")?;
                 out.flush().context("cannot write to standard output")?;
                 Ok(())
             }
-            Target::Through { path, mut file } => {
-                let mut f = self.tmp.reopen()?;
+            Target::Through { path, file } => {
+                let mut f = self.reopen()?;
+                let mut file = file;
                 std::io::copy(&mut f, &mut file)
                     .and_then(|_| file.flush())
                     .with_context(|| format!("cannot write {}", path.display()))?;
@@ -297,6 +302,51 @@ impl Staged {
             }
         }
     }
+
+    /// Gives the unnamed file a name beside `path` (linkat of `/proc/self/fd/N`), then
+    /// renames it over `path`; where the file system cannot link an unnamed file, its
+    /// content is copied to a named temporary file first.
+    fn link_over(&self, path: &Path, mode: Option<u32>) -> Result<()> {
+        use nix::fcntl::AtFlags;
+        self.file
+            .set_permissions(std::fs::Permissions::from_mode(mode.unwrap_or(0o600)))
+            .with_context(|| format!("cannot set the permissions of {}", path.display()))?;
+        let dir = dir_of(path);
+        for _ in 0..8 {
+            let mut random = [0u8; 8];
+            getrandom::fill(&mut random).map_err(|e| anyhow!("no randomness: {e}"))?;
+            let name = dir.join(format!(".tokenmail-{}", hex::encode(random)));
+            match nix::unistd::linkat(
+                None,
+                self.path().as_path(),
+                None,
+                name.as_path(),
+                AtFlags::AT_SYMLINK_FOLLOW,
+            ) {
+                Ok(()) => {
+                    return std::fs::rename(&name, path).map_err(|e| {
+                        let _ = std::fs::remove_file(&name);
+                        anyhow!("cannot write {}: {e}", path.display())
+                    });
+                }
+                Err(nix::errno::Errno::EEXIST) => continue,
+                Err(_) => break,
+            }
+        }
+        // no O_TMPFILE linking here: a named copy, renamed over the target
+        let tmp = temp_beside(path)?;
+        std::io::copy(&mut self.reopen()?, &mut tmp.as_file())
+            .and_then(|_| tmp.as_file().sync_all())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        persist(tmp, path, mode)
+    }
+}
+
+/// The directory a path is in (`.` for a bare name).
+fn dir_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 // ---------------------------------------------------------------------------

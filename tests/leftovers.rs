@@ -1,0 +1,103 @@
+//! Plaintext is never left behind: `tokenmail decrypt -o` writes into an unnamed file until
+//! the plaintext is authentic, so Ctrl-C in the middle of a 40 MiB decryption leaves
+//! nothing in the output's directory; a completed one leaves exactly the output.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tokenmail_e2e::process::{self, Running};
+use tokenmail_e2e::{stderr, Agent};
+
+fn names(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn interrupted_decrypt_leaves_no_plaintext() {
+    let agent = Agent::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let w = work.path();
+    // a 40 MiB message (seconds to decrypt in a debug build), encrypted to the token's RSA key
+    let msg = w.join("big.eml");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&msg).expect("create"));
+        f.write_all(b"From: alice@example.com\r\nContent-Type: text/plain\r\n\r\n")
+            .expect("write");
+        let line = [b'p'; 78];
+        for _ in 0..(40 << 20) / 80 {
+            f.write_all(&line).expect("write");
+            f.write_all(b"\r\n").expect("write");
+        }
+    }
+    let enc = w.join("big.p7m");
+    let o = process::run_with_timeout(
+        Command::new(tokenmail_e2e::bin("tokenmail"))
+            .args(["encrypt", "--no-self", "--recipient-cert"])
+            .arg(agent.fixture.pki("alice-rsa.pem"))
+            .arg(&msg)
+            .arg("-o")
+            .arg(&enc),
+        None,
+        process::long_limit(),
+    );
+    assert!(o.status.success(), "encrypt: {}", stderr(&o));
+    std::fs::remove_file(&msg).expect("rm");
+
+    let out_dir = w.join("out");
+    std::fs::create_dir(&out_dir).expect("mkdir");
+    let out = out_dir.join("plain.eml");
+    let mut child = Running::spawn(&mut agent.cli_cmd(&[
+        "decrypt",
+        enc.to_str().expect("utf-8"),
+        "-o",
+        out.to_str().expect("utf-8"),
+    ]));
+    // while it decrypts, the output's directory shows nothing: the spool has no name
+    let started = Instant::now();
+    let mut looked = 0;
+    while started.elapsed() < Duration::from_millis(250) && child.try_wait().is_none() {
+        assert_eq!(names(&out_dir), Vec::<String>::new(), "nothing named yet");
+        looked += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        looked > 0,
+        "the decryption finished before it could be looked at"
+    );
+    if child.try_wait().is_none() {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .expect("SIGINT");
+    }
+    let _ = child.wait(process::limit());
+    let left = names(&out_dir);
+    assert!(
+        left.is_empty() || left == ["plain.eml"],
+        "after Ctrl-C: {left:?}"
+    );
+    let _ = std::fs::remove_file(&out);
+
+    // run to the end: exactly the output, nothing else
+    let o = process::run_with_timeout(
+        &mut agent.cli_cmd(&[
+            "decrypt",
+            enc.to_str().expect("utf-8"),
+            "-o",
+            out.to_str().expect("utf-8"),
+        ]),
+        None,
+        process::long_limit(),
+    );
+    assert!(o.status.success(), "decrypt: {}", stderr(&o));
+    assert_eq!(names(&out_dir), ["plain.eml"]);
+    let len = std::fs::metadata(&out).expect("plain").len();
+    assert!(len > 40 << 20, "{len}");
+}
