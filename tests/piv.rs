@@ -390,6 +390,8 @@ fn two_cards() -> (Lab, CardAgent, PathBuf, PathBuf) {
     );
     let pin = lab.path("pin1");
     std::fs::write(&pin, format!("{PIN}\n")).expect("pin");
+    std::fs::set_permissions(&pin, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod 600");
     let chain = lab.chain_pem();
     let agent = CardAgent::start(
         &lab,
@@ -750,6 +752,8 @@ fn keygen_and_import_cert_on_the_card_then_sign() {
     lab.card("card3", 0, "10000003", &[]);
     let pin = lab.path("pin");
     std::fs::write(&pin, format!("{PIN}\n")).expect("pin");
+    std::fs::set_permissions(&pin, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod 600");
     let agent = CardAgent::start(
         &lab,
         &format!(
@@ -889,6 +893,8 @@ fn opensc_pkcs11_module_drives_the_card() {
         .unwrap_or_else(|| panic!("a token in {text}"));
     let pin = lab.path("pin");
     std::fs::write(&pin, format!("{PIN}\n")).expect("pin");
+    std::fs::set_permissions(&pin, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod 600");
     let agent = CardAgent::start(
         &lab,
         &format!(

@@ -74,6 +74,11 @@ fn wrong_pin_file_is_tried_once_then_login_rereads_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pin_file = dir.path().join("pin");
     std::fs::write(&pin_file, "11111111\n").expect("write");
+    std::fs::set_permissions(
+        &pin_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod 600");
     let store = Pkcs11Store::new(f.config(PinSource::File(pin_file.clone()))).expect("module");
     let e = sign(&store).expect_err("wrong PIN in file");
     assert!(matches!(e, TokenError::PinIncorrect { .. }), "{e}");
@@ -83,6 +88,11 @@ fn wrong_pin_file_is_tried_once_then_login_rereads_it() {
         "the file is not read again by itself: {e}"
     );
     std::fs::write(&pin_file, format!("{}\n", f.pin())).expect("fix the file");
+    std::fs::set_permissions(
+        &pin_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod 600");
     let e = sign(&store).expect_err("still waits for a login");
     assert!(matches!(e, TokenError::PinRequired(_)), "{e}");
     store.login(None).expect("login re-reads the PIN file");

@@ -49,6 +49,7 @@ impl PinSource {
             PinSource::None => Ok(None),
             PinSource::Env(_, pin) => Ok(Some(pin.clone())),
             PinSource::File(path) => {
+                check_private(path)?;
                 let raw = Zeroizing::new(
                     std::fs::read(path)
                         .map_err(|e| format!("cannot read PIN file {}: {e}", path.display()))?,
@@ -78,6 +79,23 @@ impl PinSource {
             SecretString::from(value.to_string()),
         ))
     }
+}
+
+/// A PIN file must be private to its owner, as ssh requires of private keys: one that its
+/// group or others can read (or write) is refused, and the message says how to fix it.
+fn check_private(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read PIN file {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "PIN file {} is accessible by others (mode {mode:04o}); refusing it: run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// PIN state of one token.
@@ -197,6 +215,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("pin");
         std::fs::write(&p, "1234\n").expect("write");
+        private(&p);
         let mut st = PinState::new(PinSource::File(p), None);
         let pin = st.current().expect("readable").expect("present");
         assert!(pin_eq(&pin, "1234"));
@@ -206,6 +225,25 @@ mod tests {
         assert!(pin_eq(&st.current().expect("ok").expect("cached"), "9999"));
         st.reject();
         assert!(st.current().expect("ok").is_none());
+    }
+
+    fn private(p: &std::path::Path) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+
+    #[test]
+    fn a_pin_file_others_can_read_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("pin");
+        std::fs::write(&p, "1234\n").expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let e = PinSource::File(p.clone()).read().expect_err("refused");
+        assert!(e.contains("chmod 600") && e.contains("0644"), "{e}");
+        assert!(!e.contains("1234"), "never the PIN: {e}");
+        private(&p);
+        assert!(PinSource::File(p).read().expect("read").is_some());
     }
 
     #[test]

@@ -335,7 +335,6 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
 }
 
 /// A `piv keygen` request.
-#[derive(Debug)]
 pub struct PivKeygen {
     /// Slot byte (9a, 9c, 9d, 9e, 82..95).
     pub slot: u8,
@@ -347,6 +346,22 @@ pub struct PivKeygen {
     pub touch_policy: Option<String>,
     /// The management key; `None` = PIN-protected key, else the factory default (warned).
     pub management_key: Option<Zeroizing<Vec<u8>>>,
+}
+
+/// Never prints the management key (a secret), only whether one was given.
+impl fmt::Debug for PivKeygen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PivKeygen")
+            .field("slot", &self.slot)
+            .field("algorithm", &self.algorithm)
+            .field("pin_policy", &self.pin_policy)
+            .field("touch_policy", &self.touch_policy)
+            .field(
+                "management_key",
+                &self.management_key.as_ref().map(|_| "(given)"),
+            )
+            .finish()
+    }
 }
 
 /// Card administration of a PIV token (`tokenmail piv …`).
@@ -364,4 +379,26 @@ pub trait PivAdmin {
         der: &[u8],
         management_key: Option<&[u8]>,
     ) -> Result<Vec<String>, TokenError>;
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn piv_keygen_debug_never_prints_the_management_key() {
+        let req = PivKeygen {
+            slot: 0x9c,
+            algorithm: "p256".into(),
+            pin_policy: None,
+            touch_policy: None,
+            management_key: Some(Zeroizing::new(vec![0xAB; 24])),
+        };
+        let text = format!("{req:?}");
+        assert!(text.contains("(given)"), "{text}");
+        assert!(
+            !text.contains("171") && !text.to_lowercase().contains("ab, "),
+            "{text}"
+        );
+    }
 }
