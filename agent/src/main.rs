@@ -443,17 +443,18 @@ fn serve(
         report(&ready_pipe, "ready\n");
         drop(ready_pipe);
 
-        let expiry = {
+        // The PIN timer runs on a thread of its own: a blocking pool full of stream
+        // operations cannot hold back a PIN's expiry (and its logout).
+        {
             let svc = svc.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(5));
-                loop {
-                    tick.tick().await;
-                    let svc = svc.clone();
-                    let _ = tokio::task::spawn_blocking(move || svc.expire_pins()).await;
-                }
-            })
-        };
+            std::thread::Builder::new()
+                .name("pin-expiry".into())
+                .spawn(move || loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    svc.expire_pins();
+                })
+                .context("cannot start the PIN expiry thread")?;
+        }
         let hup = {
             let svc = svc.clone();
             let mut sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -473,7 +474,6 @@ fn serve(
             }
         };
         server::serve(listener, svc.clone(), shutdown).await;
-        expiry.abort();
         hup.abort();
         Ok::<_, anyhow::Error>(())
     })?;

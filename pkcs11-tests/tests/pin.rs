@@ -128,3 +128,24 @@ fn client_pin_expires_after_its_cache_time() {
     assert!(!store.status().logged_in);
     assert!(matches!(sign(&store), Err(TokenError::PinRequired(_))));
 }
+
+/// A status poll that notices the expiry logs out as well: the timer then finds nothing to
+/// expire, and the token must not stay logged in (issue 11 defect 3).
+#[test]
+#[serial]
+fn a_status_poll_at_expiry_logs_out() {
+    let f = fixture();
+    let mut cfg = f.config(PinSource::None);
+    cfg.pin_ttl = Some(Duration::from_millis(300));
+    let store = Pkcs11Store::new(cfg).expect("module");
+    store.login(Some(secret(&f.pin()))).expect("login");
+    sign(&store).expect("signs while cached");
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        !store.status().logged_in,
+        "the poll expired the PIN and logged out"
+    );
+    store.expire_pin();
+    assert!(!store.status().logged_in);
+    assert!(matches!(sign(&store), Err(TokenError::PinRequired(_))));
+}

@@ -324,7 +324,9 @@ impl KeyStore for SoftwareStore {
 
     fn status(&self) -> TokenStatus {
         let mut inner = self.lock_inner();
-        inner.pin.expire();
+        if inner.pin.expire() {
+            inner.logged_in = false;
+        }
         let mut pin_warnings = Vec::new();
         if let Some(m) = self.max_tries {
             if inner.failures >= m {

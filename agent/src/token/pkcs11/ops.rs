@@ -12,6 +12,21 @@ pub(super) fn hash_mech(h: HashAlg) -> (MechanismType, PkcsMgfType) {
     }
 }
 
+impl Pkcs11Store {
+    /// Forgets a PIN whose cache time ran out and logs out: expiry always does both,
+    /// whoever notices it first (a status poll or the timer).
+    fn expire_locked(&self, inner: &mut Inner) {
+        if inner.pin.expire() {
+            if let Some(sess) = inner.login_session.as_ref() {
+                let _ = sess.logout();
+            }
+            inner.logged_in = false;
+            inner.keys = None;
+            info!(token = %self.name, "PIN cache time ran out: logged out");
+        }
+    }
+}
+
 impl KeyStore for Pkcs11Store {
     fn name(&self) -> &str {
         &self.name
@@ -19,7 +34,8 @@ impl KeyStore for Pkcs11Store {
 
     fn status(&self) -> TokenStatus {
         let mut inner = self.lock_inner();
-        inner.pin.expire();
+        // an expired PIN logs out here too: the periodic timer then has nothing left to do
+        self.expire_locked(&mut inner);
         let present = self.connect(&mut inner).is_ok();
         TokenStatus {
             label: if inner.facts.label.is_empty() {
@@ -100,14 +116,7 @@ impl KeyStore for Pkcs11Store {
 
     fn expire_pin(&self) {
         let mut inner = self.lock_inner();
-        if inner.pin.expire() {
-            if let Some(sess) = inner.login_session.as_ref() {
-                let _ = sess.logout();
-            }
-            inner.logged_in = false;
-            inner.keys = None;
-            info!(token = %self.name, "PIN cache time ran out: logged out");
-        }
+        self.expire_locked(&mut inner);
     }
 
     fn sign_digest(
