@@ -314,6 +314,7 @@ fn rsa_decrypts_openssl_ciphertexts_pkcs1_and_oaep() {
         // Tampered ciphertext, and the right ciphertext under the wrong padding: one uniform error.
         let mut bad = ct.clone();
         bad[100] ^= 0x40;
+        let checks = store.presence_checks();
         assert!(
             matches!(
                 store.decrypt(&k.id, *alg, &bad),
@@ -321,6 +322,8 @@ fn rsa_decrypts_openssl_ciphertexts_pkcs1_and_oaep() {
             ),
             "{alg:?} tampered"
         );
+        // and no more token I/O than a success: no presence check after a padding failure
+        assert_eq!(store.presence_checks(), checks, "{alg:?}: extra token call");
     }
     let oaep256 = openssl_encrypt(
         &f.pki("alice-rsa.pem"),

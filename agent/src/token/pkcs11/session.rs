@@ -4,6 +4,12 @@
 use super::*;
 
 impl Pkcs11Store {
+    /// How often the token's presence was checked after a failed call (diagnostics).
+    pub fn presence_checks(&self) -> u64 {
+        self.presence_checks
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Creates the store. Loads the module now (so a wrong path fails at start) but
     /// does not require the token to be present.
     pub fn new(cfg: Pkcs11Config) -> Result<Self, TokenError> {
@@ -16,6 +22,7 @@ impl Pkcs11Store {
         let ctx = module.context()?;
         let pin = PinState::new(cfg.pin_source.clone(), cfg.pin_ttl);
         Ok(Pkcs11Store {
+            presence_checks: std::sync::atomic::AtomicU64::new(0),
             name,
             inner: Mutex::new(Inner {
                 ctx: Some(ctx),
@@ -323,6 +330,14 @@ impl Pkcs11Store {
                 self.give_back(sess, generation);
                 Ok(Try::Retry)
             }
+            // A failed decryption is answered as is, whatever the code (SoftHSM says
+            // CKR_GENERAL_ERROR for bad padding): a presence check only after failures would
+            // make them slower than successes, a padding oracle. A token that really went
+            // away is noticed by the next call.
+            Err(e) if is_operation_failure(&e) || op == "C_Decrypt" => {
+                self.give_back(sess, generation);
+                Err(TokenError::Pkcs11 { op, source: e })
+            }
             Err(e) => {
                 // Some modules keep sessions valid when their token is deleted or replaced
                 // (SoftHSM: objects just vanish). Check that the token is still the one we
@@ -345,6 +360,8 @@ impl Pkcs11Store {
     /// True if the slot still holds the token (same serial) of connection `generation`;
     /// otherwise drops the connection so the next attempt finds the token again.
     pub(super) fn still_there(&self, generation: u64) -> bool {
+        self.presence_checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut inner = self.lock_inner();
         if inner.generation != generation {
             return false;
