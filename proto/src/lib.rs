@@ -38,12 +38,31 @@ pub enum ProtoError {
     /// The stream ended inside a frame.
     #[error("connection closed in the middle of a frame")]
     Truncated,
-    /// The JSON did not decode.
-    #[error("malformed message: {0}")]
+    /// The JSON did not decode. The message never repeats a value of the request (a PIN
+    /// sent as a number must not come back in an error or a log line).
+    #[error("malformed message: {}", redacted(.0))]
     BadMessage(#[from] serde_json::Error),
     /// I/O.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+/// A JSON error without the values it may quote: serde names the offending value in
+/// "invalid type: integer `1234`" — which may be a PIN.
+fn redacted(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    if ["invalid type", "invalid value", "invalid length"]
+        .iter()
+        .any(|k| text.contains(k))
+    {
+        format!(
+            "a member has the wrong type or value (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    } else {
+        text
+    }
 }
 
 /// Encodes a message (request or response) as a `Message` frame payload.
@@ -58,4 +77,21 @@ pub fn encode_message<T: serde::Serialize>(msg: &T) -> Result<Vec<u8>, ProtoErro
 /// Decodes a `Message` frame payload.
 pub fn decode_message<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, ProtoError> {
     Ok(serde_json::from_slice(payload)?)
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn a_pin_sent_as_a_number_is_not_repeated() {
+        let e = decode_message::<v1::Request>(br#"{"op":"login","pin":918273}"#)
+            .expect_err("a number is not a PIN string");
+        let text = e.to_string();
+        assert!(!text.contains("918273"), "{text}");
+        assert!(text.contains("wrong type"), "{text}");
+        // other errors keep their help
+        let e = decode_message::<v1::Request>(br#"{"op":"sign-digest"}"#).expect_err("missing");
+        assert!(e.to_string().contains("missing field"), "{e}");
+    }
 }
