@@ -537,6 +537,17 @@ fn verify_signer(
             Some(h.digest(attrs))
         }
         (None, Some(_)) => {
+            // RFC 5652 §5.3: signed attributes may be absent only when the content is id-data
+            if parsed.content_type != oid::ID_DATA {
+                checks.push(check(
+                    "content_type",
+                    false,
+                    format!(
+                        "no signed attributes, but the content type is {} (only id-data may go without them)",
+                        parsed.content_type
+                    ),
+                ));
+            }
             checks.push(check(
                 "message_digest",
                 content_digest.is_some(),

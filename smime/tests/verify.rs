@@ -609,3 +609,21 @@ fn signing_time_in_the_future_rejected() {
     let r = Run::new(&sig, Some(CONTENT)).go();
     assert_fails(&r, &["signing_time"], "signingTime in 3 days");
 }
+
+/// RFC 5652 §5.3: a SignerInfo may go without signed attributes only for id-data content;
+/// anything else would let the signature be moved to another content type.
+#[test]
+fn no_signed_attributes_only_for_id_data() {
+    // id-ct-TSTInfo as the encapsulated content type, no signed attributes
+    let sig = openssl_sign(
+        "ee_rsa",
+        &["-noattr", "-econtent_type", "1.2.840.113549.1.9.16.1.4"],
+        false,
+    );
+    let r = Run::new(&sig, None).go();
+    assert!(!r.valid, "accepted without signed attributes");
+    assert_eq!(failed(&r), ["content_type"], "{r:?}");
+    // id-data without signed attributes stays valid
+    let sig = openssl_sign("ee_rsa", &["-noattr"], false);
+    assert_valid(&Run::new(&sig, None).go(), "id-data, no signed attributes");
+}
