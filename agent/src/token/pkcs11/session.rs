@@ -88,6 +88,22 @@ impl Pkcs11Store {
                 .as_deref()
                 .is_none_or(|s| ti.serial_number().trim_end() == s);
             if label_ok && serial_ok && ti.token_initialized() {
+                // The PIN cache belongs to a token, not to a label: another token under the
+                // same label (a replaced card, a re-created token) must not be sent the PIN
+                // typed for the previous one, which would cost it a try.
+                let serial = ti.serial_number().trim_end();
+                if !inner.facts.serial.is_empty()
+                    && inner.facts.serial != serial
+                    && inner.pin.has_cached()
+                {
+                    warn!(
+                        token = %self.name,
+                        previous = %inner.facts.serial,
+                        serial = %serial,
+                        "another token under this label: the cached PIN is forgotten"
+                    );
+                    inner.pin.forget();
+                }
                 inner.slot = Some(slot);
                 inner.facts = TokenFacts {
                     label: ti.label().trim_end().to_string(),
