@@ -161,6 +161,18 @@ impl PromptingStore {
                 Err(TokenError::PinIncorrect {
                     hint, tries_left, ..
                 }) => {
+                    // One try left: asking again could block the card on a typo. Say so
+                    // and stop; the user decides (`tokenmail login`).
+                    if tries_left.is_some_and(|t| t <= 1) {
+                        warn!(token = %token, "wrong PIN, one try left: not asking again");
+                        return Err(TokenError::PinIncorrect {
+                            token,
+                            hint: format!(
+                                "{hint}; not asked again, so that a typo cannot block it: run `tokenmail login`"
+                            ),
+                            tries_left,
+                        });
+                    }
                     error = Some(format!("Wrong PIN{hint}."));
                     last_tries = tries_left;
                 }
@@ -218,5 +230,56 @@ impl KeyStore for PromptingStore {
     }
     fn piv(&self) -> Option<&dyn PivAdmin> {
         self.inner.piv()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::soft::test_support::{store, PIN};
+    use std::os::unix::fs::PermissionsExt;
+    use tokenmail_smime::alg::{HashAlg, SignatureScheme};
+
+    /// A pinentry that always answers a wrong PIN (the agent's own fake, mode "ok").
+    fn wrong_pinentry(dir: &std::path::Path) -> Arc<Prompter> {
+        let program = dir.join("fake-pinentry-ok");
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-pinentry.py"),
+            &program,
+        )
+        .expect("copy the fake pinentry");
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        Arc::new(Prompter {
+            program,
+            timeout: Duration::from_secs(10),
+            one_at_a_time: Mutex::new(()),
+        })
+    }
+
+    #[test]
+    fn no_pinentry_retry_when_one_try_is_left() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inner: Arc<dyn KeyStore> = Arc::new(store().with_pin_tries(3));
+        let prompting = PromptingStore::new(inner.clone(), wrong_pinentry(dir.path()));
+        let e = prompting
+            .sign_digest(
+                &[1],
+                SignatureScheme::RsaPkcs1v15(HashAlg::Sha256),
+                &[7; 32],
+            )
+            .expect_err("the fake types a wrong PIN");
+        match e {
+            TokenError::PinIncorrect {
+                tries_left, hint, ..
+            } => {
+                assert_eq!(tries_left, Some(1), "{hint}");
+                assert!(hint.contains("not asked again"), "{hint}");
+            }
+            other => panic!("expected PinIncorrect, got {other:?}"),
+        }
+        // the last try is still there: the right PIN works
+        inner
+            .login(Some(SecretString::from(PIN.to_string())))
+            .expect("not blocked");
     }
 }
