@@ -589,6 +589,50 @@ pub fn check_signer_certificate(ee: &CertEntry, inp: &PathInputs<'_>) -> (Vec<Ch
         )),
     }
 
+    // extendedKeyUsage up the chain: an intermediate CA that restricts it must allow
+    // emailProtection (what browsers and the CA/B forum rules do for TLS)
+    if path.is_ok() && chain.len() > 2 {
+        for c in &chain[1..chain.len() - 1] {
+            if let Ok(Some((_, eku))) = c.cert.tbs_certificate().get_extension::<ExtendedKeyUsage>()
+            {
+                let email = eku.0.contains(&crate::alg::oid::KP_EMAIL_PROTECTION);
+                let any = eku.0.contains(&crate::alg::oid::ANY_EKU);
+                if !(email || (any && policy.allow_any_eku)) {
+                    checks.push(check(
+                        "extended_key_usage",
+                        false,
+                        format!(
+                            "CA '{}' restricts extendedKeyUsage to {} (no emailProtection): it may not certify S/MIME signers",
+                            c.subject(),
+                            eku.0.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    // name constraints are not processed: a path through a CA that carries them is refused
+    // rather than accepted unchecked
+    if path.is_ok() {
+        for c in &chain[1..] {
+            if let Ok(Some(_)) = c
+                .cert
+                .tbs_certificate()
+                .get_extension::<x509_cert::ext::pkix::NameConstraints>()
+            {
+                checks.push(check(
+                    "name_constraints",
+                    false,
+                    format!(
+                        "CA '{}' carries name constraints, which tokenmail does not process: the path is refused",
+                        c.subject()
+                    ),
+                ));
+            }
+        }
+    }
+
     // CA certificates: basicConstraints, pathLen, keyCertSign
     let mut ca_problems = Vec::new();
     if path.is_ok() {
@@ -793,6 +837,10 @@ mod path_budget_tests {
         subject: Name,
         issuer: Name,
         ca: bool,
+        /// extendedKeyUsage of a CA, if any
+        eku: Option<Vec<der::asn1::ObjectIdentifier>>,
+        /// a nameConstraints extension
+        name_constraints: bool,
     }
 
     impl BuilderProfile for Profile {
@@ -812,11 +860,34 @@ mod path_budget_tests {
                 return Ok(Vec::new());
             }
             use x509_cert::ext::ToExtension;
-            Ok(vec![BasicConstraints {
+            let mut out = vec![BasicConstraints {
                 ca: true,
                 path_len_constraint: None,
             }
-            .to_extension(tbs.subject(), &[])?])
+            .to_extension(tbs.subject(), &[])?];
+            if let Some(eku) = &self.eku {
+                out.push(
+                    x509_cert::ext::pkix::ExtendedKeyUsage(eku.clone())
+                        .to_extension(tbs.subject(), &[])?,
+                );
+            }
+            if self.name_constraints {
+                use x509_cert::ext::pkix::constraints::name::GeneralSubtree;
+                out.push(
+                    x509_cert::ext::pkix::NameConstraints {
+                        permitted_subtrees: Some(vec![GeneralSubtree {
+                            base: x509_cert::ext::pkix::name::GeneralName::Rfc822Name(
+                                der::asn1::Ia5String::new("example.com").expect("ia5"),
+                            ),
+                            minimum: 0,
+                            maximum: None,
+                        }]),
+                        excluded_subtrees: None,
+                    }
+                    .to_extension(tbs.subject(), &[])?,
+                );
+            }
+            Ok(out)
         }
     }
 
@@ -834,6 +905,29 @@ mod path_budget_tests {
         issuer_key: &p256::ecdsa::SigningKey,
         ca: bool,
     ) -> CertEntry {
+        cert_with(
+            subject,
+            issuer,
+            serial,
+            subject_key,
+            issuer_key,
+            ca,
+            None,
+            false,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn cert_with(
+        subject: &str,
+        issuer: &str,
+        serial: u32,
+        subject_key: &p256::ecdsa::SigningKey,
+        issuer_key: &p256::ecdsa::SigningKey,
+        ca: bool,
+        eku: Option<Vec<der::asn1::ObjectIdentifier>>,
+        name_constraints: bool,
+    ) -> CertEntry {
         let now = SystemTime::now();
         let validity = Validity::new(
             Time::try_from(now - Duration::from_secs(3600)).expect("time"),
@@ -845,6 +939,8 @@ mod path_budget_tests {
                 subject: Name::from_str(subject).expect("name"),
                 issuer: Name::from_str(issuer).expect("name"),
                 ca,
+                eku,
+                name_constraints,
             },
             SerialNumber::from(serial),
             validity,
@@ -908,5 +1004,55 @@ mod path_budget_tests {
         let path = build_path(&ee, &pool, &anchors, 3).expect("path");
         let names: Vec<String> = path.iter().map(|c| c.subject()).collect();
         assert_eq!(names, ["CN=alice", "CN=Int", "CN=Root"]);
+    }
+
+    fn failed_checks(ee: &CertEntry, pool: &[CertEntry], anchors: &[CertEntry]) -> Vec<String> {
+        let policy = Policy::default();
+        let (checks, _) = check_signer_certificate(
+            ee,
+            &PathInputs {
+                pool,
+                anchors,
+                now: SystemTime::now(),
+                signing_time: None,
+                sender_email: None,
+                sender_problem: None,
+                policy: &policy,
+            },
+        );
+        checks
+            .into_iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.name)
+            .collect()
+    }
+
+    #[test]
+    fn an_intermediate_that_restricts_eku_or_constrains_names_is_refused() {
+        let (root, int, ee_key) = (key(21), key(22), key(23));
+        let anchors = [cert("CN=Root", "CN=Root", 1, &root, &root, true)];
+        let ee = cert("CN=alice", "CN=Int", 3, &ee_key, &int, false);
+        let server_auth = der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
+        let email = crate::alg::oid::KP_EMAIL_PROTECTION;
+        for (eku, nc, want) in [
+            (None, false, vec![]),
+            (Some(vec![email]), false, vec![]),
+            (Some(vec![server_auth]), false, vec!["extended_key_usage"]),
+            // (critical, so also an unsupported critical extension)
+            (None, true, vec!["name_constraints", "critical_extensions"]),
+        ] {
+            let pool = [cert_with(
+                "CN=Int",
+                "CN=Root",
+                2,
+                &int,
+                &root,
+                true,
+                eku.clone(),
+                nc,
+            )];
+            let got = failed_checks(&ee, &pool, &anchors);
+            assert_eq!(got, want, "eku {eku:?}, name constraints {nc}");
+        }
     }
 }
