@@ -26,9 +26,9 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use tokenmail_proto::codec;
+use tokenmail_proto::codec::{self, Deadlines};
 use tokenmail_proto::frame::CHUNK;
 use tokenmail_proto::v1::{HashAlgorithm, Request, Response, SignForm};
 use tokenmail_proto::FrameKind;
@@ -48,13 +48,13 @@ use tokenmail_smime::verify::VerifyOptions;
 use tokenmail_smime::SmimeError;
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, warn};
 use x509_cert::der::Decode;
 use x509_cert::Certificate;
 use zeroize::Zeroizing;
 
-use super::connection::{read_frame, write_response};
+use super::connection::write_response;
 use crate::error::AgentError;
 use crate::service::Service;
 use crate::token::{KeyEntry, KeyStore, PublicKey, TokenError};
@@ -141,8 +141,17 @@ impl Spool {
     }
 }
 
+/// Largest output one stream operation may spool (a clear error past it).
+pub const MAX_SPOOL: u64 = 8 << 30;
+
 impl Write for Spool {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.n + buf.len() as u64 > MAX_SPOOL {
+            return Err(io::Error::other(format!(
+                "the output would exceed the agent's spool limit of {} GiB; use the command line for larger messages",
+                MAX_SPOOL >> 30
+            )));
+        }
         let n = self.w.write(buf)?;
         self.n += n as u64;
         Ok(n)
@@ -175,8 +184,36 @@ fn rw_failure(e: io::Error) -> AgentError {
     }
 }
 
+/// Most stream operations at once, well below the blocking pool (64 threads): clients that
+/// open streams and send nothing cannot starve the other requests, `wait-token`, SIGHUP
+/// release or the PIN timer. One more is answered `busy` once its input has been read.
+pub const MAX_STREAMS: usize = 16;
+/// Inside a stream, the longest pause between two frames of the client's input.
+pub const STREAM_IDLE: Duration = Duration::from_secs(60);
+/// The longest a client may take to accept the output (a client that never reads does not
+/// hold its slot and spool forever).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
+
+static SLOTS: std::sync::LazyLock<Arc<Semaphore>> =
+    std::sync::LazyLock::new(|| Arc::new(Semaphore::new(MAX_STREAMS)));
+
+const STREAM_DEADLINES: Deadlines = Deadlines {
+    idle: STREAM_IDLE,
+    frame: super::FRAME_TIMEOUT,
+};
+
 /// Serves one stream request on the connection (the request frame is read).
 pub(crate) async fn serve(stream: &mut UnixStream, svc: Arc<Service>, req: Request) -> Flow {
+    let Ok(slot) = SLOTS.clone().try_acquire_owned() else {
+        warn!("{MAX_STREAMS} stream operations running; answering busy");
+        let busy = AgentError::Busy(format!(
+            "the agent is busy with {MAX_STREAMS} stream operations; try again shortly"
+        ));
+        return match feed(stream, None).await {
+            Ok(()) => finish(stream, busy.into(), None).await,
+            Err(flow) => flow,
+        };
+    };
     let (tx, rx) = mpsc::channel::<Chunk>(QUEUE);
     let input = Input {
         rx,
@@ -184,20 +221,42 @@ pub(crate) async fn serve(stream: &mut UnixStream, svc: Arc<Service>, req: Reque
         pos: 0,
         done: false,
     };
-    let worker = tokio::task::spawn_blocking(move || run(&svc, req, input));
-    // Feed the worker; after it gave up, drain the input up to End.
-    let mut tx = Some(tx);
+    let worker = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        run(&svc, req, input)
+    });
+    if let Err(flow) = feed(stream, Some(tx)).await {
+        return flow;
+    }
+    let (resp, output) = match worker.await {
+        Ok(Ok((resp, out))) => (resp, out),
+        Ok(Err(e)) => (e.into(), None),
+        Err(e) => {
+            warn!("stream handler failed: {e}");
+            (
+                AgentError::Internal("internal error; see the agent's log".into()).into(),
+                None,
+            )
+        }
+    };
+    debug!(ok = !matches!(resp, Response::Error(_)), "stream done");
+    finish(stream, resp, output).await
+}
+
+/// Hands the client's Data frames to the worker (or discards them, without one or after it
+/// gave up) up to End. `Err` when the connection must end.
+async fn feed(stream: &mut UnixStream, mut tx: Option<mpsc::Sender<Chunk>>) -> Result<(), Flow> {
     loop {
-        let (header, payload) = match read_frame(stream).await {
+        let (header, payload) = match codec::read_frame(stream, STREAM_DEADLINES).await {
             Ok(Some(f)) => f,
             Ok(None) => {
                 debug!("client went away inside a stream");
-                return Flow::Closed;
+                return Err(Flow::Closed);
             }
             Err(e) => {
                 debug!("closing connection inside a stream: {e}");
                 let _ = write_response(stream, &AgentError::from(e).into()).await;
-                return Flow::Answered;
+                return Err(Flow::Answered);
             }
         };
         match header.kind {
@@ -215,39 +274,40 @@ pub(crate) async fn serve(stream: &mut UnixStream, svc: Arc<Service>, req: Reque
                     &AgentError::bad("unexpected message frame inside a stream: send the input as data frames, then an end frame").into(),
                 )
                 .await;
-                return Flow::Answered;
+                return Err(Flow::Answered);
             }
         }
     }
     if let Some(t) = tx.take() {
         let _ = t.send(Chunk::End).await;
     }
-    let (resp, output) = match worker.await {
-        Ok(Ok((resp, out))) => (resp, out),
-        Ok(Err(e)) => (e.into(), None),
-        Err(e) => {
-            warn!("stream handler failed: {e}");
-            (
-                AgentError::Internal("internal error; see the agent's log".into()).into(),
-                None,
-            )
+    Ok(())
+}
+
+/// The output (if any), End and the final message, each within [`WRITE_TIMEOUT`].
+async fn finish(stream: &mut UnixStream, resp: Response, output: Option<File>) -> Flow {
+    let send = async {
+        if let Some(file) = output {
+            send_file(stream, file).await?;
         }
+        codec::write_frame(stream, FrameKind::End, &[])
+            .await
+            .map_err(io::Error::other)?;
+        write_response(stream, &resp)
+            .await
+            .map_err(io::Error::other)
     };
-    debug!(ok = !matches!(resp, Response::Error(_)), "stream done");
-    if let Some(file) = output {
-        if let Err(e) = send_file(stream, file).await {
+    match tokio::time::timeout(WRITE_TIMEOUT, send).await {
+        Ok(Ok(())) => Flow::Continue,
+        Ok(Err(e)) => {
             debug!("client went away while receiving: {e}");
-            return Flow::Closed;
+            Flow::Closed
+        }
+        Err(_) => {
+            warn!("a client did not read its output in {WRITE_TIMEOUT:?}: closing");
+            Flow::Closed
         }
     }
-    if codec::write_frame(stream, FrameKind::End, &[])
-        .await
-        .is_err()
-        || write_response(stream, &resp).await.is_err()
-    {
-        return Flow::Closed;
-    }
-    Flow::Continue
 }
 
 async fn send_file(stream: &mut UnixStream, file: File) -> io::Result<()> {

@@ -1,0 +1,103 @@
+//! No starvation (issue 11 defect 4): clients that open stream operations and send nothing
+//! hold at most MAX_STREAMS (16) slots; the agent keeps answering everything else, a further
+//! stream is answered `busy` instead of hanging, and once the idle clients leave, streams
+//! work again.
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use tokenmail_e2e::{stderr, Agent};
+use tokenmail_proto::frame::{encode_frame, read_frame, FrameKind};
+use tokenmail_proto::v1::{Request, Response, SignForm};
+use tokenmail_proto::{decode_message, encode_message, Client};
+
+const MESSAGE: &[u8] = b"From: alice@example.com\r\nContent-Type: text/plain\r\n\r\nhi\r\n";
+
+fn send_message(stream: &mut UnixStream, req: &Request) {
+    let payload = encode_message(req).expect("encode");
+    stream
+        .write_all(&encode_frame(FrameKind::Message, &payload).expect("frame"))
+        .expect("write");
+}
+
+fn sign_req() -> Request {
+    Request::Sign {
+        key: "alice-rsa".into(),
+        form: SignForm::Multipart,
+        digest: None,
+        pss: None,
+        crlf: None,
+    }
+}
+
+/// A client that says hello, starts a sign stream and then sends nothing.
+fn idle_stream(agent: &Agent) -> UnixStream {
+    let mut s = UnixStream::connect(&agent.socket).expect("connect");
+    send_message(
+        &mut s,
+        &Request::Hello {
+            client: "idle".into(),
+            pin_prompt: false,
+        },
+    );
+    let (_, payload) = read_frame(&mut s).expect("read").expect("hello answer");
+    assert!(matches!(
+        decode_message::<Response>(&payload).expect("decode"),
+        Response::Hello { .. }
+    ));
+    send_message(&mut s, &sign_req());
+    s
+}
+
+/// A whole sign stream from a fresh client, on a thread with a deadline (a hang fails the
+/// test instead of stopping it).
+fn sign_within(agent: &Agent, limit: Duration) -> Result<Response, String> {
+    let socket = agent.socket.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = Client::connect(&socket, "starvation")
+            .map_err(|e| e.to_string())
+            .and_then(|mut c| {
+                c.call_stream(&sign_req(), MESSAGE, &mut Vec::new())
+                    .map_err(|e| e.to_string())
+            });
+        let _ = tx.send(r);
+    });
+    rx.recv_timeout(limit)
+        .map_err(|_| format!("no answer within {limit:?}: starved"))?
+}
+
+#[test]
+fn idle_streams_cannot_starve_the_agent() {
+    let agent = Agent::start();
+    let idle: Vec<UnixStream> = (0..20).map(|_| idle_stream(&agent)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // everything else is still served at once
+    let started = Instant::now();
+    let o = agent.cli(&["status", "--json"]);
+    assert!(o.status.success(), "status: {}", stderr(&o));
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    // a further stream is told the agent is busy, it does not hang
+    match sign_within(&agent, Duration::from_secs(30)) {
+        Err(e) if e.contains("busy") => {}
+        other => panic!("expected a busy answer, got {other:?}"),
+    }
+
+    // the idle clients leave: streams work again
+    drop(idle);
+    let mut last = Err(String::new());
+    for _ in 0..50 {
+        last = sign_within(&agent, Duration::from_secs(30));
+        if matches!(last, Ok(Response::Signed { .. })) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        matches!(last, Ok(Response::Signed { .. })),
+        "after the idle clients left: {last:?}"
+    );
+}
