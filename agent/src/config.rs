@@ -215,8 +215,41 @@ pub fn token(
     })
 }
 
+/// Opens the agent's log file for appending: created 0600, an existing one tightened to
+/// 0600 (it may hold key labels and token names), and never through a symbolic link
+/// (`O_NOFOLLOW`: a link planted at the path cannot redirect the log).
+pub fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_log_is_private_and_never_opened_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("agent.log");
+        super::open_log(&log).expect("created");
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&log), 0o600);
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        super::open_log(&log).expect("reopened");
+        assert_eq!(mode(&log), 0o600, "tightened");
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, b"").expect("write");
+        let link = dir.path().join("link.log");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        assert!(super::open_log(&link).is_err(), "not through a symlink");
+    }
+
     use super::*;
 
     #[test]

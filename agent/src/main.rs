@@ -329,11 +329,7 @@ fn run(args: Args) -> Result<()> {
             .map(|p| config::absolute(&p))
             .unwrap_or_else(|| socket.with_file_name("agent.log"));
         let wr = detach(&socket)?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .ok();
+        let log = tokenmail_agent::config::open_log(&log_path).ok();
         init_logging(args.verbose, log);
         Some(wr)
     };
