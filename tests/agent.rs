@@ -887,3 +887,43 @@ pin_file = "{pin_b}"
     assert!(e.to_string().contains("names 2 keys"), "{e}");
     child.kill();
 }
+
+/// A client never talks to a socket served by another user (issue 11 defect 7): a PIN sent
+/// there would go to that user. (Root only: the listener runs as `nobody`.)
+#[test]
+fn clients_refuse_a_socket_served_by_another_user() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let sock = dir.path().join("agent.sock");
+    let script = format!(
+        "import socket,time\ns=socket.socket(socket.AF_UNIX)\ns.bind({:?})\ns.listen(4)\ntime.sleep(30)\n",
+        sock.to_str().expect("utf-8")
+    );
+    let mut listener = Running::spawn(
+        Command::new("runuser")
+            .args(["-u", "nobody", "--", "python3", "-c", &script])
+            .stdin(Stdio::null()),
+    );
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        sock.exists(),
+        "the foreign listener did not start (runuser needs root)"
+    );
+    match Client::connect(&sock, "e2e") {
+        Err(tokenmail_proto::ClientError::ForeignAgent { uid, .. }) => assert_ne!(uid, 0),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let o = process::output(
+        Command::new(bin("tokenmail"))
+            .args(["--socket", sock.to_str().expect("utf-8"), "status"])
+            .stdin(Stdio::null()),
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not by you"), "{}", stderr(&o));
+    let _ = listener.try_wait();
+}

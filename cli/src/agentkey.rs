@@ -21,11 +21,8 @@ pub fn socket_path(cli_socket: Option<&Path>) -> PathBuf {
 }
 
 fn current_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    // The uid owning /proc/self is ours; avoids linking libc for one call.
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(0)
+    // the real uid, never an assumed 0 (no /proc is no reason to pick root's socket)
+    nix::unistd::getuid().as_raw()
 }
 
 /// Connects and performs the handshake. With a terminal we ask for PINs ourselves;

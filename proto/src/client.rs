@@ -29,6 +29,14 @@ pub enum ClientError {
     /// The agent sent something unexpected.
     #[error("unexpected answer from the agent: {0}")]
     Unexpected(String),
+    /// The socket is served by another user: nothing (no PIN) is sent to it.
+    #[error("the socket {path} is served by uid {uid}, not by you: refusing to talk to it (PINs would go to that user); check --socket / TOKENMAIL_SOCK")]
+    ForeignAgent {
+        /// The socket path.
+        path: PathBuf,
+        /// The uid of the process that serves it.
+        uid: u32,
+    },
 }
 
 impl ClientError {
@@ -77,6 +85,20 @@ impl Client {
         let stream = UnixStream::connect(path).map_err(|_| ClientError::NoAgent {
             path: path.to_path_buf(),
         })?;
+        // The agent must run as this user: a socket planted by someone else would receive
+        // the PINs a client sends (SO_PEERCRED, checked before anything is sent).
+        let peer =
+            nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+                .map_err(|e| {
+                    ClientError::Unexpected(format!("cannot read the agent's credentials: {e}"))
+                })?;
+        let me = nix::unistd::geteuid().as_raw();
+        if peer.uid() != me {
+            return Err(ClientError::ForeignAgent {
+                path: path.to_path_buf(),
+                uid: peer.uid(),
+            });
+        }
         let mut c = Client {
             stream,
             agent: String::new(),
