@@ -365,6 +365,37 @@ impl Service {
                 },
                 Err(e) => to_response(&e),
             },
+            Request::SignDigestCert {
+                key,
+                certificate,
+                algorithm,
+                digest,
+            } => match self.resolve(&key).and_then(|f| {
+                // Sign only with the certificate the client built its CMS around.
+                let same = f.key.certificate.as_deref().is_some_and(|der| {
+                    use sha2::Digest;
+                    hex::encode(sha2::Sha256::digest(der)).eq_ignore_ascii_case(&certificate)
+                });
+                if !same {
+                    return Ok(Err(Response::error(
+                        ErrorCode::CertificateChanged,
+                        format!(
+                            "key {:?} no longer has the certificate sha256:{certificate} (it was replaced, or {key:?} now selects another key); nothing was signed: look it up again",
+                            f.key.label
+                        ),
+                    )));
+                }
+                f.store
+                    .sign_digest(&f.key.id, algorithm, &digest.0)
+                    .map(|sig| Ok((f.key.label, sig)))
+            }) {
+                Ok(Ok((key, sig))) => Response::Signature {
+                    key,
+                    signature: tokenmail_proto::v1::Bytes(sig),
+                },
+                Ok(Err(resp)) => resp,
+                Err(e) => to_response(&e),
+            },
             Request::DecryptKey {
                 key,
                 algorithm,
