@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod inline;
 pub mod pin;
 pub mod pinentry;
 pub mod prompt;

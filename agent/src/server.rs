@@ -377,7 +377,8 @@ async fn serve_connection(stream: &mut UnixStream, mut svc: Arc<Service>, my_uid
         // Token calls block. Run them on this worker thread (tokio moves the other tasks
         // away) rather than handing each request to the blocking pool: the hand-off cost
         // as much as a software ECDSA signature. A panic in a handler answers `internal`.
-        let resp = tokio::task::block_in_place(|| {
+        // (A signature known to be fast runs inline instead: crate::inline.)
+        let resp = crate::inline::run(crate::inline::sign_key(&req), || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| svc.handle(req)))
         })
         .unwrap_or_else(|_| {
