@@ -230,7 +230,16 @@ fn prepare(args: &SignArgs, info: &KeyInfo) -> Result<Prepared> {
     })
 }
 
-fn sign_form(args: &SignArgs) -> Result<SignStream> {
+/// The driver's read size for an input of `len` bytes: 1 MiB for big messages; for small
+/// ones just above their size (at least 64 KiB). A fresh 1 MiB buffer costs 256 page faults
+/// when it is zero-filled, ≈ 0.5 ms per buffer on this project's VMs: more than signing a
+/// small message.
+fn chunk_for(len: u64) -> usize {
+    let want = usize::try_from(len.saturating_add(4096)).unwrap_or(CHUNK);
+    want.next_power_of_two().clamp(64 * 1024, CHUNK)
+}
+
+fn sign_form(args: &SignArgs, len: u64) -> Result<SignStream> {
     let form = match (args.opaque, args.detached_der, args.detached_pem) {
         (true, _, _) => SignForm::Opaque,
         (_, true, _) => SignForm::DetachedDer,
@@ -243,7 +252,7 @@ fn sign_form(args: &SignArgs) -> Result<SignStream> {
         form,
         crlf: args.crlf,
         boundary: boundary_from_random(&random),
-        chunk: CHUNK,
+        chunk: chunk_for(len),
     })
 }
 
@@ -316,7 +325,8 @@ pub fn run(args: SignArgs, socket: Option<&Path>) -> Result<i32> {
         Some(i) => i,
         None => seekable_input(args.input.as_deref())?,
     };
-    let stream = sign_form(&args)?;
+    let len = input.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+    let stream = sign_form(&args, len)?;
     crate::output::write_streaming(args.output.as_deref(), |out| {
         sign_stream(&mut input, out, &signer, &cert, &chain, &opts, &stream).map_err(sign_error)
     })?;
@@ -408,7 +418,7 @@ fn sign_cached(
         info,
         stale: Cell::new(false),
     };
-    let stream = sign_form(args)?;
+    let stream = sign_form(args, len)?;
     let mut out = Vec::with_capacity((len as usize).saturating_mul(3) / 2 + 16 * 1024);
     match sign_stream(input, &mut out, &signer, &cert, &chain, &opts, &stream) {
         Ok(()) => Ok(Some(out)),
