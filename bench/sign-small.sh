@@ -108,34 +108,82 @@ done
 openssl cms -verify -CAfile "$PKI/chain.pem" -in "$tmp/ossl.eml" -out /dev/null 2>/dev/null \
   || { echo "$PROG: openssl's signature does not verify" >&2; exit 1; }
 
-per_msg() { # FN -> ms per process over N runs
-  local s e
-  s=$(date +%s%N)
-  for _ in $(seq 1 "$N"); do "$1" >/dev/null 2>&1 || { echo "$PROG: $1 failed" >&2; exit 1; }; done
-  e=$(date +%s%N)
-  awk -v s="$s" -v e="$e" -v n="$N" 'BEGIN{printf "%.3f", (e - s) / 1e6 / n}'
-}
-
+# Timing: N processes per tool and round, tools alternating, in Python (wall time, and
+# CPU time of the processes from getrusage, plus the agent's from /proc: CPU time is much
+# less moved by other load on the machine than wall time).
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-tools=(tm_version tm_o tm_stdout tm_nocache ossl)
-for t in "${tools[@]}"; do : >"$tmp/$t.rounds"; done
-: >"$tmp/csign.rounds"
-for r in $(seq 1 "$ROUNDS"); do
-  echo "$PROG: round $r/$ROUNDS" >&2
-  for t in "${tools[@]}"; do per_msg "$t" >>"$tmp/$t.rounds"; echo >>"$tmp/$t.rounds"; done
-  # One raw C_Sign (RSA-2048, PKCS#1 v1.5 over a SHA-256 DigestInfo), single thread.
-  "$BENCH" sign-digest --socket "$sock" --only raw --keys alice-rsa --concurrency 1 \
-    --seconds 1 --rounds 1 --json 2>/dev/null \
-    | python3 -c 'import json,sys; print("%.3f" % (json.load(sys.stdin)["results"][0]["raw"]["mean_latency_us"] / 1000))' \
-    >>"$tmp/csign.rounds"
-done
+export TM sock msg tmp PKI URI N ROUNDS agent_pid BENCH
+python3 - <<'PY' >"$tmp/table"
+import json, os, resource, statistics, subprocess, time
+e = os.environ
+tm, sock, msg, tmp, n, rounds = e["TM"], e["sock"], e["msg"], e["tmp"], int(e["N"]), int(e["ROUNDS"])
+ossl_env = dict(e, OPENSSL_CONF=e["TOKENMAIL_OPENSSL_ENGINE_CONF"])
+nocache_env = dict(e, TOKENMAIL_NO_SIGNER_CACHE="1")
+sign = [tm, "--socket", sock, "sign", "--signer", "alice@example.com", msg]
+tools = [
+    ("version", "· process start (tokenmail --version)", [tm, "--version"], None, None, False),
+    ("o", "tokenmail sign -o FILE (fsync + rename)", sign + ["-o", tmp + "/o.eml"], None, None, True),
+    ("stdout", "tokenmail sign > FILE (standard output)", sign, tmp + "/s.eml", None, True),
+    ("nocache", "tokenmail sign -o FILE, signer cache off (status path)", sign + ["-o", tmp + "/n.eml"], None, nocache_env, True),
+    ("ossl", "openssl cms -sign (pkcs11 engine) -out FILE",
+     ["openssl", "cms", "-sign", "-in", msg, "-signer", e["PKI"] + "/alice-rsa.pem", "-engine", "pkcs11",
+      "-keyform", "engine", "-inkey", e["URI"], "-out", tmp + "/ossl.eml"], None, ossl_env, False),
+]
+def agent_cpu():
+    # Sum over the agent's threads of their run time (ns, /proc/PID/task/TID/schedstat):
+    # /proc/PID/stat counts in 10 ms ticks, too coarse for ~1 ms per message. A thread
+    # that exits between two readings takes its time with it (tokio keeps idle threads
+    # for 10 s, longer than a round).
+    total = 0
+    d = "/proc/%s/task" % e["agent_pid"]
+    for t in os.listdir(d):
+        try:
+            total += int(open("%s/%s/schedstat" % (d, t)).read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1e9
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+wall = {t[0]: [] for t in tools}
+cpu = {t[0]: 0.0 for t in tools}
+agent = {t[0]: 0.0 for t in tools}
+csign, csign_cpu = [], []
+null = open(os.devnull, "wb")
+for r in range(rounds):
+    for key, _, argv, out, env, _ in tools:
+        c0, a0, t0 = children_cpu(), agent_cpu(), time.perf_counter()
+        for _ in range(n):
+            if out:
+                with open(out, "wb") as so:
+                    subprocess.run(argv, stdout=so, stderr=null, env=env, check=True)
+            else:
+                subprocess.run(argv, stdout=null, stderr=null, env=env, check=True)
+        wall[key].append((time.perf_counter() - t0) * 1000 / n)
+        cpu[key] += children_cpu() - c0
+        agent[key] += agent_cpu() - a0
+    j = json.loads(subprocess.run([e["BENCH"], "sign-digest", "--socket", sock, "--only", "raw", "--keys", "alice-rsa",
+        "--concurrency", "1", "--seconds", "1", "--rounds", "1", "--json"], capture_output=True, check=True).stdout)
+    raw = j["results"][0]["raw"]
+    csign.append(raw["mean_latency_us"] / 1000)
+    csign_cpu.append(raw["cpu_us_per_op"] / 1000)
+med = {k: statistics.median(v) for k, v in wall.items()}
+cpu_ms = {k: cpu[k] * 1000 / (n * rounds) for k in cpu}
+agent_ms = {k: agent[k] * 1000 / (n * rounds) for k in agent}
+floor = med["version"] + statistics.median(csign)
+floor_cpu = cpu_ms["version"] + statistics.median(csign_cpu)
+rng = lambda v: "%.2f-%.2f" % (min(v), max(v))
+print("| what | ms per message, median round | rounds (min-max) | ÷ floor | openssl ÷ this | CPU ms per message (+ agent) | CPU ÷ floor CPU |")
+print("|---|--:|--:|--:|--:|--:|--:|")
+print("| floor: process start + one raw C_Sign | %.2f | | 1.00 | %.1f× | %.2f | 1.00 |" % (floor, med["ossl"] / floor, floor_cpu))
+print("| · process start (tokenmail --version) | %.2f | %s | | | %.2f | |" % (med["version"], rng(wall["version"]), cpu_ms["version"]))
+print("| · raw C_Sign, RSA-2048 (tokenmail-bench, 1 thread) | %.2f | %s | | | %.2f | |" % (statistics.median(csign), rng(csign), statistics.median(csign_cpu)))
+for key, name, _, _, _, uses_agent in tools[1:]:
+    total = cpu_ms[key] + agent_ms[key]
+    cpu_s = "%.2f (%.2f + %.2f)" % (total, cpu_ms[key], agent_ms[key]) if uses_agent else "%.2f" % total
+    print("| %s | %.2f | %s | %.2f | %.1f× | %s | %.2f |" % (name, med[key], rng(wall[key]), med[key] / floor, med["ossl"] / med[key], cpu_s, total / floor_cpu))
+PY
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
-
-median() { sort -n "$1" | awk 'NF{v[++n]=$1} END{print v[int((n+1)/2)]}'; }
-range() { sort -n "$1" | awk 'NF{v[++n]=$1} END{printf "%s-%s", v[1], v[n]}'; }
-v=$(median "$tmp/tm_version.rounds"); c=$(median "$tmp/csign.rounds")
-floor=$(awk -v a="$v" -v b="$c" 'BEGIN{printf "%.3f", a + b}')
-ossl_ms=$(median "$tmp/ossl.rounds")
 
 echo "date      : $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "machine   : nproc $(nproc), $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), Linux $(uname -r)"
@@ -143,21 +191,7 @@ echo "load      : $load_before before, $load_after after (1/5/15 min)"
 echo "tools     : $(openssl version | cut -d' ' -f1-2), SoftHSM $(softhsm2-util --version)"
 echo "binary    : $TM; agent $AGENT"
 echo "message   : $(wc -c <"$msg") bytes text/plain; signer alice@example.com (alice-rsa, RSA-2048)"
-echo "method    : $N processes per tool per round, $ROUNDS rounds, tools alternate; median round (range)"
+echo "method    : $N processes per tool per round, $ROUNDS rounds, tools alternate; wall: median round"
+echo "            (range of rounds); CPU: all rounds, the process (+ the agent's threads)"
 echo
-echo "| what | ms per message | rounds | ÷ floor | openssl ÷ this |"
-echo "|---|--:|--:|--:|--:|"
-echo "| floor: process start + one raw C_Sign | $floor | | 1.00 | $(awk -v o="$ossl_ms" -v f="$floor" 'BEGIN{printf "%.1f", o / f}') |"
-echo "| · process start (tokenmail --version) | $v | $(range "$tmp/tm_version.rounds") | | |"
-echo "| · raw C_Sign, RSA-2048 (tokenmail-bench) | $c | $(range "$tmp/csign.rounds") | | |"
-for t in tm_o tm_stdout tm_nocache ossl; do
-  case $t in
-    tm_o) name="tokenmail sign -o FILE (fsync + rename)" ;;
-    tm_stdout) name="tokenmail sign > FILE (standard output)" ;;
-    tm_nocache) name="tokenmail sign -o FILE, signer cache off (status path)" ;;
-    ossl) name="openssl cms -sign (pkcs11 engine) -out FILE" ;;
-  esac
-  m=$(median "$tmp/$t.rounds")
-  awk -v n="$name" -v m="$m" -v rg="$(range "$tmp/$t.rounds")" -v f="$floor" -v o="$ossl_ms" \
-    'BEGIN{printf "| %s | %.3f | %s | %.2f | %.1f× |\n", n, m, rg, m / f, o / m}'
-done
+cat "$tmp/table"

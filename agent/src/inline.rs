@@ -9,6 +9,8 @@
 //! `sign-digest`/`sign-digest-cert` runs inline when the previous one with the same key
 //! name took less than [`FAST`] and the runtime has at least two workers; otherwise
 //! (first use of a name, a smart card, a touch, a PIN prompt) it is handed off as before.
+//! `hello`, which never touches a token, always runs inline (one hand-off less per
+//! connection: the CLI opens one per command).
 //! A call that unexpectedly takes long while inline (a PIN prompt after the PIN cache
 //! expired, say) holds one worker for its duration; the others keep serving, and the next
 //! request with that name is handed off again.
@@ -28,11 +30,25 @@ const MAX_NAMES: usize = 256;
 /// How long the last signature with each key name took.
 static LAST: Mutex<Option<HashMap<String, Duration>>> = Mutex::new(None);
 
-/// The key name of a request this policy applies to.
-pub fn sign_key(req: &Request) -> Option<String> {
+/// How a request runs.
+#[derive(Debug)]
+pub enum Policy {
+    /// Never blocks (`hello`): inline.
+    Inline,
+    /// A signature with this key name: inline when the last one was fast.
+    Sign(String),
+    /// Anything else: `block_in_place`.
+    HandOff,
+}
+
+/// The policy for `req`.
+pub fn policy(req: &Request) -> Policy {
     match req {
-        Request::SignDigest { key, .. } | Request::SignDigestCert { key, .. } => Some(key.clone()),
-        _ => None,
+        Request::Hello { .. } => Policy::Inline,
+        Request::SignDigest { key, .. } | Request::SignDigestCert { key, .. } => {
+            Policy::Sign(key.clone())
+        }
+        _ => Policy::HandOff,
     }
 }
 
@@ -58,11 +74,13 @@ fn workers() -> usize {
         .unwrap_or(0)
 }
 
-/// Runs a request handler that may block: inline for a signature known to be fast (see
-/// the module documentation), else with `block_in_place`. `key`: [`sign_key`].
-pub fn run<R>(key: Option<String>, f: impl FnOnce() -> R) -> R {
-    let Some(key) = key else {
-        return tokio::task::block_in_place(f);
+/// Runs a request handler that may block: inline for `hello` and for a signature known
+/// to be fast (see the module documentation), else with `block_in_place`.
+pub fn run<R>(policy: Policy, f: impl FnOnce() -> R) -> R {
+    let key = match policy {
+        Policy::Inline => return f(),
+        Policy::HandOff => return tokio::task::block_in_place(f),
+        Policy::Sign(key) => key,
     };
     let inline = was_fast(&key) && workers() >= 2;
     let t = Instant::now();

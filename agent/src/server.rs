@@ -377,8 +377,8 @@ async fn serve_connection(stream: &mut UnixStream, mut svc: Arc<Service>, my_uid
         // Token calls block. Run them on this worker thread (tokio moves the other tasks
         // away) rather than handing each request to the blocking pool: the hand-off cost
         // as much as a software ECDSA signature. A panic in a handler answers `internal`.
-        // (A signature known to be fast runs inline instead: crate::inline.)
-        let resp = crate::inline::run(crate::inline::sign_key(&req), || {
+        // (hello, and a signature known to be fast, run inline instead: crate::inline.)
+        let resp = crate::inline::run(crate::inline::policy(&req), || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| svc.handle(req)))
         })
         .unwrap_or_else(|_| {

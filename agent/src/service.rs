@@ -86,6 +86,17 @@ fn parse_piv_slot(_: &str) -> Option<u8> {
     None
 }
 
+/// What email selection needs of a certificate: its emails (as [`cert::emails`]) and
+/// validity (seconds since the epoch). `None` if it does not parse.
+fn selection_facts(der: &[u8]) -> Option<(Vec<String>, u64, u64)> {
+    use x509_cert::der::Decode;
+    let c = x509_cert::Certificate::from_der(der).ok()?;
+    let v = c.tbs_certificate().validity();
+    let not_before = v.not_before.to_unix_duration().as_secs();
+    let not_after = v.not_after.to_unix_duration().as_secs();
+    Some((cert::emails(&c), not_before, not_after))
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -165,13 +176,17 @@ impl Service {
         let mut by_email: BTreeMap<String, Vec<(&str, &KeyEntry, u64, bool)>> = BTreeMap::new();
         for (store, k) in keys {
             let Some(der) = &k.certificate else { continue };
-            let Some(f) = cert::facts(der) else { continue };
-            let valid = f.not_before <= now && now <= f.not_after;
-            for e in &f.summary.emails {
+            // Only emails and validity: not cert::facts, whose DN strings and dates cost
+            // more than the rest of a sign-digest naming a key by email.
+            let Some((emails, not_before, not_after)) = selection_facts(der) else {
+                continue;
+            };
+            let valid = not_before <= now && now <= not_after;
+            for e in emails {
                 by_email
-                    .entry(e.clone())
+                    .entry(e)
                     .or_default()
-                    .push((store.name(), k, f.not_after, valid));
+                    .push((store.name(), k, not_after, valid));
             }
         }
         let mut out = Vec::new();
@@ -227,10 +242,11 @@ impl Service {
             if let Some(fp) = name.strip_prefix("sha256:") {
                 let fp = fp.to_ascii_lowercase();
                 hits = by(&|k| {
-                    k.certificate
-                        .as_deref()
-                        .and_then(cert::facts)
-                        .is_some_and(|f| f.summary.sha256 == fp)
+                    k.certificate.as_deref().is_some_and(|der| {
+                        use sha2::Digest;
+                        hex::encode(sha2::Sha256::digest(der)) == fp
+                            && selection_facts(der).is_some()
+                    })
                 });
             }
         }
