@@ -200,6 +200,17 @@ fn cached_signer_signs_in_one_request_and_entries_are_private() {
     std::fs::write(dir.join("4.eml"), &o.stdout).expect("write");
     s.verify(&dir.join("4.eml"));
 
+    // An entry older than an hour is not used, and is written again.
+    let mut v = s.read_entry();
+    v["saved"] = serde_json::json!(0);
+    s.write_entry(&v);
+    let o = s.sign(&dir.join("4b.eml"));
+    ok(&o, "sign with an old entry");
+    assert!(!used_cache(&o), "an old entry is not used");
+    let v = s.read_entry();
+    assert!(v["saved"].as_u64().expect("saved") > 0);
+    assert!(v["key"]["touch"].is_null(), "rewritten from status");
+
     // TOKENMAIL_NO_SIGNER_CACHE=1: the status path, the cache is not read.
     let mut c = Command::new(tokenmail_e2e::bin("tokenmail"));
     c.arg("--socket")

@@ -8,7 +8,9 @@
 //! `status`: label, id, token, algorithm, certificate, chain). It is a hint, never trusted
 //! for the signature: the agent signs only if the key the name selects still has the
 //! cached certificate, and answers `certificate-changed` otherwise; then `tokenmail sign`
-//! looks the key up again and rewrites the entry. A damaged or foreign entry is ignored.
+//! looks the key up again and rewrites the entry. Entries older than an hour are not used
+//! (the chain, which the agent does not check, is refreshed so). A damaged or foreign
+//! entry is ignored.
 //! `TOKENMAIL_NO_SIGNER_CACHE=1` turns the cache off (neither read nor written).
 
 use std::io::Write;
@@ -22,9 +24,23 @@ use tokenmail_smime::alg::HashAlg;
 /// Format of the entries; a file of another version is ignored (and replaced).
 const VERSION: u32 = 1;
 
+/// Entries older than this are not used: the status path runs again and rewrites them, so
+/// the chain (CA certificates on the token, which the agent does not check) is at most an
+/// hour old.
+const MAX_AGE_SECS: u64 = 3600;
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Entry {
     version: u32,
+    /// When it was written, seconds since the epoch.
+    saved: u64,
     /// The agent's socket, as the CLI named it.
     socket: String,
     /// The `--signer` name, as given.
@@ -64,9 +80,12 @@ pub fn load(socket: &Path, signer: &str) -> Option<KeyInfo> {
     }
     let data = std::fs::read(entry_path(socket, signer)?).ok()?;
     let e: Entry = serde_json::from_slice(&data).ok()?;
+    let now = now_secs();
     let same = e.version == VERSION
         && e.socket.as_bytes() == socket.as_os_str().as_encoded_bytes()
-        && e.signer == signer;
+        && e.signer == signer
+        && e.saved <= now.saturating_add(60)
+        && now.saturating_sub(e.saved) <= MAX_AGE_SECS;
     (same && e.key.certificate.is_some()).then_some(e.key)
 }
 
@@ -84,6 +103,7 @@ pub fn store(socket: &Path, signer: &str, key: &KeyInfo) {
     };
     let entry = Entry {
         version: VERSION,
+        saved: now_secs(),
         socket: socket.to_string(),
         signer: signer.to_string(),
         key: key.clone(),
@@ -91,9 +111,6 @@ pub fn store(socket: &Path, signer: &str, key: &KeyInfo) {
     let Ok(json) = serde_json::to_vec(&entry) else {
         return;
     };
-    if std::fs::read(&path).is_ok_and(|old| old == json) {
-        return;
-    }
     let _ = write_atomically(&path, &json);
 }
 
@@ -128,7 +145,9 @@ mod tests {
 
     #[test]
     fn entries_are_per_socket_and_signer() {
-        let a = entry_path(Path::new("/run/a.sock"), "alice").expect("path");
+        let Some(a) = entry_path(Path::new("/run/a.sock"), "alice") else {
+            return; // neither XDG_CACHE_HOME nor HOME: no cache
+        };
         let b = entry_path(Path::new("/run/b.sock"), "alice").expect("path");
         let c = entry_path(Path::new("/run/a.sock"), "alice@example.com").expect("path");
         assert_ne!(a, b);
