@@ -454,6 +454,7 @@ fn op_name(r: &Request) -> &'static str {
         Request::Status => "status",
         Request::ListKeys => "list-keys",
         Request::SignDigest { .. } => "sign-digest",
+        Request::SignDigestCert { .. } => "sign-digest-cert",
         Request::DecryptKey { .. } => "decrypt-key",
         Request::Derive { .. } => "derive",
         Request::Login { .. } => "login",
