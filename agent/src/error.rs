@@ -39,6 +39,10 @@ pub enum AgentError {
     /// The key exists but cannot do this (no certificate, wrong kind, no usage flag).
     #[error("{0}")]
     KeyMismatch(String),
+    /// `sign-digest-cert`: the key the name selects has another certificate than the
+    /// client's; nothing was signed.
+    #[error("{0}")]
+    CertificateChanged(String),
     /// No such token is configured, or it did not come (names it, says what to do).
     #[error("{0}")]
     NoToken(String),
@@ -70,6 +74,7 @@ impl AgentError {
             AgentError::DecryptFailed => (ErrorCode::DecryptFailed, None, None),
             AgentError::KeyMismatch(_) => (ErrorCode::KeyMismatch, None, None),
             AgentError::NoToken(_) => (ErrorCode::TokenNotPresent, None, None),
+            AgentError::CertificateChanged(_) => (ErrorCode::CertificateChanged, None, None),
             AgentError::Busy(_) | AgentError::Internal(_) => (ErrorCode::Internal, None, None),
         };
         match self {

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod error;
+pub mod inline;
 pub mod pin;
 pub mod server;
 pub mod service;

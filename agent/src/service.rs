@@ -57,6 +57,17 @@ fn parse_piv_slot(_: &str) -> Option<u8> {
     None
 }
 
+/// What email selection needs of a certificate: its emails (as [`cert::emails`]) and
+/// validity (seconds since the epoch). `None` if it does not parse.
+fn selection_facts(der: &[u8]) -> Option<(Vec<String>, u64, u64)> {
+    use x509_cert::der::Decode;
+    let c = x509_cert::Certificate::from_der(der).ok()?;
+    let v = c.tbs_certificate().validity();
+    let not_before = v.not_before.to_unix_duration().as_secs();
+    let not_after = v.not_after.to_unix_duration().as_secs();
+    Some((cert::emails(&c), not_before, not_after))
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -138,13 +149,17 @@ impl Service {
         let mut by_email: BTreeMap<String, Vec<(&str, &KeyEntry, u64, bool)>> = BTreeMap::new();
         for (store, k) in keys {
             let Some(der) = &k.certificate else { continue };
-            let Some(f) = cert::facts(der) else { continue };
-            let valid = f.not_before <= now && now <= f.not_after;
-            for e in &f.summary.emails {
+            // Only emails and validity: not cert::facts, whose DN strings and dates cost
+            // more than the rest of a sign-digest naming a key by email.
+            let Some((emails, not_before, not_after)) = selection_facts(der) else {
+                continue;
+            };
+            let valid = not_before <= now && now <= not_after;
+            for e in emails {
                 by_email
-                    .entry(e.clone())
+                    .entry(e)
                     .or_default()
-                    .push((store.name(), k, f.not_after, valid));
+                    .push((store.name(), k, not_after, valid));
             }
         }
         let mut out = Vec::new();
@@ -200,10 +215,11 @@ impl Service {
             if let Some(fp) = name.strip_prefix("sha256:") {
                 let fp = fp.to_ascii_lowercase();
                 hits = by(&|k| {
-                    k.certificate
-                        .as_deref()
-                        .and_then(cert::facts)
-                        .is_some_and(|f| f.summary.sha256 == fp)
+                    k.certificate.as_deref().is_some_and(|der| {
+                        use sha2::Digest;
+                        hex::encode(sha2::Sha256::digest(der)) == fp
+                            && selection_facts(der).is_some()
+                    })
                 });
             }
         }
@@ -341,6 +357,14 @@ impl Service {
                 },
                 Err(e) => AgentError::from(e).into(),
             },
+            Request::SignDigestCert {
+                key,
+                certificate,
+                algorithm,
+                digest,
+            } => self
+                .sign_digest_cert(&key, &certificate, algorithm, &digest.0)
+                .unwrap_or_else(Response::from),
             Request::DecryptKey {
                 key,
                 algorithm,
@@ -567,6 +591,36 @@ impl Service {
                 }
             },
         }
+    }
+
+    /// `sign-digest-cert`: sign only if the key the name selects still has the certificate
+    /// the client built its signed attributes around (`certificate`: its SHA-256, hex).
+    fn sign_digest_cert(
+        &self,
+        key: &str,
+        certificate: &str,
+        algorithm: tokenmail_proto::v1::SignAlgorithm,
+        digest: &[u8],
+    ) -> Result<Response, AgentError> {
+        let f = self.resolve(key)?;
+        let same = f.key.certificate.as_deref().is_some_and(|der| {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(der)).eq_ignore_ascii_case(certificate)
+        });
+        if !same {
+            return Err(AgentError::CertificateChanged(format!(
+                "key {:?} no longer has the certificate sha256:{certificate} (it was replaced, or {key:?} now selects another key); nothing was signed: look it up again",
+                f.key.label
+            )));
+        }
+        let scheme = algorithm
+            .to_scheme()
+            .ok_or_else(|| TokenError::Mechanism(algorithm.name().to_string()))?;
+        let sig = f.store.sign_digest(&f.key.id, scheme, digest)?;
+        Ok(Response::Signature {
+            key: f.key.label,
+            signature: tokenmail_proto::v1::Bytes(sig),
+        })
     }
 
     /// Runs the periodic PIN-expiry check on every token.

@@ -213,6 +213,16 @@ impl Row {
             0.0
         }
     }
+
+    /// Raw CPU per signature ÷ agent CPU per signature (client threads + agent): the
+    /// share of the machine's signing capacity left through the agent. Much less moved
+    /// by other load on the machine than the throughput ratio.
+    fn cpu_ratio(&self) -> Option<f64> {
+        match (self.raw.cpu_us_per_op, self.agent.cpu_us_per_op) {
+            (Some(r), Some(a)) if a > 0.0 => Some(r / a),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -735,6 +745,7 @@ fn sign_digest(a: SignArgs) -> Result<()> {
                 "raw": r.raw.json(),
                 "agent": r.agent.json(),
                 "ratio_agent_over_raw": (r.ratio() * 1000.0).round() / 1000.0,
+                "cpu_ratio_raw_over_agent": r.cpu_ratio().map(|x| (x * 1000.0).round() / 1000.0),
             })).collect::<Vec<_>>(),
             "probes": probes.iter().map(|p| json!({
                 "probe": p.name,
@@ -761,12 +772,12 @@ fn sign_digest(a: SignArgs) -> Result<()> {
     }
     println!();
     println!(
-        "| key | type | concurrency | raw op/s | agent op/s | ratio agent/raw | raw lat µs | agent lat µs | raw CPU µs/op | agent CPU µs/op | raw rounds op/s | agent rounds op/s |"
+        "| key | type | concurrency | raw op/s | agent op/s | ratio agent/raw | raw lat µs | agent lat µs | raw CPU µs/op | agent CPU µs/op | CPU ratio raw/agent | raw rounds op/s | agent rounds op/s |"
     );
-    println!("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    println!("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
             r.key.label,
             r.key.kind,
             r.concurrency,
@@ -777,6 +788,8 @@ fn sign_digest(a: SignArgs) -> Result<()> {
             r.agent.mean_latency_us,
             fmt_cpu(r.raw.cpu_us_per_op),
             fmt_cpu(r.agent.cpu_us_per_op),
+            r.cpu_ratio()
+                .map_or_else(|| "-".into(), |x| format!("{x:.2}")),
             r.raw.spread(),
             r.agent.spread()
         );

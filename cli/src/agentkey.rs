@@ -94,8 +94,19 @@ pub fn touch_notice(info: &KeyInfo, what: &str) {
 /// logs in, and sends the request again (once). With `--wait`, an absent token is
 /// waited for (the agent notices the insertion) and the request sent again.
 pub fn call_with_login(client: &mut Client, req: &Request) -> Result<Response, ClientError> {
-    let wait = WAIT_SECS.get().copied().unwrap_or(0);
     let first = client.call(req);
+    recover(client, req, first)
+}
+
+/// What [`call_with_login`] does with the agent's first answer to `req` (which may have
+/// come from [`Client::connect_and_call`]): waits for an absent token, or asks for the PIN
+/// and logs in, then sends `req` again (once).
+pub fn recover(
+    client: &mut Client,
+    req: &Request,
+    first: Result<Response, ClientError>,
+) -> Result<Response, ClientError> {
+    let wait = WAIT_SECS.get().copied().unwrap_or(0);
     let first = match first {
         Err(ClientError::Agent(e)) if e.code == ErrorCode::TokenNotPresent && wait > 0 => {
             eprintln!(
@@ -127,7 +138,8 @@ pub fn call_with_login(client: &mut Client, req: &Request) -> Result<Response, C
     }
 }
 
-fn have_tty() -> bool {
+/// Whether we can ask the user for a PIN (standard input or /dev/tty is a terminal).
+pub fn have_tty() -> bool {
     std::io::stdin().is_terminal() || std::fs::File::open("/dev/tty").is_ok()
 }
 

@@ -12,5 +12,6 @@ pub mod output;
 pub mod piv;
 pub mod selfcert;
 pub mod sign;
+pub mod signcache;
 pub mod store;
 pub mod verify;

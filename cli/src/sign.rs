@@ -4,14 +4,16 @@
 //! digest goes to the agent (`sign-digest`), and the signature comes back. Output:
 //! multipart/signed (default), opaque signed-data, or a detached CMS over the exact bytes.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{anyhow, bail, Context, Result};
-use tokenmail_proto::v1::{AgentStatus, Bytes, KeyInfo, Request, Response, SignAlgorithm};
+use tokenmail_proto::v1::{
+    AgentStatus, Bytes, ErrorCode, KeyInfo, Request, Response, SignAlgorithm,
+};
 use tokenmail_proto::{Client, ClientError};
 use tokenmail_smime::alg::{HashAlg, KeyKind, SignatureScheme};
 use tokenmail_smime::mime::boundary_from_random;
@@ -22,6 +24,7 @@ use x509_cert::der::Decode;
 use x509_cert::Certificate;
 
 use crate::agentkey::{self, call_with_login};
+use crate::signcache;
 
 /// Arguments of `tokenmail sign`.
 #[derive(Debug, Clone, clap::Args)]
@@ -183,8 +186,105 @@ fn seekable_input(input: Option<&Path>) -> Result<File> {
     }
 }
 
+/// Largest message signed through the signer cache: its output is held in memory until
+/// the agent has signed, so that a changed certificate can be signed again from the start
+/// whatever the output is (a pipe cannot start over). Bigger messages take the `status`
+/// path, where two round trips more do not count.
+const CACHED_MAX: u64 = 4 << 20;
+
+/// What signing needs besides the key: certificates and options, from the key's `KeyInfo`.
+struct Prepared {
+    kind: KeyKind,
+    cert: Certificate,
+    chain: Vec<Certificate>,
+    opts: SignOptions,
+    fingerprint: String,
+}
+
+fn prepare(args: &SignArgs, info: &KeyInfo) -> Result<Prepared> {
+    let kind = key_kind(info)?;
+    let (cert_summary, cert, mut chain) = signer_certificates(info)?;
+    let fingerprint = cert_summary.sha256.clone();
+    chain.extend(load_extra_chain(&args.chain)?);
+    let hash = match args.digest.as_deref() {
+        None => None,
+        Some("sha256") => Some(HashAlg::Sha256),
+        Some("sha384") => Some(HashAlg::Sha384),
+        Some("sha512") => Some(HashAlg::Sha512),
+        Some(other) => bail!("unknown --digest {other:?}; use sha256, sha384 or sha512"),
+    };
+    let scheme = kind
+        .scheme(hash, args.pss)
+        .map_err(|e| anyhow!("--pss: {e} ({:?} is {})", info.label, info.algorithm))?;
+    let opts = SignOptions {
+        scheme: Some(scheme),
+        signing_time: Some(SystemTime::now()),
+        ..SignOptions::default()
+    };
+    Ok(Prepared {
+        kind,
+        cert,
+        chain,
+        opts,
+        fingerprint,
+    })
+}
+
+/// The driver's read size for an input of `len` bytes: 1 MiB for big messages; for small
+/// ones just above their size (at least 64 KiB). A fresh 1 MiB buffer costs 256 page faults
+/// when it is zero-filled, ≈ 0.5 ms per buffer on this project's VMs: more than signing a
+/// small message.
+fn chunk_for(len: u64) -> usize {
+    let want = usize::try_from(len.saturating_add(4096)).unwrap_or(CHUNK);
+    want.next_power_of_two().clamp(64 * 1024, CHUNK)
+}
+
+fn sign_form(args: &SignArgs, len: u64) -> Result<SignStream> {
+    let form = match (args.opaque, args.detached_der, args.detached_pem) {
+        (true, _, _) => SignForm::Opaque,
+        (_, true, _) => SignForm::DetachedDer,
+        (_, _, true) => SignForm::DetachedPem,
+        _ => SignForm::Multipart,
+    };
+    let mut random = [0u8; 12];
+    getrandom::fill(&mut random).map_err(|e| anyhow!("no randomness: {e}"))?;
+    Ok(SignStream {
+        form,
+        crlf: args.crlf,
+        boundary: boundary_from_random(&random),
+        chunk: chunk_for(len),
+    })
+}
+
 /// Runs `tokenmail sign`.
+///
+/// With the signer in the cache (cli/src/signcache.rs) and a message of at most
+/// [`CACHED_MAX`] bytes: one connection, one round trip (`hello` and `sign-digest-cert`
+/// sent together), no `status`. Otherwise, and whenever that does not give a signature
+/// (certificate changed, older agent, key gone, no PIN): `status`, key resolution, login if
+/// needed, `sign-digest`; the cache entry is then written for the next time.
 pub fn run(args: SignArgs, socket: Option<&Path>) -> Result<i32> {
+    if args.crlf && !(args.detached_der || args.detached_pem) {
+        bail!("--crlf is for --detached-der/--detached-pem (the MIME forms are canonical already)");
+    }
+    let sock = agentkey::socket_path(socket);
+    let mut opened = None;
+    if let Some(info) = signcache::load(&sock, &args.signer) {
+        let mut input = seekable_input(args.input.as_deref())?;
+        let len = input.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+        if len <= CACHED_MAX {
+            if let Some(signed) = sign_cached(&args, &sock, &info, &mut input, len)? {
+                crate::output::write_streaming(args.output.as_deref(), |out| {
+                    out.write_all(&signed)
+                        .map_err(|e| anyhow!("cannot write the output: {e}"))
+                })?;
+                return Ok(0);
+            }
+            input.seek(SeekFrom::Start(0))?;
+        }
+        opened = Some(input);
+    }
+
     let mut client = agentkey::connect(socket)?;
     let Response::Status(mut st) = client.call(&Request::Status)? else {
         bail!("unexpected answer to status");
@@ -202,58 +302,132 @@ pub fn run(args: SignArgs, socket: Option<&Path>) -> Result<i32> {
             resolve_key(&st, &args.signer)?
         }
     };
-    if args.crlf && !(args.detached_der || args.detached_pem) {
-        bail!("--crlf is for --detached-der/--detached-pem (the MIME forms are canonical already)");
-    }
-    let kind = key_kind(&info)?;
-    let (cert_summary, cert, mut chain) = signer_certificates(&info)?;
-    chain.extend(load_extra_chain(&args.chain)?);
-
-    let hash = match args.digest.as_deref() {
-        None => None,
-        Some("sha256") => Some(HashAlg::Sha256),
-        Some("sha384") => Some(HashAlg::Sha384),
-        Some("sha512") => Some(HashAlg::Sha512),
-        Some(other) => bail!("unknown --digest {other:?}; use sha256, sha384 or sha512"),
-    };
-    let scheme = kind
-        .scheme(hash, args.pss)
-        .map_err(|e| anyhow!("--pss: {e} ({:?} is {})", info.label, info.algorithm))?;
-    let opts = SignOptions {
-        scheme: Some(scheme),
-        signing_time: Some(SystemTime::now()),
-        ..SignOptions::default()
-    };
+    let Prepared {
+        kind,
+        cert,
+        chain,
+        opts,
+        fingerprint,
+    } = prepare(&args, &info)?;
     // Make sure the key is usable before streaming (asks for the PIN on a TTY if needed),
     // so a signature does not fail after the output was written.
     ensure_logged_in(&mut client, &st, &info)?;
+    signcache::store(&sock, &args.signer, &info);
     let client = RefCell::new(client);
     let signer = AgentSigner {
         client: &client,
-        name: format!("sha256:{}", cert_summary.sha256),
+        name: format!("sha256:{fingerprint}"),
         kind,
         info: info.clone(),
     };
 
-    let mut input = seekable_input(args.input.as_deref())?;
-    let form = match (args.opaque, args.detached_der, args.detached_pem) {
-        (true, _, _) => SignForm::Opaque,
-        (_, true, _) => SignForm::DetachedDer,
-        (_, _, true) => SignForm::DetachedPem,
-        _ => SignForm::Multipart,
+    let mut input = match opened {
+        Some(i) => i,
+        None => seekable_input(args.input.as_deref())?,
     };
-    let mut random = [0u8; 12];
-    getrandom::fill(&mut random).map_err(|e| anyhow!("no randomness: {e}"))?;
-    let stream = SignStream {
-        form,
-        crlf: args.crlf,
-        boundary: boundary_from_random(&random),
-        chunk: CHUNK,
-    };
+    let len = input.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+    let stream = sign_form(&args, len)?;
     crate::output::write_streaming(args.output.as_deref(), |out| {
         sign_stream(&mut input, out, &signer, &cert, &chain, &opts, &stream).map_err(sign_error)
     })?;
     Ok(0)
+}
+
+/// A key named as the user named it, signing through `sign-digest-cert` on a connection
+/// made when the digest is ready (`hello` and the request in one round trip).
+struct CachedSigner<'a> {
+    socket: &'a Path,
+    name: String,
+    fingerprint: String,
+    kind: KeyKind,
+    info: &'a KeyInfo,
+    /// Set when the failure means "look the key up again" rather than a real error.
+    stale: Cell<bool>,
+}
+
+impl DigestSigner for CachedSigner<'_> {
+    fn key_kind(&self) -> KeyKind {
+        self.kind
+    }
+
+    fn sign_digest(&self, scheme: SignatureScheme, digest: &[u8]) -> Result<Vec<u8>, SignerError> {
+        let algorithm = SignAlgorithm::from_scheme(scheme)
+            .ok_or_else(|| SignerError::Unsupported(scheme.name().to_string()))?;
+        let req = Request::SignDigestCert {
+            key: self.name.clone(),
+            certificate: self.fingerprint.clone(),
+            algorithm,
+            digest: Bytes(digest.to_vec()),
+        };
+        let stale = |why: String| {
+            self.stale.set(true);
+            SignerError::Backend(why)
+        };
+        crate::agentkey::touch_notice(self.info, "sign");
+        let tty = agentkey::have_tty();
+        let (mut client, first) = Client::connect_and_call(
+            self.socket,
+            concat!("tokenmail/", env!("CARGO_PKG_VERSION")),
+            tty,
+            &req,
+        )
+        .map_err(|e| stale(e.to_string()))?;
+        match agentkey::recover(&mut client, &req, first) {
+            Ok(Response::Signature { signature, .. }) => Ok(signature.0),
+            Ok(_) => Err(stale("unexpected answer to sign-digest-cert".into())),
+            // Never a second PIN prompt after a wrong PIN (each try counts), nor after the
+            // user declined to give one.
+            Err(ClientError::Agent(e))
+                if matches!(e.code, ErrorCode::PinIncorrect | ErrorCode::PinLocked)
+                    || (e.code == ErrorCode::PinRequired && tty) =>
+            {
+                Err(SignerError::Backend(e.message))
+            }
+            // certificate-changed, no-such-key, an agent without sign-digest-cert
+            // (bad-request), no PIN without a terminal, the token gone: the status path
+            // decides, with its own messages, logins and waits.
+            Err(e) => Err(stale(e.to_string())),
+        }
+    }
+}
+
+/// Signs with the cached key; `None` when the status path must do it (nothing written).
+fn sign_cached(
+    args: &SignArgs,
+    sock: &Path,
+    info: &KeyInfo,
+    input: &mut File,
+    len: u64,
+) -> Result<Option<Vec<u8>>> {
+    let Ok(Prepared {
+        kind,
+        cert,
+        chain,
+        opts,
+        fingerprint,
+    }) = prepare(args, info)
+    else {
+        signcache::forget(sock, &args.signer);
+        return Ok(None);
+    };
+    let signer = CachedSigner {
+        socket: sock,
+        name: args.signer.clone(),
+        fingerprint,
+        kind,
+        info,
+        stale: Cell::new(false),
+    };
+    let stream = sign_form(args, len)?;
+    let mut out = Vec::with_capacity((len as usize).saturating_mul(3) / 2 + 16 * 1024);
+    match sign_stream(input, &mut out, &signer, &cert, &chain, &opts, &stream) {
+        Ok(()) => Ok(Some(out)),
+        Err(_) if signer.stale.get() => {
+            signcache::forget(sock, &args.signer);
+            Ok(None)
+        }
+        Err(e) => Err(sign_error(e)),
+    }
 }
 
 /// A failure of the signing driver, in the user's terms.
@@ -358,33 +532,27 @@ pub fn sign_detached_bytes(
     })
 }
 
+/// Before streaming: when the token needs a PIN the agent has no way to get, ask for it
+/// here (on a terminal), so that the signature does not fail after the output was written.
 /// `st`: the status the key was resolved from (one round trip less per message).
+///
+/// Never a PIN-less `login`: that asks the agent to read its PIN file again, which would
+/// undo `tokenmail lock` and re-send a PIN the token already refused (a wrong PIN file
+/// would cost a try per message and block a card). With an unattended source the agent
+/// logs in by itself, once; after a refusal it answers `pin-required`, and the signer
+/// asks the user then.
 fn ensure_logged_in(client: &mut Client, st: &AgentStatus, info: &KeyInfo) -> Result<()> {
-    let logged = st
-        .tokens
-        .iter()
-        .any(|t| t.label == info.token && t.logged_in);
-    if logged {
+    let Some(t) = st.tokens.iter().find(|t| t.label == info.token) else {
+        return Ok(());
+    };
+    let unattended = matches!(t.pin_source.as_str(), "file" | "env") && !t.locked;
+    if t.logged_in || unattended || !agentkey::have_tty() {
         return Ok(());
     }
-    match client.call(&Request::Login {
+    let pin = agentkey::prompt_pin(Some(&info.token))?;
+    client.call(&Request::Login {
         token: Some(info.token.clone()),
-        pin: None,
-    }) {
-        Ok(_) => Ok(()),
-        Err(ClientError::Agent(_)) => {
-            let pin = agentkey::prompt_pin(Some(&info.token)).map_err(|_| {
-                anyhow!(
-                    "token {:?} needs its PIN and there is no terminal: run `tokenmail login` first",
-                    info.token
-                )
-            })?;
-            client.call(&Request::Login {
-                token: Some(info.token.clone()),
-                pin: Some(pin),
-            })?;
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
+        pin: Some(pin),
+    })?;
+    Ok(())
 }

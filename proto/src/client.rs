@@ -115,17 +115,55 @@ impl Client {
         }
     }
 
-    /// The agent's name and version from the handshake.
-    pub fn agent(&self) -> &str {
-        &self.agent
+    /// [`Client::connect_with`] and a first request in one round trip: the `hello` and
+    /// `req` frames go out in one write, then both answers are read. The handshake's
+    /// failure is the outer error; `req`'s answer (agent errors as `ClientError::Agent`)
+    /// is the inner result, and the connection stays usable after it.
+    ///
+    /// `req` must be an operation every agent either serves or answers as unknown with
+    /// the connection left open (not a stream operation, docs/protocol.md §12.4).
+    pub fn connect_and_call(
+        path: &Path,
+        client_name: &str,
+        pin_prompt: bool,
+        req: &Request,
+    ) -> Result<(Self, Result<Response, ClientError>), ClientError> {
+        if req.is_stream() {
+            return Err(ClientError::Unexpected(
+                "a stream operation cannot follow hello unanswered".into(),
+            ));
+        }
+        let stream = UnixStream::connect(path).map_err(|_| ClientError::NoAgent {
+            path: path.to_path_buf(),
+        })?;
+        let mut c = Client {
+            stream,
+            agent: String::new(),
+        };
+        let hello = encode_message(&Request::Hello {
+            client: client_name.to_string(),
+            pin_prompt,
+        })?;
+        let mut payload = encode_message(req)?;
+        let mut both = crate::frame::encode_frame(FrameKind::Message, &hello)?;
+        let second = crate::frame::encode_frame(FrameKind::Message, &payload);
+        payload.zeroize();
+        let mut second = second?;
+        both.extend_from_slice(&second);
+        second.zeroize();
+        let sent = c.stream.write_all(&both);
+        both.zeroize();
+        sent.map_err(ProtoError::Io)?;
+        match c.read_response()? {
+            Response::Hello { agent, .. } => c.agent = agent,
+            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+        let answer = c.read_response();
+        Ok((c, answer))
     }
 
-    /// Sends one request and reads its response. Agent errors become `ClientError::Agent`.
-    pub fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
-        let mut payload = encode_message(req)?;
-        let sent = write_frame(&mut self.stream, FrameKind::Message, &payload);
-        payload.zeroize();
-        sent?;
+    /// Reads one response frame. Agent errors become `ClientError::Agent`.
+    fn read_response(&mut self) -> Result<Response, ClientError> {
         let (header, mut payload) = read_frame(&mut self.stream)?.ok_or(ProtoError::Truncated)?;
         if header.kind != FrameKind::Message {
             return Err(ClientError::Unexpected(
@@ -138,6 +176,24 @@ impl Client {
             Response::Error(e) => Err(ClientError::Agent(e)),
             r => Ok(r),
         }
+    }
+
+    /// The agent's name and version from the handshake.
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+
+    /// Sends one request and reads its response. Agent errors become `ClientError::Agent`.
+    pub fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
+        let mut payload = encode_message(req)?;
+        // Header and payload in one write: the agent wakes once per request, not twice.
+        let frame = crate::frame::encode_frame(FrameKind::Message, &payload);
+        payload.zeroize();
+        let mut frame = frame?;
+        let sent = self.stream.write_all(&frame);
+        frame.zeroize();
+        sent.map_err(ProtoError::Io)?;
+        self.read_response()
     }
 
     /// Runs a stream operation (`sign`, `verify`, `encrypt`, `decrypt`; docs/protocol.md

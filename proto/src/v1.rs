@@ -255,6 +255,7 @@ pub const OPERATIONS: &[&str] = &[
     "status",
     "list-keys",
     "sign-digest",
+    "sign-digest-cert",
     "decrypt-key",
     "derive",
     "login",
@@ -312,6 +313,21 @@ pub enum Request {
     SignDigest {
         /// CKA_LABEL, hex CKA_ID, or an email in the key's certificate.
         key: String,
+        /// Signature algorithm.
+        algorithm: SignAlgorithm,
+        /// The digest (length must match the algorithm's hash).
+        digest: Bytes,
+    },
+    /// Since tokenmail-agent 0.1 with this op in `hello.operations` (docs/protocol.md
+    /// §6.4.1): `sign-digest`, but only if the key's certificate is the one the client
+    /// built its signed attributes with. A client that caches the signer's certificate
+    /// signs a message with this one request (no `status` first). Answers `signature`,
+    /// or `certificate-changed` without signing.
+    SignDigestCert {
+        /// Key name, as for `sign-digest` (label, hex id, `sha256:`, email).
+        key: String,
+        /// SHA-256 of the DER of the certificate the client expects the key to have, hex.
+        certificate: String,
         /// Signature algorithm.
         algorithm: SignAlgorithm,
         /// The digest (length must match the algorithm's hash).
@@ -482,6 +498,9 @@ pub enum ErrorCode {
     DecryptFailed,
     /// The token refused the operation.
     TokenError,
+    /// `sign-digest-cert`: the key the name selects has another certificate (or none)
+    /// than the one the client expected; nothing was signed. Refresh (`status`), retry.
+    CertificateChanged,
     /// Anything else.
     Internal,
 }

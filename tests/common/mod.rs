@@ -96,6 +96,8 @@ impl Agent {
     pub fn cli_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin("tokenmail"));
         c.arg("--socket").arg(&self.socket).args(args);
+        // the signer cache of this agent's tests stays in its scratch directory
+        c.env("XDG_CACHE_HOME", self.dir.path().join("cache"));
         c.stdin(Stdio::null());
         c
     }
