@@ -72,25 +72,17 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-/// Quoted-printable decoding (RFC 2045 §6.7).
+/// Quoted-printable decoding by an independent peer: Python's `quopri`.
 fn qp_decode(data: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16).expect("hex digit") as u8;
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < data.len() {
-        match data[i] {
-            b'=' if data[i + 1..].starts_with(b"\r\n") => i += 3,
-            b'=' => {
-                out.push(hex(data[i + 1]) << 4 | hex(data[i + 2]));
-                i += 3;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
+    let o = process::output_with_input(
+        Command::new("python3").args([
+            "-c",
+            "import quopri,sys; sys.stdout.buffer.write(quopri.decodestring(sys.stdin.buffer.read()))",
+        ]),
+        data,
+    );
+    ok(&o, "python3 quopri");
+    o.stdout
 }
 
 /// The signed entity and the DER signature of a multipart/signed message, cut out by hand

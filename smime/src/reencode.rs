@@ -133,6 +133,34 @@ impl QpEncoder {
     }
 }
 
+/// Decodes quoted-printable text (RFC 2045 §6.7): soft line breaks removed, `=XX` decoded;
+/// a malformed escape is kept as it is (lenient, as readers are). The inverse of
+/// [`QpEncoder`], for tools and tests that read what it wrote.
+pub fn qp_decode(data: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        if data[i] == b'=' {
+            if data[i + 1..].starts_with(b"\r\n") {
+                i += 3;
+                continue;
+            }
+            if let (Some(h), Some(l)) = (
+                data.get(i + 1).copied().and_then(hex),
+                data.get(i + 2).copied().and_then(hex),
+            ) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(data[i]);
+        i += 1;
+    }
+    out
+}
+
 /// What the bytes of the current region turn into.
 #[derive(Debug)]
 enum RegionOut {
@@ -711,26 +739,6 @@ pub fn reencode(
 mod tests {
     use super::*;
     use crate::mime::split_message;
-
-    fn qp_decode(data: &[u8]) -> Vec<u8> {
-        let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8).unwrap_or(0);
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < data.len() {
-            match data[i] {
-                b'=' if data[i + 1..].starts_with(b"\r\n") => i += 3,
-                b'=' => {
-                    out.push(hex(data[i + 1]) << 4 | hex(data[i + 2]));
-                    i += 3;
-                }
-                b => {
-                    out.push(b);
-                    i += 1;
-                }
-            }
-        }
-        out
-    }
 
     fn qp(data: &[u8], split: usize) -> Vec<u8> {
         let mut q = QpEncoder::default();

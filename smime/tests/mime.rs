@@ -11,6 +11,7 @@ use tokenmail_smime::mime::{
     BodyPlan, MessageVerification, MultipartSigned, SevenBitScanner, SmimeInput,
 };
 use tokenmail_smime::path::{CertEntry, Policy};
+use tokenmail_smime::reencode::qp_decode;
 use tokenmail_smime::signed::{sign_detached, DigestSigner, SignOptions};
 use tokenmail_smime::verify::VerifyOptions;
 
@@ -568,27 +569,6 @@ fn multipart_with_8bit_parts_is_reencoded_part_by_part() {
     .expect("opaque");
     let (ok, _, err) = openssl_verify_eml(&opaque);
     assert!(ok, "{err}");
-}
-
-/// Quoted-printable decoding (RFC 2045 §6.7), for checking what we encoded.
-fn qp_decode(data: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16).expect("hex digit") as u8;
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < data.len() {
-        match data[i] {
-            b'=' if data[i + 1..].starts_with(b"\r\n") => i += 3,
-            b'=' => {
-                out.push(hex(data[i + 1]) << 4 | hex(data[i + 2]));
-                i += 3;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 /// A valid signature by alice's certificate, From a field that a mail client shows as

@@ -146,6 +146,36 @@ impl PinState {
         self.source.read()
     }
 
+    /// The PIN for an explicit `login`: the one given (typed by the user; `true`), else the
+    /// unattended source read now (`false`), else why there is none.
+    pub fn for_login(
+        &self,
+        given: Option<SecretString>,
+        token: &str,
+    ) -> Result<(SecretString, bool), crate::token::TokenError> {
+        use crate::token::TokenError;
+        match given {
+            Some(p) => Ok((p, true)),
+            None => match self.read_source() {
+                Ok(Some(p)) => Ok((p, false)),
+                Ok(None) => Err(TokenError::PinRequired(token.to_string())),
+                Err(msg) => Err(TokenError::PinSource(msg)),
+            },
+        }
+    }
+
+    /// The PIN a store may log in with by itself now ([`PinState::current`]); a source that
+    /// cannot be read is logged and counts as none.
+    pub fn usable(&mut self, token: &str) -> Option<SecretString> {
+        match self.current() {
+            Ok(p) => p,
+            Err(msg) => {
+                tracing::warn!(token = %token, "{msg}");
+                None
+            }
+        }
+    }
+
     /// Caches a PIN supplied by a client (or re-read from the source on explicit login).
     pub fn remember(&mut self, pin: SecretString, from_client: bool) {
         let expiry = if from_client {

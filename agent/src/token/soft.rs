@@ -244,13 +244,8 @@ impl SoftwareStore {
         if inner.logged_in {
             return Ok(true);
         }
-        let pin = match inner.pin.current() {
-            Ok(Some(pin)) => pin,
-            Ok(None) => return Ok(false),
-            Err(msg) => {
-                warn!(token = %self.name, "{msg}");
-                return Ok(false);
-            }
+        let Some(pin) = inner.pin.usable(&self.name) else {
+            return Ok(false);
         };
         self.login_with(inner, pin, false).map(|_| true)
     }
@@ -363,14 +358,7 @@ impl KeyStore for SoftwareStore {
         }
         let mut inner = self.lock_inner();
         inner.logged_in = false;
-        let (pin, from_client) = match pin {
-            Some(p) => (p, true),
-            None => match inner.pin.read_source() {
-                Ok(Some(p)) => (p, false),
-                Ok(None) => return Err(TokenError::PinRequired(self.name.clone())),
-                Err(msg) => return Err(TokenError::PinSource(msg)),
-            },
-        };
+        let (pin, from_client) = inner.pin.for_login(pin, &self.name)?;
         self.login_with(&mut inner, pin, from_client)
     }
 

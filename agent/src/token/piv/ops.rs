@@ -80,14 +80,7 @@ impl KeyStore for PivStore {
                 }
             }
         }
-        let (pin, from_client) = match pin {
-            Some(p) => (p, true),
-            None => match inner.pin.read_source() {
-                Ok(Some(p)) => (p, false),
-                Ok(None) => return Err(TokenError::PinRequired(self.cfg.name.clone())),
-                Err(msg) => return Err(TokenError::PinSource(msg)),
-            },
-        };
+        let (pin, from_client) = inner.pin.for_login(pin, &self.cfg.name)?;
         self.verify(&mut inner, &pin)?;
         inner.pin.remember(pin, from_client);
         info!(token = %self.cfg.name, "PIN verified");

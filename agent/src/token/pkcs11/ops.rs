@@ -84,14 +84,7 @@ impl KeyStore for Pkcs11Store {
             inner.logged_in = false;
         }
         inner.keys = None;
-        let (pin, from_client) = match pin {
-            Some(p) => (p, true),
-            None => match inner.pin.read_source() {
-                Ok(Some(p)) => (p, false),
-                Ok(None) => return Err(TokenError::PinRequired(self.name.clone())),
-                Err(msg) => return Err(TokenError::PinSource(msg)),
-            },
-        };
+        let (pin, from_client) = inner.pin.for_login(pin, &self.name)?;
         self.login_with(&mut inner, pin, from_client)
     }
 

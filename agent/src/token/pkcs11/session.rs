@@ -150,13 +150,8 @@ impl Pkcs11Store {
         if inner.logged_in {
             return Ok(true);
         }
-        let pin = match inner.pin.current() {
-            Ok(Some(pin)) => pin,
-            Ok(None) => return Ok(false),
-            Err(msg) => {
-                warn!(token = %self.name, "{msg}");
-                return Ok(false);
-            }
+        let Some(pin) = inner.pin.usable(&self.name) else {
+            return Ok(false);
         };
         self.login_with(inner, pin, false).map(|_| true)
     }
