@@ -47,6 +47,13 @@ say "verify it (no agent needed): chain to the test root, validity, KU/EKU, From
 "$tm" verify --trust "$TOKENMAIL_PKI/root.pem" "$demo/signed.eml"
 echo "openssl agrees: $(openssl cms -verify -in "$demo/signed.eml" -CAfile "$TOKENMAIL_PKI/root.pem" -purpose smimesign -out /dev/null 2>&1 | tail -1)"
 
+say "sign real mail: multipart/mixed with an 8-bit UTF-8 part and an attachment (re-encoded part by part)"
+mixed="$demo/mixed.eml"
+printf 'From: alice@example.com\nTo: bob@example.com\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="b1"\n\n--b1\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nGr\303\274\303\237e aus M\303\274nchen\n--b1\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\nAAECAwQFBgc=\n--b1--\n' > "$mixed"
+"$tm" sign --signer alice@example.com "$mixed" -o "$demo/mixed-signed.eml"
+grep -A3 'charset=utf-8' "$demo/mixed-signed.eml" | head -4
+echo "openssl agrees: $(openssl cms -verify -in "$demo/mixed-signed.eml" -CAfile "$TOKENMAIL_PKI/root.pem" -purpose smimesign -out /dev/null 2>&1 | tail -1)"
+
 say "encrypt to alice (RSA-OAEP) and carol (ECDH P-384), AES-256-GCM (no agent needed)"
 "$tm" encrypt --recipient-cert "$TOKENMAIL_PKI/alice-rsa.pem" --recipient-cert "$TOKENMAIL_PKI/carol-p384.pem" \
       "$demo/signed.eml" -o "$demo/encrypted.eml"
