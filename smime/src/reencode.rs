@@ -500,9 +500,10 @@ impl TreeEncoder {
         }
         if std::mem::take(&mut self.carry_cr) {
             if seg.first() == Some(&b'\n') {
+                // (a mid-line segment ends at its first LF: this one is just the LF)
                 self.mid_line = false;
                 self.hold_eol(b"\r\n");
-                return self.after_line_end(&seg[1..], out);
+                return Ok(());
             }
             self.content(b"\r", out);
         }
@@ -529,11 +530,6 @@ impl TreeEncoder {
             }
         }
         Ok(())
-    }
-
-    fn after_line_end(&mut self, rest: &[u8], out: &mut Vec<u8>) -> Result<(), SmimeError> {
-        // `rest` follows the line's LF: give it back to the line reader
-        self.update_into(rest, out)
     }
 
     /// Which open multipart a line delimits: (stack index, close delimiter).
@@ -881,6 +877,16 @@ epilogue\n";
         let (top, out) = run(&fields, &long, 333);
         assert!(top.iter().any(|f| f.value() == "quoted-printable"));
         assert_eq!(qp_decode(&out), long);
+        // a long line ending in CRLF, the CR and the LF in different chunks
+        let mut text = vec![b'y'; 3000];
+        text.extend_from_slice(b"\r\nnext\r\n");
+        let whole = run(&fields, &text, text.len()).1;
+        for chunk in [1, 2, 3, 7, 1000, 3001] {
+            assert!(run(&fields, &text, chunk).1 == whole, "chunk {chunk}");
+        }
+        // (a leaf at the top: its last line break is content, no delimiter follows)
+        let want = [&vec![b'y'; 3000][..], b"\r\nnext\r\n"].concat();
+        assert!(qp_decode(&whole) == want, "the long line decodes back");
         let bad = b"--b\nContent-Transfer-Encoding: base64\n\n\xff\xfe\n--b--\n";
         let fields = vec![HeaderField {
             name: "Content-Type".into(),
