@@ -97,17 +97,17 @@ impl Service {
 
     /// The view of a connection whose client said it cannot ask for PINs: every token
     /// asks through pinentry when it needs one. `None` when no pinentry is configured.
-    pub fn for_client_without_prompt(&self) -> Option<Service> {
+    pub fn for_client_without_prompt(&self, requester: Option<String>) -> Option<Service> {
         let p = self.prompter.as_ref()?;
         Some(Service {
             stores: self
                 .stores
                 .iter()
                 .map(|s| {
-                    Arc::new(crate::pin::prompt::PromptingStore::new(
-                        s.clone(),
-                        p.clone(),
-                    )) as Arc<dyn KeyStore>
+                    Arc::new(
+                        crate::pin::prompt::PromptingStore::new(s.clone(), p.clone())
+                            .for_requester(requester.clone()),
+                    ) as Arc<dyn KeyStore>
                 })
                 .collect(),
             prefer: self.prefer.clone(),

@@ -92,12 +92,24 @@ fn graphical_pinentry() -> Option<PathBuf> {
 pub struct PromptingStore {
     inner: Arc<dyn KeyStore>,
     prompter: Arc<Prompter>,
+    /// the program that asks (named in the dialog, so the user knows what the PIN is for)
+    requester: Option<String>,
 }
 
 impl PromptingStore {
     /// Wraps a store.
     pub fn new(inner: Arc<dyn KeyStore>, prompter: Arc<Prompter>) -> Self {
-        PromptingStore { inner, prompter }
+        PromptingStore {
+            inner,
+            prompter,
+            requester: None,
+        }
+    }
+
+    /// Names the program that asks, in the dialog.
+    pub fn for_requester(mut self, requester: Option<String>) -> Self {
+        self.requester = requester;
+        self
     }
 
     fn describe(&self, what: &str) -> String {
@@ -107,7 +119,10 @@ impl PromptingStore {
         } else {
             format!("token \"{}\" (serial {})", st.label, st.serial)
         };
-        format!("tokenmail needs the PIN of {device} to {what}.")
+        match &self.requester {
+            Some(r) => format!("{r} asks tokenmail for the PIN of {device} to {what}."),
+            None => format!("tokenmail needs the PIN of {device} to {what}."),
+        }
     }
 
     fn with_pin<T>(
@@ -260,7 +275,8 @@ mod tests {
     fn no_pinentry_retry_when_one_try_is_left() {
         let dir = tempfile::tempdir().expect("tempdir");
         let inner: Arc<dyn KeyStore> = Arc::new(store().with_pin_tries(3));
-        let prompting = PromptingStore::new(inner.clone(), wrong_pinentry(dir.path()));
+        let prompting = PromptingStore::new(inner.clone(), wrong_pinentry(dir.path()))
+            .for_requester(Some("git (pid 4242)".into()));
         let e = prompting
             .sign_digest(
                 &[1],
@@ -277,6 +293,15 @@ mod tests {
             }
             other => panic!("expected PinIncorrect, got {other:?}"),
         }
+        // the dialog names the program that asks
+        let transcript =
+            std::fs::read_to_string(dir.path().join("fake-pinentry-ok.log")).unwrap_or_default();
+        assert!(
+            transcript
+                .lines()
+                .any(|l| l.starts_with("SETDESC git (pid 4242) asks tokenmail for the PIN")),
+            "{transcript}"
+        );
         // the last try is still there: the right PIN works
         inner
             .login(Some(SecretString::from(PIN.to_string())))

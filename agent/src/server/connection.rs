@@ -79,7 +79,7 @@ async fn serve_connection(stream: &mut UnixStream, mut svc: Arc<Service>, my_uid
             debug!(pid = ?pid, client = %client, pin_prompt, "hello");
             greeted = true;
             if !pin_prompt {
-                if let Some(view) = svc.for_client_without_prompt() {
+                if let Some(view) = svc.for_client_without_prompt(requester(pid, client)) {
                     svc = Arc::new(view);
                 }
             }
@@ -136,6 +136,17 @@ async fn check_peer(stream: &mut UnixStream, my_uid: u32) -> Option<Option<i32>>
         return None;
     }
     Some(peer.pid())
+}
+
+/// Who asks, for the PIN dialog: the peer's program name (from /proc) and pid, else the
+/// name the client gave in `hello`.
+fn requester(pid: Option<i32>, client: &str) -> Option<String> {
+    let comm = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok());
+    match (comm, pid) {
+        (Some(c), Some(p)) => Some(format!("{} (pid {p})", c.trim())),
+        _ if !client.is_empty() => Some(client.chars().take(64).collect()),
+        _ => None,
+    }
 }
 
 /// What the next frame turned out to be.
