@@ -171,8 +171,10 @@ impl CertEntry {
 }
 
 /// Extensions whose criticality we honour: basicConstraints, keyUsage, extKeyUsage,
-/// subjectAltName, issuerAltName, subjectKeyIdentifier, authorityKeyIdentifier,
-/// certificatePolicies (no policy processing: treated as anyPolicy).
+/// subjectAltName, issuerAltName, subjectKeyIdentifier, authorityKeyIdentifier. Not
+/// certificatePolicies: there is no policy processing, so a *critical* one (which demands
+/// it) makes the path fail as an unsupported critical extension instead of being taken for
+/// anyPolicy; a non-critical one is informational and ignored.
 const KNOWN_EXTENSIONS: &[&str] = &[
     "2.5.29.19",
     "2.5.29.15",
@@ -181,7 +183,6 @@ const KNOWN_EXTENSIONS: &[&str] = &[
     "2.5.29.18",
     "2.5.29.14",
     "2.5.29.35",
-    "2.5.29.32",
 ];
 
 /// Path validation policy (deserializable, so a configuration file can carry it; missing
@@ -841,6 +842,8 @@ mod path_budget_tests {
         eku: Option<Vec<der::asn1::ObjectIdentifier>>,
         /// a nameConstraints extension
         name_constraints: bool,
+        /// a critical certificatePolicies extension
+        critical_policies: bool,
     }
 
     impl BuilderProfile for Profile {
@@ -870,6 +873,19 @@ mod path_budget_tests {
                     x509_cert::ext::pkix::ExtendedKeyUsage(eku.clone())
                         .to_extension(tbs.subject(), &[])?,
                 );
+            }
+            if self.critical_policies {
+                use der::Encode;
+                use x509_cert::ext::pkix::certpolicy::PolicyInformation;
+                let policies = x509_cert::ext::pkix::CertificatePolicies(vec![PolicyInformation {
+                    policy_identifier: der::asn1::ObjectIdentifier::new_unwrap("1.2.3.4.5"),
+                    policy_qualifiers: None,
+                }]);
+                out.push(x509_cert::ext::Extension {
+                    extn_id: der::asn1::ObjectIdentifier::new_unwrap("2.5.29.32"),
+                    critical: true,
+                    extn_value: der::asn1::OctetString::new(policies.to_der()?)?,
+                });
             }
             if self.name_constraints {
                 use x509_cert::ext::pkix::constraints::name::GeneralSubtree;
@@ -914,6 +930,7 @@ mod path_budget_tests {
             ca,
             None,
             false,
+            false,
         )
     }
 
@@ -927,6 +944,7 @@ mod path_budget_tests {
         ca: bool,
         eku: Option<Vec<der::asn1::ObjectIdentifier>>,
         name_constraints: bool,
+        critical_policies: bool,
     ) -> CertEntry {
         let now = SystemTime::now();
         let validity = Validity::new(
@@ -941,6 +959,7 @@ mod path_budget_tests {
                 ca,
                 eku,
                 name_constraints,
+                critical_policies,
             },
             SerialNumber::from(serial),
             validity,
@@ -1034,12 +1053,24 @@ mod path_budget_tests {
         let ee = cert("CN=alice", "CN=Int", 3, &ee_key, &int, false);
         let server_auth = der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
         let email = crate::alg::oid::KP_EMAIL_PROTECTION;
-        for (eku, nc, want) in [
-            (None, false, vec![]),
-            (Some(vec![email]), false, vec![]),
-            (Some(vec![server_auth]), false, vec!["extended_key_usage"]),
+        for (eku, nc, cp, want) in [
+            (None, false, false, vec![]),
+            (Some(vec![email]), false, false, vec![]),
+            (
+                Some(vec![server_auth]),
+                false,
+                false,
+                vec!["extended_key_usage"],
+            ),
             // (critical, so also an unsupported critical extension)
-            (None, true, vec!["name_constraints", "critical_extensions"]),
+            (
+                None,
+                true,
+                false,
+                vec!["name_constraints", "critical_extensions"],
+            ),
+            // critical certificatePolicies demand policy processing, which there is none of
+            (None, false, true, vec!["critical_extensions"]),
         ] {
             let pool = [cert_with(
                 "CN=Int",
@@ -1050,9 +1081,13 @@ mod path_budget_tests {
                 true,
                 eku.clone(),
                 nc,
+                cp,
             )];
             let got = failed_checks(&ee, &pool, &anchors);
-            assert_eq!(got, want, "eku {eku:?}, name constraints {nc}");
+            assert_eq!(
+                got, want,
+                "eku {eku:?}, name constraints {nc}, policies {cp}"
+            );
         }
     }
 }

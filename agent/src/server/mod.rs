@@ -43,6 +43,9 @@ pub enum SocketError {
     /// The directory belongs to someone else.
     #[error("socket directory {0} belongs to another user; choose another --socket")]
     ForeignDir(PathBuf),
+    /// The agent's own socket directory is a symbolic link (someone may have planted it).
+    #[error("socket directory {0} is a symbolic link; remove it (the agent creates its own directory) or choose another --socket")]
+    LinkedDir(PathBuf),
     /// I/O.
     #[error("{what} {path}: {source}")]
     Io {
@@ -98,6 +101,10 @@ pub fn bind(path: &Path, dedicated: bool) -> Result<StdListener, SocketError> {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let uid = nix::unistd::getuid().as_raw();
+    // the agent's own directory is checked as it is, never through a link
+    if dedicated && std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(SocketError::LinkedDir(dir.to_path_buf()));
+    }
     match std::fs::metadata(dir) {
         Ok(m) => {
             if m.uid() != uid && dedicated {
@@ -179,5 +186,30 @@ pub async fn serve(
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_linked_socket_directory_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let real = tmp.path().join("real");
+        std::fs::create_dir(&real).expect("mkdir");
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let link = tmp.path().join("tokenmail-link");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        match bind(&link.join("agent.sock"), true) {
+            Err(SocketError::LinkedDir(d)) => assert_eq!(d, link),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(
+            !real.join("agent.sock").exists(),
+            "nothing bound through the link"
+        );
+        // a directory named by --socket (not the agent's own) is used as it is
+        assert!(bind(&link.join("agent.sock"), false).is_ok());
     }
 }
