@@ -361,10 +361,10 @@ const EARLY_SYNC_EVERY: u64 = 32 << 20;
 /// file. Without it, a 256 MiB output spends ~0.1 s in that last `fsync`.
 #[derive(Debug)]
 pub struct EarlySync {
-    pub(crate) file: std::fs::File,
+    file: std::fs::File,
     /// whether to flush in the background at all
     early: bool,
-    pub(crate) since: u64,
+    since: u64,
     tick: Option<std::sync::mpsc::SyncSender<()>>,
     handle: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
