@@ -801,3 +801,50 @@ fn a_64_mib_message_is_signed_verified_and_decrypted_in_bounded_agent_memory() {
         "the agent's peak RSS stays under 64 MiB: {after} kB"
     );
 }
+
+/// The spool limit (`--max-spool`): a message larger than it is refused with one clear
+/// error that names the limit and the way out, the connection keeps serving, and a
+/// message under the limit signs; an output past it (encryption grows the message) is
+/// refused the same way.
+#[test]
+fn the_spool_limit_is_configurable_and_refuses_larger_messages_plainly() {
+    let agent = Agent::start_with(&["--max-spool", "1M"], true);
+    let mut c = connect(&agent);
+    let mut big = b"Content-Type: text/plain\r\n\r\n".to_vec();
+    while big.len() < (1 << 20) + 4096 {
+        big.extend_from_slice(b"a line of an over-large message, 7-bit and short\r\n");
+    }
+    let (r, out) = stream(&mut c, &sign_req("alice-rsa", SignForm::Multipart), &big);
+    let e = r.expect_err("over the limit");
+    assert_eq!(e.code(), Some(ErrorCode::BadRequest), "{e}");
+    let m = e.to_string();
+    assert!(
+        m.contains("spool limit (1 MiB)") && m.contains("max_spool"),
+        "{m}"
+    );
+    assert!(out.is_empty(), "no output for a refused message");
+    // Under the limit input, over the limit output: base64 of an encryption grows it.
+    let mid = &big[..(900 << 10)];
+    let (r, _) = stream(
+        &mut c,
+        &Request::Encrypt {
+            recipients: vec![pem(&agent, "dave-rsa.pem")],
+            cipher: None,
+        },
+        mid,
+    );
+    let e = r.expect_err("output over the limit");
+    assert!(e.to_string().contains("spool limit (1 MiB)"), "{e}");
+    // The connection still serves, and a message under the limit signs.
+    let (r, out) = stream(&mut c, &sign_req("alice-rsa", SignForm::Multipart), MESSAGE);
+    r.expect("a small message signs");
+    assert!(!out.is_empty());
+    // A bad size is refused at start, in one line.
+    let o = process::output(
+        Command::new(tokenmail_e2e::bin("tokenmail-agent"))
+            .args(["--foreground", "--max-spool", "lots", "--socket"])
+            .arg(agent.dir.path().join("other.sock")),
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("K, M or G"), "{}", stderr(&o));
+}

@@ -25,6 +25,8 @@ pub struct FileConfig {
     pub log_file: Option<PathBuf>,
     /// Most sessions per token.
     pub max_sessions: Option<usize>,
+    /// Largest message a stream operation may spool (`"8G"`, `"512M"` or bytes).
+    pub max_spool: Option<SizeValue>,
     /// PIN policy.
     #[serde(default)]
     pub pin: PinConfig,
@@ -37,6 +39,58 @@ pub struct FileConfig {
     /// Trust policy (read by `tokenmail verify`).
     #[serde(default)]
     pub trust: toml::Table,
+}
+
+/// A size in the file: bytes as an integer, or a string with a K/M/G suffix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SizeValue {
+    /// Bytes.
+    Bytes(u64),
+    /// `"512M"`, `"8G"`, `"1048576"`.
+    Text(String),
+}
+
+impl SizeValue {
+    /// The size in bytes.
+    pub fn bytes(&self) -> Result<u64, String> {
+        match self {
+            SizeValue::Bytes(n) => Ok(*n),
+            SizeValue::Text(t) => parse_size(t),
+        }
+    }
+}
+
+/// Smallest spool limit accepted: a limit below one chunk would refuse every message.
+pub const MIN_SPOOL: u64 = 1 << 20;
+
+/// Parses `"512M"`, `"8G"`, `"64K"`, `"1048576"` (binary units; an optional `B`/`iB`).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let bad =
+        || format!("size {text:?}: write bytes or a number with K, M or G (e.g. \"512M\", \"8G\")");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1u64 << shift).ok_or_else(bad)
+}
+
+/// A size for people: `8 GiB`, `512 MiB`, `1536 KiB`, `100 bytes`.
+pub fn format_size(n: u64) -> String {
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if n >= 1 << shift && n % (1 << shift) == 0 {
+            return format!("{} {unit}", n >> shift);
+        }
+    }
+    format!("{n} bytes")
 }
 
 /// `[pin]`
@@ -232,6 +286,26 @@ pub fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_in_binary_units_and_print_back() {
+        assert_eq!(parse_size("8G"), Ok(8 << 30));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("64 KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        for bad in ["", "lots", "8X", "-1G", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(format_size(8 << 30), "8 GiB");
+        assert_eq!(format_size(1536 << 10), "1536 KiB");
+        assert_eq!(format_size(1000), "1000 bytes");
+        let f: FileConfig = toml::from_str("max_spool = \"512M\"").expect("string size");
+        assert_eq!(f.max_spool.expect("set").bytes(), Ok(512 << 20));
+        let f: FileConfig = toml::from_str("max_spool = 2097152").expect("integer size");
+        assert_eq!(f.max_spool.expect("set").bytes(), Ok(2 << 20));
+    }
+
     #[test]
     fn the_log_is_private_and_never_opened_through_a_link() {
         use std::os::unix::fs::PermissionsExt;

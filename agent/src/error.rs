@@ -103,6 +103,11 @@ impl AgentError {
                 limit >> 20
             ),
             AgentError::Pipeline(PipelineError::Read(e)) => format!("input stream: {e}"),
+            AgentError::Pipeline(PipelineError::Write(e))
+                if e.kind() == std::io::ErrorKind::FileTooLarge =>
+            {
+                e.to_string()
+            }
             AgentError::Pipeline(PipelineError::Write(e)) => {
                 format!("the agent's temporary file failed: {e}")
             }
@@ -148,6 +153,9 @@ fn token_fields(e: &TokenError) -> (ErrorCode, Option<String>, Option<u32>) {
 
 fn pipeline_code(e: &PipelineError) -> ErrorCode {
     match e {
+        PipelineError::Write(w) if w.kind() == std::io::ErrorKind::FileTooLarge => {
+            ErrorCode::BadRequest
+        }
         PipelineError::Write(_) | PipelineError::Reread(_) | PipelineError::Reopen(_) => {
             ErrorCode::Internal
         }

@@ -71,12 +71,20 @@ struct Args {
     /// Seconds a PIN typed by the user stays cached; 0 = until `tokenmail lock`.
     #[arg(long, value_name = "SECONDS")]
     pin_cache_ttl: Option<u64>,
+    /// Largest message a stream operation (sign, decrypt, verify, encrypt through the
+    /// socket) may spool to a temporary file, e.g. 512M or 8G (default 8G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    max_spool: Option<u64>,
     /// Log file when detached (default: agent.log beside the socket).
     #[arg(long, value_name = "FILE")]
     log_file: Option<PathBuf>,
     /// More logging (-v debug, -vv trace). Never logs PINs or key material.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    config::parse_size(s)
 }
 
 /// No core dumps and no ptrace by other processes of the same user.
@@ -311,6 +319,18 @@ fn run(args: Args) -> Result<()> {
         None => FileConfig::default(),
     };
     let tokens = token_configs(&args, &file)?;
+    let max_spool = match (args.max_spool, &file.max_spool) {
+        (Some(n), _) => n,
+        (None, Some(v)) => v.bytes().map_err(|e| anyhow!("max_spool: {e}"))?,
+        (None, None) => server::DEFAULT_MAX_SPOOL,
+    };
+    if max_spool < config::MIN_SPOOL {
+        return Err(anyhow!(
+            "max_spool {} is too small: give at least 1M",
+            config::format_size(max_spool)
+        ));
+    }
+    server::set_spool_limit(max_spool);
     let explicit = args.socket.as_deref().or(file.socket.as_deref());
     let dedicated_dir = explicit.is_none() && std::env::var_os("TOKENMAIL_SOCK").is_none();
     let socket = config::absolute(&server::socket_path(explicit));

@@ -19,6 +19,8 @@ use crate::service::Service;
 mod connection;
 pub(crate) mod stream;
 
+pub use stream::{set_spool_limit, spool_limit, DEFAULT_MAX_SPOOL};
+
 use connection::{connection, write_response};
 
 /// How long a connection may sit idle between requests.

@@ -25,6 +25,7 @@ use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -141,16 +142,38 @@ impl Spool {
     }
 }
 
-/// Largest output one stream operation may spool (a clear error past it).
-pub const MAX_SPOOL: u64 = 8 << 30;
+/// Default for the largest input or output one stream operation may spool.
+pub const DEFAULT_MAX_SPOOL: u64 = 8 << 30;
+
+static SPOOL_LIMIT: AtomicU64 = AtomicU64::new(DEFAULT_MAX_SPOOL);
+
+/// Sets the largest input or output one stream operation may spool (`max_spool` in the
+/// configuration, `--max-spool`): past it, the operation fails with a clear error and its
+/// spool file is dropped. Set once at start.
+pub fn set_spool_limit(bytes: u64) {
+    SPOOL_LIMIT.store(bytes, Ordering::Relaxed);
+}
+
+/// The current spool limit in bytes.
+pub fn spool_limit() -> u64 {
+    SPOOL_LIMIT.load(Ordering::Relaxed)
+}
+
+/// The error past the spool limit, naming the limit and the way out.
+fn over_spool_limit(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::FileTooLarge,
+        format!(
+            "the {what} is larger than the agent's spool limit ({}); raise max_spool in the agent's configuration or use the command line with the message in a file",
+            crate::config::format_size(spool_limit())
+        ),
+    )
+}
 
 impl Write for Spool {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.n + buf.len() as u64 > MAX_SPOOL {
-            return Err(io::Error::other(format!(
-                "the output would exceed the agent's spool limit of {} GiB; use the command line for larger messages",
-                MAX_SPOOL >> 30
-            )));
+        if self.n + buf.len() as u64 > spool_limit() {
+            return Err(over_spool_limit("output"));
         }
         let n = self.w.write(buf)?;
         self.n += n as u64;
@@ -476,7 +499,13 @@ fn sign(
     }
     // The driver reads the input more than once: spool it first.
     let mut spooled = new_spool_file()?;
-    io::copy(input, &mut spooled).map_err(rw_failure)?;
+    let limit = spool_limit();
+    let n = io::copy(&mut input.take(limit.saturating_add(1)), &mut spooled).map_err(rw_failure)?;
+    if n > limit {
+        return Err(AgentError::BadRequest(
+            over_spool_limit("message").to_string(),
+        ));
+    }
     spooled
         .seek(SeekFrom::Start(0))
         .map_err(|e| spool_failure(&e))?;
