@@ -324,8 +324,6 @@ mod tests {
         assert!(super::open_log(&link).is_err(), "not through a symlink");
     }
 
-    use super::*;
-
     #[test]
     fn parses_a_full_file() {
         let cfg: FileConfig = toml::from_str(
