@@ -114,10 +114,75 @@ pub fn render(v: &MessageVerification) -> String {
     s
 }
 
+/// Content for `-o -` is kept in memory up to this size, then in an unnamed temporary file:
+/// it cannot go to standard output before the signature is known to be valid, and a large
+/// message must not be held in memory.
+const HOLD_IN_MEMORY: usize = 4 << 20;
+
+/// Content held back for standard output until the signature is valid.
+struct Held {
+    mem: Vec<u8>,
+    file: Option<(std::io::BufWriter<std::fs::File>, Staged)>,
+}
+
+impl Held {
+    fn new() -> Self {
+        Held {
+            mem: Vec::new(),
+            file: None,
+        }
+    }
+
+    /// Whether the content went to the temporary file.
+    #[cfg(test)]
+    fn spilled(&self) -> bool {
+        self.file.is_some()
+    }
+
+    fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        if self.file.is_none() && self.mem.len() + data.len() > HOLD_IN_MEMORY {
+            let staged = Staged::new(None).map_err(std::io::Error::other)?;
+            let mut w =
+                std::io::BufWriter::with_capacity(pipeline::CHUNK, staged.file().try_clone()?);
+            w.write_all(&self.mem)?;
+            self.mem = Vec::new();
+            self.file = Some((w, staged));
+        }
+        match &mut self.file {
+            Some((w, _)) => w.write_all(data),
+            None => {
+                self.mem.extend_from_slice(data);
+                Ok(())
+            }
+        }
+    }
+
+    fn reread(&mut self) -> std::io::Result<Box<dyn Read + '_>> {
+        match &mut self.file {
+            Some((w, staged)) => {
+                w.flush()?;
+                Ok(Box::new(staged.reopen()?))
+            }
+            None => Ok(Box::new(&self.mem[..])),
+        }
+    }
+
+    fn copy_to(mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        match self.file.take() {
+            Some((mut w, staged)) => {
+                w.flush()?;
+                std::io::copy(&mut staged.reopen()?, out)?;
+            }
+            None => out.write_all(&self.mem)?,
+        }
+        out.flush()
+    }
+}
+
 /// Where the verified content ends up.
 enum Sink {
     None,
-    Stdout(Vec<u8>),
+    Stdout(Held),
     File(std::io::BufWriter<EarlySync>, Staged, PathBuf),
 }
 
@@ -125,7 +190,7 @@ impl Sink {
     fn new(output: Option<&Path>) -> anyhow::Result<Self> {
         Ok(match output {
             None => Sink::None,
-            Some(p) if p.as_os_str() == "-" => Sink::Stdout(Vec::new()),
+            Some(p) if p.as_os_str() == "-" => Sink::Stdout(Held::new()),
             Some(p) => {
                 // a regular file: renamed over it; a device or FIFO: copied through
                 let staged = Staged::new(Some(p))?;
@@ -150,10 +215,9 @@ impl Sink {
     fn commit(self, stdout: &mut dyn Write) -> anyhow::Result<()> {
         match self {
             Sink::None => {}
-            Sink::Stdout(v) => {
-                stdout.write_all(&v)?;
-                stdout.flush()?;
-            }
+            Sink::Stdout(held) => held
+                .copy_to(stdout)
+                .context("cannot write to standard output")?,
             Sink::File(w, f, p) => {
                 let w = w
                     .into_inner()
@@ -175,8 +239,8 @@ impl Write for Sink {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         match self {
             Sink::None => Ok(data.len()),
-            Sink::Stdout(v) => {
-                v.extend_from_slice(data);
+            Sink::Stdout(held) => {
+                held.write(data)?;
                 Ok(data.len())
             }
             Sink::File(f, _, _) => f.write(data),
@@ -201,7 +265,7 @@ impl ContentSink for Sink {
     fn reread(&mut self) -> std::io::Result<Box<dyn Read + '_>> {
         match self {
             Sink::None => Err(std::io::Error::other("no content kept")),
-            Sink::Stdout(v) => Ok(Box::new(&v[..])),
+            Sink::Stdout(held) => held.reread(),
             Sink::File(_, f, _) => Ok(Box::new(f.reopen()?)),
         }
     }
@@ -385,5 +449,71 @@ mod tests {
             .replace("signed with SHA-384", "signed with SHA-385");
         std::fs::write(dir.join("bad.eml"), bad).expect("write");
         assert_eq!(verify_file(dir, "bad.eml", None), 1);
+    }
+
+    /// `-o -` holds the content back until the signature is valid, in memory only up to
+    /// HOLD_IN_MEMORY: a larger message goes to an unnamed temporary file (it was held whole
+    /// in memory before).
+    #[test]
+    fn content_for_stdout_spills_to_a_file_past_the_memory_hold() {
+        let piece: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+        let mut held = Held::new();
+        let mut want = Vec::new();
+        for _ in 0..(HOLD_IN_MEMORY / piece.len() - 1) {
+            held.write(&piece).expect("write");
+            want.extend_from_slice(&piece);
+        }
+        assert!(!held.spilled(), "small content stays in memory");
+        for _ in 0..16 {
+            held.write(&piece).expect("write");
+            want.extend_from_slice(&piece);
+        }
+        assert!(held.spilled(), "large content goes to the file");
+        assert!(held.mem.capacity() == 0, "memory released");
+        let mut again = Vec::new();
+        held.reread()
+            .expect("reread")
+            .read_to_end(&mut again)
+            .expect("read");
+        assert!(again == want, "reread gives the content back");
+        let mut out = Vec::new();
+        held.copy_to(&mut out).expect("copy");
+        assert!(out == want, "released content is the content");
+    }
+
+    /// A 6 MiB message signed by openssl, verified with `-o -`: the content reaches
+    /// standard output whole, the report goes to standard error.
+    #[test]
+    fn a_large_message_verifies_to_stdout() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let dir = d.path();
+        sh(dir, include_str!("../../smime/tests/pki.sh"));
+        let mut body = String::from("Content-Type: text/plain\n\n");
+        let mut n = 0u64;
+        while body.len() < 6 << 20 {
+            body.push_str(&format!("line {n} of a large signed message\n"));
+            n += 1;
+        }
+        std::fs::write(dir.join("big.txt"), &body).expect("write");
+        sh(
+            dir,
+            "openssl cms -sign -in big.txt -signer ee_rsa.pem -inkey ee_rsa.key \
+             -certfile int.pem -from 'Alice <alice@example.com>' -out big.eml",
+        );
+        let args = VerifyArgs {
+            trust: vec![dir.join("root.pem")],
+            signature: None,
+            json: false,
+            allow_any_eku: false,
+            input: Some(dir.join("big.eml")),
+            output: Some(PathBuf::from("-")),
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        assert_eq!(run_with(args, &mut out, &mut err).expect("runs"), 0);
+        let err = String::from_utf8_lossy(&err);
+        assert!(err.contains("signature valid"), "{err}");
+        let out = String::from_utf8(out).expect("utf-8");
+        assert!(out.len() > 6 << 20, "{}", out.len());
+        assert!(out.contains(&format!("line {} of a large signed message", n - 1)));
     }
 }
