@@ -6,9 +6,10 @@
 //! (`pin_prompt`) and get `pin-required` as before. One pinentry at a time: concurrent
 //! requests for the same token wait and then find it logged in.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 use tokenmail_proto::v1::TokenStatus;
@@ -24,6 +25,10 @@ use crate::token::{KeyEntry, KeyStore, PivAdmin, TokenError};
 pub const DEFAULT_TIMEOUT: u64 = 60;
 /// Most PIN attempts per request (each wrong one costs a try on the token).
 const MAX_ATTEMPTS: usize = 3;
+/// After the user cancels a dialog (or it times out, fails, or takes three wrong PINs),
+/// no new dialog for that token for this long: requests that were queued behind it, or a
+/// client retrying in a loop, get the answer at once instead of dialog after dialog.
+pub const COOLDOWN: Duration = Duration::from_secs(10);
 
 /// The pinentry program and its settings.
 #[derive(Debug)]
@@ -31,6 +36,42 @@ pub struct Prompter {
     program: PathBuf,
     timeout: Duration,
     one_at_a_time: Mutex<()>,
+    /// token → when its last dialog ended without a PIN, and how
+    quiet: Mutex<HashMap<String, (Instant, &'static str)>>,
+}
+
+impl Prompter {
+    fn with(program: PathBuf, timeout: Duration) -> Prompter {
+        Prompter {
+            program,
+            timeout,
+            one_at_a_time: Mutex::new(()),
+            quiet: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Remembers that a dialog for `token` ended without a PIN.
+    fn hush(&self, token: &str, how: &'static str) {
+        self.quiet
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token.to_string(), (Instant::now(), how));
+    }
+
+    /// The error for a request inside the cooldown of `token`, if it is.
+    fn cooling(&self, token: &str) -> Option<TokenError> {
+        let mut quiet = self.quiet.lock().unwrap_or_else(|p| p.into_inner());
+        let (since, how) = *quiet.get(token)?;
+        let elapsed = since.elapsed();
+        if elapsed >= COOLDOWN {
+            quiet.remove(token);
+            return None;
+        }
+        let wait = (COOLDOWN - elapsed).as_secs() + 1;
+        Some(TokenError::PinSource(format!(
+            "the PIN dialog for token {token:?} {how} a moment ago; not asking again for {wait} s: run `tokenmail login`, or try again then"
+        )))
+    }
 }
 
 impl Prompter {
@@ -51,11 +92,10 @@ impl Prompter {
             }
             p => PathBuf::from(p),
         };
-        Some(Arc::new(Prompter {
+        Some(Arc::new(Prompter::with(
             program,
-            timeout: Duration::from_secs(timeout_secs.unwrap_or(DEFAULT_TIMEOUT).max(5)),
-            one_at_a_time: Mutex::new(()),
-        }))
+            Duration::from_secs(timeout_secs.unwrap_or(DEFAULT_TIMEOUT).max(5)),
+        )))
     }
 
     /// The program.
@@ -134,15 +174,22 @@ impl PromptingStore {
             Err(TokenError::PinRequired(t)) => t,
             other => return other,
         };
+        if let Some(e) = self.prompter.cooling(&token) {
+            return Err(e);
+        }
         let _one = self
             .prompter
             .one_at_a_time
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        // Another request may have logged in while we waited for the prompt.
+        // Another request may have logged in while we waited for the prompt, or the
+        // dialog we waited behind may have been cancelled.
         match op() {
             Err(TokenError::PinRequired(_)) => {}
             other => return other,
+        }
+        if let Some(e) = self.prompter.cooling(&token) {
+            return Err(e);
         }
         let description = self.describe(what);
         let mut error: Option<String> = None;
@@ -162,12 +209,14 @@ impl PromptingStore {
                 Ok(p) => p,
                 Err(PinentryError::Cancelled | PinentryError::EmptyPin) => {
                     info!(token = %token, "PIN entry cancelled by the user");
+                    self.prompter.hush(&token, "was cancelled");
                     return Err(TokenError::PinSource(format!(
                         "PIN entry for token {token:?} was cancelled"
                     )));
                 }
                 Err(e) => {
                     warn!(token = %token, program = %self.prompter.program.display(), "pinentry failed: {e}");
+                    self.prompter.hush(&token, "failed or timed out");
                     return Err(TokenError::PinRequired(token));
                 }
             };
@@ -194,6 +243,7 @@ impl PromptingStore {
                 Err(e) => return Err(e),
             }
         }
+        self.prompter.hush(&token, "took three wrong PINs");
         Err(TokenError::PinIncorrect {
             token,
             hint: format!(" ({MAX_ATTEMPTS} wrong PINs typed in pinentry)"),
@@ -257,18 +307,19 @@ mod tests {
 
     /// A pinentry that always answers a wrong PIN (the agent's own fake, mode "ok").
     fn wrong_pinentry(dir: &std::path::Path) -> Arc<Prompter> {
-        let program = dir.join("fake-pinentry-ok");
+        fake_pinentry(dir, "ok")
+    }
+
+    /// The agent's fake pinentry in `mode`.
+    fn fake_pinentry(dir: &std::path::Path, mode: &str) -> Arc<Prompter> {
+        let program = dir.join(format!("fake-pinentry-{mode}"));
         std::fs::copy(
             concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-pinentry.py"),
             &program,
         )
         .expect("copy the fake pinentry");
         std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        Arc::new(Prompter {
-            program,
-            timeout: Duration::from_secs(10),
-            one_at_a_time: Mutex::new(()),
-        })
+        Arc::new(Prompter::with(program, Duration::from_secs(10)))
     }
 
     #[test]
@@ -306,5 +357,70 @@ mod tests {
         inner
             .login(Some(SecretString::from(PIN.to_string())))
             .expect("not blocked");
+    }
+
+    /// One cancelled dialog, not one per waiting request: requests queued behind it and
+    /// a client retrying at once get the answer without a new dialog, until the cooldown
+    /// has passed.
+    #[test]
+    fn a_cancelled_dialog_is_not_followed_by_more() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inner: Arc<dyn KeyStore> = Arc::new(store());
+        let prompter = fake_pinentry(dir.path(), "cancel");
+        let prompting = Arc::new(PromptingStore::new(inner, prompter.clone()));
+        let sign = |p: &PromptingStore| {
+            p.sign_digest(
+                &[1],
+                SignatureScheme::RsaPkcs1v15(HashAlg::Sha256),
+                &[7; 32],
+            )
+        };
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let p = prompting.clone();
+                std::thread::spawn(move || sign(&p).expect_err("cancelled").to_string())
+            })
+            .collect();
+        let errors: Vec<String> = threads
+            .into_iter()
+            .map(|t| t.join().expect("thread"))
+            .collect();
+        let dialogs = || {
+            std::fs::read_to_string(dir.path().join("fake-pinentry-cancel.log"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| *l == "GETPIN")
+                .count()
+        };
+        assert_eq!(dialogs(), 1, "{errors:?}");
+        assert_eq!(
+            errors
+                .iter()
+                .filter(|e| e.contains("not asking again"))
+                .count(),
+            3,
+            "{errors:?}"
+        );
+        let again = sign(&prompting).expect_err("still cooling").to_string();
+        assert!(again.contains("tokenmail login"), "{again}");
+        assert_eq!(dialogs(), 1);
+        // Once the cooldown is over, the user is asked again.
+        let token = prompter
+            .quiet
+            .lock()
+            .expect("lock")
+            .keys()
+            .next()
+            .cloned()
+            .expect("remembered");
+        prompter.quiet.lock().expect("lock").insert(
+            token,
+            (
+                Instant::now().checked_sub(COOLDOWN).expect("uptime"),
+                "was cancelled",
+            ),
+        );
+        sign(&prompting).expect_err("cancelled again");
+        assert_eq!(dialogs(), 2);
     }
 }
