@@ -1169,3 +1169,143 @@ fn encrypt_to_addresses_from_the_tokens_and_the_certificate_store() {
         "openssl decrypts for dave",
     );
 }
+
+/// The decrypt cipher policy. By default 3DES and AES-CBC messages decrypt with a warning
+/// naming the cipher; `--accept aes` refuses 3DES and `--accept authenticated` (or the
+/// configuration's `[decrypt] accept`) refuses CBC, in one line, with no output file and
+/// no key operation; the agent's `decrypt` stream follows its own `[decrypt] accept`.
+#[test]
+fn decrypt_cipher_policy_warns_or_refuses_3des_and_cbc() {
+    let w = Work::new();
+    let cfg = w.write("agent.toml", b"[decrypt]\naccept = \"aes\"\n");
+    let agent = Agent::start_with(&["--config", s(&cfg)], true);
+    let msg = w.write("m.eml", MESSAGE);
+    let f = &agent.fixture;
+    let encrypt = |cipher: &str| {
+        let out = w.path(&format!("m{cipher}.eml"));
+        ok(
+            &run(Command::new("openssl")
+                .args(["cms", "-encrypt", cipher, "-in", s(&msg), "-out", s(&out)])
+                .arg(f.pki("alice-rsa.pem"))),
+            &format!("openssl {cipher}"),
+        );
+        out
+    };
+    let des3 = encrypt("-des3");
+    let cbc = encrypt("-aes-128-cbc");
+    let gcm = encrypt("-aes-256-gcm");
+    let dec = w.path("out.eml");
+
+    // default: decrypts, says so
+    let o = agent.cli(&["decrypt", s(&des3), "-o", s(&dec)]);
+    ok(&o, "3DES decrypts by default");
+    assert!(
+        stderr(&o).contains("3DES-CBC is a legacy cipher"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(&dec).expect("plaintext"), MESSAGE);
+    std::fs::remove_file(&dec).expect("rm");
+    let o = agent.cli(&["decrypt", "--json", s(&cbc), "-o", s(&dec)]);
+    ok(&o, "CBC decrypts by default");
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(j["cipher"], "AES-128-CBC");
+    assert_eq!(j["authenticated"], false);
+    std::fs::remove_file(&dec).expect("rm");
+
+    // --accept aes: 3DES refused, AES-CBC still decrypts
+    let o = agent.cli(&["decrypt", "--accept", "aes", s(&des3), "-o", s(&dec)]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("3DES-CBC") && e.contains("ask the sender"),
+        "{e}"
+    );
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(!dec.exists(), "nothing written");
+    ok(
+        &agent.cli(&["decrypt", "--accept", "aes", s(&cbc), "-o", s(&dec)]),
+        "AES-CBC under aes",
+    );
+    std::fs::remove_file(&dec).expect("rm");
+
+    // [decrypt] accept = "authenticated" in the configuration; --accept overrides it
+    let strict = w.write("strict.toml", b"[decrypt]\naccept = \"authenticated\"\n");
+    let o = process::output(
+        agent
+            .cli_cmd(&["decrypt", s(&cbc), "-o", s(&dec)])
+            .env("TOKENMAIL_CONFIG", &strict),
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("AES-128-CBC, which does not protect its integrity"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dec.exists());
+    ok(
+        &process::output(
+            agent
+                .cli_cmd(&["decrypt", s(&gcm), "-o", s(&dec)])
+                .env("TOKENMAIL_CONFIG", &strict),
+        ),
+        "GCM under authenticated",
+    );
+    ok(
+        &process::output(
+            agent
+                .cli_cmd(&["decrypt", "--accept", "any", s(&cbc), "-o", s(&dec)])
+                .env("TOKENMAIL_CONFIG", &strict),
+        ),
+        "--accept any overrides the configuration",
+    );
+    let bad = w.write("bad.toml", b"[decrypt]\naccept = \"rot13\"\n");
+    let o = process::output(
+        agent
+            .cli_cmd(&["decrypt", s(&cbc)])
+            .env("TOKENMAIL_CONFIG", &bad),
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("[decrypt] accept = \"rot13\""),
+        "{}",
+        stderr(&o)
+    );
+
+    // the agent's stream operation follows the agent's [decrypt] accept = "aes"
+    let mut c = tokenmail_proto::Client::connect(&agent.socket, "policy-test").expect("connect");
+    let mut out = Vec::new();
+    let e = c
+        .call_stream(
+            &tokenmail_proto::v1::Request::Decrypt,
+            &std::fs::read(&des3).expect("read")[..],
+            &mut out,
+        )
+        .expect_err("3DES refused by the agent");
+    assert_eq!(
+        e.code(),
+        Some(tokenmail_proto::v1::ErrorCode::MechanismUnsupported),
+        "{e}"
+    );
+    assert!(e.to_string().contains("3DES-CBC"), "{e}");
+    assert!(out.is_empty());
+    out.clear();
+    c.call_stream(
+        &tokenmail_proto::v1::Request::Decrypt,
+        &std::fs::read(&cbc).expect("read")[..],
+        &mut out,
+    )
+    .expect("AES-CBC through the agent under aes");
+    // and an agent configuration with a bad value does not start
+    let o = process::output(
+        Command::new(tokenmail_e2e::bin("tokenmail-agent"))
+            .args(["--foreground", "--config", s(&bad), "--socket"])
+            .arg(w.path("x.sock")),
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("use \"any\", \"aes\" or \"authenticated\""),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -454,9 +454,14 @@ fn encrypts_for_openssl_and_decrypts_openssl_messages_on_the_token() {
                 key: k,
                 authenticated,
                 bytes,
+                cipher: named,
             } => {
                 assert_eq!(k, key);
                 assert_eq!(authenticated, cipher.contains("gcm"));
+                assert_eq!(
+                    named.expect("the cipher is named").to_ascii_lowercase(),
+                    cipher.trim_start_matches('-'),
+                );
                 assert_eq!(bytes, out.len() as u64);
             }
             other => panic!("{other:?}"),

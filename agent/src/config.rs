@@ -36,6 +36,9 @@ pub struct FileConfig {
     /// Key selection.
     #[serde(default)]
     pub keys: KeysConfig,
+    /// Decryption policy.
+    #[serde(default)]
+    pub decrypt: DecryptConfig,
     /// Trust policy (read by `tokenmail verify`).
     #[serde(default)]
     pub trust: toml::Table,
@@ -93,6 +96,27 @@ pub fn format_size(n: u64) -> String {
     format!("{n} bytes")
 }
 
+/// `[decrypt]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecryptConfig {
+    /// The content-encryption algorithms accepted: `any` (default; CBC and 3DES decrypt
+    /// with a warning), `aes` (3DES refused) or `authenticated` (AES-GCM only).
+    pub accept: Option<String>,
+}
+
+impl DecryptConfig {
+    /// The policy, or why the setting is wrong.
+    pub fn policy(&self) -> Result<tokenmail_smime::pipeline::CipherPolicy, String> {
+        match &self.accept {
+            None => Ok(Default::default()),
+            Some(a) => tokenmail_smime::pipeline::CipherPolicy::from_name(a).ok_or_else(|| {
+                format!("[decrypt] accept = {a:?}: use \"any\", \"aes\" or \"authenticated\"")
+            }),
+        }
+    }
+}
+
 /// `[pin]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,7 +168,16 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+        let f: FileConfig =
+            toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
+        f.decrypt
+            .policy()
+            .map_err(|e| format!("config {}: {e}", path.display()))?;
+        if let Some(v) = &f.max_spool {
+            v.bytes()
+                .map_err(|e| format!("config {}: max_spool: {e}", path.display()))?;
+        }
+        Ok(f)
     }
 }
 

@@ -33,6 +33,10 @@ pub enum AgentError {
     /// Before any key was used: what is wrong with an encrypted message.
     #[error(transparent)]
     Message(DecryptError),
+    /// Before any key was asked for: the `[decrypt] accept` policy refuses the message's
+    /// content-encryption algorithm (the message says which and what to do).
+    #[error("{0}")]
+    CipherRefused(String),
     /// After a key was used: the one uniform decryption failure (no oracle).
     #[error("decryption failed")]
     DecryptFailed,
@@ -72,6 +76,7 @@ impl AgentError {
             AgentError::Pipeline(e) => (pipeline_code(e), None, None),
             AgentError::Message(e) => (message_code(e), None, None),
             AgentError::DecryptFailed => (ErrorCode::DecryptFailed, None, None),
+            AgentError::CipherRefused(_) => (ErrorCode::MechanismUnsupported, None, None),
             AgentError::KeyMismatch(_) => (ErrorCode::KeyMismatch, None, None),
             AgentError::NoToken(_) => (ErrorCode::TokenNotPresent, None, None),
             AgentError::CertificateChanged(_) => (ErrorCode::CertificateChanged, None, None),

@@ -419,7 +419,11 @@ fn serve(
         }
         None => info!("no pinentry: clients without a terminal get `pin-required`"),
     }
-    let svc = Arc::new(Service::new(stores, file.keys.prefer.clone()).with_prompter(prompter));
+    let svc = Arc::new(
+        Service::new(stores, file.keys.prefer.clone())
+            .with_prompter(prompter)
+            .with_cipher_policy(file.decrypt.policy().map_err(|e| anyhow!(e))?),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(64)

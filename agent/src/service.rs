@@ -23,6 +23,8 @@ pub struct Service {
     prefer: HashMap<String, String>,
     /// Asks for PINs through pinentry for clients that cannot.
     prompter: Option<Arc<crate::pin::prompt::Prompter>>,
+    /// The content-encryption algorithms the `decrypt` operation accepts.
+    cipher_policy: tokenmail_smime::pipeline::CipherPolicy,
 }
 
 /// A key found by name.
@@ -86,7 +88,19 @@ impl Service {
             stores,
             prefer,
             prompter: None,
+            cipher_policy: Default::default(),
         }
+    }
+
+    /// Sets the ciphers the `decrypt` operation accepts (`[decrypt] accept`).
+    pub fn with_cipher_policy(mut self, policy: tokenmail_smime::pipeline::CipherPolicy) -> Self {
+        self.cipher_policy = policy;
+        self
+    }
+
+    /// The ciphers the `decrypt` operation accepts.
+    pub fn cipher_policy(&self) -> tokenmail_smime::pipeline::CipherPolicy {
+        self.cipher_policy
     }
 
     /// Sets the pinentry used for clients without a terminal.
@@ -112,6 +126,7 @@ impl Service {
                 .collect(),
             prefer: self.prefer.clone(),
             prompter: None,
+            cipher_policy: self.cipher_policy,
         })
     }
 

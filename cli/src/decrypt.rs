@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use tokenmail_smime::envelope::{DecryptError, ParsedEnvelope};
-use tokenmail_smime::pipeline::{decrypt_stream, DecryptFailure, DecryptStream};
+use tokenmail_smime::pipeline::{decrypt_stream, CipherPolicy, DecryptFailure, DecryptStream};
 
 use crate::agentkey::{self, AgentKey};
 use crate::output::{BackgroundFeed, EarlySync, Staged, WriteFeed};
@@ -37,6 +37,31 @@ pub struct DecryptArgs {
     /// (default: $TOKENMAIL_TRUST; without any, the signature is reported as not checked).
     #[arg(long = "trust", value_name = "PEM")]
     pub trust: Vec<PathBuf>,
+    /// Content-encryption algorithms accepted: `any` (CBC and 3DES decrypt with a warning),
+    /// `aes` (3DES refused) or `authenticated` (AES-GCM only). Default: `[decrypt] accept`
+    /// in the configuration, else `any`.
+    #[arg(long, value_name = "POLICY", value_parser = parse_accept)]
+    pub accept: Option<CipherPolicy>,
+}
+
+fn parse_accept(s: &str) -> std::result::Result<CipherPolicy, String> {
+    CipherPolicy::from_name(s).ok_or_else(|| format!("{s:?}: use any, aes or authenticated"))
+}
+
+/// The decrypt policy: `--accept`, else the configuration's `[decrypt] accept`, else `any`.
+fn cipher_policy(args: &DecryptArgs) -> Result<CipherPolicy> {
+    if let Some(p) = args.accept {
+        return Ok(p);
+    }
+    match crate::store::config_value("decrypt", "accept")? {
+        None => Ok(CipherPolicy::default()),
+        Some((value, cfg)) => CipherPolicy::from_name(&value).ok_or_else(|| {
+            anyhow!(
+                "{}: [decrypt] accept = {value:?}: use \"any\", \"aes\" or \"authenticated\"",
+                cfg.display()
+            )
+        }),
+    }
 }
 
 /// Read size: big reads keep per-call costs (syscalls, thread hand-overs) negligible.
@@ -56,6 +81,7 @@ fn decrypt_error(e: DecryptFailure<anyhow::Error>) -> anyhow::Error {
         }
         DecryptFailure::Message(DecryptError::Unsupported(m)) => anyhow!("unsupported: {m}"),
         DecryptFailure::Message(other) => anyhow!("{other}"),
+        DecryptFailure::Refused(why) => anyhow!("{why}"),
         DecryptFailure::KeyUnavailable(m) => anyhow!("the token could not be used: {m}"),
         DecryptFailure::NoKey(e) => e,
         DecryptFailure::Read(e) => anyhow!("cannot read the input: {e}"),
@@ -131,6 +157,7 @@ pub fn run(args: DecryptArgs, socket: Option<&Path>) -> Result<i32> {
     let stream = DecryptStream {
         entity_only: args.entity_only,
         chunk: CHUNK,
+        policy: cipher_policy(&args)?,
     };
     let result = decrypt_stream(&mut input, &mut writer, &stream, |env| {
         let key = pick_key(&client, socket, env)?;
@@ -153,12 +180,20 @@ pub fn run(args: DecryptArgs, socket: Option<&Path>) -> Result<i32> {
             "recipient": used,
             "kind": format!("{:?}", outcome.kind),
             "authenticated": outcome.authenticated,
+            "cipher": outcome.cipher,
+            "legacy_cipher": outcome.legacy,
             "signature": inner.as_ref().map(|i| &i.json),
         });
         println!("{report}");
+    } else if outcome.legacy {
+        eprintln!(
+            "tokenmail: warning: {} is a legacy cipher with no integrity protection (authenticated: false); `--accept aes` refuses it",
+            outcome.cipher
+        );
     } else if !outcome.authenticated {
         eprintln!(
-            "tokenmail: note: AES-CBC content has no integrity protection (authenticated: false)"
+            "tokenmail: note: {} content has no integrity protection (authenticated: false); `--accept authenticated` refuses it",
+            outcome.cipher
         );
     }
     if let Some(i) = inner {

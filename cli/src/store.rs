@@ -34,6 +34,24 @@ fn config_dir() -> Option<PathBuf> {
     config_path().and_then(|p| p.parent().map(Path::to_path_buf))
 }
 
+/// A string setting `[table] key` of the configuration file, with the file's path.
+pub fn config_value(table: &str, key: &str) -> Result<Option<(String, PathBuf)>> {
+    let Some(cfg) = config_path().filter(|p| p.exists()) else {
+        return Ok(None);
+    };
+    let text =
+        std::fs::read_to_string(&cfg).with_context(|| format!("cannot read {}", cfg.display()))?;
+    let t: toml::Table =
+        toml::from_str(&text).map_err(|e| anyhow!("{}: {}", cfg.display(), e.message()))?;
+    match t.get(table).and_then(|t| t.get(key)) {
+        None => Ok(None),
+        Some(v) => match v.as_str() {
+            Some(s) => Ok(Some((s.to_string(), cfg))),
+            None => bail!("{}: [{table}] {key} must be a string", cfg.display()),
+        },
+    }
+}
+
 /// `[trust] anchors` of the configuration file: (paths, "where from"), or empty.
 pub fn config_anchor_paths() -> Result<(Vec<PathBuf>, Option<String>)> {
     let Some(cfg) = config_path().filter(|p| p.exists()) else {

@@ -748,6 +748,10 @@ pub enum Response {
         authenticated: bool,
         /// Bytes of output sent.
         bytes: u64,
+        /// The content-encryption algorithm (`AES-256-GCM`, `AES-128-CBC`, `3DES-CBC`),
+        /// for clients that warn about weak ones. Absent from agents before 2026-12.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cipher: Option<String>,
     },
     /// Answer to `piv-status`.
     PivStatus(Box<PivStatus>),

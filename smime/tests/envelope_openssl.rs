@@ -699,3 +699,70 @@ fn known_length_streaming_output_is_der() {
             .expect("enc");
     assert!(enc.update(b"12345").is_err());
 }
+
+/// The decrypt cipher policy: `any` accepts and names every cipher, `aes` refuses 3DES,
+/// `authenticated` refuses every CBC message; a refusal comes before the key is asked
+/// for (no token operation, nothing about the ciphertext learnt).
+#[test]
+fn cipher_policy_refuses_3des_and_cbc_before_any_key_is_used() {
+    use tokenmail_smime::pipeline::{
+        decrypt_stream, CipherPolicy, DecryptFailure, DecryptStream, WriteChunks,
+    };
+    let content = sample_content(2000);
+    let cases = [
+        ("-des3", "3DES-CBC", true, false),
+        ("-aes-128-cbc", "AES-128-CBC", false, false),
+        ("-aes-256-gcm", "AES-256-GCM", false, true),
+    ];
+    for (arg, name, legacy, authenticated) in cases {
+        let ct = openssl_encrypt(&[arg, "-outform", "DER"], &[Who::Rsa], &content);
+        for policy in [
+            CipherPolicy::Any,
+            CipherPolicy::Aes,
+            CipherPolicy::Authenticated,
+        ] {
+            let refused = match policy {
+                CipherPolicy::Any => false,
+                CipherPolicy::Aes => legacy,
+                CipherPolicy::Authenticated => !authenticated,
+            };
+            let stream = DecryptStream {
+                entity_only: true,
+                chunk: 512,
+                policy,
+            };
+            let mut asked = 0;
+            let mut out = WriteChunks::new(Vec::new());
+            let r = decrypt_stream(&mut &ct[..], &mut out, &stream, |_| {
+                asked += 1;
+                Ok::<_, String>(fixture().software_key(Who::Rsa))
+            });
+            let what = format!("{arg} under {policy:?}");
+            if refused {
+                match r {
+                    Err(DecryptFailure::Refused(why)) => {
+                        assert!(
+                            why.contains(name) && why.contains("--accept"),
+                            "{what}: {why}"
+                        )
+                    }
+                    other => panic!("{what}: expected a refusal, got {other:?}"),
+                }
+                assert_eq!(asked, 0, "{what}: no key asked for");
+            } else {
+                let o = r.unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert_eq!(
+                    (o.cipher, o.legacy, o.authenticated),
+                    (name, legacy, authenticated)
+                );
+                assert_eq!(out.into_inner(), content, "{what}");
+            }
+        }
+    }
+    assert_eq!(
+        CipherPolicy::from_name("gcm"),
+        Some(CipherPolicy::Authenticated)
+    );
+    assert_eq!(CipherPolicy::from_name("AES"), Some(CipherPolicy::Aes));
+    assert_eq!(CipherPolicy::from_name("des"), None);
+}

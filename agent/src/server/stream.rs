@@ -709,6 +709,7 @@ fn decrypt_op(svc: &Service, input: &mut Input) -> Result<Done, AgentError> {
     let stream = DecryptStream {
         entity_only: false,
         chunk: CHUNK,
+        policy: svc.cipher_policy(),
     };
     let result = decrypt_stream(input, &mut out, &stream, |env| {
         let key =
@@ -720,6 +721,7 @@ fn decrypt_op(svc: &Service, input: &mut Input) -> Result<Done, AgentError> {
         DecryptFailure::Read(e) => AgentError::Pipeline(PipelineError::Read(e)),
         DecryptFailure::Write(e) => spool_failure(&e),
         DecryptFailure::Message(e) => AgentError::Message(e),
+        DecryptFailure::Refused(why) => AgentError::CipherRefused(why),
         DecryptFailure::NoKey(e) => e,
         DecryptFailure::KeyUnavailable(_) | DecryptFailure::Failed => {
             after_key(used.as_ref().map(|(err, _)| err))
@@ -732,6 +734,7 @@ fn decrypt_op(svc: &Service, input: &mut Input) -> Result<Done, AgentError> {
             key: label,
             authenticated: outcome.authenticated,
             bytes: n,
+            cipher: Some(outcome.cipher.to_string()),
         },
         Some(file),
     ))

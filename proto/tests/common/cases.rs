@@ -175,7 +175,7 @@ pub fn responses() -> Vec<(&'static str, Response)> {
             },
         ),
         ("resp-encrypted", Response::Encrypted { bytes: 5120 }),
-        ("resp-decrypted", Response::Decrypted { key: "bob-p256".into(), authenticated: true, bytes: 1234 }),
+        ("resp-decrypted", Response::Decrypted { key: "bob-p256".into(), authenticated: true, bytes: 1234, cipher: None }),
         (
             "resp-piv-status",
             Response::PivStatus(Box::new(PivStatus {

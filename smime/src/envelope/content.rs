@@ -166,6 +166,24 @@ impl ContentAlg {
     pub fn is_authenticated(&self) -> bool {
         matches!(self, Self::AesGcm { .. })
     }
+
+    /// The algorithm's name for people: `AES-256-GCM`, `AES-128-CBC`, `3DES-CBC`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::AesCbc { key_len: 16, .. } => "AES-128-CBC",
+            Self::AesCbc { key_len: 24, .. } => "AES-192-CBC",
+            Self::AesCbc { .. } => "AES-256-CBC",
+            Self::AesGcm { key_len: 16, .. } => "AES-128-GCM",
+            Self::AesGcm { key_len: 24, .. } => "AES-192-GCM",
+            Self::AesGcm { .. } => "AES-256-GCM",
+            Self::DesEde3Cbc { .. } => "3DES-CBC",
+        }
+    }
+
+    /// A 64-bit-block legacy cipher (3DES).
+    pub fn is_legacy(&self) -> bool {
+        matches!(self, Self::DesEde3Cbc { .. })
+    }
 }
 
 /// Fills `buf` from the operating system's CSPRNG.

@@ -263,6 +263,16 @@ impl ParsedEnvelope {
         self.alg.is_authenticated()
     }
 
+    /// The content-encryption algorithm's name: `AES-256-GCM`, `AES-128-CBC`, `3DES-CBC`.
+    pub fn cipher_name(&self) -> &'static str {
+        self.alg.name()
+    }
+
+    /// Whether the content is encrypted with a legacy 64-bit-block cipher (3DES).
+    pub fn legacy_cipher(&self) -> bool {
+        self.alg.is_legacy()
+    }
+
     /// The identifiers of all recipients.
     pub fn recipient_ids(&self) -> Vec<RecipientId> {
         let mut v = Vec::new();

@@ -16,6 +16,58 @@ use crate::envelope::{DecryptError, EnvelopeKind, MessageDecryptor, ParsedEnvelo
 /// Of the input's start, this much is kept to copy the outer header fields from.
 const HEAD_KEPT: usize = 64 * 1024;
 
+/// Which content-encryption algorithms a decryption accepts. Checked as soon as the
+/// envelope is known, before any key is asked for or used: a refused message costs no
+/// token operation and tells nothing about the ciphertext.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CipherPolicy {
+    /// Every supported cipher; the caller warns about CBC (no integrity) and 3DES (legacy).
+    #[default]
+    Any,
+    /// AES only: 3DES is refused; AES-CBC is accepted with a warning.
+    Aes,
+    /// Authenticated encryption only (AES-GCM): every CBC message is refused.
+    Authenticated,
+}
+
+impl CipherPolicy {
+    /// Parses `any`, `aes` or `authenticated` (also `gcm`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "any" => Some(Self::Any),
+            "aes" | "no-3des" => Some(Self::Aes),
+            "authenticated" | "gcm" => Some(Self::Authenticated),
+            _ => None,
+        }
+    }
+
+    /// The spelling [`CipherPolicy::from_name`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Any => "any",
+            Self::Aes => "aes",
+            Self::Authenticated => "authenticated",
+        }
+    }
+
+    /// Why `env` is refused, if it is.
+    pub fn refuses(self, env: &ParsedEnvelope) -> Option<String> {
+        let cipher = env.cipher_name();
+        match self {
+            Self::Any => None,
+            Self::Aes if env.legacy_cipher() => Some(format!(
+                "the message is encrypted with {cipher}, a legacy cipher the decrypt policy \"{}\" refuses ([decrypt] accept, or --accept): ask the sender to use AES",
+                self.name()
+            )),
+            Self::Authenticated if !env.authenticated() => Some(format!(
+                "the message is encrypted with {cipher}, which does not protect its integrity, and the decrypt policy \"{}\" accepts only AES-GCM ([decrypt] accept, or --accept): ask the sender to use AES-GCM",
+                self.name()
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// Options of [`decrypt_stream`].
 #[derive(Clone, Debug, Default)]
 pub struct DecryptStream {
@@ -23,6 +75,8 @@ pub struct DecryptStream {
     pub entity_only: bool,
     /// Read size (0 = [`CHUNK`]).
     pub chunk: usize,
+    /// The content-encryption algorithms accepted.
+    pub policy: CipherPolicy,
 }
 
 /// A successful decryption.
@@ -32,6 +86,10 @@ pub struct DecryptOutcome {
     pub kind: EnvelopeKind,
     /// `true` when an AEAD tag verified the content.
     pub authenticated: bool,
+    /// The content-encryption algorithm: `AES-256-GCM`, `AES-128-CBC`, `3DES-CBC`.
+    pub cipher: &'static str,
+    /// A legacy 64-bit-block cipher (3DES) was used.
+    pub legacy: bool,
 }
 
 /// Why [`decrypt_stream`] failed. Once a key was used, every failure is the one
@@ -47,6 +105,9 @@ pub enum DecryptFailure<E> {
     /// Before a key was used: what is wrong with the message.
     #[error("{0}")]
     Message(DecryptError),
+    /// Before a key was asked for: the cipher policy refuses the message's algorithm.
+    #[error("{0}")]
+    Refused(String),
     /// The caller found no key for the envelope (its own error).
     #[error("{0}")]
     NoKey(E),
@@ -79,6 +140,7 @@ pub fn decrypt_stream<K: RecipientKey, E>(
     let mut header_written = stream.entity_only;
     let mut pick = Some(pick);
     let mut key: Option<K> = None;
+    let mut cipher: Option<(&'static str, bool)> = None;
     let mut buf = vec![0u8; chunk];
     loop {
         let n = read_chunk(input, &mut buf).map_err(|e| match e {
@@ -114,6 +176,10 @@ pub fn decrypt_stream<K: RecipientKey, E>(
         let Some(p) = pick.take() else {
             continue;
         };
+        if let Some(why) = stream.policy.refuses(env) {
+            return Err(DecryptFailure::Refused(why));
+        }
+        cipher = Some((env.cipher_name(), env.legacy_cipher()));
         let k = key.insert(p(env).map_err(DecryptFailure::NoKey)?);
         let first = md.unlock(k).map_err(|e| match e {
             DecryptError::NotARecipient | DecryptError::Unsupported(_) => {
@@ -132,9 +198,12 @@ pub fn decrypt_stream<K: RecipientKey, E>(
     }
     let outcome = md.finish().map_err(|_| DecryptFailure::Failed)?;
     output.put(outcome.final_plaintext).map_err(w)?;
+    let (cipher, legacy) = cipher.unwrap_or(("unknown", false));
     Ok(DecryptOutcome {
         kind: outcome.kind,
         authenticated: outcome.authenticated,
+        cipher,
+        legacy,
     })
 }
 

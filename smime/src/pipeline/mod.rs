@@ -24,7 +24,7 @@ mod encrypt;
 mod sign;
 mod verify;
 
-pub use decrypt::{decrypt_stream, DecryptFailure, DecryptOutcome, DecryptStream};
+pub use decrypt::{decrypt_stream, CipherPolicy, DecryptFailure, DecryptOutcome, DecryptStream};
 pub use encrypt::{encrypt_stream, encrypt_stream_with, EntityReader};
 pub use sign::{sign_stream, SignForm, SignStream};
 pub use verify::{verify_stream, ContentSink, Reopen, VerifyStream};
