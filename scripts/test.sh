@@ -14,6 +14,8 @@ step "format"
 cargo fmt --all -- --check
 step "clippy (-D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+step "supply chain (cargo deny: licenses, one RustCrypto generation, sources, advisories)"
+bash scripts/supply-chain.sh
 step "agent without PIV support still builds (--no-default-features: PKCS#11 only)"
 cargo check -p tokenmail-agent --no-default-features --locked
 step "build"
