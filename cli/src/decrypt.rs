@@ -210,6 +210,9 @@ fn outer_signed(args: DecryptArgs, input: &Path, socket: Option<&Path>) -> Resul
         signature: None,
         json: false,
         allow_any_eku: false,
+        untrusted: vec![],
+        crl: vec![],
+        revocation: None,
         input: Some(input.to_path_buf()),
         output: Some(content.clone()),
     };
@@ -287,6 +290,9 @@ fn inner_signature(plain: &Path, trust: &[PathBuf]) -> Result<Option<InnerSignat
         signature: None,
         json: true,
         allow_any_eku: false,
+        untrusted: vec![],
+        crl: vec![],
+        revocation: None,
         input: Some(plain.to_path_buf()),
         output: None,
     };

@@ -25,6 +25,7 @@ use std::time::SystemTime;
 use tokenmail_smime::mime::MessageVerification;
 use tokenmail_smime::path::{CertEntry, Policy};
 use tokenmail_smime::pipeline::{self, verify_stream, ContentSink, PipelineError, VerifyStream};
+use tokenmail_smime::revocation::{Crl, RevocationMode};
 use tokenmail_smime::verify::VerifyOptions;
 
 use crate::output::{EarlySync, Staged};
@@ -45,12 +46,59 @@ pub struct VerifyArgs {
     /// Accept anyExtendedKeyUsage in place of emailProtection.
     #[arg(long)]
     pub allow_any_eku: bool,
+    /// Extra intermediate CA certificates for building the path (PEM bundle or DER), as
+    /// openssl's -untrusted; repeatable.
+    #[arg(long = "untrusted", value_name = "PEM")]
+    pub untrusted: Vec<PathBuf>,
+    /// A CRL (DER or PEM) to check the certificates against; repeatable. CRLs carried in
+    /// the message are used too.
+    #[arg(long = "crl", value_name = "FILE")]
+    pub crl: Vec<PathBuf>,
+    /// What an unknown revocation status does: soft-fail (default: reported, accepted),
+    /// hard-fail (fails) or off (not checked). A revoked certificate always fails.
+    /// Default: [trust] revocation in the configuration, else soft-fail.
+    #[arg(long, value_name = "MODE", value_parser = parse_revocation)]
+    pub revocation: Option<RevocationMode>,
     /// Input: a MIME message or entity, or a bare CMS in DER or PEM (default: standard input).
     #[arg(value_name = "IN")]
     pub input: Option<PathBuf>,
     /// Write the verified content here ('-' for standard output).
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub output: Option<PathBuf>,
+}
+
+fn parse_revocation(s: &str) -> Result<RevocationMode, String> {
+    RevocationMode::from_name(s).ok_or_else(|| format!("{s:?}: use soft-fail, hard-fail or off"))
+}
+
+/// The revocation mode: `--revocation`, else `[trust] revocation`, else soft-fail.
+pub fn revocation_mode(flag: Option<RevocationMode>) -> anyhow::Result<RevocationMode> {
+    if let Some(m) = flag {
+        return Ok(m);
+    }
+    match crate::store::config_value("trust", "revocation")? {
+        None => Ok(RevocationMode::default()),
+        Some((v, cfg)) => RevocationMode::from_name(&v).ok_or_else(|| {
+            anyhow!(
+                "{}: [trust] revocation = {v:?}: use \"soft-fail\", \"hard-fail\" or \"off\"",
+                cfg.display()
+            )
+        }),
+    }
+}
+
+/// Reads CRL files (DER or PEM, several per PEM file).
+pub fn load_crls(paths: &[PathBuf]) -> anyhow::Result<Vec<Crl>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let data = std::fs::read(p).with_context(|| format!("cannot read CRL {}", p.display()))?;
+        let source = format!("--crl {}", p.display());
+        out.extend(
+            Crl::from_pem_or_der(&data, &source)
+                .map_err(|e| anyhow!("CRL {}: {e}", p.display()))?,
+        );
+    }
+    Ok(out)
 }
 
 /// Where trust anchors come from, in contract order: `--trust`, `$TOKENMAIL_TRUST`, the
@@ -98,6 +146,13 @@ pub fn render(v: &MessageVerification) -> String {
         s.push('\n');
         if !signer.chain.is_empty() {
             s.push_str(&format!("  chain: {}\n", signer.chain.join(" <- ")));
+        }
+        for c in signer
+            .checks
+            .iter()
+            .filter(|c| c.name == "revocation" && c.ok)
+        {
+            s.push_str(&format!("  revocation: {}\n", c.reason));
         }
         for c in signer.failures() {
             s.push_str(&format!("  FAILED {}: {}\n", c.name, c.reason));
@@ -308,8 +363,13 @@ pub fn run_with(
         allow_any_eku: args.allow_any_eku,
         ..Policy::default()
     };
+    let untrusted = crate::store::load_certs(&args.untrusted, "intermediate certificate")?;
+    let crls = load_crls(&args.crl)?;
     let opts = VerifyOptions {
         policy,
+        extra_certs: &untrusted,
+        crls: &crls,
+        revocation: revocation_mode(args.revocation)?,
         ..VerifyOptions::at(&anchors, SystemTime::now())
     };
     let mut input = open_input(args.input.as_deref())?;
@@ -399,6 +459,9 @@ mod tests {
             signature: None,
             json: false,
             allow_any_eku: false,
+            untrusted: vec![],
+            crl: vec![],
+            revocation: None,
             input: Some(dir.join(input)),
             output: output.map(|o| dir.join(o)),
         };
@@ -505,6 +568,9 @@ mod tests {
             signature: None,
             json: false,
             allow_any_eku: false,
+            untrusted: vec![],
+            crl: vec![],
+            revocation: None,
             input: Some(dir.join("big.eml")),
             output: Some(PathBuf::from("-")),
         };

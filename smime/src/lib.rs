@@ -17,6 +17,7 @@ pub mod mime;
 pub mod path;
 pub mod pipeline;
 pub mod reencode;
+pub mod revocation;
 pub mod signed;
 pub mod stream;
 pub mod text;

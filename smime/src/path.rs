@@ -78,7 +78,7 @@ impl CertEntry {
             .collect()
     }
 
-    fn subject_der(&self) -> Vec<u8> {
+    pub(crate) fn subject_der(&self) -> Vec<u8> {
         self.cert
             .tbs_certificate()
             .subject()
@@ -86,7 +86,7 @@ impl CertEntry {
             .unwrap_or_default()
     }
 
-    fn issuer_der(&self) -> Vec<u8> {
+    pub(crate) fn issuer_der(&self) -> Vec<u8> {
         self.cert
             .tbs_certificate()
             .issuer()
@@ -111,36 +111,13 @@ impl CertEntry {
 
     /// Verify this certificate's signature with `issuer`'s key. Returns the hash used.
     pub fn verify_signed_by(&self, issuer: &CertEntry) -> Result<SigAlgKind, String> {
-        let top = Tlv::parse_exact(&self.der).map_err(|e| e.to_string())?;
-        let tbs = top
-            .children()
-            .map_err(|e| e.to_string())?
-            .first()
-            .map(|t| t.raw)
-            .ok_or("certificate without TBSCertificate")?;
-        let kind = classify_signature_alg(self.cert.signature_algorithm())?;
-        let sig = self
-            .cert
-            .signature()
-            .as_bytes()
-            .ok_or("signature bit string has unused bits")?;
-        let (scheme, salt) = match kind {
-            SigAlgKind::RsaPkcs1(Some(h)) => (SignatureScheme::RsaPkcs1v15(h), None),
-            SigAlgKind::RsaPss(p) => {
-                if p.mgf_hash != p.hash {
-                    return Err("RSA-PSS with an MGF1 hash different from the message hash".into());
-                }
-                (SignatureScheme::RsaPss(p.hash), Some(p.salt_len))
-            }
-            SigAlgKind::Ecdsa(Some(h)) => (SignatureScheme::Ecdsa(h), None),
-            SigAlgKind::Md5Rsa => return Err("certificate signed with MD5".into()),
-            _ => return Err("certificate signature algorithm names no hash".into()),
-        };
-        let digest = scheme.hash().digest(tbs);
-        issuer
-            .public_key()?
-            .verify_digest(scheme, salt, &digest, sig)
-            .map(|_| kind)
+        verify_signed_der(
+            &self.der,
+            self.cert.signature_algorithm(),
+            self.cert.signature(),
+            issuer,
+            "certificate",
+        )
     }
 
     fn validity(&self) -> (SystemTime, SystemTime) {
@@ -168,6 +145,45 @@ impl CertEntry {
             None
         }
     }
+}
+
+/// Verifies a signed X.509 structure (a certificate, a CRL: a SEQUENCE whose first element
+/// is the signed part) with `issuer`'s key. Returns the signature algorithm's kind.
+pub(crate) fn verify_signed_der(
+    der: &[u8],
+    alg: &spki::AlgorithmIdentifierOwned,
+    signature: &der::asn1::BitString,
+    issuer: &CertEntry,
+    what: &str,
+) -> Result<SigAlgKind, String> {
+    let top = Tlv::parse_exact(der).map_err(|e| e.to_string())?;
+    let tbs = top
+        .children()
+        .map_err(|e| e.to_string())?
+        .first()
+        .map(|t| t.raw)
+        .ok_or_else(|| format!("{what} without its signed part"))?;
+    let kind = classify_signature_alg(alg)?;
+    let sig = signature
+        .as_bytes()
+        .ok_or("signature bit string has unused bits")?;
+    let (scheme, salt) = match kind {
+        SigAlgKind::RsaPkcs1(Some(h)) => (SignatureScheme::RsaPkcs1v15(h), None),
+        SigAlgKind::RsaPss(p) => {
+            if p.mgf_hash != p.hash {
+                return Err("RSA-PSS with an MGF1 hash different from the message hash".into());
+            }
+            (SignatureScheme::RsaPss(p.hash), Some(p.salt_len))
+        }
+        SigAlgKind::Ecdsa(Some(h)) => (SignatureScheme::Ecdsa(h), None),
+        SigAlgKind::Md5Rsa => return Err(format!("{what} signed with MD5")),
+        _ => return Err(format!("{what} signature algorithm names no hash")),
+    };
+    let digest = scheme.hash().digest(tbs);
+    issuer
+        .public_key()?
+        .verify_digest(scheme, salt, &digest, sig)
+        .map(|_| kind)
 }
 
 /// Extensions whose criticality we honour: basicConstraints, keyUsage, extKeyUsage,
@@ -380,6 +396,7 @@ fn check(name: &str, ok: bool, reason: impl Into<String>) -> Check {
         name: name.to_string(),
         ok,
         reason: reason.into(),
+        certificates: Vec::new(),
     }
 }
 
@@ -442,6 +459,8 @@ pub struct PathInputs<'a> {
     pub sender_problem: Option<&'a str>,
     /// policy
     pub policy: &'a Policy,
+    /// revocation sources and mode (`None`: no `revocation` check)
+    pub revocation: Option<&'a crate::revocation::RevocationInputs<'a>>,
 }
 
 /// All certificate checks for the signer: path, validity (now and at signing time),
@@ -795,6 +814,11 @@ pub fn check_signer_certificate(ee: &CertEntry, inp: &PathInputs<'_>) -> (Vec<Ch
             "no sender address to compare (no From header)",
         )),
     }
+
+    // revocation of every certificate below the anchor (only for a path that holds)
+    if let (Ok(_), Some(rev)) = (&path, inp.revocation) {
+        checks.push(crate::revocation::check_chain(&chain, rev));
+    }
     (checks, chain_names)
 }
 
@@ -1037,6 +1061,7 @@ mod path_budget_tests {
                 sender_email: None,
                 sender_problem: None,
                 policy: &policy,
+                revocation: None,
             },
         );
         checks

@@ -39,6 +39,8 @@ pub struct ParsedSignedData {
     econtent: Option<Vec<u8>>,
     /// certificates carried in the message
     pub certificates: Vec<CertEntry>,
+    /// CRLs carried in the message (unreadable ones are skipped)
+    pub crls: Vec<crate::revocation::Crl>,
     /// signers
     pub signers: Vec<ParsedSigner>,
 }
@@ -99,6 +101,7 @@ impl ParsedSignedData {
             None => None,
         };
         let mut certificates = Vec::new();
+        let mut crls = Vec::new();
         let mut signer_set = None;
         for p in &parts[3..] {
             match p.tag {
@@ -112,7 +115,18 @@ impl ParsedSignedData {
                         }
                     }
                 }
-                0xa1 => {} // CRLs: not used yet
+                0xa1 => {
+                    // RevocationInfoChoices: CertificateLists; other formats are skipped
+                    for c in p.children()? {
+                        if c.tag == 0x30 && crls.len() < crate::revocation::MAX_CRLS {
+                            if let Ok(crl) =
+                                crate::revocation::Crl::from_der(c.raw.to_vec(), "the message")
+                            {
+                                crls.push(crl);
+                            }
+                        }
+                    }
+                }
                 0x31 => signer_set = Some(*p),
                 _ => return Err(malformed("unexpected element in SignedData")),
             }
@@ -135,6 +149,7 @@ impl ParsedSignedData {
             content_type,
             econtent,
             certificates,
+            crls,
             signers,
         })
     }
@@ -166,6 +181,9 @@ pub struct Check {
     pub ok: bool,
     /// human reason
     pub reason: String,
+    /// the `revocation` check: the status of every certificate below the anchor
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<crate::revocation::CertRevocation>,
 }
 
 /// Report for one SignerInfo.
@@ -225,7 +243,16 @@ pub struct VerifyOptions<'a> {
     pub sender_problem: Option<&'a str>,
     /// policy
     pub policy: Policy,
+    /// what an unknown revocation status does (a revoked certificate always fails)
+    pub revocation: crate::revocation::RevocationMode,
+    /// CRLs from the caller (files, cache, fetched); the message's own are added
+    pub crls: &'a [crate::revocation::Crl],
+    /// allowed clock skew for CRL times
+    pub clock_skew: std::time::Duration,
 }
+
+/// Default allowed clock skew for CRL (and later OCSP) times.
+pub const DEFAULT_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl<'a> VerifyOptions<'a> {
     /// Trust `anchors` at time `now` (the caller's clock), with the default policy, no extra
@@ -238,6 +265,9 @@ impl<'a> VerifyOptions<'a> {
             sender_email: None,
             sender_problem: None,
             policy: Policy::default(),
+            revocation: Default::default(),
+            crls: &[],
+            clock_skew: DEFAULT_CLOCK_SKEW,
         }
     }
 }
@@ -247,6 +277,7 @@ fn check(name: &str, ok: bool, reason: impl Into<String>) -> Check {
         name: name.to_string(),
         ok,
         reason: reason.into(),
+        certificates: Vec::new(),
     }
 }
 
@@ -349,10 +380,23 @@ pub fn verify(
             pool.push(c.clone());
         }
     }
+    let crls: Vec<crate::revocation::Crl> = opts
+        .crls
+        .iter()
+        .chain(parsed.crls.iter())
+        .take(crate::revocation::MAX_CRLS)
+        .cloned()
+        .collect();
+    let revocation = crate::revocation::RevocationInputs {
+        mode: opts.revocation,
+        crls: &crls,
+        now: opts.now,
+        skew: opts.clock_skew,
+    };
     let signers: Vec<SignerReport> = parsed
         .signers
         .iter()
-        .map(|s| verify_signer(parsed, s, &pool, digests, opts))
+        .map(|s| verify_signer(parsed, s, &pool, digests, opts, &revocation))
         .collect();
     VerificationReport {
         valid: !signers.is_empty() && signers.iter().all(|s| s.valid),
@@ -366,6 +410,7 @@ fn verify_signer(
     pool: &[CertEntry],
     digests: &ContentDigests,
     opts: &VerifyOptions<'_>,
+    revocation: &crate::revocation::RevocationInputs<'_>,
 ) -> SignerReport {
     let info = &s.info;
     let mut checks = Vec::new();
@@ -618,6 +663,7 @@ fn verify_signer(
                 sender_email: opts.sender_email,
                 sender_problem: opts.sender_problem,
                 policy,
+                revocation: Some(revocation),
             },
         );
         checks.extend(path_checks);

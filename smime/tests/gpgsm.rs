@@ -250,6 +250,7 @@ fn we_verify_gpgsm_signatures() {
                     sender_email: Some("alice@example.com"),
                     sender_problem: None,
                     policy: Policy::default(),
+                    ..VerifyOptions::at(&anchors, SystemTime::now())
                 },
             );
             assert!(r.valid, "{name} detached={detached}: {r:?}");

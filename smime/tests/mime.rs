@@ -59,6 +59,7 @@ fn our_verify(input: &[u8], sig: Option<&[u8]>) -> MessageVerification {
             sender_email: None,
             sender_problem: None,
             policy: Policy::default(),
+            ..VerifyOptions::at(&a, SystemTime::now())
         },
     )
     .expect("verify runs")
@@ -366,6 +367,7 @@ fn unsigned_input_is_an_error() {
         sender_email: None,
         sender_problem: None,
         policy: Policy::default(),
+        ..VerifyOptions::at(&a, SystemTime::now())
     };
     assert!(verify_smime(MSG_7BIT, None, &o).is_err());
     assert!(verify_smime(b"", None, &o).is_err());

@@ -82,12 +82,8 @@ fn anchors() -> Vec<CertEntry> {
 
 fn options(anchors: &[CertEntry]) -> VerifyOptions<'_> {
     VerifyOptions {
-        trust_anchors: anchors,
-        extra_certs: &[],
-        now: SystemTime::now(),
-        sender_email: None,
-        sender_problem: None,
         policy: Policy::default(),
+        ..VerifyOptions::at(anchors, SystemTime::now())
     }
 }
 

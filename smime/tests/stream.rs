@@ -141,6 +141,7 @@ fn streamed_equals_whole_and_verifies() {
                     sender_email: Some("alice@example.com"),
                     sender_problem: None,
                     policy: Policy::default(),
+                    ..VerifyOptions::at(&anchors, SystemTime::now())
                 },
             );
             assert!(r.valid, "{label} chunk {size}: {:?}", r);

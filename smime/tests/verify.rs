@@ -66,6 +66,7 @@ impl<'a> Run<'a> {
                 sender_email: self.from,
                 sender_problem: None,
                 policy: self.policy.clone(),
+                ..VerifyOptions::at(&self.anchors, self.now)
             },
         )
     }
@@ -502,6 +503,7 @@ fn mutated_signatures_never_panic_and_protected_bytes_matter() {
                     sender_email: Some("alice@example.com"),
                     sender_problem: None,
                     policy: Policy::default(),
+                    ..VerifyOptions::at(&a, SystemTime::now())
                 },
             );
             if protected.iter().any(|p| p.contains(&i)) {

@@ -1,0 +1,590 @@
+//! Revocation checking from CRLs (RFC 5280 §5 and §6.3), sans I/O.
+//!
+//! The caller gathers CRLs (files, the SignedData's own `crls`, a cache, a fetch from the
+//! certificate's distribution points) as [`Crl`]s; [`check_chain`] decides, for every
+//! certificate of a validated path below the anchor, whether it is revoked, good, or of
+//! unknown status, and turns that into the `revocation` check under a [`RevocationMode`].
+//!
+//! A CRL is used for a certificate only when all of these hold (otherwise it is skipped, and
+//! the reason is kept for the report):
+//! - its issuer name is the certificate's issuer and its signature verifies with the
+//!   issuer's key, whose keyUsage (if present) allows cRLSign;
+//! - it is current: thisUpdate not in the future and nextUpdate not past (with the allowed
+//!   clock skew);
+//! - it is a complete CRL for the certificate: not a delta CRL (detected and reported, not
+//!   applied), no indirect or partial-reason scope, and an issuingDistributionPoint that
+//!   covers the certificate (user/CA scope, distribution point names);
+//! - it has no critical extension we do not process, and its entries none either.
+//!
+//! One usable CRL that lists the serial makes the certificate revoked (with the reason code
+//! and revocation time when given); a usable CRL that does not list it makes it good.
+
+use std::time::{Duration, SystemTime};
+
+use der::{Decode, Encode};
+use serde::Serialize;
+use x509_cert::crl::CertificateList;
+use x509_cert::ext::pkix::crl::dp::IssuingDistributionPoint;
+use x509_cert::ext::pkix::crl::CrlDistributionPoints;
+use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
+use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
+
+use crate::path::{verify_signed_der, CertEntry};
+use crate::verify::Check;
+
+/// What happens when the revocation status of a certificate cannot be determined.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevocationMode {
+    /// Not checked; the report says so.
+    Off,
+    /// A revoked certificate fails; an unknown status is reported and does not fail.
+    #[default]
+    SoftFail,
+    /// A revoked certificate fails, and so does an unknown status.
+    HardFail,
+}
+
+impl RevocationMode {
+    /// Parses `off`, `soft-fail` or `hard-fail`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "off" => Some(Self::Off),
+            "soft-fail" | "soft" => Some(Self::SoftFail),
+            "hard-fail" | "hard" => Some(Self::HardFail),
+            _ => None,
+        }
+    }
+
+    /// The spelling [`RevocationMode::from_name`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::SoftFail => "soft-fail",
+            Self::HardFail => "hard-fail",
+        }
+    }
+}
+
+/// Most CRLs considered for one verification (the rest are ignored).
+pub const MAX_CRLS: usize = 64;
+
+const OID_IDP: &str = "2.5.29.28";
+const OID_DELTA: &str = "2.5.29.27";
+const OID_CRL_NUMBER: &str = "2.5.29.20";
+const OID_AKI: &str = "2.5.29.35";
+const OID_ISSUER_ALT_NAME: &str = "2.5.29.18";
+const OID_FRESHEST: &str = "2.5.29.46";
+const OID_AIA: &str = "1.3.6.1.5.5.7.1.1";
+const OID_REASON: &str = "2.5.29.21";
+const OID_INVALIDITY_DATE: &str = "2.5.29.24";
+const OID_HOLD: &str = "2.5.29.23";
+const OID_CERT_ISSUER: &str = "2.5.29.29";
+
+/// A parsed CRL and where it came from.
+#[derive(Clone, Debug)]
+pub struct Crl {
+    /// The CRL.
+    pub list: CertificateList,
+    /// Its DER.
+    pub der: Vec<u8>,
+    /// Where it came from, for the report: `--crl FILE`, `the message`, a URL, the cache.
+    pub source: String,
+}
+
+impl Crl {
+    /// Parses one DER CRL.
+    pub fn from_der(der: Vec<u8>, source: impl Into<String>) -> Result<Self, String> {
+        let list = CertificateList::from_der(&der)
+            .map_err(|e| format!("not an X.509 v2 CRL ({e}); version 1 CRLs are not read"))?;
+        Ok(Crl {
+            list,
+            der,
+            source: source.into(),
+        })
+    }
+
+    /// Every CRL of a PEM file (`X509 CRL` blocks), or the one CRL of a DER file.
+    pub fn from_pem_or_der(data: &[u8], source: &str) -> Result<Vec<Self>, String> {
+        let text = std::str::from_utf8(data)
+            .ok()
+            .filter(|t| t.contains("-----BEGIN"));
+        let Some(text) = text else {
+            return Ok(vec![Crl::from_der(data.to_vec(), source)?]);
+        };
+        let mut out = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("-----BEGIN X509 CRL-----") {
+            let block = &rest[start..];
+            let end_marker = "-----END X509 CRL-----";
+            let end = block
+                .find(end_marker)
+                .ok_or("PEM CRL without its END line")?
+                + end_marker.len();
+            let (_, der) = der::pem::decode_vec(&block.as_bytes()[..end])
+                .map_err(|e| format!("bad PEM CRL: {e}"))?;
+            out.push(Crl::from_der(der, source)?);
+            rest = &block[end..];
+        }
+        if out.is_empty() {
+            return Err("no X509 CRL block in the PEM file".into());
+        }
+        Ok(out)
+    }
+
+    fn issuer_der(&self) -> Vec<u8> {
+        self.list.tbs_cert_list.issuer.to_der().unwrap_or_default()
+    }
+
+    fn extension(&self, oid: &str) -> Option<&x509_cert::ext::Extension> {
+        self.list
+            .tbs_cert_list
+            .crl_extensions
+            .as_ref()?
+            .iter()
+            .find(|e| e.extn_id.to_string() == oid)
+    }
+
+    /// A delta CRL (deltaCRLIndicator): detected and reported, never applied on its own.
+    pub fn is_delta(&self) -> bool {
+        self.extension(OID_DELTA).is_some()
+    }
+
+    /// thisUpdate.
+    pub fn this_update(&self) -> SystemTime {
+        self.list.tbs_cert_list.this_update.to_system_time()
+    }
+
+    /// nextUpdate, when present.
+    pub fn next_update(&self) -> Option<SystemTime> {
+        self.list
+            .tbs_cert_list
+            .next_update
+            .map(|t| t.to_system_time())
+    }
+
+    /// The issuer's name, for messages.
+    pub fn issuer(&self) -> String {
+        self.list.tbs_cert_list.issuer.to_string()
+    }
+}
+
+/// The revocation status of one certificate, as the report shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CertRevocation {
+    /// The certificate's subject.
+    pub subject: String,
+    /// Its serial number (hex).
+    pub serial: String,
+    /// `crl`, `ocsp` or `none`.
+    pub source: String,
+    /// `good`, `revoked` or `unknown`.
+    pub status: String,
+    /// When revoked: the CRL reason (`keyCompromise`, …; `unspecified` when none given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When revoked: the revocation time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation_time: Option<String>,
+    /// Which CRL decided, or why the status is unknown.
+    pub detail: String,
+}
+
+impl CertRevocation {
+    fn new(cert: &CertEntry, source: &str, status: &str, detail: String) -> Self {
+        CertRevocation {
+            subject: cert.subject(),
+            serial: cert.serial_hex(),
+            source: source.into(),
+            status: status.into(),
+            reason: None,
+            revocation_time: None,
+            detail,
+        }
+    }
+
+    /// Revoked.
+    pub fn is_revoked(&self) -> bool {
+        self.status == "revoked"
+    }
+
+    /// Unknown.
+    pub fn is_unknown(&self) -> bool {
+        self.status == "unknown"
+    }
+}
+
+/// What [`check_chain`] needs besides the path.
+#[derive(Clone, Copy, Debug)]
+pub struct RevocationInputs<'a> {
+    /// What an unknown status does.
+    pub mode: RevocationMode,
+    /// The CRLs gathered by the caller (at most [`MAX_CRLS`] are looked at).
+    pub crls: &'a [Crl],
+    /// The verification time.
+    pub now: SystemTime,
+    /// Allowed clock skew for thisUpdate / nextUpdate.
+    pub skew: Duration,
+}
+
+fn der_time(t: SystemTime) -> String {
+    der::DateTime::from_system_time(t)
+        .map(|d| d.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn reason_name(code: u8) -> &'static str {
+    match code {
+        0 => "unspecified",
+        1 => "keyCompromise",
+        2 => "cACompromise",
+        3 => "affiliationChanged",
+        4 => "superseded",
+        5 => "cessationOfOperation",
+        6 => "certificateHold",
+        8 => "removeFromCRL",
+        9 => "privilegeWithdrawn",
+        10 => "aACompromise",
+        _ => "unknown reason code",
+    }
+}
+
+fn is_ca(cert: &CertEntry) -> bool {
+    matches!(
+        cert.cert.tbs_certificate().get_extension::<BasicConstraints>(),
+        Ok(Some((_, bc))) if bc.ca
+    )
+}
+
+/// The certificate's CRL distribution points (none when absent or unreadable).
+fn distribution_points(cert: &CertEntry) -> Vec<x509_cert::ext::pkix::crl::dp::DistributionPoint> {
+    match cert
+        .cert
+        .tbs_certificate()
+        .get_extension::<CrlDistributionPoints>()
+    {
+        Ok(Some((_, dps))) => dps.0,
+        _ => Vec::new(),
+    }
+}
+
+/// The http(s) URLs of the certificate's CRL distribution points, for a caller that fetches.
+pub fn crl_urls(cert: &CertEntry) -> Vec<String> {
+    let mut out = Vec::new();
+    for dp in distribution_points(cert) {
+        if let Some(DistributionPointName::FullName(names)) = dp.distribution_point {
+            for n in names {
+                if let GeneralName::UniformResourceIdentifier(u) = n {
+                    let u = u.to_string();
+                    if u.starts_with("http://") || u.starts_with("https://") {
+                        out.push(u);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn general_names_der(names: &[GeneralName]) -> Vec<Vec<u8>> {
+    names.iter().filter_map(|n| n.to_der().ok()).collect()
+}
+
+/// RFC 5280 §6.3.3 (b)(2): does the CRL's issuingDistributionPoint name match the
+/// certificate's distribution points (or, without any, its issuer)?
+fn idp_name_matches(idp_name: &DistributionPointName, cert: &CertEntry) -> bool {
+    let DistributionPointName::FullName(idp_names) = idp_name else {
+        // nameRelativeToCRLIssuer: not supported; the CRL is not used
+        return false;
+    };
+    let idp = general_names_der(idp_names);
+    let dps = distribution_points(cert);
+    if dps.is_empty() {
+        // no distribution point: the CRL issuer is the certificate issuer
+        let issuer = GeneralName::DirectoryName(cert.cert.tbs_certificate().issuer().clone());
+        return issuer.to_der().is_ok_and(|d| idp.contains(&d));
+    }
+    dps.iter()
+        .any(|dp| match (&dp.distribution_point, &dp.crl_issuer) {
+            (Some(DistributionPointName::FullName(names)), _) => {
+                general_names_der(names).iter().any(|n| idp.contains(n))
+            }
+            (None, Some(issuers)) => general_names_der(issuers).iter().any(|n| idp.contains(n)),
+            _ => false,
+        })
+}
+
+/// Why `crl` cannot decide for `cert` issued by `issuer` (`None`: it can).
+fn unusable(
+    crl: &Crl,
+    cert: &CertEntry,
+    issuer: &CertEntry,
+    inp: &RevocationInputs<'_>,
+) -> Option<String> {
+    let from = &crl.source;
+    if crl.issuer_der() != issuer.subject_der() {
+        return Some(String::new()); // another issuer's CRL: silently not ours
+    }
+    if crl.is_delta() {
+        return Some(format!(
+            "a delta CRL from {from} was found and not applied (delta CRLs are not supported)"
+        ));
+    }
+    if let Ok(Some((_, ku))) = issuer.cert.tbs_certificate().get_extension::<KeyUsage>() {
+        if !ku.crl_sign() {
+            return Some(format!(
+                "the CRL from {from} is signed by '{}', whose keyUsage does not allow cRLSign",
+                issuer.subject()
+            ));
+        }
+    }
+    if let Err(e) = verify_signed_der(
+        &crl.der,
+        &crl.list.signature_algorithm,
+        &crl.list.signature,
+        issuer,
+        "CRL",
+    ) {
+        return Some(format!("the CRL from {from} has a bad signature ({e})"));
+    }
+    if crl.this_update() > inp.now + inp.skew {
+        return Some(format!(
+            "the CRL from {from} is not yet valid (thisUpdate {})",
+            der_time(crl.this_update())
+        ));
+    }
+    if let Some(next) = crl.next_update() {
+        if next + inp.skew < inp.now {
+            return Some(format!(
+                "the CRL from {from} is out of date (nextUpdate {})",
+                der_time(next)
+            ));
+        }
+    }
+    for ext in crl.list.tbs_cert_list.crl_extensions.iter().flatten() {
+        let oid = ext.extn_id.to_string();
+        let known = [
+            OID_IDP,
+            OID_CRL_NUMBER,
+            OID_AKI,
+            OID_ISSUER_ALT_NAME,
+            OID_FRESHEST,
+            OID_AIA,
+        ];
+        if ext.critical && !known.contains(&oid.as_str()) {
+            return Some(format!(
+                "the CRL from {from} has a critical extension {oid} that is not processed"
+            ));
+        }
+    }
+    if let Some(ext) = crl.extension(OID_IDP) {
+        let idp = match IssuingDistributionPoint::from_der(ext.extn_value.as_bytes()) {
+            Ok(i) => i,
+            Err(e) => {
+                return Some(format!(
+                    "the CRL from {from} has an unreadable issuingDistributionPoint ({e})"
+                ))
+            }
+        };
+        if idp.indirect_crl {
+            return Some(format!(
+                "the CRL from {from} is an indirect CRL (not supported)"
+            ));
+        }
+        if idp.only_some_reasons.is_some() {
+            return Some(format!(
+                "the CRL from {from} covers only some revocation reasons (partitioned CRLs are not supported)"
+            ));
+        }
+        if idp.only_contains_attribute_certs {
+            return Some(format!(
+                "the CRL from {from} covers attribute certificates only"
+            ));
+        }
+        let ca = is_ca(cert);
+        if idp.only_contains_user_certs && ca {
+            return Some(format!(
+                "the CRL from {from} covers end-entity certificates only"
+            ));
+        }
+        if idp.only_contains_ca_certs && !ca {
+            return Some(format!("the CRL from {from} covers CA certificates only"));
+        }
+        if let Some(name) = &idp.distribution_point {
+            if !idp_name_matches(name, cert) {
+                return Some(format!(
+                    "the CRL from {from} is for another distribution point"
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// The status of `cert` (issued by `issuer`) according to `crls`.
+pub fn crl_status(
+    cert: &CertEntry,
+    issuer: &CertEntry,
+    inp: &RevocationInputs<'_>,
+) -> CertRevocation {
+    let serial = cert
+        .cert
+        .tbs_certificate()
+        .serial_number()
+        .as_bytes()
+        .to_vec();
+    let mut skipped: Vec<String> = Vec::new();
+    let mut good: Option<&Crl> = None;
+    for crl in inp.crls.iter().take(MAX_CRLS) {
+        if let Some(why) = unusable(crl, cert, issuer, inp) {
+            if !why.is_empty() && !skipped.contains(&why) {
+                skipped.push(why);
+            }
+            continue;
+        }
+        let mut entry_problem = None;
+        let mut listed = None;
+        for rc in crl.list.tbs_cert_list.revoked_certificates.iter().flatten() {
+            for ext in rc.crl_entry_extensions.iter().flatten() {
+                let oid = ext.extn_id.to_string();
+                if ext.critical
+                    && ![OID_REASON, OID_INVALIDITY_DATE, OID_HOLD].contains(&oid.as_str())
+                {
+                    entry_problem = Some(if oid == OID_CERT_ISSUER {
+                        format!("the CRL from {} names other issuers in its entries (indirect CRL, not supported)", crl.source)
+                    } else {
+                        format!("the CRL from {} has an entry with a critical extension {oid} that is not processed", crl.source)
+                    });
+                }
+            }
+            if rc.serial_number.as_bytes() == serial.as_slice() {
+                listed = Some(rc);
+            }
+        }
+        if let Some(p) = entry_problem {
+            if !skipped.contains(&p) {
+                skipped.push(p);
+            }
+            continue;
+        }
+        if let Some(rc) = listed {
+            let reason = rc
+                .crl_entry_extensions
+                .iter()
+                .flatten()
+                .find(|e| e.extn_id.to_string() == OID_REASON)
+                .and_then(|e| match e.extn_value.as_bytes() {
+                    // CRLReason ::= ENUMERATED, one octet for every defined value
+                    [0x0a, 0x01, v] => Some(reason_name(*v)),
+                    _ => None,
+                })
+                .unwrap_or("unspecified");
+            let mut r = CertRevocation::new(
+                cert,
+                "crl",
+                "revoked",
+                format!(
+                    "listed in the CRL from {} (issued by '{}')",
+                    crl.source,
+                    crl.issuer()
+                ),
+            );
+            r.reason = Some(reason.to_string());
+            r.revocation_time = Some(der_time(rc.revocation_date.to_system_time()));
+            return r;
+        }
+        if good.is_none() {
+            good = Some(crl);
+        }
+    }
+    if let Some(crl) = good {
+        let mut detail = format!("not listed in the CRL from {}", crl.source);
+        if let Some(next) = crl.next_update() {
+            detail.push_str(&format!(" (next update {})", der_time(next)));
+        }
+        return CertRevocation::new(cert, "crl", "good", detail);
+    }
+    let detail = if !skipped.is_empty() {
+        format!("no usable CRL: {}", skipped.join("; "))
+    } else {
+        let urls = crl_urls(cert);
+        if urls.is_empty() {
+            format!(
+                "no CRL from '{}' was given, carried in the message or cached, and the certificate names no CRL distribution point",
+                issuer.subject()
+            )
+        } else {
+            format!(
+                "no CRL from '{}' was given, carried in the message or cached (its distribution point: {})",
+                issuer.subject(),
+                urls.join(", ")
+            )
+        }
+    };
+    CertRevocation::new(cert, "none", "unknown", detail)
+}
+
+/// The `revocation` check for a validated path `[ee, intermediates..., anchor]`: every
+/// certificate below the anchor, each against its issuer's CRLs.
+pub fn check_chain(chain: &[&CertEntry], inp: &RevocationInputs<'_>) -> Check {
+    if inp.mode == RevocationMode::Off {
+        return Check {
+            name: "revocation".into(),
+            ok: true,
+            reason: "revocation not checked (revocation = off)".into(),
+            certificates: Vec::new(),
+        };
+    }
+    let entries: Vec<CertRevocation> = chain
+        .windows(2)
+        .map(|w| crl_status(w[0], w[1], inp))
+        .collect();
+    let revoked: Vec<&CertRevocation> = entries.iter().filter(|e| e.is_revoked()).collect();
+    let unknown: Vec<&CertRevocation> = entries.iter().filter(|e| e.is_unknown()).collect();
+    let (ok, reason) = if !revoked.is_empty() {
+        let r = revoked
+            .iter()
+            .map(|e| {
+                format!(
+                    "'{}' (serial {}) was revoked at {} (reason {})",
+                    e.subject,
+                    e.serial,
+                    e.revocation_time.as_deref().unwrap_or("?"),
+                    e.reason.as_deref().unwrap_or("unspecified")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        (false, format!("REVOKED: {r}"))
+    } else if !unknown.is_empty() {
+        let u = unknown
+            .iter()
+            .map(|e| format!("'{}': {}", e.subject, e.detail))
+            .collect::<Vec<_>>()
+            .join("; ");
+        match inp.mode {
+            RevocationMode::HardFail => (
+                false,
+                format!("revocation status unknown (revocation = hard-fail): {u}"),
+            ),
+            _ => (
+                true,
+                format!("revocation status unknown, accepted (revocation = soft-fail): {u}"),
+            ),
+        }
+    } else {
+        (
+            true,
+            format!(
+                "not revoked: {} certificate(s) checked against CRLs",
+                entries.len()
+            ),
+        )
+    };
+    Check {
+        name: "revocation".into(),
+        ok,
+        reason,
+        certificates: entries,
+    }
+}
