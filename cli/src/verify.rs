@@ -87,6 +87,20 @@ pub fn revocation_mode(flag: Option<RevocationMode>) -> anyhow::Result<Revocatio
     }
 }
 
+/// The revocation cache: `[trust] crl_cache`, else the default under `$XDG_CACHE_HOME`.
+pub fn crl_cache_dir() -> anyhow::Result<Option<PathBuf>> {
+    match crate::store::config_value("trust", "crl_cache")? {
+        Some((v, cfg)) => {
+            let p = PathBuf::from(v);
+            Ok(Some(match (p.is_relative(), cfg.parent()) {
+                (true, Some(dir)) => dir.join(p),
+                _ => p,
+            }))
+        }
+        None => Ok(crate::netfetch::default_cache_dir()),
+    }
+}
+
 /// Reads CRL files (DER or PEM, several per PEM file).
 pub fn load_crls(paths: &[PathBuf]) -> anyhow::Result<Vec<Crl>> {
     let mut out = Vec::new();
@@ -365,11 +379,19 @@ pub fn run_with(
     };
     let untrusted = crate::store::load_certs(&args.untrusted, "intermediate certificate")?;
     let crls = load_crls(&args.crl)?;
+    let revocation = revocation_mode(args.revocation)?;
+    let fetcher = match revocation {
+        RevocationMode::Off => None,
+        _ => Some(crate::netfetch::HttpFetcher::new(crl_cache_dir()?)),
+    };
     let opts = VerifyOptions {
         policy,
         extra_certs: &untrusted,
         crls: &crls,
-        revocation: revocation_mode(args.revocation)?,
+        revocation,
+        fetcher: fetcher
+            .as_ref()
+            .map(|f| f as &dyn tokenmail_smime::revocation::RevocationFetcher),
         ..VerifyOptions::at(&anchors, SystemTime::now())
     };
     let mut input = open_input(args.input.as_deref())?;

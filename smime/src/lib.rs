@@ -14,6 +14,7 @@ pub mod envelope;
 pub mod error;
 pub mod keys;
 pub mod mime;
+pub mod ocsp;
 pub mod path;
 pub mod pipeline;
 pub mod reencode;

@@ -214,6 +214,20 @@ impl CertRevocation {
     }
 }
 
+/// Network access for revocation, given by the caller (the core does no I/O): the CLI
+/// fetches over http with timeouts and size caps, and caches on disk.
+pub trait RevocationFetcher: std::fmt::Debug {
+    /// The CRL (DER or PEM) at a distribution point URL, fresh or from a cache that keeps it
+    /// until its nextUpdate.
+    fn crl(&self, url: &str) -> Result<Vec<u8>, String>;
+    /// The responder's answer (DER) to `query`; `true` with it when it came from a cache
+    /// (then its nonce answers an older request).
+    fn ocsp(&self, url: &str, query: &crate::ocsp::OcspQuery) -> Result<(Vec<u8>, bool), String>;
+}
+
+/// Most network requests (OCSP and CRL fetches) of one verification.
+pub const MAX_FETCHES: usize = 12;
+
 /// What [`check_chain`] needs besides the path.
 #[derive(Clone, Copy, Debug)]
 pub struct RevocationInputs<'a> {
@@ -225,6 +239,9 @@ pub struct RevocationInputs<'a> {
     pub now: SystemTime,
     /// Allowed clock skew for thisUpdate / nextUpdate.
     pub skew: Duration,
+    /// Network access: OCSP first (the certificate's authorityInfoAccess), then the CRL
+    /// distribution points, when the local CRLs do not decide. `None`: offline.
+    pub fetcher: Option<&'a dyn RevocationFetcher>,
 }
 
 fn der_time(t: SystemTime) -> String {
@@ -421,10 +438,108 @@ fn unusable(
     None
 }
 
-/// The status of `cert` (issued by `issuer`) according to `crls`.
-pub fn crl_status(
+/// The status of `cert` (issued by `issuer`): the given CRLs first; then, with a fetcher,
+/// OCSP at the certificate's responder and the CRLs at its distribution points.
+pub fn status(
     cert: &CertEntry,
     issuer: &CertEntry,
+    inp: &RevocationInputs<'_>,
+    fetches: &std::cell::Cell<usize>,
+) -> CertRevocation {
+    let local = crl_status(cert, issuer, inp.crls, inp);
+    let Some(fetcher) = inp.fetcher else {
+        return local;
+    };
+    if !local.is_unknown() {
+        return local;
+    }
+    let mut notes = vec![local.detail.clone()];
+    let budget = || {
+        let n = fetches.get();
+        fetches.set(n + 1);
+        n < MAX_FETCHES
+    };
+    if let Some(url) = crate::ocsp::responder_urls(cert).into_iter().next() {
+        if budget() {
+            match ocsp_status(cert, issuer, inp, fetcher, &url) {
+                Ok(r) if !r.is_unknown() => return r,
+                Ok(r) => notes.push(r.detail),
+                Err(e) => notes.push(format!("OCSP {url}: {e}")),
+            }
+        } else {
+            notes.push("no more network requests for this message".into());
+        }
+    }
+    let mut fetched = Vec::new();
+    for url in crl_urls(cert)
+        .into_iter()
+        .filter(|u| u.starts_with("http://"))
+        .take(2)
+    {
+        if !budget() {
+            notes.push("no more network requests for this message".into());
+            break;
+        }
+        match fetcher
+            .crl(&url)
+            .and_then(|data| Crl::from_pem_or_der(&data, &url))
+        {
+            Ok(c) => fetched.extend(c),
+            Err(e) => notes.push(format!("CRL {url}: {e}")),
+        }
+    }
+    if !fetched.is_empty() {
+        let r = crl_status(cert, issuer, &fetched, inp);
+        if !r.is_unknown() {
+            return r;
+        }
+        notes.push(r.detail);
+    }
+    notes.retain(|n| !n.is_empty());
+    notes.dedup();
+    CertRevocation::new(cert, "none", "unknown", notes.join("; "))
+}
+
+/// One OCSP exchange: the status, or why there is none.
+fn ocsp_status(
+    cert: &CertEntry,
+    issuer: &CertEntry,
+    inp: &RevocationInputs<'_>,
+    fetcher: &dyn RevocationFetcher,
+    url: &str,
+) -> Result<CertRevocation, String> {
+    let mut nonce = [0u8; 16];
+    let nonce = getrandom::fill(&mut nonce).ok().map(|_| &nonce[..]);
+    let query = crate::ocsp::request(cert, issuer, nonce)?;
+    let (der, cached) = fetcher.ocsp(url, &query)?;
+    let a = crate::ocsp::check_response(&der, &query, issuer, inp.now, inp.skew, cached)?;
+    let from = format!(
+        "OCSP responder {url}{} (signed by '{}')",
+        if cached { ", cached answer" } else { "" },
+        a.signer
+    );
+    Ok(match a.status {
+        crate::ocsp::OcspStatus::Good => CertRevocation::new(cert, "ocsp", "good", from),
+        crate::ocsp::OcspStatus::Unknown => CertRevocation::new(
+            cert,
+            "ocsp",
+            "unknown",
+            format!("the {from} does not know the certificate"),
+        ),
+        crate::ocsp::OcspStatus::Revoked { time, reason } => {
+            let mut r = CertRevocation::new(cert, "ocsp", "revoked", from);
+            r.reason = Some(reason);
+            r.revocation_time = Some(time);
+            r
+        }
+    })
+}
+
+/// The status of `cert` (issued by `issuer`) according to `crls`.
+fn crl_status(
+    cert: &CertEntry,
+    issuer: &CertEntry,
+    crls: &[Crl],
     inp: &RevocationInputs<'_>,
 ) -> CertRevocation {
     let serial = cert
@@ -435,7 +550,7 @@ pub fn crl_status(
         .to_vec();
     let mut skipped: Vec<String> = Vec::new();
     let mut good: Option<&Crl> = None;
-    for crl in inp.crls.iter().take(MAX_CRLS) {
+    for crl in crls.iter().take(MAX_CRLS) {
         if let Some(why) = unusable(crl, cert, issuer, inp) {
             if !why.is_empty() && !skipped.contains(&why) {
                 skipped.push(why);
@@ -535,9 +650,10 @@ pub fn check_chain(chain: &[&CertEntry], inp: &RevocationInputs<'_>) -> Check {
             certificates: Vec::new(),
         };
     }
+    let fetches = std::cell::Cell::new(0);
     let entries: Vec<CertRevocation> = chain
         .windows(2)
-        .map(|w| crl_status(w[0], w[1], inp))
+        .map(|w| status(w[0], w[1], inp, &fetches))
         .collect();
     let revoked: Vec<&CertRevocation> = entries.iter().filter(|e| e.is_revoked()).collect();
     let unknown: Vec<&CertRevocation> = entries.iter().filter(|e| e.is_unknown()).collect();

@@ -247,8 +247,10 @@ pub struct VerifyOptions<'a> {
     pub revocation: crate::revocation::RevocationMode,
     /// CRLs from the caller (files, cache, fetched); the message's own are added
     pub crls: &'a [crate::revocation::Crl],
-    /// allowed clock skew for CRL times
+    /// allowed clock skew for CRL and OCSP times
     pub clock_skew: std::time::Duration,
+    /// network access for OCSP and CRL distribution points (`None`: offline)
+    pub fetcher: Option<&'a dyn crate::revocation::RevocationFetcher>,
 }
 
 /// Default allowed clock skew for CRL (and later OCSP) times.
@@ -268,6 +270,7 @@ impl<'a> VerifyOptions<'a> {
             revocation: Default::default(),
             crls: &[],
             clock_skew: DEFAULT_CLOCK_SKEW,
+            fetcher: None,
         }
     }
 }
@@ -392,6 +395,7 @@ pub fn verify(
         crls: &crls,
         now: opts.now,
         skew: opts.clock_skew,
+        fetcher: opts.fetcher,
     };
     let signers: Vec<SignerReport> = parsed
         .signers

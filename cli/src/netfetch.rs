@@ -1,0 +1,178 @@
+//! Revocation over the network: CRLs from distribution points and OCSP answers, over
+//! plain http (CRLs and OCSP responses are signed; RFC 5280 §4.2.1.13 and RFC 6960
+//! Appendix A use http), with a maintained client (ureq), deadlines, size caps, at most
+//! three redirects (never to another scheme), the proxy from the environment
+//! (`http_proxy`, `ALL_PROXY`, `NO_PROXY`), and a disk cache that keeps a CRL or an OCSP
+//! answer until its nextUpdate.
+//!
+//! Cache: `[trust] crl_cache` in the configuration, else `$XDG_CACHE_HOME/tokenmail/crl`
+//! (`~/.cache/tokenmail/crl`); one file per URL (CRL) or per responder and certificate
+//! (OCSP), named by a SHA-256 of the key, mode 0600 in a 0700 directory. A cached entry is
+//! checked in full again when used; the cache only saves the download.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+use tokenmail_smime::ocsp::{self, OcspQuery};
+use tokenmail_smime::revocation::{Crl, RevocationFetcher};
+
+/// Largest CRL downloaded.
+pub const MAX_CRL: u64 = 16 << 20;
+/// Whole-request deadline.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// Connection deadline.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The http fetcher with its cache.
+pub struct HttpFetcher {
+    agent: ureq::Agent,
+    cache: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for HttpFetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpFetcher")
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
+/// The default cache directory.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME").filter(|h| !h.is_empty())?).join(".cache"),
+    };
+    if !base.is_absolute() {
+        return None;
+    }
+    Some(base.join("tokenmail").join("crl"))
+}
+
+impl HttpFetcher {
+    /// A fetcher caching in `cache` (`None`: no cache).
+    pub fn new(cache: Option<PathBuf>) -> Self {
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(TIMEOUT))
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .max_redirects(3)
+            .http_status_as_error(true)
+            .proxy(ureq::Proxy::try_from_env())
+            .user_agent(concat!("tokenmail/", env!("CARGO_PKG_VERSION")))
+            .build();
+        HttpFetcher {
+            agent: config.into(),
+            cache,
+        }
+    }
+
+    fn cache_path(&self, kind: &str, key: &str) -> Option<PathBuf> {
+        let d = self.cache.as_ref()?;
+        let h = Sha256::digest(key.as_bytes());
+        let name: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        Some(d.join(format!("{name}.{kind}")))
+    }
+
+    fn cached(&self, kind: &str, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.cache_path(kind, key)?).ok()
+    }
+
+    /// Stores an entry (best effort: a cache that cannot be written is no cache).
+    fn store(&self, kind: &str, key: &str, data: &[u8]) {
+        let (Some(dir), Some(path)) = (self.cache.as_ref(), self.cache_path(kind, key)) else {
+            return;
+        };
+        use std::os::unix::fs::DirBuilderExt;
+        if std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .is_err()
+        {
+            return;
+        }
+        let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) else {
+            return;
+        };
+        if tmp.write_all(data).is_ok() {
+            let _ = tmp.persist(&path);
+        }
+    }
+
+    fn get(&self, url: &str, limit: u64) -> Result<Vec<u8>, String> {
+        check_url(url)?;
+        let mut resp = self.agent.get(url).call().map_err(describe)?;
+        resp.body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(describe)
+    }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    if !url.starts_with("http://") {
+        return Err("only http:// URLs are fetched (CRLs and OCSP answers are signed)".into());
+    }
+    Ok(())
+}
+
+fn describe(e: ureq::Error) -> String {
+    match e {
+        ureq::Error::StatusCode(c) => format!("the server answered HTTP {c}"),
+        ureq::Error::Timeout(_) => format!("no answer within {} s", TIMEOUT.as_secs()),
+        ureq::Error::BodyExceedsLimit(n) => format!("the answer is larger than {n} bytes"),
+        ureq::Error::Io(e) => format!("cannot reach the server ({e})"),
+        ureq::Error::HostNotFound => "the host name does not resolve".into(),
+        ureq::Error::ConnectionFailed => "the connection failed".into(),
+        other => other.to_string(),
+    }
+}
+
+impl RevocationFetcher for HttpFetcher {
+    fn crl(&self, url: &str) -> Result<Vec<u8>, String> {
+        if let Some(data) = self.cached("crl", url) {
+            let fresh = Crl::from_pem_or_der(&data, url).ok().is_some_and(|crls| {
+                crls.iter()
+                    .all(|c| c.next_update().is_some_and(|n| n > SystemTime::now()))
+            });
+            if fresh {
+                return Ok(data);
+            }
+        }
+        let data = self.get(url, MAX_CRL)?;
+        // only what parses is kept
+        if Crl::from_pem_or_der(&data, url).is_ok() {
+            self.store("crl", url, &data);
+        }
+        Ok(data)
+    }
+
+    fn ocsp(&self, url: &str, query: &OcspQuery) -> Result<(Vec<u8>, bool), String> {
+        check_url(url)?;
+        let key = format!("{url}\n{}", query.cache_key);
+        if let Some(data) = self.cached("ocsp", &key) {
+            if ocsp::next_update(&data, query).is_some_and(|n| n > SystemTime::now()) {
+                return Ok((data, true));
+            }
+        }
+        let mut resp = self
+            .agent
+            .post(url)
+            .header("Content-Type", "application/ocsp-request")
+            .send(&query.der[..])
+            .map_err(describe)?;
+        let data = resp
+            .body_mut()
+            .with_config()
+            .limit(ocsp::MAX_RESPONSE as u64)
+            .read_to_vec()
+            .map_err(describe)?;
+        if ocsp::next_update(&data, query).is_some() {
+            self.store("ocsp", &key, &data);
+        }
+        Ok((data, false))
+    }
+}

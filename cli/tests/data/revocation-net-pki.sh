@@ -1,0 +1,128 @@
+#!/bin/bash
+# A PKI whose certificates point at a loopback CRL/OCSP server on 127.0.0.1:$PORT
+# (cli/tests/data/revocation_server.py). Run in the server's directory.
+#   root -> int -> ee_good, ee_revoked (AIA OCSP /ocsp/int, CDP /crl/int.crl)
+#                  ee_crl_only (CDP only; revoked)         ee_delegated (OCSP /ocsp/int-delegated)
+#                  ee_wrong (OCSP /ocsp/int-wrong: signed by a responder the CA did not certify)
+#                  ee_down (OCSP on a closed port)         ee_unknown (not in the CA's database)
+#   int: AIA OCSP /ocsp/root, CDP /crl/root.crl
+set -e
+: "${PORT:?PORT}"
+U="http://127.0.0.1:$PORT"
+cat > ext.cnf <<EOT
+[req]
+distinguished_name = dn
+[dn]
+[root]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[int]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+authorityInfoAccess = OCSP;URI:$U/ocsp/root
+crlDistributionPoints = URI:$U/crl/root.crl
+[responder]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = OCSPSigning
+[ee_base]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,nonRepudiation,keyEncipherment
+extendedKeyUsage = emailProtection
+subjectAltName = email:alice@example.com
+[ee]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,nonRepudiation,keyEncipherment
+extendedKeyUsage = emailProtection
+subjectAltName = email:alice@example.com
+authorityInfoAccess = OCSP;URI:$U/ocsp/int
+crlDistributionPoints = URI:$U/crl/int.crl
+[ee_crl_only]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,nonRepudiation,keyEncipherment
+extendedKeyUsage = emailProtection
+subjectAltName = email:alice@example.com
+crlDistributionPoints = URI:$U/crl/int.crl
+[ee_delegated]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,nonRepudiation,keyEncipherment
+extendedKeyUsage = emailProtection
+subjectAltName = email:alice@example.com
+authorityInfoAccess = OCSP;URI:$U/ocsp/int-delegated
+[ee_wrong]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,nonRepudiation,keyEncipherment
+extendedKeyUsage = emailProtection
+subjectAltName = email:alice@example.com
+authorityInfoAccess = OCSP;URI:$U/ocsp/int-wrong
+[ee_unknown]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,nonRepudiation,keyEncipherment
+extendedKeyUsage = emailProtection
+subjectAltName = email:alice@example.com
+authorityInfoAccess = OCSP;URI:$U/ocsp/int
+[ee_down]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,nonRepudiation,keyEncipherment
+extendedKeyUsage = emailProtection
+subjectAltName = email:alice@example.com
+authorityInfoAccess = OCSP;URI:http://127.0.0.1:1/ocsp
+EOT
+mkca() {
+  mkdir -p $1/newcerts; : > $1/index.txt; echo 1000 > $1/serial; echo 01 > $1/crlnumber
+  cat > $1/ca.cnf <<EOT
+[ca]
+default_ca = myca
+[myca]
+dir = $1
+database = $1/index.txt
+new_certs_dir = $1/newcerts
+serial = $1/serial
+crlnumber = $1/crlnumber
+default_md = sha256
+default_crl_days = 30
+policy = pol
+unique_subject = no
+[pol]
+commonName = supplied
+[crl]
+authorityKeyIdentifier = keyid
+EOT
+}
+key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out $1.key 2>/dev/null; }
+sign() { # CA NAME EXT SUBJ
+  openssl req -new -key $2.key -subj "$4" -out $2.csr -config ext.cnf
+  openssl ca -batch -config $1/ca.cnf -cert $1.pem -keyfile $1.key -in $2.csr -out $2.pem \
+    -days 3650 -extfile ext.cnf -extensions $3 -notext 2>/dev/null
+}
+key root; openssl req -x509 -new -key root.key -subj "/CN=tokenmail Net Root" -days 3650 -sha256 \
+  -config ext.cnf -extensions root -out root.pem
+mkca $PWD/root
+key int; sign root int int "/CN=tokenmail Net Intermediate"
+mkca $PWD/int
+key responder; sign int responder responder "/CN=tokenmail Net OCSP Responder"
+key rogue; sign root rogue responder "/CN=tokenmail Net Rogue Responder"
+for e in good revoked; do key ee_$e; sign int ee_$e ee "/CN=Alice $e"; done
+for e in crl_only delegated wrong down; do key ee_$e; sign int ee_$e ee_$e "/CN=Alice $e"; done
+# not in the CA's database: the responder does not know it
+key ee_unknown; openssl req -new -key ee_unknown.key -subj "/CN=Alice unknown" -out ee_unknown.csr -config ext.cnf
+openssl x509 -req -in ee_unknown.csr -CA int.pem -CAkey int.key -set_serial 424242 -days 3650 \
+  -extfile ext.cnf -extensions ee_unknown -out ee_unknown.pem 2>/dev/null
+for e in revoked crl_only; do
+  openssl ca -config int/ca.cnf -cert int.pem -keyfile int.key -revoke ee_$e.pem \
+    -crl_reason keyCompromise 2>/dev/null
+done
+openssl ca -config int/ca.cnf -cert int.pem -keyfile int.key -gencrl -crlexts crl -out int.crl 2>/dev/null
+openssl ca -config root/ca.cnf -cert root.pem -keyfile root.key -gencrl -crlexts crl -out root.crl 2>/dev/null
+echo "-index int/index.txt -CA int.pem -rsigner int.pem -rkey int.key" > int.ocsp
+echo "-index int/index.txt -CA int.pem -rsigner responder.pem -rkey responder.key" > int-delegated.ocsp
+echo "-index int/index.txt -CA int.pem -rsigner rogue.pem -rkey rogue.key" > int-wrong.ocsp
+echo "-index root/index.txt -CA root.pem -rsigner root.pem -rkey root.key" > root.ocsp
+printf 'Content-Type: text/plain\n\nrevocation over the network\n' > msg.txt
+for e in good revoked crl_only delegated wrong down unknown; do
+  openssl cms -sign -in msg.txt -signer ee_$e.pem -inkey ee_$e.key -certfile int.pem \
+    -from alice@example.com -out $e.eml
+done
