@@ -853,3 +853,57 @@ fn the_spool_limit_is_configurable_and_refuses_larger_messages_plainly() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("K, M or G"), "{}", stderr(&o));
 }
+
+/// `[trust]` in the agent's configuration (issue 12): a `verify` request that sends no
+/// anchors uses the configured ones, and the configured policy applies (revocation =
+/// hard-fail: no CRL for the signer, so not valid); anchors sent with the request still win.
+#[test]
+fn verify_uses_the_configured_trust_anchors_and_policy() {
+    let with = |extra: &'static str| {
+        Agent::start_configured(&[], true, move |f| {
+            Some(format!(
+                "[trust]\nanchors = [\"{}\"]\n{extra}",
+                f.pki("root.pem").display()
+            ))
+        })
+    };
+    let no_anchors = Request::Verify {
+        trust: vec![],
+        signature: None,
+    };
+    let agent = with("");
+    let mut c = connect(&agent);
+    let (r, signed) = stream(
+        &mut c,
+        &sign_req("alice-rsa", SignForm::Multipart),
+        ASCII_MESSAGE,
+    );
+    r.expect("sign");
+    let (r, content) = stream(&mut c, &no_anchors, &signed);
+    match r.expect("verified with the configured anchors") {
+        Response::Verified { valid, report } => assert!(valid, "{report}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(content, entity(ASCII_MESSAGE));
+
+    let agent = with("revocation = \"hard-fail\"\n");
+    let mut c = connect(&agent);
+    let (r, signed) = stream(
+        &mut c,
+        &sign_req("alice-rsa", SignForm::Multipart),
+        ASCII_MESSAGE,
+    );
+    r.expect("sign");
+    let (r, content) = stream(&mut c, &no_anchors, &signed);
+    match r.expect("answered") {
+        Response::Verified { valid, report } => {
+            assert!(!valid, "hard-fail without a CRL");
+            assert!(
+                report.to_string().contains("revocation = hard-fail"),
+                "{report}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(content.is_empty(), "no content for an invalid signature");
+}

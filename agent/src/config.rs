@@ -39,9 +39,10 @@ pub struct FileConfig {
     /// Decryption policy.
     #[serde(default)]
     pub decrypt: DecryptConfig,
-    /// Trust policy (read by `tokenmail verify`).
+    /// Trust policy: the agent's `verify` operation uses its anchors when a request sends
+    /// none; `tokenmail verify`, `decrypt` and tokenmail-gpgsm read the same table.
     #[serde(default)]
-    pub trust: toml::Table,
+    pub trust: tokenmail_smime::trust::TrustConfig,
 }
 
 /// A size in the file: bytes as an integer, or a string with a K/M/G suffix.
@@ -168,10 +169,16 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-        let f: FileConfig =
+        let mut f: FileConfig =
             toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
+        if let Some(dir) = path.parent() {
+            f.trust.resolve_paths(&absolute(dir));
+        }
         f.decrypt
             .policy()
+            .map_err(|e| format!("config {}: {e}", path.display()))?;
+        f.trust
+            .validate()
             .map_err(|e| format!("config {}: {e}", path.display()))?;
         if let Some(v) = &f.max_spool {
             v.bytes()

@@ -422,7 +422,11 @@ fn serve(
     let svc = Arc::new(
         Service::new(stores, file.keys.prefer.clone())
             .with_prompter(prompter)
-            .with_cipher_policy(file.decrypt.policy().map_err(|e| anyhow!(e))?),
+            .with_cipher_policy(file.decrypt.policy().map_err(|e| anyhow!(e))?)
+            .with_trust(
+                tokenmail_agent::service::TrustState::load(file.trust.clone())
+                    .map_err(|e| anyhow!(e))?,
+            ),
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -25,6 +25,43 @@ pub struct Service {
     prompter: Option<Arc<crate::pin::prompt::Prompter>>,
     /// The content-encryption algorithms the `decrypt` operation accepts.
     cipher_policy: tokenmail_smime::pipeline::CipherPolicy,
+    /// `[trust]` for the `verify` operation.
+    trust: Arc<TrustState>,
+}
+
+/// The configuration's trust policy, loaded at start.
+#[derive(Debug, Default)]
+pub struct TrustState {
+    /// `[trust] anchors`, read (used when a `verify` request sends none).
+    pub anchors: Vec<tokenmail_smime::path::CertEntry>,
+    /// `[trust] intermediates`, read.
+    pub intermediates: Vec<tokenmail_smime::path::CertEntry>,
+    /// The rest of `[trust]`.
+    pub config: tokenmail_smime::trust::TrustConfig,
+}
+
+impl TrustState {
+    /// Reads the certificate files `config` names.
+    pub fn load(config: tokenmail_smime::trust::TrustConfig) -> Result<Self, String> {
+        let read = |paths: &[std::path::PathBuf], what: &str| {
+            let mut out = Vec::new();
+            for p in paths {
+                let data =
+                    std::fs::read(p).map_err(|e| format!("[trust] {what} {}: {e}", p.display()))?;
+                out.extend(
+                    tokenmail_smime::path::CertEntry::from_pem_or_der(&data).map_err(|e| {
+                        format!("[trust] {what} {} is not a certificate: {e}", p.display())
+                    })?,
+                );
+            }
+            Ok::<_, String>(out)
+        };
+        Ok(TrustState {
+            anchors: read(&config.anchors, "anchor")?,
+            intermediates: read(&config.intermediates, "intermediate")?,
+            config,
+        })
+    }
 }
 
 /// A key found by name.
@@ -89,7 +126,19 @@ impl Service {
             prefer,
             prompter: None,
             cipher_policy: Default::default(),
+            trust: Arc::new(TrustState::default()),
         }
+    }
+
+    /// Sets the trust policy of the `verify` operation.
+    pub fn with_trust(mut self, trust: TrustState) -> Self {
+        self.trust = Arc::new(trust);
+        self
+    }
+
+    /// The trust policy of the `verify` operation.
+    pub fn trust(&self) -> &TrustState {
+        &self.trust
     }
 
     /// Sets the ciphers the `decrypt` operation accepts (`[decrypt] accept`).
@@ -127,6 +176,7 @@ impl Service {
             prefer: self.prefer.clone(),
             prompter: None,
             cipher_policy: self.cipher_policy,
+            trust: self.trust.clone(),
         })
     }
 

@@ -18,7 +18,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use tokenmail_proto::v1::{AgentStatus, KeyInfo, Request, Response};
 use tokenmail_smime::alg::{ContentDigests, HashAlg, KeyKind, MultiHasher};
 use tokenmail_smime::path::CertEntry;
-use tokenmail_smime::verify::{verify, ParsedSignedData, SignerReport, VerifyOptions};
+use tokenmail_smime::verify::{verify, ParsedSignedData, SignerReport};
 
 use crate::sign::IncludeCerts;
 
@@ -641,7 +641,8 @@ pub fn run_verify(
     let parsed = ParsedSignedData::parse(&der).map_err(|e| anyhow!("cannot verify: {e}"))?;
     let digests = signed_data_digests(&parsed, data)?;
     let (anchors, anchor_source) = trust_anchors()?;
-    let opts = VerifyOptions::at(&anchors, SystemTime::now());
+    let setup = crate::verify::TrustSetup::load(None)?;
+    let opts = setup.options(&anchors, &[]);
     let report = verify(&parsed, &digests, &opts);
     if report.signers.is_empty() {
         status.line("NEWSIG")?;

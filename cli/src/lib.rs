@@ -11,6 +11,7 @@ pub mod gpgsm;
 pub mod netfetch;
 pub mod output;
 pub mod piv;
+pub mod policy;
 pub mod selfcert;
 pub mod sign;
 pub mod signcache;

@@ -12,7 +12,7 @@ use tokenmail_proto::v1::{Bytes, KeyInfo, Pin, Request, Response, SignAlgorithm}
 use tokenmail_proto::{Client, ClientError};
 
 use tokenmail_cli::agentkey::{self, call_with_login, connect, prompt_pin};
-use tokenmail_cli::{decrypt, encrypt, output, piv, selfcert, sign, verify};
+use tokenmail_cli::{decrypt, encrypt, output, piv, policy, selfcert, sign, verify};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -92,6 +92,8 @@ enum Command {
     },
     /// Decrypt a message with a key on a token (through the agent); plaintext released only after it verified.
     Decrypt(decrypt::DecryptArgs),
+    /// The effective trust and decrypt policy, and where each value comes from (`policy show`).
+    Policy(policy::PolicyArgs),
     /// PIV smart cards (YubiKey…): status, key generation on the card, certificate import.
     Piv(piv::PivArgs),
     /// Sign a digest with a key on the token (the file is hashed here; only the digest is sent).
@@ -190,6 +192,7 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Command::Sign(args) => sign::run(args, socket),
         Command::Verify(args) => verify::run(args),
+        Command::Policy(args) => policy::run(args, &mut std::io::stdout().lock()),
         Command::Encrypt { mut args, no_self } => {
             let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
             if !args.to.is_empty() {

@@ -17,6 +17,7 @@ use std::time::SystemTime;
 use anyhow::{anyhow, bail, Context, Result};
 use tokenmail_proto::v1::{Request, Response};
 use tokenmail_smime::path::{email_matches, CertEntry};
+use tokenmail_smime::trust::TrustConfig;
 
 /// The configuration file the CLI reads, if any is named or exists in the standard place.
 pub fn config_path() -> Option<PathBuf> {
@@ -52,35 +53,41 @@ pub fn config_value(table: &str, key: &str) -> Result<Option<(String, PathBuf)>>
     }
 }
 
-/// `[trust] anchors` of the configuration file: (paths, "where from"), or empty.
-pub fn config_anchor_paths() -> Result<(Vec<PathBuf>, Option<String>)> {
+/// `[trust]` of the configuration file, validated, with relative paths made relative to
+/// the file; and the file's path (`None`: no configuration file).
+pub fn trust_config() -> Result<(TrustConfig, Option<PathBuf>)> {
     let Some(cfg) = config_path().filter(|p| p.exists()) else {
-        return Ok((Vec::new(), None));
+        return Ok((TrustConfig::default(), None));
     };
     let text =
         std::fs::read_to_string(&cfg).with_context(|| format!("cannot read {}", cfg.display()))?;
     let table: toml::Table =
         toml::from_str(&text).map_err(|e| anyhow!("{}: {}", cfg.display(), e.message()))?;
-    let Some(list) = table
-        .get("trust")
-        .and_then(|t| t.get("anchors"))
-        .and_then(|a| a.as_array())
-    else {
-        return Ok((Vec::new(), None));
+    let Some(t) = table.get("trust") else {
+        return Ok((TrustConfig::default(), Some(cfg)));
     };
-    let mut paths = Vec::new();
-    for a in list {
-        let s = a
-            .as_str()
-            .ok_or_else(|| anyhow!("{}: [trust] anchors must be file names", cfg.display()))?;
-        let p = PathBuf::from(s);
-        // Relative names are relative to the configuration file.
-        paths.push(match (p.is_relative(), cfg.parent()) {
-            (true, Some(dir)) => dir.join(p),
-            _ => p,
-        });
+    let mut tc: TrustConfig = t
+        .clone()
+        .try_into()
+        .map_err(|e: toml::de::Error| anyhow!("{}: [trust]: {}", cfg.display(), e.message()))?;
+    tc.validate()
+        .map_err(|e| anyhow!("{}: {e}", cfg.display()))?;
+    if let Some(dir) = cfg.parent() {
+        tc.resolve_paths(dir);
     }
-    Ok((paths, Some(format!("[trust] anchors in {}", cfg.display()))))
+    Ok((tc, Some(cfg)))
+}
+
+/// `[trust] anchors` of the configuration file: (paths, "where from"), or empty.
+pub fn config_anchor_paths() -> Result<(Vec<PathBuf>, Option<String>)> {
+    let (tc, cfg) = trust_config()?;
+    match cfg {
+        Some(cfg) if !tc.anchors.is_empty() => Ok((
+            tc.anchors,
+            Some(format!("[trust] anchors in {}", cfg.display())),
+        )),
+        _ => Ok((Vec::new(), None)),
+    }
 }
 
 /// Trust anchor paths in contract order after the command line: `$TOKENMAIL_TRUST`,

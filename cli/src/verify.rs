@@ -23,7 +23,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 use tokenmail_smime::mime::MessageVerification;
-use tokenmail_smime::path::{CertEntry, Policy};
+use tokenmail_smime::path::CertEntry;
 use tokenmail_smime::pipeline::{self, verify_stream, ContentSink, PipelineError, VerifyStream};
 use tokenmail_smime::revocation::{Crl, RevocationMode};
 use tokenmail_smime::verify::VerifyOptions;
@@ -71,33 +71,61 @@ fn parse_revocation(s: &str) -> Result<RevocationMode, String> {
     RevocationMode::from_name(s).ok_or_else(|| format!("{s:?}: use soft-fail, hard-fail or off"))
 }
 
-/// The revocation mode: `--revocation`, else `[trust] revocation`, else soft-fail.
-pub fn revocation_mode(flag: Option<RevocationMode>) -> anyhow::Result<RevocationMode> {
-    if let Some(m) = flag {
-        return Ok(m);
-    }
-    match crate::store::config_value("trust", "revocation")? {
-        None => Ok(RevocationMode::default()),
-        Some((v, cfg)) => RevocationMode::from_name(&v).ok_or_else(|| {
-            anyhow!(
-                "{}: [trust] revocation = {v:?}: use \"soft-fail\", \"hard-fail\" or \"off\"",
-                cfg.display()
-            )
-        }),
-    }
+/// The configuration's trust policy ready for a verification: the path policy, the
+/// `[trust] intermediates`, the revocation mode and the http fetcher with its cache. Shared
+/// by `verify`, `decrypt`'s inner signature (through `verify`) and `tokenmail-gpgsm`.
+#[derive(Debug)]
+pub struct TrustSetup {
+    /// `[trust]` as configured.
+    pub trust: tokenmail_smime::trust::TrustConfig,
+    /// The path validation policy.
+    pub policy: tokenmail_smime::path::Policy,
+    /// Intermediates offered for path building.
+    pub intermediates: Vec<CertEntry>,
+    /// The revocation mode in force.
+    pub revocation: RevocationMode,
+    fetcher: Option<crate::netfetch::HttpFetcher>,
 }
 
-/// The revocation cache: `[trust] crl_cache`, else the default under `$XDG_CACHE_HOME`.
-pub fn crl_cache_dir() -> anyhow::Result<Option<PathBuf>> {
-    match crate::store::config_value("trust", "crl_cache")? {
-        Some((v, cfg)) => {
-            let p = PathBuf::from(v);
-            Ok(Some(match (p.is_relative(), cfg.parent()) {
-                (true, Some(dir)) => dir.join(p),
-                _ => p,
-            }))
+impl TrustSetup {
+    /// From the configuration; `revocation` overrides `[trust] revocation`.
+    pub fn load(revocation: Option<RevocationMode>) -> anyhow::Result<Self> {
+        let (trust, _) = crate::store::trust_config()?;
+        let intermediates =
+            crate::store::load_certs(&trust.intermediates, "[trust] intermediate certificate")?;
+        let revocation = revocation.unwrap_or(trust.revocation());
+        let fetcher = match revocation {
+            RevocationMode::Off => None,
+            _ => Some(crate::netfetch::HttpFetcher::new(
+                trust
+                    .crl_cache
+                    .clone()
+                    .or_else(crate::netfetch::default_cache_dir),
+            )),
+        };
+        Ok(TrustSetup {
+            policy: trust.policy(),
+            trust,
+            intermediates,
+            revocation,
+            fetcher,
+        })
+    }
+
+    /// Verification options over `anchors`, with `crls` from the caller, now.
+    pub fn options<'a>(&'a self, anchors: &'a [CertEntry], crls: &'a [Crl]) -> VerifyOptions<'a> {
+        VerifyOptions {
+            policy: self.policy.clone(),
+            extra_certs: &self.intermediates,
+            crls,
+            revocation: self.revocation,
+            clock_skew: self.trust.clock_skew(),
+            fetcher: self
+                .fetcher
+                .as_ref()
+                .map(|f| f as &dyn tokenmail_smime::revocation::RevocationFetcher),
+            ..VerifyOptions::at(anchors, SystemTime::now())
         }
-        None => Ok(crate::netfetch::default_cache_dir()),
     }
 }
 
@@ -373,27 +401,14 @@ pub fn run_with(
         ),
         None => None,
     };
-    let policy = Policy {
-        allow_any_eku: args.allow_any_eku,
-        ..Policy::default()
-    };
-    let untrusted = crate::store::load_certs(&args.untrusted, "intermediate certificate")?;
+    let mut setup = TrustSetup::load(args.revocation)?;
+    setup.policy.allow_any_eku |= args.allow_any_eku;
+    setup.intermediates.extend(crate::store::load_certs(
+        &args.untrusted,
+        "intermediate certificate",
+    )?);
     let crls = load_crls(&args.crl)?;
-    let revocation = revocation_mode(args.revocation)?;
-    let fetcher = match revocation {
-        RevocationMode::Off => None,
-        _ => Some(crate::netfetch::HttpFetcher::new(crl_cache_dir()?)),
-    };
-    let opts = VerifyOptions {
-        policy,
-        extra_certs: &untrusted,
-        crls: &crls,
-        revocation,
-        fetcher: fetcher
-            .as_ref()
-            .map(|f| f as &dyn tokenmail_smime::revocation::RevocationFetcher),
-        ..VerifyOptions::at(&anchors, SystemTime::now())
-    };
+    let opts = setup.options(&anchors, &crls);
     let mut input = open_input(args.input.as_deref())?;
     let mut sink = Sink::new(args.output.as_deref())?;
     // a file can be read a second time (should micalg name the wrong algorithm)

@@ -22,6 +22,7 @@ pub mod revocation;
 pub mod signed;
 pub mod stream;
 pub mod text;
+pub mod trust;
 pub mod verify;
 
 pub use error::SmimeError;

@@ -43,8 +43,23 @@ impl Agent {
 
     /// As `start`, with extra flags; `pin_file` adds `--pin-file`.
     pub fn start_with(extra: &[&str], pin_file: bool) -> Agent {
+        Self::start_configured(extra, pin_file, |_| None)
+    }
+
+    /// [`Agent::start_with`], plus `--config FILE` with the text `config` makes from the
+    /// fresh fixture (its PKI paths), when it makes one.
+    pub fn start_configured(
+        extra: &[&str],
+        pin_file: bool,
+        config: impl FnOnce(&Fixture) -> Option<String>,
+    ) -> Agent {
         let fixture = provision("tokenmail-e2e");
         let dir = tempfile::tempdir().expect("tempdir");
+        let config_file = config(&fixture).map(|text| {
+            let p = dir.path().join("agent.toml");
+            std::fs::write(&p, text).expect("write the agent's configuration");
+            p
+        });
         let socket = dir.path().join("run").join("agent.sock");
         let mut cmd = Command::new(bin("tokenmail-agent"));
         cmd.arg("--foreground")
@@ -55,6 +70,11 @@ impl Agent {
             .arg("--token-label")
             .arg(&fixture.label)
             .args(extra)
+            .args(
+                config_file
+                    .iter()
+                    .flat_map(|p| [std::ffi::OsStr::new("--config"), p.as_os_str()]),
+            )
             .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

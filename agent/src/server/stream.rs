@@ -376,7 +376,7 @@ fn run(svc: &Service, req: Request, mut input: Input) -> Result<Done, AgentError
             &mut input,
         ),
         Request::Verify { trust, signature } => {
-            verify_op(&trust, signature.map(|b| b.0), &mut input)
+            verify_op(svc, &trust, signature.map(|b| b.0), &mut input)
         }
         Request::Encrypt { recipients, cipher } => {
             encrypt_op(&recipients, cipher.as_deref(), &mut input)
@@ -561,16 +561,22 @@ impl ContentSink for Spool {
 }
 
 fn verify_op(
+    svc: &Service,
     trust: &[String],
     signature: Option<Vec<u8>>,
     input: &mut Input,
 ) -> Result<Done, AgentError> {
-    if trust.is_empty() {
+    let configured = svc.trust();
+    if trust.is_empty() && configured.anchors.is_empty() {
         return Err(AgentError::bad(
-            "no trust anchor: pass trust (PEM certificates of the CAs to trust)",
+            "no trust anchor: pass trust (PEM certificates of the CAs to trust), or configure [trust] anchors for the agent",
         ));
     }
-    let mut anchors = Vec::new();
+    let mut anchors = if trust.is_empty() {
+        configured.anchors.clone()
+    } else {
+        Vec::new()
+    };
     for (i, pem) in trust.iter().enumerate() {
         let certs = CertEntry::from_pem_or_der(pem.as_bytes())
             .map_err(|e| AgentError::bad(format!("trust[{i}] is not a PEM certificate: {e}")))?;
@@ -579,7 +585,15 @@ fn verify_op(
         }
         anchors.extend(certs);
     }
-    let opts = VerifyOptions::at(&anchors, SystemTime::now());
+    // the configured policy; revocation from the given and carried CRLs only: the agent
+    // does not go to the network while it holds a worker
+    let opts = VerifyOptions {
+        policy: configured.config.policy(),
+        extra_certs: &configured.intermediates,
+        revocation: configured.config.revocation(),
+        clock_skew: configured.config.clock_skew(),
+        ..VerifyOptions::at(&anchors, SystemTime::now())
+    };
     let mut sink = Spool::new()?;
     // the driver `tokenmail verify` uses: detached content, multipart/signed and base64
     // pkcs7-mime / DER are streamed; other forms are verified in memory (bounded)
