@@ -65,6 +65,18 @@ pub struct EncryptArgs {
     /// The signing key for --sign / --triple-wrap (label, hex id, sha256:…, or email).
     #[arg(long, value_name = "KEY")]
     pub signer: Option<String>,
+
+    /// Trust anchors the recipients' certificates must chain to (PEM or DER; repeatable).
+    /// Default: $TOKENMAIL_TRUST, then [trust] anchors in the configuration; with none,
+    /// recipients are checked for validity and key usage only.
+    #[arg(long = "trust", value_name = "PEM")]
+    pub trust: Vec<PathBuf>,
+
+    /// Encrypt to a certificate that does not chain to the trust anchors (after checking it
+    /// some other way); a warning is printed. Expired, revoked or signing-only certificates
+    /// are refused regardless.
+    #[arg(long)]
+    pub allow_untrusted_recipient: bool,
 }
 
 /// `tokenmail encrypt --outform`.
@@ -152,6 +164,7 @@ pub fn run(args: EncryptArgs) -> anyhow::Result<()> {
         Some("pkcs1") => KeyTransport::RsaPkcs1v15,
         Some(other) => bail!("unknown --rsa-padding {other:?}; use oaep (default) or pkcs1"),
     };
+    check_recipients(&args)?;
     let recipients = args
         .recipient_cert
         .iter()
@@ -253,6 +266,49 @@ fn default_cipher(recipients: &[EncryptRecipient]) -> ContentCipher {
         }
     }
     ContentCipher::Aes256Gcm
+}
+
+/// Refuses recipients whose certificate is expired, not yet valid, revoked, not for
+/// encryption, or (with trust anchors) does not chain to them — before anything is written.
+fn check_recipients(args: &EncryptArgs) -> anyhow::Result<()> {
+    use tokenmail_smime::recipient::{check_recipient, RecipientChecks};
+    let anchor_paths = if args.trust.is_empty() {
+        crate::store::default_anchor_paths()?.0
+    } else {
+        args.trust.clone()
+    };
+    let anchors = crate::store::load_certs(&anchor_paths, "trust anchor")?;
+    let setup = crate::verify::TrustSetup::load(None)?;
+    let revocation = setup.revocation_inputs(&[]);
+    for p in &args.recipient_cert {
+        let bytes =
+            std::fs::read(p).with_context(|| format!("cannot read certificate {}", p.display()))?;
+        let certs = tokenmail_smime::path::CertEntry::from_pem_or_der(&bytes)
+            .map_err(|e| anyhow::anyhow!("cannot encrypt to {}: {e}", p.display()))?;
+        let Some((cert, bundled)) = certs.split_first() else {
+            bail!("cannot encrypt to {}: no certificate in it", p.display());
+        };
+        // the file's other certificates (a bundle with the chain) help build the path
+        let mut intermediates = setup.intermediates.clone();
+        intermediates.extend(bundled.iter().cloned());
+        let checks = RecipientChecks {
+            anchors: &anchors,
+            intermediates: &intermediates,
+            policy: &setup.policy,
+            revocation: &revocation,
+            allow_untrusted: args.allow_untrusted_recipient,
+            now: std::time::SystemTime::now(),
+        };
+        match check_recipient(cert, &checks) {
+            Ok(warnings) => {
+                for w in warnings {
+                    eprintln!("tokenmail: {w}");
+                }
+            }
+            Err(e) => bail!("not encrypting: {e} ({})", p.display()),
+        }
+    }
+    Ok(())
 }
 
 fn load_recipient(path: &Path) -> anyhow::Result<EncryptRecipient> {
@@ -421,6 +477,8 @@ mod tests {
             signer: None,
             rsa_padding: None,
             outform: OutForm::Smime,
+            trust: vec![],
+            allow_untrusted_recipient: false,
         })
         .expect_err("--to");
         assert_eq!(
@@ -451,6 +509,8 @@ mod tests {
             signer: None,
             rsa_padding: None,
             outform: OutForm::Smime,
+            trust: vec![],
+            allow_untrusted_recipient: false,
         })
         .expect("encrypt");
         let names: Vec<_> = std::fs::read_dir(dir.path())
@@ -483,6 +543,8 @@ mod tests {
             signer: None,
             rsa_padding: None,
             outform: OutForm::Smime,
+            trust: vec![],
+            allow_untrusted_recipient: false,
         })
         .expect_err("bad cipher");
         assert!(e.to_string().contains("unknown --cipher"));
@@ -497,6 +559,8 @@ mod tests {
             signer: None,
             rsa_padding: None,
             outform: OutForm::Smime,
+            trust: vec![],
+            allow_untrusted_recipient: false,
         })
         .expect_err("missing cert");
         assert!(e.to_string().contains("cannot read certificate"));

@@ -25,7 +25,7 @@ use std::time::SystemTime;
 use tokenmail_smime::mime::MessageVerification;
 use tokenmail_smime::path::CertEntry;
 use tokenmail_smime::pipeline::{self, verify_stream, ContentSink, PipelineError, VerifyStream};
-use tokenmail_smime::revocation::{Crl, RevocationMode};
+use tokenmail_smime::revocation::{Crl, RevocationInputs, RevocationMode};
 use tokenmail_smime::verify::VerifyOptions;
 
 use crate::output::{EarlySync, Staged};
@@ -110,6 +110,20 @@ impl TrustSetup {
             revocation,
             fetcher,
         })
+    }
+
+    /// The revocation inputs (mode, fetcher, skew) with `crls` from the caller, now.
+    pub fn revocation_inputs<'a>(&'a self, crls: &'a [Crl]) -> RevocationInputs<'a> {
+        RevocationInputs {
+            mode: self.revocation,
+            crls,
+            now: SystemTime::now(),
+            skew: self.trust.clock_skew(),
+            fetcher: self
+                .fetcher
+                .as_ref()
+                .map(|f| f as &dyn tokenmail_smime::revocation::RevocationFetcher),
+        }
     }
 
     /// Verification options over `anchors`, with `crls` from the caller, now.

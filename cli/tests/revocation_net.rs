@@ -202,6 +202,30 @@ fn ocsp_and_crl_distribution_points_over_http() {
         .as_str()
         .is_some_and(|d| d.contains("does not know")));
 
+    // a revoked recipient is refused by `tokenmail encrypt` (the certificate with its
+    // chain in one file), a good one is not
+    for (who, ok) in [("ee_revoked", false), ("ee_good", true)] {
+        let mut bundle = std::fs::read(dir.join(format!("{who}.pem"))).expect("cert");
+        bundle.extend(std::fs::read(dir.join("int.pem")).expect("int"));
+        let b = dir.join(format!("{who}+int.pem"));
+        std::fs::write(&b, bundle).expect("bundle");
+        let o = process::output(
+            Command::new(env!("CARGO_BIN_EXE_tokenmail"))
+                .args(["encrypt", "--no-self", "--trust"])
+                .arg(dir.join("root.pem"))
+                .arg("--recipient-cert")
+                .arg(&b)
+                .arg("-o")
+                .arg(dir.join("enc.eml"))
+                .arg(dir.join("msg.txt")),
+        );
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.success(), ok, "{who}: {e}");
+        if !ok {
+            assert!(e.contains("REVOKED") && e.contains("keyCompromise"), "{e}");
+        }
+    }
+
     // off: nothing asked
     let before = std::fs::read_to_string(dir.join("requests.log")).unwrap_or_default();
     let (code, _) = verify(dir, &["--revocation", "off"], "revoked.eml");

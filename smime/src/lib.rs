@@ -17,6 +17,7 @@ pub mod mime;
 pub mod ocsp;
 pub mod path;
 pub mod pipeline;
+pub mod recipient;
 pub mod reencode;
 pub mod revocation;
 pub mod signed;

@@ -30,43 +30,43 @@ keyUsage = critical,digitalSignature
 extendedKeyUsage = OCSPSigning
 [ee_base]
 basicConstraints = CA:FALSE
-keyUsage = critical,digitalSignature,nonRepudiation,keyEncipherment
+keyUsage = critical,digitalSignature,nonRepudiation,keyAgreement
 extendedKeyUsage = emailProtection
 subjectAltName = email:alice@example.com
 [ee]
 basicConstraints = CA:FALSE
-keyUsage = critical,digitalSignature,nonRepudiation,keyEncipherment
+keyUsage = critical,digitalSignature,nonRepudiation,keyAgreement
 extendedKeyUsage = emailProtection
 subjectAltName = email:alice@example.com
 authorityInfoAccess = OCSP;URI:$U/ocsp/int
 crlDistributionPoints = URI:$U/crl/int.crl
 [ee_crl_only]
 basicConstraints = CA:FALSE
-keyUsage = critical,digitalSignature,nonRepudiation,keyEncipherment
+keyUsage = critical,digitalSignature,nonRepudiation,keyAgreement
 extendedKeyUsage = emailProtection
 subjectAltName = email:alice@example.com
 crlDistributionPoints = URI:$U/crl/int.crl
 [ee_delegated]
 basicConstraints = CA:FALSE
-keyUsage = critical,digitalSignature,nonRepudiation,keyEncipherment
+keyUsage = critical,digitalSignature,nonRepudiation,keyAgreement
 extendedKeyUsage = emailProtection
 subjectAltName = email:alice@example.com
 authorityInfoAccess = OCSP;URI:$U/ocsp/int-delegated
 [ee_wrong]
 basicConstraints = CA:FALSE
-keyUsage = critical,digitalSignature,nonRepudiation,keyEncipherment
+keyUsage = critical,digitalSignature,nonRepudiation,keyAgreement
 extendedKeyUsage = emailProtection
 subjectAltName = email:alice@example.com
 authorityInfoAccess = OCSP;URI:$U/ocsp/int-wrong
 [ee_unknown]
 basicConstraints = CA:FALSE
-keyUsage = critical,digitalSignature,nonRepudiation,keyEncipherment
+keyUsage = critical,digitalSignature,nonRepudiation,keyAgreement
 extendedKeyUsage = emailProtection
 subjectAltName = email:alice@example.com
 authorityInfoAccess = OCSP;URI:$U/ocsp/int
 [ee_down]
 basicConstraints = CA:FALSE
-keyUsage = critical,digitalSignature,nonRepudiation,keyEncipherment
+keyUsage = critical,digitalSignature,nonRepudiation,keyAgreement
 extendedKeyUsage = emailProtection
 subjectAltName = email:alice@example.com
 authorityInfoAccess = OCSP;URI:http://127.0.0.1:1/ocsp
