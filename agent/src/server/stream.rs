@@ -682,8 +682,7 @@ fn decrypt_op(svc: &Service, input: &mut Input) -> Result<Done, AgentError> {
         chunk: CHUNK,
     };
     let result = decrypt_stream(input, &mut out, &stream, |env| {
-        let key =
-            find_recipient(svc, env).ok_or(AgentError::Message(DecryptError::NotARecipient))?;
+        let key = find_recipient(svc, env).ok_or_else(|| no_recipient(svc))?;
         used = Some((key.error.clone(), key.label.clone()));
         Ok::<_, AgentError>(key)
     });
@@ -706,6 +705,19 @@ fn decrypt_op(svc: &Service, input: &mut Input) -> Result<Done, AgentError> {
         },
         Some(file),
     ))
+}
+
+/// No key on the present tokens is a recipient. When a configured token is absent the key
+/// may well be on it: say which token to insert (`token-not-present`, as for a named key in
+/// `Service::find_key`) rather than `no-such-key`, which tells the user the message is not
+/// for them.
+fn no_recipient(svc: &Service) -> AgentError {
+    for s in svc.stores() {
+        if let Err(e @ (TokenError::NotPresent(_) | TokenError::CardAbsent(_))) = s.keys() {
+            return AgentError::Token(e);
+        }
+    }
+    AgentError::Message(DecryptError::NotARecipient)
 }
 
 /// The first key on the tokens that the envelope is encrypted to.
