@@ -200,6 +200,7 @@ impl Service {
             // Say why: no token present, or a PIN needed to see private keys.
             for s in &self.stores {
                 s.keys()?;
+                s.check_present()?;
             }
             return Err(TokenError::NoSuchKey(name.to_string()));
         }
@@ -241,10 +242,12 @@ impl Service {
                 key: one.1.clone(),
             }),
             [] => {
-                // The key may be on a token that is not there: say which to insert.
+                // The key may be on a token that is not there: say which to insert. A key
+                // list may also be stale (a module that answers from the state of a deleted
+                // token): check that the tokens are really there.
                 for s in &self.stores {
                     if let Err(e @ (TokenError::CardAbsent(_) | TokenError::NotPresent(_))) =
-                        s.keys()
+                        s.keys().and_then(|_| s.check_present())
                     {
                         return Err(e);
                     }

@@ -713,7 +713,9 @@ fn decrypt_op(svc: &Service, input: &mut Input) -> Result<Done, AgentError> {
 /// for them.
 fn no_recipient(svc: &Service) -> AgentError {
     for s in svc.stores() {
-        if let Err(e @ (TokenError::NotPresent(_) | TokenError::CardAbsent(_))) = s.keys() {
+        if let Err(e @ (TokenError::NotPresent(_) | TokenError::CardAbsent(_))) =
+            s.keys().and_then(|_| s.check_present())
+        {
             return AgentError::Token(e);
         }
     }

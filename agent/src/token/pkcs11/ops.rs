@@ -69,6 +69,19 @@ impl KeyStore for Pkcs11Store {
         Ok(keys)
     }
 
+    fn check_present(&self) -> Result<(), TokenError> {
+        let generation = {
+            let mut inner = self.lock_inner();
+            self.connect(&mut inner)?;
+            inner.generation
+        };
+        if self.still_there(generation) {
+            Ok(())
+        } else {
+            Err(TokenError::NotPresent(self.name.clone()))
+        }
+    }
+
     fn login(&self, pin: Option<SecretString>) -> Result<(), TokenError> {
         if pin.as_ref().is_some_and(|p| p.expose_secret().is_empty()) {
             return Err(TokenError::Invalid(
