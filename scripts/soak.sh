@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Soak and fault run (issue 11 item 16), one command:
 #
-#   scripts/soak.sh [--minutes N] [--clients 64] [--short] [--json] [--release|--debug]
+#   scripts/soak.sh [--minutes N] [--clients 64] [--short] [--json] [--json-file FILE]
+#                   [--release|--debug]
 #     scripts/soak.sh --minutes 5 --clients 64     # the full run (release build)
 #     scripts/soak.sh --short                      # the CI variant (~30-40 s, debug build)
 #   TOKENMAIL_SOAK_NO_BUILD=1 scripts/soak.sh ...  # reuse the binaries already built
@@ -19,13 +20,14 @@ PROG=soak.sh
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$ROOT"
 
-usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 cmdline="scripts/soak.sh $*"
 minutes=""
 clients=64
 short=0
 json=0
+json_file=""
 profile=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -35,6 +37,7 @@ while [ $# -gt 0 ]; do
     --clients=*) clients="${1#--clients=}"; shift ;;
     --short) short=1; shift ;;
     --json) json=1; shift ;;
+    --json-file) [ $# -ge 2 ] || usage; json_file="$2"; shift 2 ;;
     --release) profile=release; shift ;;
     --debug) profile=debug; shift ;;
     -h|--help) usage ;;
@@ -81,6 +84,7 @@ args=(--agent "$bin/tokenmail-agent" --cli "$bin/tokenmail" --work "$tmp/work" -
 [ "$short" -eq 1 ] && args+=(--short)
 [ -n "$minutes" ] && args+=(--minutes "$minutes")
 [ "$json" -eq 1 ] && args+=(--json)
+[ -n "$json_file" ] && args+=(--json-file "$json_file")
 
 # The driver's own limit: the load, plus preparation, phases and shutdown.
 if [ -n "$minutes" ]; then

@@ -103,6 +103,9 @@ pub struct SoakArgs {
     /// Print JSON instead of the text report.
     #[arg(long)]
     json: bool,
+    /// Also write the JSON report (with the fd/RSS series) to this file.
+    #[arg(long, value_name = "FILE")]
+    json_file: Option<PathBuf>,
 }
 
 // ------------------------------------------------------------------------------ plan
@@ -1447,6 +1450,10 @@ pub fn soak(a: SoakArgs) -> Result<()> {
             "agent_log_warnings": log_warnings(&agent2_log, &work.join("agent-1.log")),
         }),
     });
+    if let Some(p) = &a.json_file {
+        fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
