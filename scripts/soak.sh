@@ -66,7 +66,7 @@ cleanup() {
   # An agent the driver left behind (the driver killed by the timeout): only ours.
   if [ -f "$tmp/work/agent.pid" ]; then
     pid=$(cat "$tmp/work/agent.pid" 2>/dev/null || true)
-    if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$tmp/work/run/agent.sock"; then
+    if [ -n "$pid" ] && { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF -- "$tmp/work/run/agent.sock"; then
       kill -KILL "$pid" 2>/dev/null || true
     fi
   fi

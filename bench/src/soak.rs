@@ -699,7 +699,13 @@ struct SlowStats {
 fn slow_client(sh: &Shared, plan: &Plan, until: Duration) -> SlowStats {
     let mut st = SlowStats::default();
     let input = &sh.fx.small;
-    while sh.now() < until && !sh.stop.load(Ordering::SeqCst) {
+    // A slow client learns that it got `busy` only after dribbling its whole input: until
+    // one of its operations went through, it tries again a little past the phase.
+    let more = |st: &SlowStats| {
+        let now = sh.now();
+        now < until || (st.ok == 0 && now < until + Duration::from_secs(15))
+    };
+    while more(&st) && !sh.stop.load(Ordering::SeqCst) {
         let t = Instant::now();
         match slow_once(sh, plan, input) {
             Ok(Response::Signed { .. }) => st.ok += 1,
