@@ -260,11 +260,22 @@ impl Service {
     /// Resolves a key name: CKA_LABEL, hex CKA_ID, `sha256:` + its certificate's SHA-256
     /// fingerprint (unique across tokens), or an email in its certificate.
     fn resolve(&self, name: &str) -> Result<Found, TokenError> {
+        match self.resolve_once(name) {
+            // The tokens are there but the name matched nothing: the key lists were
+            // dropped by `check_present`; look once more at fresh ones (a list cached while
+            // a token went away and came back may be stale).
+            Err(TokenError::NoSuchKey(_)) => self.resolve_once(name),
+            r => r,
+        }
+    }
+
+    fn resolve_once(&self, name: &str) -> Result<Found, TokenError> {
         let keys = self.all_keys();
         if keys.is_empty() {
             // Say why: no token present, or a PIN needed to see private keys.
             for s in &self.stores {
                 s.keys()?;
+                s.check_present()?;
             }
             return Err(TokenError::NoSuchKey(name.to_string()));
         }
@@ -306,10 +317,12 @@ impl Service {
                 key: one.1.clone(),
             }),
             [] => {
-                // The key may be on a token that is not there: say which to insert.
+                // The key may be on a token that is not there: say which to insert. A key
+                // list may also be stale (a module that answers from the state of a deleted
+                // token): check that the tokens are really there.
                 for s in &self.stores {
                     if let Err(e @ (TokenError::CardAbsent(_) | TokenError::NotPresent(_))) =
-                        s.keys()
+                        s.keys().and_then(|_| s.check_present())
                     {
                         return Err(e);
                     }

@@ -1,5 +1,7 @@
 //! tokenmail-bench: benchmarks of tokenmail (not tests: no thresholds, only figures).
 //!
+//! `soak` (bench/src/soak.rs) runs many mixed clients with faults: see scripts/soak.sh.
+//!
 //! `sign-digest` measures signatures per second on one token, for each key and each
 //! concurrency, two ways:
 //!
@@ -42,6 +44,10 @@ const SHA256_DIGEST_INFO: &[u8] = &[
     0x00, 0x04, 0x20,
 ];
 
+#[path = "../../pkcs11-tests/src/process.rs"]
+mod process;
+mod soak;
+
 const CLIENT_NAME: &str = concat!("tokenmail-bench/", env!("CARGO_PKG_VERSION"));
 
 /// Benchmarks of tokenmail against the raw token (figures only, no pass/fail).
@@ -56,6 +62,8 @@ struct Cli {
 enum Cmd {
     /// Signatures/second: raw PKCS#11 vs through the agent's socket.
     SignDigest(SignArgs),
+    /// Soak and faults: many mixed clients, token removal, slow clients, agent killed.
+    Soak(soak::SoakArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -270,6 +278,7 @@ fn main() {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::SignDigest(a) => sign_digest(a),
+        Cmd::Soak(a) => soak::soak(a),
     };
     if let Err(e) = res {
         eprintln!("tokenmail-bench: {e:#}");

@@ -157,7 +157,8 @@ impl Running {
         }
     }
 
-    fn try_spawn(cmd: &mut Command) -> Result<Running, String> {
+    /// As [`Running::spawn`], returning the failure instead of panicking.
+    pub fn try_spawn(cmd: &mut Command) -> Result<Running, String> {
         let desc = format!("{cmd:?}");
         let mut child = cmd.spawn().map_err(|e| format!("cannot run {desc}: {e}"))?;
         let out = child.stdout.take().map(Drain::start);

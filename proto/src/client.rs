@@ -23,8 +23,9 @@ pub enum ClientError {
     /// The agent answered with an error.
     #[error("{}", .0.message)]
     Agent(ErrorInfo),
-    /// Protocol failure.
-    #[error("agent protocol error: {0}")]
+    /// Protocol failure, or the connection lost (the agent stopped, crashed or restarted:
+    /// said so plainly).
+    #[error("{}", proto_message(.0))]
     Proto(#[from] ProtoError),
     /// The agent sent something unexpected.
     #[error("unexpected answer from the agent: {0}")]
@@ -37,6 +38,31 @@ pub enum ClientError {
         /// The uid of the process that serves it.
         uid: u32,
     },
+}
+
+/// The text of [`ClientError::Proto`]. The I/O error itself follows in the error chain
+/// (its source), so it is not repeated here for a lost connection.
+fn proto_message(e: &ProtoError) -> String {
+    if connection_lost(e) {
+        "the agent closed the connection (did it stop or restart? try again)".into()
+    } else {
+        format!("agent protocol error: {e}")
+    }
+}
+
+/// The connection ended under the client: end of stream inside a frame, reset, broken pipe.
+fn connection_lost(e: &ProtoError) -> bool {
+    match e {
+        ProtoError::Truncated => true,
+        ProtoError::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
 }
 
 impl ClientError {
@@ -277,5 +303,43 @@ impl Client {
     /// The underlying stream (for streamed operations).
     pub fn stream(&mut self) -> &mut UnixStream {
         &mut self.stream
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_is_said_plainly_and_once() {
+        let reset = ClientError::from(ProtoError::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        let text = anyhow_like(&reset);
+        assert!(
+            text.starts_with("the agent closed the connection"),
+            "{text}"
+        );
+        assert_eq!(text.matches("reset").count(), 1, "{text}");
+        let cut = ClientError::from(ProtoError::Truncated);
+        assert!(cut
+            .to_string()
+            .starts_with("the agent closed the connection"));
+        let other = ClientError::from(ProtoError::BadMagic);
+        assert!(other
+            .to_string()
+            .starts_with("agent protocol error: bad frame magic"));
+    }
+
+    /// The error and its sources joined by ": ", as `anyhow`'s `{:#}` prints them.
+    fn anyhow_like(e: &dyn std::error::Error) -> String {
+        let mut s = e.to_string();
+        let mut cur = e.source();
+        while let Some(c) = cur {
+            s.push_str(": ");
+            s.push_str(&c.to_string());
+            cur = c.source();
+        }
+        s
     }
 }

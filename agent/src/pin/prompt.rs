@@ -262,6 +262,9 @@ impl KeyStore for PromptingStore {
     fn keys(&self) -> Result<Vec<KeyEntry>, TokenError> {
         self.inner.keys()
     }
+    fn check_present(&self) -> Result<(), TokenError> {
+        self.inner.check_present()
+    }
     fn login(&self, pin: Option<SecretString>) -> Result<(), TokenError> {
         self.inner.login(pin)
     }

@@ -726,8 +726,16 @@ fn decrypt_op(svc: &Service, input: &mut Input) -> Result<Done, AgentError> {
         policy: svc.cipher_policy(),
     };
     let result = decrypt_stream(input, &mut out, &stream, |env| {
-        let key =
-            find_recipient(svc, env).ok_or(AgentError::Message(DecryptError::NotARecipient))?;
+        let key = match find_recipient(svc, env) {
+            Some(k) => k,
+            None => {
+                // an absent token may hold the key; else look again at fresh key lists
+                if let Some(e) = absent_token(svc) {
+                    return Err(e);
+                }
+                find_recipient(svc, env).ok_or(AgentError::Message(DecryptError::NotARecipient))?
+            }
+        };
         used = Some((key.error.clone(), key.label.clone()));
         Ok::<_, AgentError>(key)
     });
@@ -752,6 +760,22 @@ fn decrypt_op(svc: &Service, input: &mut Input) -> Result<Done, AgentError> {
         },
         Some(file),
     ))
+}
+
+/// No key on the present tokens is a recipient: the error to give when a configured token
+/// is absent, since the key may well be on it (`token-not-present` naming the token, as for
+/// a named key in `Service::find_key`, rather than `no-such-key`, which tells the user the
+/// message is not for them). `check_present` drops the stores' cached key lists, so a
+/// second search reads them anew.
+fn absent_token(svc: &Service) -> Option<AgentError> {
+    for s in svc.stores() {
+        if let Err(e @ (TokenError::NotPresent(_) | TokenError::CardAbsent(_))) =
+            s.keys().and_then(|_| s.check_present())
+        {
+            return Some(AgentError::Token(e));
+        }
+    }
+    None
 }
 
 /// The first key on the tokens that the envelope is encrypted to.

@@ -328,6 +328,14 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     ) -> Result<Zeroizing<Vec<u8>>, TokenError>;
     /// ECDH with the EC key `id`: the raw shared secret.
     fn derive(&self, id: &[u8], peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, TokenError>;
+    /// Checks that the token is really there, beyond what is cached: `NotPresent` when it
+    /// went away. Either way the cached key list is dropped, so the next `keys` reads the
+    /// token again. For failure paths only (a key that is not in the key list): some
+    /// modules keep sessions valid and answer from stale state after their token is
+    /// deleted (SoftHSM). Default: nothing to check.
+    fn check_present(&self) -> Result<(), TokenError> {
+        Ok(())
+    }
     /// The PIV administration of this token, if it is a PIV card.
     fn piv(&self) -> Option<&dyn PivAdmin> {
         None

@@ -219,3 +219,127 @@ fn decrypt_failures_are_uniform_and_say_nothing_of_the_ciphertext() {
     let e = run(&svc, Request::Decrypt, input(&msg)).expect_err("no PIN");
     assert_eq!(code(e), (ErrorCode::PinRequired, Some("soft".into())));
 }
+
+/// A token that can be pulled out: the software store while present, `NotPresent` after.
+#[derive(Debug)]
+struct Removable {
+    inner: crate::token::soft::SoftwareStore,
+    present: std::sync::atomic::AtomicBool,
+}
+
+impl Removable {
+    fn here(&self) -> Result<(), crate::token::TokenError> {
+        if self.present.load(std::sync::atomic::Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(crate::token::TokenError::NotPresent(
+                self.name().to_string(),
+            ))
+        }
+    }
+}
+
+impl KeyStore for Removable {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn status(&self) -> tokenmail_proto::v1::TokenStatus {
+        self.inner.status()
+    }
+    fn keys(&self) -> Result<Vec<crate::token::KeyEntry>, crate::token::TokenError> {
+        self.here()?;
+        self.inner.keys()
+    }
+    fn login(&self, pin: Option<SecretString>) -> Result<(), crate::token::TokenError> {
+        self.here()?;
+        self.inner.login(pin)
+    }
+    fn lock(&self) {
+        self.inner.lock()
+    }
+    fn release(&self) {
+        self.inner.release()
+    }
+    fn expire_pin(&self) {
+        self.inner.expire_pin()
+    }
+    fn sign_digest(
+        &self,
+        id: &[u8],
+        scheme: tokenmail_smime::alg::SignatureScheme,
+        digest: &[u8],
+    ) -> Result<Vec<u8>, crate::token::TokenError> {
+        self.here()?;
+        self.inner.sign_digest(id, scheme, digest)
+    }
+    fn decrypt(
+        &self,
+        id: &[u8],
+        alg: tokenmail_smime::envelope::KeyTransport,
+        wrapped: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, crate::token::TokenError> {
+        self.here()?;
+        self.inner.decrypt(id, alg, wrapped)
+    }
+    fn derive(
+        &self,
+        id: &[u8],
+        peer_point: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, crate::token::TokenError> {
+        self.here()?;
+        self.inner.derive(id, peer_point)
+    }
+}
+
+/// Found by the soak (docs/reliability.md): with the token pulled out, a decrypt answered
+/// `no-such-key` ("none of the keys on the tokens is a recipient"), telling the user the
+/// message is not for them. It must say the token is absent, as sign does.
+#[test]
+fn decrypt_with_the_token_absent_says_not_present() {
+    let s = store();
+    s.login(Some(SecretString::from(PIN.to_string())))
+        .expect("login");
+    let token = Arc::new(Removable {
+        inner: s,
+        present: std::sync::atomic::AtomicBool::new(true),
+    });
+    let svc = Service::new(vec![token.clone() as Arc<dyn KeyStore>], HashMap::new());
+    let msg = encrypted_to(&svc, "rsa", ContentCipher::Aes256Gcm);
+    assert!(matches!(
+        run(&svc, Request::Decrypt, input(&msg)).expect("present").0,
+        Response::Decrypted { .. }
+    ));
+    token
+        .present
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let e = run(&svc, Request::Decrypt, input(&msg)).expect_err("absent");
+    assert_eq!(code(e), (ErrorCode::TokenNotPresent, Some("soft".into())));
+    let e = run(
+        &svc,
+        sign_req("rsa", SignForm::Multipart),
+        input(&from("rsa")),
+    )
+    .expect_err("absent");
+    assert_eq!(code(e).0, ErrorCode::TokenNotPresent);
+    // back: decrypts again
+    token
+        .present
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(
+        run(&svc, Request::Decrypt, input(&msg)).expect("back").0,
+        Response::Decrypted { .. }
+    ));
+    // a message for nobody on a present token is still no-such-key
+    let other = {
+        let der = crate::token::soft::test_support::leaf(
+            "Other",
+            "other@example.org",
+            crate::token::soft::test_support::p256_spki(),
+            30,
+        );
+        let r = EncryptRecipient::from_pem_or_der(&der).expect("recipient");
+        encrypt_message(MIXED, &[r], ContentCipher::Aes256Gcm).expect("encrypt")
+    };
+    let e = run(&svc, Request::Decrypt, input(&other)).expect_err("not ours");
+    assert_eq!(code(e).0, ErrorCode::NoSuchKey);
+}

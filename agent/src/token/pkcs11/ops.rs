@@ -61,12 +61,37 @@ impl KeyStore for Pkcs11Store {
                 return Ok(k.clone());
             }
         }
+        let before = self.lock_inner().generation;
         let keys = self.with_session(Need::IfPossible, list_keys, "list keys")?;
+        // SoftHSM lists nothing, without an error, on a session of a deleted token: an
+        // empty list is believed only from a token that is still there.
+        if keys.is_empty() {
+            let generation = self.lock_inner().generation;
+            if !self.still_there(generation) {
+                return Err(TokenError::NotPresent(self.name.clone()));
+            }
+        }
         let mut inner = self.lock_inner();
-        if inner.logged_in {
+        // Not cached when the connection changed meanwhile: the list may be of a token that
+        // went away (read from a session that outlived it).
+        if inner.logged_in && inner.generation == before {
             inner.keys = Some(keys.clone());
         }
         Ok(keys)
+    }
+
+    fn check_present(&self) -> Result<(), TokenError> {
+        let generation = {
+            let mut inner = self.lock_inner();
+            self.connect(&mut inner)?;
+            inner.generation
+        };
+        if self.still_there(generation) {
+            self.lock_inner().keys = None;
+            Ok(())
+        } else {
+            Err(TokenError::NotPresent(self.name.clone()))
+        }
     }
 
     fn login(&self, pin: Option<SecretString>) -> Result<(), TokenError> {
