@@ -123,6 +123,7 @@ impl TrustSetup {
                 .fetcher
                 .as_ref()
                 .map(|f| f as &dyn tokenmail_smime::revocation::RevocationFetcher),
+            sources: self.trust.revocation_sources(),
         }
     }
 
@@ -134,6 +135,7 @@ impl TrustSetup {
             crls,
             revocation: self.revocation,
             clock_skew: self.trust.clock_skew(),
+            revocation_sources: self.trust.revocation_sources(),
             fetcher: self
                 .fetcher
                 .as_ref()

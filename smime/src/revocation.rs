@@ -66,6 +66,34 @@ impl RevocationMode {
     }
 }
 
+/// Which network sources are asked, in which order, when the given and carried CRLs do not
+/// decide (`[trust] revocation_sources`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevocationSources {
+    /// OCSP at the certificate's responder, then the CRL distribution points (default).
+    #[default]
+    OcspFirst,
+    /// The CRL distribution points, then OCSP.
+    CrlFirst,
+    /// OCSP only.
+    OcspOnly,
+    /// CRL distribution points only.
+    CrlOnly,
+}
+
+impl RevocationSources {
+    /// The spelling in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OcspFirst => "ocsp-first",
+            Self::CrlFirst => "crl-first",
+            Self::OcspOnly => "ocsp-only",
+            Self::CrlOnly => "crl-only",
+        }
+    }
+}
+
 /// Most CRLs considered for one verification (the rest are ignored).
 pub const MAX_CRLS: usize = 64;
 
@@ -239,9 +267,11 @@ pub struct RevocationInputs<'a> {
     pub now: SystemTime,
     /// Allowed clock skew for thisUpdate / nextUpdate.
     pub skew: Duration,
-    /// Network access: OCSP first (the certificate's authorityInfoAccess), then the CRL
+    /// Network access: OCSP (the certificate's authorityInfoAccess) and the CRL
     /// distribution points, when the local CRLs do not decide. `None`: offline.
     pub fetcher: Option<&'a dyn RevocationFetcher>,
+    /// Which network sources, in which order.
+    pub sources: RevocationSources,
 }
 
 fn der_time(t: SystemTime) -> String {
@@ -459,17 +489,58 @@ pub fn status(
         fetches.set(n + 1);
         n < MAX_FETCHES
     };
-    if let Some(url) = crate::ocsp::responder_urls(cert).into_iter().next() {
-        if budget() {
-            match ocsp_status(cert, issuer, inp, fetcher, &url) {
-                Ok(r) if !r.is_unknown() => return r,
-                Ok(r) => notes.push(r.detail),
-                Err(e) => notes.push(format!("OCSP {url}: {e}")),
-            }
+    let order: &[bool] = match inp.sources {
+        RevocationSources::OcspFirst => &[true, false],
+        RevocationSources::CrlFirst => &[false, true],
+        RevocationSources::OcspOnly => &[true],
+        RevocationSources::CrlOnly => &[false],
+    };
+    for &ocsp in order {
+        let decided = if ocsp {
+            ocsp_from_network(cert, issuer, inp, fetcher, &budget, &mut notes)
         } else {
-            notes.push("no more network requests for this message".into());
+            crl_from_network(cert, issuer, inp, fetcher, &budget, &mut notes)
+        };
+        if let Some(r) = decided {
+            return r;
         }
     }
+    notes.retain(|n| !n.is_empty());
+    notes.dedup();
+    CertRevocation::new(cert, "none", "unknown", notes.join("; "))
+}
+
+/// OCSP at the certificate's first responder: a decision, or notes on why not.
+fn ocsp_from_network(
+    cert: &CertEntry,
+    issuer: &CertEntry,
+    inp: &RevocationInputs<'_>,
+    fetcher: &dyn RevocationFetcher,
+    budget: &dyn Fn() -> bool,
+    notes: &mut Vec<String>,
+) -> Option<CertRevocation> {
+    let url = crate::ocsp::responder_urls(cert).into_iter().next()?;
+    if !budget() {
+        notes.push("no more network requests for this message".into());
+        return None;
+    }
+    match ocsp_status(cert, issuer, inp, fetcher, &url) {
+        Ok(r) if !r.is_unknown() => return Some(r),
+        Ok(r) => notes.push(r.detail),
+        Err(e) => notes.push(format!("OCSP {url}: {e}")),
+    }
+    None
+}
+
+/// The CRLs at the certificate's distribution points: a decision, or notes on why not.
+fn crl_from_network(
+    cert: &CertEntry,
+    issuer: &CertEntry,
+    inp: &RevocationInputs<'_>,
+    fetcher: &dyn RevocationFetcher,
+    budget: &dyn Fn() -> bool,
+    notes: &mut Vec<String>,
+) -> Option<CertRevocation> {
     let mut fetched = Vec::new();
     for url in crl_urls(cert)
         .into_iter()
@@ -488,16 +559,15 @@ pub fn status(
             Err(e) => notes.push(format!("CRL {url}: {e}")),
         }
     }
-    if !fetched.is_empty() {
-        let r = crl_status(cert, issuer, &fetched, inp);
-        if !r.is_unknown() {
-            return r;
-        }
-        notes.push(r.detail);
+    if fetched.is_empty() {
+        return None;
     }
-    notes.retain(|n| !n.is_empty());
-    notes.dedup();
-    CertRevocation::new(cert, "none", "unknown", notes.join("; "))
+    let r = crl_status(cert, issuer, &fetched, inp);
+    if !r.is_unknown() {
+        return Some(r);
+    }
+    notes.push(r.detail);
+    None
 }
 
 /// One OCSP exchange: the status, or why there is none.

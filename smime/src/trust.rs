@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::path::Policy;
-use crate::revocation::RevocationMode;
+use crate::revocation::{RevocationMode, RevocationSources};
 
 /// Default most intermediate CAs between a certificate and its anchor.
 pub const DEFAULT_MAX_PATH_LENGTH: usize = 3;
@@ -31,6 +31,9 @@ pub struct TrustConfig {
     pub intermediates: Vec<PathBuf>,
     /// `soft-fail` (default), `hard-fail` or `off`.
     pub revocation: Option<RevocationMode>,
+    /// Network sources when the given CRLs do not decide: `ocsp-first` (default),
+    /// `crl-first`, `ocsp-only`, `crl-only`.
+    pub revocation_sources: Option<RevocationSources>,
     /// Most intermediate CAs in a path (default 3).
     pub max_path_length: Option<usize>,
     /// Where fetched CRLs and OCSP answers are kept.
@@ -101,6 +104,11 @@ impl TrustConfig {
     /// The revocation mode (default soft-fail).
     pub fn revocation(&self) -> RevocationMode {
         self.revocation.unwrap_or_default()
+    }
+
+    /// The network revocation sources (default OCSP first).
+    pub fn revocation_sources(&self) -> RevocationSources {
+        self.revocation_sources.unwrap_or_default()
     }
 
     /// The clock skew.

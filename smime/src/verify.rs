@@ -251,6 +251,8 @@ pub struct VerifyOptions<'a> {
     pub clock_skew: std::time::Duration,
     /// network access for OCSP and CRL distribution points (`None`: offline)
     pub fetcher: Option<&'a dyn crate::revocation::RevocationFetcher>,
+    /// which network sources, in which order
+    pub revocation_sources: crate::revocation::RevocationSources,
 }
 
 /// Default allowed clock skew for CRL (and later OCSP) times.
@@ -271,6 +273,7 @@ impl<'a> VerifyOptions<'a> {
             crls: &[],
             clock_skew: DEFAULT_CLOCK_SKEW,
             fetcher: None,
+            revocation_sources: Default::default(),
         }
     }
 }
@@ -396,6 +399,7 @@ pub fn verify(
         now: opts.now,
         skew: opts.clock_skew,
         fetcher: opts.fetcher,
+        sources: opts.revocation_sources,
     };
     let signers: Vec<SignerReport> = parsed
         .signers
