@@ -1304,8 +1304,11 @@ mod name_tests {
         v
     }
 
-    /// A Name from RDNs of (attribute type OID bytes, value tag, value bytes).
-    fn name(rdns: &[&[(&[u8], u8, &[u8])]]) -> x509_cert::name::Name {
+    /// One attribute: (type OID bytes, value tag, value bytes).
+    type Attr<'a> = (&'a [u8], u8, &'a [u8]);
+
+    /// A Name from RDNs of attributes.
+    fn name(rdns: &[&[Attr<'_>]]) -> x509_cert::name::Name {
         let mut seq = Vec::new();
         for rdn in rdns {
             let mut set = Vec::new();
