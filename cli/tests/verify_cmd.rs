@@ -178,7 +178,7 @@ fn verify_command() {
     for bad in [
         &["--at", "yesterday"][..],
         &["--at", "1950-01-01T00:00:00Z"],
-        &["--max-intermediates", "10"],
+        &["--max-intermediates", "9"],
     ] {
         let mut v = vec!["tokenmail-verify"];
         v.extend_from_slice(bad);
