@@ -213,6 +213,8 @@ fn outer_signed(args: DecryptArgs, input: &Path, socket: Option<&Path>) -> Resul
         untrusted: vec![],
         crl: vec![],
         revocation: None,
+        at: None,
+        max_intermediates: None,
         input: Some(input.to_path_buf()),
         output: Some(content.clone()),
     };
@@ -293,6 +295,8 @@ fn inner_signature(plain: &Path, trust: &[PathBuf]) -> Result<Option<InnerSignat
         untrusted: vec![],
         crl: vec![],
         revocation: None,
+        at: None,
+        max_intermediates: None,
         input: Some(plain.to_path_buf()),
         output: None,
     };

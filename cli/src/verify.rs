@@ -59,12 +59,28 @@ pub struct VerifyArgs {
     /// Default: [trust] revocation in the configuration, else soft-fail.
     #[arg(long, value_name = "MODE", value_parser = parse_revocation)]
     pub revocation: Option<RevocationMode>,
+    /// Verify as of TIME (UTC, YYYY-MM-DDTHH:MM:SSZ) instead of now: certificate validity,
+    /// the signingTime plausibility and CRL freshness are judged at TIME. For old messages
+    /// and conformance test data.
+    #[arg(long = "at", value_name = "TIME", value_parser = parse_time)]
+    pub at: Option<SystemTime>,
+    /// Most intermediate CA certificates between the signer and a trust anchor, at most 8.
+    /// Default: [trust] max_path_length in the configuration, else 3.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=8))]
+    pub max_intermediates: Option<u8>,
     /// Input: a MIME message or entity, or a bare CMS in DER or PEM (default: standard input).
     #[arg(value_name = "IN")]
     pub input: Option<PathBuf>,
     /// Write the verified content here ('-' for standard output).
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub output: Option<PathBuf>,
+}
+
+fn parse_time(s: &str) -> Result<SystemTime, String> {
+    s.trim()
+        .parse::<der::DateTime>()
+        .map(|t| t.to_system_time())
+        .map_err(|_| format!("{s:?}: use UTC as YYYY-MM-DDTHH:MM:SSZ (from 1970 on)"))
 }
 
 fn parse_revocation(s: &str) -> Result<RevocationMode, String> {
@@ -419,12 +435,18 @@ pub fn run_with(
     };
     let mut setup = TrustSetup::load(args.revocation)?;
     setup.policy.allow_any_eku |= args.allow_any_eku;
+    if let Some(n) = args.max_intermediates {
+        setup.policy.max_intermediates = usize::from(n);
+    }
     setup.intermediates.extend(crate::store::load_certs(
         &args.untrusted,
         "intermediate certificate",
     )?);
     let crls = load_crls(&args.crl)?;
-    let opts = setup.options(&anchors, &crls);
+    let opts = VerifyOptions {
+        now: args.at.unwrap_or_else(SystemTime::now),
+        ..setup.options(&anchors, &crls)
+    };
     let mut input = open_input(args.input.as_deref())?;
     let mut sink = Sink::new(args.output.as_deref())?;
     // a file can be read a second time (should micalg name the wrong algorithm)
@@ -515,6 +537,8 @@ mod tests {
             untrusted: vec![],
             crl: vec![],
             revocation: None,
+            at: None,
+            max_intermediates: None,
             input: Some(dir.join(input)),
             output: output.map(|o| dir.join(o)),
         };
@@ -624,6 +648,8 @@ mod tests {
             untrusted: vec![],
             crl: vec![],
             revocation: None,
+            at: None,
+            max_intermediates: None,
             input: Some(dir.join("big.eml")),
             output: Some(PathBuf::from("-")),
         };

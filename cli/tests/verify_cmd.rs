@@ -145,6 +145,46 @@ fn verify_command() {
     assert_eq!(code, 1);
     assert!(!out2.exists());
 
+    // --at: verified as of another time (far in the future: every certificate has
+    // expired); --max-intermediates 0: the one intermediate is one too many
+    let failed = |extra: &[&str]| {
+        let mut v = vec!["--json", "--trust"];
+        let root = p(dir, "root.pem");
+        let good = p(dir, "good.eml");
+        v.push(&root);
+        v.extend_from_slice(extra);
+        v.push(&good);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = run_with(args(&v), &mut out, &mut err).expect("runs");
+        let j: serde_json::Value = serde_json::from_slice(&out).expect("JSON report");
+        let failed: Vec<String> = j["signers"][0]["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .filter(|c| c["ok"] != true)
+            .map(|c| c["name"].as_str().unwrap_or_default().to_string())
+            .collect();
+        (code, failed)
+    };
+    let (code, f) = failed(&["--at", "2199-01-01T00:00:00Z"]);
+    assert_eq!(code, 1);
+    assert!(f.contains(&"validity_now".to_string()), "{f:?}");
+    assert_eq!(failed(&["--at", "2000-01-01T00:00:00Z"]).0, 1);
+    assert_eq!(failed(&["--max-intermediates", "1"]), (0, vec![]));
+    assert_eq!(
+        failed(&["--max-intermediates", "0"]),
+        (1, vec!["path_length".to_string()])
+    );
+    for bad in [
+        &["--at", "yesterday"][..],
+        &["--at", "1950-01-01T00:00:00Z"],
+        &["--max-intermediates", "9"],
+    ] {
+        let mut v = vec!["tokenmail-verify"];
+        v.extend_from_slice(bad);
+        assert!(Cli::try_parse_from(v).is_err(), "{bad:?}");
+    }
+
     // untrusted root: exit 1
     assert_eq!(
         run(args(&[

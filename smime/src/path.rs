@@ -1,6 +1,7 @@
 //! Certificates, path building to trust anchors and the signer-certificate policy.
 //!
-//! No revocation (CRL/OCSP) yet.
+//! Names chain by the RFC 5280 §7.1 comparison ([`names_match`]), not byte for byte.
+//! Revocation is checked by [`crate::revocation`].
 
 use crate::alg::{classify_signature_alg, SigAlgKind, SignatureScheme};
 use crate::ber::Tlv;
@@ -86,17 +87,19 @@ impl CertEntry {
             .unwrap_or_default()
     }
 
-    pub(crate) fn issuer_der(&self) -> Vec<u8> {
-        self.cert
-            .tbs_certificate()
-            .issuer()
-            .to_der()
-            .unwrap_or_default()
+    /// Subject and issuer are the same name (RFC 5280 §7.1 comparison, see [`names_match`]).
+    pub fn is_self_issued(&self) -> bool {
+        let t = self.cert.tbs_certificate();
+        names_match(t.subject(), t.issuer())
     }
 
-    /// Subject and issuer are the same name.
-    pub fn is_self_issued(&self) -> bool {
-        self.subject_der() == self.issuer_der()
+    /// Whether `issuer`'s subject name is this certificate's issuer name (name chaining,
+    /// RFC 5280 §6.1.3 (a)(4), compared as §7.1 says).
+    pub fn issued_by_name(&self, issuer: &CertEntry) -> bool {
+        names_match(
+            self.cert.tbs_certificate().issuer(),
+            issuer.cert.tbs_certificate().subject(),
+        )
     }
 
     /// The public key.
@@ -145,6 +148,95 @@ impl CertEntry {
             None
         }
     }
+}
+
+/// The value of a directory string attribute as text (PrintableString, UTF8String,
+/// IA5String, TeletexString read as Latin-1, BMPString, UniversalString); `None` for any
+/// other type or a bad encoding.
+fn directory_string(v: &der::Any) -> Option<String> {
+    let b = v.value();
+    // PrintableString, UTF8String, IA5String; TeletexString; BMPString; UniversalString
+    let tag = der::Tagged::tag(v);
+    if tag.class() != der::Class::Universal || tag.is_constructed() {
+        return None;
+    }
+    match tag.number().value() {
+        19 | 12 | 22 => std::str::from_utf8(b).ok().map(str::to_string),
+        20 => Some(b.iter().map(|&c| char::from(c)).collect()),
+        30 => {
+            if b.len() % 2 != 0 {
+                return None;
+            }
+            let units: Vec<u16> = b
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
+            String::from_utf16(&units).ok()
+        }
+        28 => {
+            if b.len() % 4 != 0 {
+                return None;
+            }
+            b.chunks_exact(4)
+                .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+                .collect()
+        }
+        _ => None,
+    }
+}
+
+/// RFC 5280 §7.1 (after RFC 4518): case folded, leading and trailing white space removed,
+/// inner runs of white space made one space. (Unicode normalization and the other
+/// stringprep mappings are not done: names that differ only by those do not match.)
+fn fold_directory_string(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+fn attribute_values_match(a: &der::Any, b: &der::Any) -> bool {
+    if a == b {
+        return true;
+    }
+    match (directory_string(a), directory_string(b)) {
+        (Some(x), Some(y)) => fold_directory_string(&x) == fold_directory_string(&y),
+        _ => false,
+    }
+}
+
+/// RFC 5280 §7.1 name comparison: the same number of RDNs in the same order, each RDN the
+/// same set of attributes (any order), each attribute the same type and a matching value —
+/// directory strings (of any of the string types, so a PrintableString matches the same
+/// UTF8String) compared case-insensitively with white space folded, other values byte for
+/// byte.
+pub fn names_match(a: &x509_cert::name::Name, b: &x509_cert::name::Name) -> bool {
+    if a == b {
+        return true;
+    }
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter_rdn().zip(b.iter_rdn()).all(|(ra, rb)| {
+        if ra.len() != rb.len() {
+            return false;
+        }
+        let mut used = vec![false; rb.len()];
+        ra.iter().all(|x| {
+            let found = rb.iter().enumerate().find(|(j, y)| {
+                !used[*j] && x.oid == y.oid && attribute_values_match(&x.value, &y.value)
+            });
+            match found {
+                Some((j, _)) => {
+                    used[j] = true;
+                    true
+                }
+                None => false,
+            }
+        })
+    })
 }
 
 /// Verifies a signed X.509 structure (a certificate, a CRL: a SEQUENCE whose first element
@@ -310,10 +402,9 @@ impl<'a> PathSearch<'a> {
         if self.anchors.iter().any(|a| a == cur) {
             return true;
         }
-        let issuer = cur.issuer_der();
         let anchors = self.anchors;
         for a in anchors {
-            if a.subject_der() == issuer {
+            if cur.issued_by_name(a) {
                 match self.signed_by(cur, a) {
                     Ok(()) => {
                         path.push(a);
@@ -334,7 +425,7 @@ impl<'a> PathSearch<'a> {
         }
         let pool = self.pool;
         for c in pool {
-            if c.subject_der() != issuer || path.contains(&c) {
+            if !cur.issued_by_name(c) || path.contains(&c) {
                 continue;
             }
             match self.signed_by(cur, c) {
@@ -668,11 +759,12 @@ pub fn check_signer_certificate(ee: &CertEntry, inp: &PathInputs<'_>) -> (Vec<Ch
                         ));
                     }
                     if let Some(pl) = bc.path_len_constraint {
-                        // intermediates below this one (not counting the end entity)
-                        let below = i - 1;
+                        // intermediates below this one (not counting the end entity);
+                        // self-issued ones do not count (RFC 5280 §6.1.4 (l))
+                        let below = chain[1..i].iter().filter(|c| !c.is_self_issued()).count();
                         if below > pl as usize {
                             ca_problems.push(format!(
-                                "'{}' has pathLen {pl} but {below} CA(s) below it",
+                                "'{}' has pathLen {pl} but {below} CA(s) below it (self-issued ones not counted)",
                                 c.subject()
                             ));
                         }
@@ -868,6 +960,8 @@ mod path_budget_tests {
         name_constraints: bool,
         /// a critical certificatePolicies extension
         critical_policies: bool,
+        /// basicConstraints pathLenConstraint of a CA
+        path_len: Option<u8>,
     }
 
     impl BuilderProfile for Profile {
@@ -889,7 +983,7 @@ mod path_budget_tests {
             use x509_cert::ext::ToExtension;
             let mut out = vec![BasicConstraints {
                 ca: true,
-                path_len_constraint: None,
+                path_len_constraint: self.path_len,
             }
             .to_extension(tbs.subject(), &[])?];
             if let Some(eku) = &self.eku {
@@ -970,6 +1064,33 @@ mod path_budget_tests {
         name_constraints: bool,
         critical_policies: bool,
     ) -> CertEntry {
+        cert_full(
+            subject,
+            issuer,
+            serial,
+            subject_key,
+            issuer_key,
+            ca,
+            eku,
+            name_constraints,
+            critical_policies,
+            None,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn cert_full(
+        subject: &str,
+        issuer: &str,
+        serial: u32,
+        subject_key: &p256::ecdsa::SigningKey,
+        issuer_key: &p256::ecdsa::SigningKey,
+        ca: bool,
+        eku: Option<Vec<der::asn1::ObjectIdentifier>>,
+        name_constraints: bool,
+        critical_policies: bool,
+        path_len: Option<u8>,
+    ) -> CertEntry {
         let now = SystemTime::now();
         let validity = Validity::new(
             Time::try_from(now - Duration::from_secs(3600)).expect("time"),
@@ -984,6 +1105,7 @@ mod path_budget_tests {
                 eku,
                 name_constraints,
                 critical_policies,
+                path_len,
             },
             SerialNumber::from(serial),
             validity,
@@ -1114,5 +1236,158 @@ mod path_budget_tests {
                 "eku {eku:?}, name constraints {nc}, policies {cp}"
             );
         }
+    }
+
+    fn ca_with_path_len(
+        subject: &str,
+        issuer: &str,
+        serial: u32,
+        subject_key: &p256::ecdsa::SigningKey,
+        issuer_key: &p256::ecdsa::SigningKey,
+        path_len: u8,
+    ) -> CertEntry {
+        cert_full(
+            subject,
+            issuer,
+            serial,
+            subject_key,
+            issuer_key,
+            true,
+            None,
+            false,
+            false,
+            Some(path_len),
+        )
+    }
+
+    /// RFC 5280 §6.1.4 (l), PKITS 4.6.15–4.6.17: a self-issued CA certificate (key
+    /// rollover) does not count against an upper CA's pathLenConstraint; a CA with another
+    /// name does.
+    #[test]
+    fn self_issued_certificates_do_not_count_against_path_len() {
+        let (root, old, new, sub, ee_key) = (key(31), key(32), key(33), key(34), key(35));
+        let anchors = [cert("CN=Root", "CN=Root", 1, &root, &root, true)];
+        let int_old = ca_with_path_len("CN=Int", "CN=Root", 2, &old, &root, 0);
+        // the new key certified by the old one: self-issued
+        let int_new = ca_with_path_len("CN=Int", "CN=Int", 3, &new, &old, 0);
+        let ee = cert("CN=alice", "CN=Int", 4, &ee_key, &new, false);
+        let pool = [int_old.clone(), int_new];
+        assert!(pool[1].is_self_issued());
+        assert_eq!(
+            failed_checks(&ee, &pool, &anchors),
+            Vec::<String>::new(),
+            "a self-issued CA below pathLen 0"
+        );
+        // a subordinate CA with its own name below pathLen 0 is one CA too many
+        let sub_ca = cert("CN=Sub", "CN=Int", 5, &sub, &old, true);
+        let ee2 = cert("CN=bob", "CN=Sub", 6, &key(36), &sub, false);
+        let pool = [int_old, sub_ca];
+        assert_eq!(failed_checks(&ee2, &pool, &anchors), ["ca_constraints"]);
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    const CN: &[u8] = &[0x55, 0x04, 0x03];
+    const O: &[u8] = &[0x55, 0x04, 0x0a];
+    const PRINTABLE: u8 = 0x13;
+    const UTF8: u8 = 0x0c;
+    const BMP: u8 = 0x1e;
+    const OCTETS: u8 = 0x04;
+
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        assert!(content.len() < 128);
+        let mut v = vec![tag, content.len() as u8];
+        v.extend_from_slice(content);
+        v
+    }
+
+    /// One attribute: (type OID bytes, value tag, value bytes).
+    type Attr<'a> = (&'a [u8], u8, &'a [u8]);
+
+    /// A Name from RDNs of attributes.
+    fn name(rdns: &[&[Attr<'_>]]) -> x509_cert::name::Name {
+        let mut seq = Vec::new();
+        for rdn in rdns {
+            let mut set = Vec::new();
+            for (oid, tag, value) in rdn.iter() {
+                let mut atv = tlv(0x06, oid);
+                atv.extend(tlv(*tag, value));
+                set.extend(tlv(0x30, &atv));
+            }
+            seq.extend(tlv(0x31, &set));
+        }
+        x509_cert::name::Name::from_der(&tlv(0x30, &seq)).expect("name")
+    }
+
+    fn cn(tag: u8, v: &[u8]) -> x509_cert::name::Name {
+        name(&[&[(O, PRINTABLE, b"Test Certificates")], &[(CN, tag, v)]])
+    }
+
+    /// PKITS 4.3.3–4.3.5, 4.3.10, 4.3.11: white space and case are insignificant, and a
+    /// PrintableString matches the same UTF8String (or BMPString).
+    #[test]
+    fn names_compare_as_rfc5280_section_7_1_says() {
+        let good = cn(PRINTABLE, b"Good CA");
+        for (tag, v) in [
+            (PRINTABLE, &b"Good CA"[..]),
+            (PRINTABLE, b"Good     CA"),
+            (PRINTABLE, b"  Good CA "),
+            (PRINTABLE, b"GOOD CA"),
+            (UTF8, b"good ca"),
+            (UTF8, b"Good\t CA"),
+            (
+                BMP,
+                &[
+                    0, b'G', 0, b'o', 0, b'o', 0, b'd', 0, b' ', 0, b'C', 0, b'A',
+                ],
+            ),
+        ] {
+            assert!(
+                names_match(&good, &cn(tag, v)),
+                "{:?}",
+                String::from_utf8_lossy(v)
+            );
+        }
+        // a non-ASCII UTF8String folds its case too
+        assert!(names_match(
+            &cn(UTF8, "Ärger CA".as_bytes()),
+            &cn(UTF8, "ärger  ca".as_bytes())
+        ));
+        for (tag, v) in [
+            (PRINTABLE, &b"Good CB"[..]),
+            (PRINTABLE, b"GoodCA"),
+            (PRINTABLE, b"Good CA 2"),
+            // not a directory string: compared byte for byte
+            (OCTETS, b"Good CA"),
+        ] {
+            assert!(
+                !names_match(&good, &cn(tag, v)),
+                "{:?}",
+                String::from_utf8_lossy(v)
+            );
+        }
+        assert!(!names_match(
+            &cn(OCTETS, b"Good CA"),
+            &cn(OCTETS, b"good ca")
+        ));
+    }
+
+    /// PKITS 4.3.2: the RDNs' order matters; within a multi-valued RDN it does not.
+    #[test]
+    fn rdn_order_matters_attribute_order_within_an_rdn_does_not() {
+        let a = name(&[&[(O, PRINTABLE, b"X")], &[(CN, PRINTABLE, b"Y")]]);
+        let b = name(&[&[(CN, PRINTABLE, b"Y")], &[(O, PRINTABLE, b"X")]]);
+        assert!(!names_match(&a, &b));
+        let m1 = name(&[&[(O, PRINTABLE, b"X"), (CN, PRINTABLE, b"Y")]]);
+        let m2 = name(&[&[(CN, UTF8, b"y"), (O, PRINTABLE, b"x")]]);
+        assert!(names_match(&m1, &m2));
+        // one attribute more or less is another name
+        let short = name(&[&[(O, PRINTABLE, b"X")]]);
+        assert!(!names_match(&a, &short));
+        let m3 = name(&[&[(O, PRINTABLE, b"X"), (O, PRINTABLE, b"X")]]);
+        assert!(!names_match(&m1, &m3));
     }
 }
