@@ -140,6 +140,10 @@ impl TrustSetup {
                 .as_ref()
                 .map(|f| f as &dyn tokenmail_smime::revocation::RevocationFetcher),
             sources: self.trust.revocation_sources(),
+            pool: &self.intermediates,
+            anchor: None,
+            max_intermediates: self.policy.max_intermediates,
+            depth: 0,
         }
     }
 

@@ -414,14 +414,6 @@ const RELATIVE_DP: Reason = (
     "relative-dp-name",
     "nameRelativeToCRLIssuer distribution point names are not supported (revocation.rs): the CRL is not used, so hard-fail rejects",
 );
-const CRL_SIGNER_PATH: Reason = (
-    "LEAD: crl-signer",
-    "revocation.rs tries a CRL only with the key of the certificate's issuer in the path; RFC 5280 §6.3.3 (f) validates a path for the CRL signer, here another certificate of the same name among the message's certificates (the CA's other key after a key rollover, or its separate CRL-signing certificate), so the right CRL is refused (\"bad signature\" or \"keyUsage does not allow cRLSign\") and the status is unknown",
-);
-const CRL_ISSUER_NAME: Reason = (
-    "LEAD: crl-issuer-name",
-    "revocation.rs compares the CRL's issuer name with the CA's subject byte for byte; RFC 5280 §7.1 (path::names_match) matches them (here the CRL names the CA in UTF8String, the CA certificate in PrintableString), so the CRL is not found and the status is unknown",
-);
 const PRE_1970: Reason = (
     "pre-1970",
     "der 0.8 (under x509-cert) cannot represent times before 1970: the end-entity certificate (notBefore UTCTime 500101120100Z, 1950) does not parse, so the signer's certificate is not found; fails safe",
@@ -434,15 +426,12 @@ fn status(section: &str, name: &str) -> Status {
         ("4.13", _) => NotApplicable(NAME_CONSTRAINTS),
         ("4.1", n) if n.contains("DSA") => NotApplicable(DSA),
         ("4.2", "Validpre2000UTCnotBeforeDateTest3") => KnownFailure(PRE_1970),
-        ("4.3", "ValidRolloverfromPrintableStringtoUTF8StringTest10") => {
-            KnownFailure(CRL_ISSUER_NAME)
-        }
         (
             "4.4",
             "ValidSeparateCertificateandCRLKeysTest19"
             | "InvalidSeparateCertificateandCRLKeysTest20"
             | "InvalidSeparateCertificateandCRLKeysTest21",
-        ) => KnownFailure(CRL_SIGNER_PATH),
+        ) => Applicable,
         (
             "4.5",
             "ValidBasicSelfIssuedOldWithNewTest1"
@@ -451,11 +440,11 @@ fn status(section: &str, name: &str) -> Status {
             | "InvalidBasicSelfIssuedNewWithOldTest5"
             | "ValidBasicSelfIssuedCRLSigningKeyTest6"
             | "InvalidBasicSelfIssuedCRLSigningKeyTest7",
-        ) => KnownFailure(CRL_SIGNER_PATH),
+        ) => Applicable,
         (
             "4.6",
             "ValidSelfIssuedpathLenConstraintTest15" | "ValidSelfIssuedpathLenConstraintTest17",
-        ) => KnownFailure(CRL_SIGNER_PATH),
+        ) => Applicable,
         ("4.14", n) if n.contains("onlySomeReasons") => NotApplicable(SOME_REASONS),
         ("4.14", n) if n.contains("IDPwithindirectCRL") || n.contains("cRLIssuer") => {
             NotApplicable(INDIRECT)

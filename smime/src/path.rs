@@ -79,14 +79,6 @@ impl CertEntry {
             .collect()
     }
 
-    pub(crate) fn subject_der(&self) -> Vec<u8> {
-        self.cert
-            .tbs_certificate()
-            .subject()
-            .to_der()
-            .unwrap_or_default()
-    }
-
     /// Subject and issuer are the same name (RFC 5280 §7.1 comparison, see [`names_match`]).
     pub fn is_self_issued(&self) -> bool {
         let t = self.cert.tbs_certificate();

@@ -29,7 +29,7 @@ use x509_cert::ext::pkix::crl::CrlDistributionPoints;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 
-use crate::path::{verify_signed_der, CertEntry};
+use crate::path::{build_path, names_match, verify_signed_der, CertEntry};
 use crate::verify::Check;
 
 /// What happens when the revocation status of a certificate cannot be determined.
@@ -160,10 +160,6 @@ impl Crl {
         Ok(out)
     }
 
-    fn issuer_der(&self) -> Vec<u8> {
-        self.list.tbs_cert_list.issuer.to_der().unwrap_or_default()
-    }
-
     fn extension(&self, oid: &str) -> Option<&x509_cert::ext::Extension> {
         self.list
             .tbs_cert_list
@@ -272,6 +268,15 @@ pub struct RevocationInputs<'a> {
     pub fetcher: Option<&'a dyn RevocationFetcher>,
     /// Which network sources, in which order.
     pub sources: RevocationSources,
+    /// The certificates at hand (the message's and the intermediates), to find a CRL's
+    /// signer when it is not the certificate's issuer.
+    pub pool: &'a [CertEntry],
+    /// The trust anchor of the path being checked (set by [`check_chain`]).
+    pub anchor: Option<&'a CertEntry>,
+    /// Most intermediates on a CRL signer's path.
+    pub max_intermediates: usize,
+    /// 0 for the path itself; more while checking a CRL signer's path (bounded).
+    pub depth: u8,
 }
 
 fn der_time(t: SystemTime) -> String {
@@ -361,6 +366,103 @@ fn idp_name_matches(idp_name: &DistributionPointName, cert: &CertEntry) -> bool 
         })
 }
 
+/// Whether `signer` signed `crl`: a keyUsage that allows cRLSign, and the signature.
+fn signed_by(crl: &Crl, signer: &CertEntry) -> Result<(), String> {
+    let from = &crl.source;
+    if let Ok(Some((_, ku))) = signer.cert.tbs_certificate().get_extension::<KeyUsage>() {
+        if !ku.crl_sign() {
+            return Err(format!(
+                "the CRL from {from} is signed by '{}', whose keyUsage does not allow cRLSign",
+                signer.subject()
+            ));
+        }
+    }
+    verify_signed_der(
+        &crl.der,
+        &crl.list.signature_algorithm,
+        &crl.list.signature,
+        signer,
+        "CRL",
+    )
+    .map(|_| ())
+    .map_err(|e| format!("the CRL from {from} has a bad signature ({e})"))
+}
+
+/// Most other certificates tried as the signer of one CRL.
+const MAX_CRL_SIGNERS: usize = 8;
+/// How deep the search for CRL signers goes (a CRL signer's own CRL may be signed by a
+/// rolled-over key as well, PKITS 4.6.17); each level tries at most [`MAX_CRL_SIGNERS`].
+const MAX_CRL_SIGNER_DEPTH: u8 = 2;
+
+/// Who signed `crl` for certificates of `issuer`: the issuer's own key, or (RFC 5280
+/// §6.3.3 (f)) another certificate of the same CA — same name, cRLSign, a path to the same
+/// trust anchor, and itself not revoked (checked against the given CRLs, two levels deep):
+/// a separate CRL-signing key, or the CA's new key after a rollover.
+fn crl_signer(crl: &Crl, issuer: &CertEntry, inp: &RevocationInputs<'_>) -> Result<(), String> {
+    let direct = signed_by(crl, issuer);
+    if direct.is_ok() || inp.depth >= MAX_CRL_SIGNER_DEPTH {
+        return direct;
+    }
+    let Some(anchor) = inp.anchor else {
+        return direct;
+    };
+    let candidates = inp
+        .pool
+        .iter()
+        .filter(|c| *c != issuer)
+        .filter(|c| {
+            names_match(
+                c.cert.tbs_certificate().subject(),
+                &crl.list.tbs_cert_list.issuer,
+            )
+        })
+        .take(MAX_CRL_SIGNERS);
+    for c in candidates {
+        if signed_by(crl, c).is_err() {
+            continue;
+        }
+        let Ok(path) = build_path(
+            c,
+            inp.pool,
+            std::slice::from_ref(anchor),
+            inp.max_intermediates,
+        ) else {
+            continue;
+        };
+        if let Some(p) = path.iter().find_map(|x| x.validity_problem(inp.now)) {
+            return Err(format!(
+                "the CRL from {} is signed by '{}' on a path that is not valid now ({p})",
+                crl.source,
+                c.subject()
+            ));
+        }
+        let nested = RevocationInputs {
+            depth: inp.depth + 1,
+            fetcher: None,
+            ..*inp
+        };
+        let check = check_chain(&path, &nested);
+        if let Some(r) = check.certificates.iter().find(|e| e.is_revoked()) {
+            return Err(format!(
+                "the CRL from {} is signed by '{}', whose path has a revoked certificate ('{}')",
+                crl.source,
+                c.subject(),
+                r.subject
+            ));
+        }
+        if let Some(u) = check.certificates.iter().find(|e| e.is_unknown()) {
+            return Err(format!(
+                "the CRL from {} is signed by '{}', whose own revocation status is unknown ({})",
+                crl.source,
+                c.subject(),
+                u.detail
+            ));
+        }
+        return Ok(());
+    }
+    direct
+}
+
 /// Why `crl` cannot decide for `cert` issued by `issuer` (`None`: it can).
 fn unusable(
     crl: &Crl,
@@ -369,7 +471,10 @@ fn unusable(
     inp: &RevocationInputs<'_>,
 ) -> Option<String> {
     let from = &crl.source;
-    if crl.issuer_der() != issuer.subject_der() {
+    if !names_match(
+        &crl.list.tbs_cert_list.issuer,
+        issuer.cert.tbs_certificate().subject(),
+    ) {
         return Some(String::new()); // another issuer's CRL: silently not ours
     }
     if crl.is_delta() {
@@ -377,22 +482,8 @@ fn unusable(
             "a delta CRL from {from} was found and not applied (delta CRLs are not supported)"
         ));
     }
-    if let Ok(Some((_, ku))) = issuer.cert.tbs_certificate().get_extension::<KeyUsage>() {
-        if !ku.crl_sign() {
-            return Some(format!(
-                "the CRL from {from} is signed by '{}', whose keyUsage does not allow cRLSign",
-                issuer.subject()
-            ));
-        }
-    }
-    if let Err(e) = verify_signed_der(
-        &crl.der,
-        &crl.list.signature_algorithm,
-        &crl.list.signature,
-        issuer,
-        "CRL",
-    ) {
-        return Some(format!("the CRL from {from} has a bad signature ({e})"));
+    if let Err(e) = crl_signer(crl, issuer, inp) {
+        return Some(e);
     }
     if crl.this_update() > inp.now + inp.skew {
         return Some(format!(
@@ -721,6 +812,10 @@ pub fn check_chain(chain: &[&CertEntry], inp: &RevocationInputs<'_>) -> Check {
         };
     }
     let fetches = std::cell::Cell::new(0);
+    let inp = &RevocationInputs {
+        anchor: chain.last().copied(),
+        ..*inp
+    };
     let entries: Vec<CertRevocation> = chain
         .windows(2)
         .map(|w| status(w[0], w[1], inp, &fetches))

@@ -400,6 +400,10 @@ pub fn verify(
         skew: opts.clock_skew,
         fetcher: opts.fetcher,
         sources: opts.revocation_sources,
+        pool: &pool,
+        anchor: None,
+        max_intermediates: opts.policy.max_intermediates,
+        depth: 0,
     };
     let signers: Vec<SignerReport> = parsed
         .signers
