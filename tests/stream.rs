@@ -885,6 +885,33 @@ fn verify_uses_the_configured_trust_anchors_and_policy() {
         other => panic!("{other:?}"),
     }
     assert_eq!(content, entity(ASCII_MESSAGE));
+    // encrypt checks its recipients against the same anchors
+    let enc = |pem: String| Request::Encrypt {
+        recipients: vec![pem],
+        cipher: None,
+    };
+    let bundle = pem(&agent, "dave-rsa.pem") + &pem(&agent, "intermediate.pem");
+    let (r, _) = stream(&mut c, &enc(bundle), ASCII_MESSAGE);
+    r.expect("a recipient (with its chain) under the configured root");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = process::output(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=stranger", "-keyout", "k.pem", "-out", "c.pem"])
+            .current_dir(dir.path()),
+    );
+    ok(&o, "self-signed certificate");
+    let stranger = std::fs::read_to_string(dir.path().join("c.pem")).expect("cert");
+    let (r, out) = stream(&mut c, &enc(stranger), ASCII_MESSAGE);
+    let e = r.expect_err("not under the configured anchors");
+    assert_eq!(e.code(), Some(ErrorCode::BadRequest), "{e}");
+    assert!(
+        e.to_string().contains("does not chain to a trust anchor"),
+        "{e}"
+    );
+    assert!(out.is_empty());
 
     let agent = with("revocation = \"hard-fail\"\n");
     let mut c = connect(&agent);

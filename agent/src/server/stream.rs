@@ -379,7 +379,7 @@ fn run(svc: &Service, req: Request, mut input: Input) -> Result<Done, AgentError
             verify_op(svc, &trust, signature.map(|b| b.0), &mut input)
         }
         Request::Encrypt { recipients, cipher } => {
-            encrypt_op(&recipients, cipher.as_deref(), &mut input)
+            encrypt_op(svc, &recipients, cipher.as_deref(), &mut input)
         }
         Request::Decrypt => decrypt_op(svc, &mut input),
         _ => Err(AgentError::bad("not a stream operation")),
@@ -620,6 +620,7 @@ fn verify_op(
 // ---------------------------------------------------------------------- encrypt
 
 fn encrypt_op(
+    svc: &Service,
     recipients: &[String],
     cipher: Option<&str>,
     input: &mut Input,
@@ -637,6 +638,7 @@ fn encrypt_op(
             ))
         })?,
     };
+    let recipients_pem = recipients;
     let recipients = recipients
         .iter()
         .enumerate()
@@ -645,6 +647,7 @@ fn encrypt_op(
                 .map_err(|e| AgentError::bad(format!("cannot encrypt to recipients[{i}]: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    check_recipients(svc, recipients_pem)?;
     // the driver `tokenmail encrypt` uses; the spool is written in place (the client's
     // upload, not this thread, sets the pace)
     let mut out = WriteChunks::new(Spool::new()?);
@@ -652,6 +655,52 @@ fn encrypt_op(
         .map_err(AgentError::Pipeline)?;
     let (file, n) = out.into_inner().finish()?;
     Ok((Response::Encrypted { bytes: n }, Some(file)))
+}
+
+/// The recipients' certificates against the agent's `[trust]` (as `tokenmail encrypt`
+/// checks them): validity, key usage, emailProtection, and with configured anchors a path
+/// and its revocation from the CRLs at hand (the agent does not fetch).
+fn check_recipients(svc: &Service, recipients: &[String]) -> Result<(), AgentError> {
+    use tokenmail_smime::recipient::{check_recipient, RecipientChecks};
+    use tokenmail_smime::revocation::RevocationInputs;
+    let trust = svc.trust();
+    let policy = trust.config.policy();
+    for (i, pem) in recipients.iter().enumerate() {
+        let certs = CertEntry::from_pem_or_der(pem.as_bytes())
+            .map_err(|e| AgentError::bad(format!("cannot encrypt to recipients[{i}]: {e}")))?;
+        let Some((cert, bundled)) = certs.split_first() else {
+            return Err(AgentError::bad(format!(
+                "recipients[{i}] holds no certificate"
+            )));
+        };
+        let mut pool = trust.intermediates.clone();
+        pool.extend(bundled.iter().cloned());
+        let revocation = RevocationInputs {
+            mode: trust.config.revocation(),
+            crls: &[],
+            now: SystemTime::now(),
+            skew: trust.config.clock_skew(),
+            fetcher: None,
+            sources: trust.config.revocation_sources(),
+            pool: &pool,
+            anchor: None,
+            max_intermediates: policy.max_intermediates,
+            depth: 0,
+        };
+        check_recipient(
+            cert,
+            &RecipientChecks {
+                anchors: &trust.anchors,
+                intermediates: &pool,
+                policy: &policy,
+                revocation: &revocation,
+                allow_untrusted: false,
+                now: SystemTime::now(),
+            },
+        )
+        .map_err(|e| AgentError::bad(format!("not encrypting: {e} (recipients[{i}])")))?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------- decrypt
