@@ -153,9 +153,13 @@ fn outside_quotes(s: &str, c: char) -> Option<usize> {
 }
 
 /// `local-part@domain`: one '@' outside a quoted local part, a domain of letters, digits,
-/// hyphens and dots (or a `[literal]`), no spaces.
+/// hyphens and dots (or a `[literal]` of printable ASCII: RFC 5322 dtext), no spaces, and no
+/// control characters anywhere.
 fn check_addr_spec(addr: &str) -> Result<(), String> {
     let bad = || format!("the From address {addr:?} is not an address");
+    if addr.chars().any(char::is_control) {
+        return Err(bad());
+    }
     let at = addr.rfind('@').ok_or_else(bad)?;
     let (local, domain) = (&addr[..at], &addr[at + 1..]);
     if local.is_empty() || domain.is_empty() {
@@ -166,8 +170,11 @@ fn check_addr_spec(addr: &str) -> Result<(), String> {
     } else {
         !local.contains(['@', ' ', '\t', '<', '>', '"', ',', ';'])
     };
-    let domain_ok = if domain.starts_with('[') {
-        domain.ends_with(']')
+    let domain_ok = if let Some(literal) = domain.strip_prefix('[') {
+        literal.strip_suffix(']').is_some_and(|l| {
+            l.bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'[' | b']' | b'\\'))
+        })
     } else {
         domain
             .chars()
@@ -207,6 +214,7 @@ mod tests {
             ("alice@example.org (Alice Liddell)", "alice@example.org"),
             ("\"a <b@c>\" <real@example.org>", "real@example.org"),
             ("<@relay.example:alice@example.org>", "alice@example.org"),
+            ("alice@[192.0.2.1]", "alice@[192.0.2.1]"),
             (
                 "\"quoted local\"@example.org",
                 "\"quoted local\"@example.org",
@@ -243,6 +251,13 @@ mod tests {
             (vec!["<alice@example.org> bob@example.net"], "text after"),
             (vec!["\"Alice <alice@example.org>"], "unclosed quoted"),
             (vec!["alice@example.org (unclosed"], "unclosed comment"),
+            // found by fuzzing (docs/reliability.md): a domain literal is printable ASCII,
+            // and no address holds a control character
+            (vec!["alice@[192.0.2.\u{4} \u{15}1]"], "not an address"),
+            (vec!["alice@[192.0.2.1 ]"], "not an address"),
+            (vec!["alice@[a]b]"], "not an address"),
+            (vec!["ali\u{1}ce@example.org"], "not an address"),
+            (vec!["\"ali\u{7f}ce\"@example.org"], "not an address"),
         ] {
             let e = from(&v).expect_err(why);
             assert!(e.contains(why), "{v:?}: {e}");
