@@ -2,7 +2,8 @@
 //!
 //! A signature is checked against the address a mail client shows as the sender, so the
 //! rule is strict: exactly one `From` field holding exactly one mailbox. Comments are not
-//! addresses (`alice@example.org (<bob@example.net>)` is alice), quoted strings and
+//! addresses (`alice@example.org (<bob@example.net>)` is alice) and count as white space
+//! (`ali(x)ce@example.org` is no address at all), quoted strings and
 //! encoded words are display names (`"Doe, John" <john@example.org>` is one mailbox), and
 //! anything else — two From fields, two mailboxes, a group, no address — is not a sender;
 //! the reason says which.
@@ -47,7 +48,12 @@ fn split_mailboxes(value: &str) -> Result<Vec<String>, String> {
                 cur.push('"');
                 quoted(&mut chars, &mut cur)?;
             }
-            '(' => comment(&mut chars)?,
+            // a comment is white space (RFC 5322 CFWS): it separates, it never joins the
+            // text around it into one address (`ali(x)ce@example.org` is not alice@)
+            '(' => {
+                comment(&mut chars)?;
+                cur.push(' ');
+            }
             '<' if !angle => {
                 angle = true;
                 cur.push(c);
@@ -258,6 +264,13 @@ mod tests {
             (vec!["alice@[a]b]"], "not an address"),
             (vec!["ali\u{1}ce@example.org"], "not an address"),
             (vec!["\"ali\u{7f}ce\"@example.org"], "not an address"),
+            // found by fuzzing: a comment inside an address is a separator, not nothing
+            (vec!["ali(x)ce@example.org"], "not an address"),
+            (
+                vec!["alice@exa(<bob@example.net>)mple.org"],
+                "not an address",
+            ),
+            (vec!["alice(c)@example.org"], "not an address"),
         ] {
             let e = from(&v).expect_err(why);
             assert!(e.contains(why), "{v:?}: {e}");
