@@ -196,47 +196,47 @@ fn every_target_has_a_corpus() {
 
 #[test]
 fn frame() {
-    pass("frame", 2000);
+    pass("frame", 20000);
 }
 
 #[test]
 fn request() {
-    pass("request", 2000);
+    pass("request", 20000);
 }
 
 #[test]
 fn signed_data() {
-    pass("signed_data", 300);
+    pass("signed_data", 3000);
 }
 
 #[test]
 fn enveloped() {
-    pass("enveloped", 400);
+    pass("enveloped", 4000);
 }
 
 #[test]
 fn decrypt_stream() {
-    pass("decrypt_stream", 60);
+    pass("decrypt_stream", 300);
 }
 
 #[test]
 fn mime() {
-    pass("mime", 400);
+    pass("mime", 1000);
 }
 
 #[test]
 fn pem() {
-    pass("pem", 400);
+    pass("pem", 3000);
 }
 
 #[test]
 fn from_header() {
-    pass("from_header", 3000);
+    pass("from_header", 20000);
 }
 
 #[test]
 fn verify() {
-    pass("verify", 40);
+    pass("verify", 150);
 }
 
 /// Writes the seeds made by our own code into fuzz/corpus (run by hand, once, after
