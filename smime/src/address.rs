@@ -2,7 +2,8 @@
 //!
 //! A signature is checked against the address a mail client shows as the sender, so the
 //! rule is strict: exactly one `From` field holding exactly one mailbox. Comments are not
-//! addresses (`alice@example.org (<bob@example.net>)` is alice), quoted strings and
+//! addresses (`alice@example.org (<bob@example.net>)` is alice) and count as white space
+//! (`ali(x)ce@example.org` is no address at all), quoted strings and
 //! encoded words are display names (`"Doe, John" <john@example.org>` is one mailbox), and
 //! anything else — two From fields, two mailboxes, a group, no address — is not a sender;
 //! the reason says which.
@@ -47,7 +48,12 @@ fn split_mailboxes(value: &str) -> Result<Vec<String>, String> {
                 cur.push('"');
                 quoted(&mut chars, &mut cur)?;
             }
-            '(' => comment(&mut chars)?,
+            // a comment is white space (RFC 5322 CFWS): it separates, it never joins the
+            // text around it into one address (`ali(x)ce@example.org` is not alice@)
+            '(' => {
+                comment(&mut chars)?;
+                cur.push(' ');
+            }
             '<' if !angle => {
                 angle = true;
                 cur.push(c);
@@ -153,9 +159,13 @@ fn outside_quotes(s: &str, c: char) -> Option<usize> {
 }
 
 /// `local-part@domain`: one '@' outside a quoted local part, a domain of letters, digits,
-/// hyphens and dots (or a `[literal]`), no spaces.
+/// hyphens and dots (or a `[literal]` of printable ASCII: RFC 5322 dtext), no spaces, and no
+/// control characters anywhere.
 fn check_addr_spec(addr: &str) -> Result<(), String> {
     let bad = || format!("the From address {addr:?} is not an address");
+    if addr.chars().any(char::is_control) {
+        return Err(bad());
+    }
     let at = addr.rfind('@').ok_or_else(bad)?;
     let (local, domain) = (&addr[..at], &addr[at + 1..]);
     if local.is_empty() || domain.is_empty() {
@@ -166,8 +176,11 @@ fn check_addr_spec(addr: &str) -> Result<(), String> {
     } else {
         !local.contains(['@', ' ', '\t', '<', '>', '"', ',', ';'])
     };
-    let domain_ok = if domain.starts_with('[') {
-        domain.ends_with(']')
+    let domain_ok = if let Some(literal) = domain.strip_prefix('[') {
+        literal.strip_suffix(']').is_some_and(|l| {
+            l.bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'[' | b']' | b'\\'))
+        })
     } else {
         domain
             .chars()
@@ -207,6 +220,7 @@ mod tests {
             ("alice@example.org (Alice Liddell)", "alice@example.org"),
             ("\"a <b@c>\" <real@example.org>", "real@example.org"),
             ("<@relay.example:alice@example.org>", "alice@example.org"),
+            ("alice@[192.0.2.1]", "alice@[192.0.2.1]"),
             (
                 "\"quoted local\"@example.org",
                 "\"quoted local\"@example.org",
@@ -243,6 +257,20 @@ mod tests {
             (vec!["<alice@example.org> bob@example.net"], "text after"),
             (vec!["\"Alice <alice@example.org>"], "unclosed quoted"),
             (vec!["alice@example.org (unclosed"], "unclosed comment"),
+            // found by fuzzing (docs/reliability.md): a domain literal is printable ASCII,
+            // and no address holds a control character
+            (vec!["alice@[192.0.2.\u{4} \u{15}1]"], "not an address"),
+            (vec!["alice@[192.0.2.1 ]"], "not an address"),
+            (vec!["alice@[a]b]"], "not an address"),
+            (vec!["ali\u{1}ce@example.org"], "not an address"),
+            (vec!["\"ali\u{7f}ce\"@example.org"], "not an address"),
+            // found by fuzzing: a comment inside an address is a separator, not nothing
+            (vec!["ali(x)ce@example.org"], "not an address"),
+            (
+                vec!["alice@exa(<bob@example.net>)mple.org"],
+                "not an address",
+            ),
+            (vec!["alice(c)@example.org"], "not an address"),
         ] {
             let e = from(&v).expect_err(why);
             assert!(e.contains(why), "{v:?}: {e}");

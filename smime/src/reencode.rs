@@ -402,6 +402,13 @@ impl TreeEncoder {
             .then(|| ct.param("boundary"))
             .flatten()
             .filter(|b| !b.is_empty() && b.len() <= 200);
+        // a delimiter line is 7-bit text (RFC 2046 §5.1.1): a boundary with control or 8-bit
+        // characters would come out as a delimiter line that is not 7-bit safe
+        if boundary.is_some_and(|b| b.bytes().any(|c| !(b' '..=b'~').contains(&c))) {
+            return Err(malformed(
+                "a multipart boundary holds control or 8-bit characters: the message is corrupt",
+            ));
+        }
         let composite = boundary.is_some() || ct.mime == "message/rfc822";
         if composite && self.stack.len() >= MAX_DEPTH {
             return Err(malformed(format!(
@@ -922,5 +929,35 @@ epilogue\n";
             .update_into(&body, &mut Vec::new())
             .expect_err("too deep");
         assert!(err.to_string().contains("nested"), "{err}");
+    }
+
+    /// Found by fuzzing (docs/reliability.md): a boundary with a bare CR and 8-bit bytes was
+    /// taken as it was, and the closing delimiter written with it was not 7-bit.
+    #[test]
+    fn a_boundary_with_control_or_8bit_characters_is_refused() {
+        for ct in [
+            &b"Content-Type: multipart/mixed;boundary=q\r\xc3\x9b"[..],
+            b"Content-Type: multipart/mixed; boundary=\"a\x01b\"",
+            b"Content-Type: multipart/mixed; boundary=\"\xc3\xa9t\xc3\xa9\"",
+        ] {
+            let fields = vec![HeaderField {
+                name: "Content-Type".into(),
+                raw: ct.to_vec(),
+            }];
+            let e = reencode(&fields, b"--q\r\n\r\n\xc3\xbf").expect_err("refused");
+            assert!(e.to_string().contains("boundary"), "{e}");
+        }
+        // printable ASCII outside RFC 2046's bchars is still taken (real mail has it)
+        let fields = vec![HeaderField {
+            name: "Content-Type".into(),
+            raw: b"Content-Type: multipart/mixed; boundary=\"a[b]{c}\"".to_vec(),
+        }];
+        let (_, out) =
+            reencode(&fields, b"--a[b]{c}\r\n\r\n\xc3\xa9\r\n--a[b]{c}--\r\n").expect("re-encoded");
+        assert!(
+            out.iter().all(|b| *b < 0x80),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
     }
 }
