@@ -13,7 +13,9 @@ seconds="${1:-60}"
 case "$seconds" in
     ''|*[!0-9]*) echo "usage: scripts/fuzz.sh [SECONDS per target]" >&2; exit 2 ;;
 esac
-targets=(frame request signed_data enveloped decrypt_stream mime pem from_header verify)
+targets=(frame request signed_data enveloped decrypt_stream mime pem from_header verify crl ocsp)
+# one target: TOKENMAIL_FUZZ_TARGETS="crl ocsp" scripts/fuzz.sh 120
+if [ -n "${TOKENMAIL_FUZZ_TARGETS:-}" ]; then read -r -a targets <<< "$TOKENMAIL_FUZZ_TARGETS"; fi
 
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
     echo "scripts/fuzz.sh: no nightly toolchain; install one with" >&2

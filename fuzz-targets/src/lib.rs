@@ -38,6 +38,8 @@ pub const TARGETS: &[&str] = &[
     "pem",
     "from_header",
     "verify",
+    "crl",
+    "ocsp",
 ];
 
 /// Runs the target called `name` (one of [`TARGETS`]) on `data`; `false` for an unknown name.
@@ -52,6 +54,8 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "pem" => pem,
         "from_header" => from_header,
         "verify" => verify,
+        "crl" => crl,
+        "ocsp" => ocsp,
         _ => return false,
     };
     f(data);
@@ -87,6 +91,8 @@ struct Keys {
     rsa: SoftwareKey,
     p256: SoftwareKey,
     anchors: Vec<CertEntry>,
+    int: CertEntry,
+    ee_rsa: CertEntry,
 }
 
 fn keys() -> &'static Keys {
@@ -100,10 +106,16 @@ fn keys() -> &'static Keys {
             Ok(a) => a,
             Err(e) => panic!("fixture root: {e}"),
         };
+        let one = |pem: &str| match CertEntry::from_pem_bundle(pem.as_bytes()) {
+            Ok(mut c) if !c.is_empty() => c.remove(0),
+            _ => panic!("fixture certificate"),
+        };
         Keys {
             rsa: load(fixture::EE_RSA_KEY, fixture::EE_RSA_PEM),
             p256: load(fixture::EE_P256_KEY, fixture::EE_P256_PEM),
             anchors,
+            int: one(fixture::INT_PEM),
+            ee_rsa: one(fixture::EE_RSA_PEM),
         }
     })
 }
@@ -687,6 +699,69 @@ pub fn verify(data: &[u8]) {
     if let Ok(m) = &in_memory {
         if m.report.valid {
             assert!(!m.report.signers.is_empty());
+        }
+    }
+}
+
+/// CRL parsing (DER or PEM) and the revocation decision for the fixture's path
+/// (ee_rsa -> int -> root) under hard-fail, offline: whatever the CRL says, the answer is
+/// one of good / revoked / unknown and a revoked or unknown entry fails the check.
+pub fn crl(data: &[u8]) {
+    use tokenmail_smime::revocation::{check_chain, Crl, RevocationInputs, RevocationMode};
+    let Ok(crls) = Crl::from_pem_or_der(data, "fuzz") else {
+        return;
+    };
+    for c in &crls {
+        let _ = (c.is_delta(), c.this_update(), c.next_update(), c.issuer());
+    }
+    let k = keys();
+    let chain: Vec<&CertEntry> = vec![&k.ee_rsa, &k.int, &k.anchors[0]];
+    let pool = vec![k.int.clone()];
+    let inp = RevocationInputs {
+        mode: RevocationMode::HardFail,
+        crls: &crls,
+        now: verify_time(),
+        skew: Duration::from_secs(300),
+        fetcher: None,
+        sources: Default::default(),
+        pool: &pool,
+        anchor: None,
+        max_intermediates: 3,
+        depth: 0,
+    };
+    let check = check_chain(&chain, &inp);
+    assert_eq!(check.certificates.len(), 2);
+    for e in &check.certificates {
+        assert!(["good", "revoked", "unknown"].contains(&e.status.as_str()));
+        if e.status != "good" {
+            assert!(
+                !check.ok,
+                "hard-fail: a revoked or unknown certificate fails"
+            );
+        }
+    }
+}
+
+/// OCSP responses: whatever the bytes, `check_response` answers a status or an error, and
+/// an accepted answer is current at the verification time.
+pub fn ocsp(data: &[u8]) {
+    use tokenmail_smime::ocsp::{check_response, next_update, request};
+    let k = keys();
+    let Ok(q) = request(&k.ee_rsa, &k.int, Some(&[1u8; 16])) else {
+        return;
+    };
+    let _ = next_update(data, &q);
+    let now = verify_time();
+    let skew = Duration::from_secs(300);
+    for cached in [false, true] {
+        if let Ok(a) = check_response(data, &q, &k.int, now, skew, cached) {
+            assert!(
+                a.this_update <= now + skew,
+                "accepted an answer from the future"
+            );
+            if let Some(n) = a.next_update {
+                assert!(n + skew >= now, "accepted an out-of-date answer");
+            }
         }
     }
 }

@@ -235,6 +235,16 @@ fn from_header() {
 }
 
 #[test]
+fn crl() {
+    pass("crl", 3000);
+}
+
+#[test]
+fn ocsp() {
+    pass("ocsp", 3000);
+}
+
+#[test]
 fn verify() {
     pass("verify", 150);
 }
