@@ -216,9 +216,11 @@ fn prepare(args: &SignArgs, info: &KeyInfo) -> Result<Prepared> {
     let scheme = kind
         .scheme(hash, args.pss)
         .map_err(|e| anyhow!("--pss: {e} ({:?} is {})", info.label, info.algorithm))?;
+    let now = SystemTime::now();
+    check_signer_validity(&cert, now)?;
     let opts = SignOptions {
         scheme: Some(scheme),
-        signing_time: Some(SystemTime::now()),
+        signing_time: Some(now),
         ..SignOptions::default()
     };
     Ok(Prepared {
@@ -228,6 +230,19 @@ fn prepare(args: &SignArgs, info: &KeyInfo) -> Result<Prepared> {
         opts,
         fingerprint,
     })
+}
+
+/// Refuses a signer certificate that has expired or is not yet valid (before any PIN is
+/// asked for or anything written); warns on standard error within 30 days of expiry.
+fn check_signer_validity(cert: &Certificate, now: SystemTime) -> Result<()> {
+    match tokenmail_smime::signed::signer_validity(cert, now) {
+        Err(e) => bail!("{e}"),
+        Ok(Some(w)) => {
+            eprintln!("tokenmail: warning: {w}");
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+    }
 }
 
 /// The driver's read size for an input of `len` bytes: 1 MiB for big messages; for small
@@ -508,6 +523,7 @@ pub fn sign_detached_bytes(
     }
     let hash = kind.default_hash();
     let signed_at = SystemTime::now();
+    check_signer_validity(&cert, signed_at)?;
     let opts = SignOptions {
         scheme: Some(kind.default_scheme()),
         signing_time: Some(signed_at),

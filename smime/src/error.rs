@@ -16,6 +16,9 @@ pub enum SmimeError {
     /// The private-key operation failed.
     #[error("signer failed: {0}")]
     Signer(#[from] crate::signed::SignerError),
+    /// The signer's certificate is not valid at the signing time: nothing is signed.
+    #[error("{0}")]
+    SignerCertificate(String),
     /// The signature produced does not verify with the given certificate (wrong key/cert pairing?).
     #[error("the signature made by the key does not verify with the signer certificate: {0}")]
     SelfCheck(String),

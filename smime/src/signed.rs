@@ -368,6 +368,38 @@ fn content_info(signed_data_body: &[u8]) -> Result<Vec<u8>, SmimeError> {
     Ok(tlv(0x30, &ci))
 }
 
+/// A signer certificate this close to its notAfter signs with a warning.
+pub const EXPIRY_WARNING: std::time::Duration = std::time::Duration::from_secs(30 * 86400);
+
+/// Whether `cert` may sign at `t`: `Err` (why, and what to do) when it has expired or is not
+/// yet valid; `Ok(Some(warning))` within [`EXPIRY_WARNING`] of its notAfter.
+pub fn signer_validity(cert: &Certificate, t: SystemTime) -> Result<Option<String>, String> {
+    let v = cert.tbs_certificate().validity();
+    let (nb, na) = (v.not_before.to_system_time(), v.not_after.to_system_time());
+    let subject = cert.tbs_certificate().subject().to_string();
+    if t < nb {
+        return Err(format!(
+            "the signing certificate '{subject}' is not valid yet (notBefore {}): check the clock, or wait",
+            v.not_before
+        ));
+    }
+    if t > na {
+        return Err(format!(
+            "the signing certificate '{subject}' expired on {}: mail signed with it would not verify; renew it (a new CSR, then tokenmail import-cert) and sign again",
+            v.not_after
+        ));
+    }
+    let left = na.duration_since(t).unwrap_or_default();
+    if left < EXPIRY_WARNING {
+        return Ok(Some(format!(
+            "the signing certificate '{subject}' expires in {} day(s) ({}): renew it soon",
+            left.as_secs() / 86400,
+            v.not_after
+        )));
+    }
+    Ok(None)
+}
+
 fn build(
     signer: &dyn DigestSigner,
     cert: &Certificate,
@@ -376,6 +408,10 @@ fn build(
     content: Option<&[u8]>,
     opts: &SignOptions,
 ) -> Result<Vec<u8>, SmimeError> {
+    // never sign with a certificate that is not valid at the signing time
+    if let Some(t) = opts.signing_time {
+        signer_validity(cert, t).map_err(SmimeError::SignerCertificate)?;
+    }
     let scheme = opts.scheme_for(signer.key_kind())?;
     let si = signer_info(signer, cert, content_digest, opts)?;
     let mut body = tlv(0x02, &[1]);
