@@ -93,7 +93,7 @@ pub enum OutForm {
 /// `tokenmail encrypt`, with the signing variants that need the agent.
 pub fn run_with_agent(mut args: EncryptArgs, socket: Option<&Path>) -> anyhow::Result<()> {
     if !(args.sign || args.triple_wrap) {
-        return run(args);
+        return run_at(args, socket);
     }
     if args.triple_wrap && args.outform != OutForm::Smime {
         bail!("--triple-wrap signs the encrypted message: it needs --outform smime");
@@ -122,12 +122,12 @@ pub fn run_with_agent(mut args: EncryptArgs, socket: Option<&Path>) -> anyhow::R
     sign(args.input.take(), signed.clone())?;
     args.input = Some(signed);
     if !args.triple_wrap {
-        return run(args);
+        return run_at(args, socket);
     }
     let final_out = args.output.take();
     let encrypted = dir.path().join("encrypted.eml");
     args.output = Some(encrypted.clone());
-    run(args)?;
+    run_at(args, socket)?;
     match final_out {
         Some(out) => sign(Some(encrypted), out),
         None => {
@@ -142,6 +142,12 @@ pub fn run_with_agent(mut args: EncryptArgs, socket: Option<&Path>) -> anyhow::R
 
 /// Runs `tokenmail encrypt`.
 pub fn run(args: EncryptArgs) -> anyhow::Result<()> {
+    run_at(args, None)
+}
+
+/// [`run`], with the agent at `socket` (when one runs) as a source of CA certificates for
+/// the recipients' paths.
+pub fn run_at(args: EncryptArgs, socket: Option<&Path>) -> anyhow::Result<()> {
     if !args.to.is_empty() {
         bail!("--to needs the recipient store; use --recipient-cert");
     }
@@ -164,7 +170,7 @@ pub fn run(args: EncryptArgs) -> anyhow::Result<()> {
         Some("pkcs1") => KeyTransport::RsaPkcs1v15,
         Some(other) => bail!("unknown --rsa-padding {other:?}; use oaep (default) or pkcs1"),
     };
-    check_recipients(&args)?;
+    check_recipients(&args, socket)?;
     let recipients = args
         .recipient_cert
         .iter()
@@ -270,7 +276,7 @@ fn default_cipher(recipients: &[EncryptRecipient]) -> ContentCipher {
 
 /// Refuses recipients whose certificate is expired, not yet valid, revoked, not for
 /// encryption, or (with trust anchors) does not chain to them — before anything is written.
-fn check_recipients(args: &EncryptArgs) -> anyhow::Result<()> {
+fn check_recipients(args: &EncryptArgs, socket: Option<&Path>) -> anyhow::Result<()> {
     use tokenmail_smime::recipient::{check_recipient, RecipientChecks};
     let anchor_paths = if args.trust.is_empty() {
         crate::store::default_anchor_paths()?.0
@@ -280,6 +286,12 @@ fn check_recipients(args: &EncryptArgs) -> anyhow::Result<()> {
     let anchors = crate::store::load_certs(&anchor_paths, "trust anchor")?;
     let setup = crate::verify::TrustSetup::load(None)?;
     let revocation = setup.revocation_inputs(&[]);
+    // intermediates: [trust] intermediates, the CA certificates of the certificate
+    // directories and of the agent's tokens, and (per file) a bundle's own chain
+    let mut known = setup.intermediates.clone();
+    if !anchors.is_empty() {
+        known.extend(crate::store::known_ca_certificates(socket));
+    }
     for p in &args.recipient_cert {
         let bytes =
             std::fs::read(p).with_context(|| format!("cannot read certificate {}", p.display()))?;
@@ -289,7 +301,7 @@ fn check_recipients(args: &EncryptArgs) -> anyhow::Result<()> {
             bail!("cannot encrypt to {}: no certificate in it", p.display());
         };
         // the file's other certificates (a bundle with the chain) help build the path
-        let mut intermediates = setup.intermediates.clone();
+        let mut intermediates = known.clone();
         intermediates.extend(bundled.iter().cloned());
         let checks = RecipientChecks {
             anchors: &anchors,

@@ -258,6 +258,35 @@ pub fn recipients_for(
     Ok(out)
 }
 
+/// CA certificates at hand for building recipients' paths: those in the certificate
+/// directories and the chains the agent's tokens hold (none when no agent runs).
+pub fn known_ca_certificates(socket: Option<&Path>) -> Vec<CertEntry> {
+    use x509_cert::ext::pkix::BasicConstraints;
+    let mut out: Vec<CertEntry> = dir_certs(&cert_dirs())
+        .into_iter()
+        .filter(|c| {
+            matches!(
+                c.cert.tbs_certificate().get_extension::<BasicConstraints>(),
+                Ok(Some((_, bc))) if bc.ca
+            )
+        })
+        .collect();
+    if let Ok(mut c) = crate::agentkey::connect(socket) {
+        if let Ok(Response::Keys { keys }) = c.call(&Request::ListKeys) {
+            for k in keys {
+                for der in k.chain {
+                    if let Ok(e) = CertEntry::from_der(der.0) {
+                        if !out.contains(&e) {
+                            out.push(e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The certificates on the agent's tokens (none when no agent runs).
 fn agent_certs(socket: Option<&Path>) -> Vec<CertEntry> {
     let Ok(mut c) = crate::agentkey::connect(socket) else {

@@ -45,8 +45,7 @@ pub struct RecipientRefused {
     pub untrusted_only: bool,
 }
 
-/// Checks `cert`. `Ok` carries warnings to show (an accepted untrusted certificate, an
-/// unknown revocation status under soft-fail).
+/// Checks `cert`. `Ok` carries warnings to show (an accepted untrusted certificate).
 pub fn check_recipient(
     cert: &CertEntry,
     c: &RecipientChecks<'_>,
@@ -119,15 +118,11 @@ pub fn check_recipient(
             if rev.certificates.iter().any(|e| e.is_revoked()) {
                 return Err(refuse(rev.reason, false));
             }
+            // (an unknown status under soft-fail is accepted silently: encrypting says
+            // nothing about the recipient's key to anyone, and a line on every message
+            // would stop mail clients that show standard error)
             if !rev.ok {
                 return Err(refuse(rev.reason, false));
-            }
-            if rev.certificates.iter().any(|e| e.is_unknown()) {
-                warnings.push(format!(
-                    "recipient certificate '{}': {}",
-                    cert.subject(),
-                    rev.reason
-                ));
             }
         }
         Err(e) if c.allow_untrusted => warnings.push(format!(

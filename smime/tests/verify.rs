@@ -297,7 +297,8 @@ fn unknown_ca_rejected() {
 
 #[test]
 fn expired_and_not_yet_valid_rejected() {
-    let sig = ours("ee_expired", None, true);
+    // (made by openssl: our own signer refuses such a certificate, tests/signer_validity.rs)
+    let sig = openssl_sign("ee_expired", &[], true);
     let r = Run::new(&sig, Some(CONTENT)).go();
     assert_fails(&r, &["validity_at_signing_time", "validity_now"], "expired");
     assert!(r.signers[0]
@@ -305,7 +306,7 @@ fn expired_and_not_yet_valid_rejected() {
         .iter()
         .any(|c| c.reason.contains("has expired")));
 
-    let sig = ours("ee_future", None, true);
+    let sig = openssl_sign("ee_future", &[], true);
     let r = Run::new(&sig, Some(CONTENT)).go();
     assert_fails(
         &r,

@@ -305,7 +305,6 @@ impl KeyStore for PromptingStore {
 mod tests {
     use super::*;
     use crate::token::soft::test_support::{store, PIN};
-    use std::os::unix::fs::PermissionsExt;
     use tokenmail_smime::alg::{HashAlg, SignatureScheme};
 
     /// A pinentry that always answers a wrong PIN (the agent's own fake, mode "ok").
@@ -315,13 +314,15 @@ mod tests {
 
     /// The agent's fake pinentry in `mode`.
     fn fake_pinentry(dir: &std::path::Path, mode: &str) -> Arc<Prompter> {
+        // A symbolic link, not a copy: a copy is a file just written, and a process that
+        // another test thread forks at that moment inherits the open file until it execs,
+        // so running the copy can fail with ETXTBSY (the dialog then "fails").
         let program = dir.join(format!("fake-pinentry-{mode}"));
-        std::fs::copy(
+        std::os::unix::fs::symlink(
             concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-pinentry.py"),
             &program,
         )
-        .expect("copy the fake pinentry");
-        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        .expect("link the fake pinentry");
         Arc::new(Prompter::with(program, Duration::from_secs(10)))
     }
 

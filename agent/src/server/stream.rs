@@ -675,6 +675,20 @@ fn check_recipients(svc: &Service, recipients: &[String]) -> Result<(), AgentErr
         };
         let mut pool = trust.intermediates.clone();
         pool.extend(bundled.iter().cloned());
+        if !trust.anchors.is_empty() {
+            // the CA certificates the tokens hold help too
+            for store in svc.stores() {
+                for key in store.keys().unwrap_or_default() {
+                    for der in &key.chain {
+                        if let Ok(c) = CertEntry::from_der(der.clone()) {
+                            if !pool.contains(&c) {
+                                pool.push(c);
+                            }
+                        }
+                    }
+                }
+            }
+        }
         let revocation = RevocationInputs {
             mode: trust.config.revocation(),
             crls: &[],
