@@ -26,6 +26,8 @@ Examples:
   tokenmail-agent --pkcs11-module /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so --token-label 'PIV Card'
   # a YubiKey through its PIV applet (PC/SC), by serial, with the CA chain for signatures:
   tokenmail-agent --piv-serial 12345678 --piv-chain ~/.config/tokenmail/chain.pem
+  # this manual page, for man(1):
+  tokenmail-agent --man ~/.local/share/man/man1
 
 The socket is --socket, else $TOKENMAIL_SOCK, else $XDG_RUNTIME_DIR/tokenmail/agent.sock,
 else /tmp/tokenmail-$UID/agent.sock. Configuration file format: docs/configuration.md.";
@@ -81,6 +83,22 @@ struct Args {
     /// More logging (-v debug, -vv trace). Never logs PINs or key material.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Write the manual page tokenmail-agent.1 into DIR and exit (docs/everyday.md).
+    #[arg(long, value_name = "DIR", hide = true, exclusive = true)]
+    man: Option<PathBuf>,
+}
+
+/// `--man DIR`: tokenmail-agent.1 from the same definitions as `--help`.
+fn write_man_page(dir: &std::path::Path) -> Result<PathBuf> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let man = clap_mangen::Man::new(Args::command()).manual("tokenmail");
+    let path = dir.join(man.get_filename());
+    let mut buf = Vec::new();
+    man.render(&mut buf)
+        .with_context(|| format!("cannot render {}", path.display()))?;
+    std::fs::write(&path, buf).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
@@ -306,6 +324,18 @@ fn detach(socket: &std::path::Path) -> Result<OwnedFd> {
 
 fn main() {
     let args = Args::parse();
+    if let Some(dir) = &args.man {
+        match write_man_page(dir) {
+            Ok(p) => {
+                eprintln!("wrote {}", p.display());
+                std::process::exit(0);
+            }
+            Err(e) => {
+                eprintln!("tokenmail-agent: {e:#}");
+                std::process::exit(1);
+            }
+        }
+    }
     harden();
     if let Err(e) = run(args) {
         eprintln!("tokenmail-agent: {e:#}");

@@ -8,6 +8,7 @@ pub mod agentkey;
 pub mod decrypt;
 pub mod encrypt;
 pub mod gpgsm;
+pub mod manual;
 pub mod netfetch;
 pub mod output;
 pub mod piv;
