@@ -1,4 +1,4 @@
-//! Everyday use (shared/CONTRACT.md "Everyday use"): shell completions and manual pages
+//! Everyday use (docs/everyday.md): shell completions and manual pages
 //! checked by the real bash and man, `tokenmail doctor` with each check made to fail,
 //! and the frictions a new user met (issue 16, item 6).
 
@@ -142,6 +142,7 @@ fn man_pages_render_with_man_and_name_their_options() {
         "tokenmail-verify.1",
         "tokenmail-sign.1",
         "tokenmail-decrypt.1",
+        "tokenmail-doctor.1",
         "tokenmail-piv.1",
         "tokenmail-completions.1",
     ] {
@@ -164,4 +165,278 @@ fn man_pages_render_with_man_and_name_their_options() {
     let agent = render_man(&pages.join("tokenmail-agent.1"));
     assert!(agent.contains("--pkcs11-module"), "{agent}");
     assert!(agent.contains("--foreground"), "{agent}");
+}
+
+// ---- tokenmail doctor ----
+
+/// `tokenmail [--socket S] doctor --json` in `home` with `env`: (exit code, document).
+fn doctor_json(
+    home: &Path,
+    socket: Option<&Path>,
+    env: &[(&str, &Path)],
+) -> (i32, serde_json::Value) {
+    let mut c = tokenmail_isolated(home, &[]);
+    if let Some(s) = socket {
+        c.arg("--socket").arg(s);
+    }
+    c.args(["doctor", "--json"]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = run(&mut c);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}: {}{}", stdout(&o), stderr(&o)));
+    (o.status.code().expect("exit code"), doc)
+}
+
+/// The checks named `name` (or starting with it, for `token …`).
+fn checks<'a>(doc: &'a serde_json::Value, name: &str) -> Vec<&'a serde_json::Value> {
+    doc["checks"]
+        .as_array()
+        .expect("checks array")
+        .iter()
+        .filter(|c| c["check"].as_str().is_some_and(|n| n.starts_with(name)))
+        .collect()
+}
+
+fn one<'a>(doc: &'a serde_json::Value, name: &str, status: &str) -> &'a serde_json::Value {
+    checks(doc, name)
+        .into_iter()
+        .find(|c| c["status"] == status)
+        .unwrap_or_else(|| panic!("no {status} check {name}: {doc:#}"))
+}
+
+#[test]
+fn doctor_with_a_running_agent_is_all_ok_and_its_json_has_one_shape() {
+    let agent = tokenmail_e2e::Agent::start();
+    // the agent logs in with its PIN file at start, in the background: make it certain
+    let o = agent.cli(&["login", "--unattended"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let home = tempfile::tempdir().expect("tempdir");
+    let root = agent.fixture.pki("root.pem");
+    let (code, doc) = doctor_json(
+        home.path(),
+        Some(&agent.socket),
+        &[("TOKENMAIL_TRUST", &root)],
+    );
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["exit"], 0);
+    assert_eq!(doc["summary"]["fail"], 0, "{doc:#}");
+    assert_eq!(doc["summary"]["warn"], 0, "{doc:#}");
+    for c in doc["checks"].as_array().expect("checks") {
+        let obj = c.as_object().expect("a check is an object");
+        assert!(
+            obj["check"].is_string() && obj["message"].is_string(),
+            "{c}"
+        );
+        assert!(
+            ["ok", "info", "warn", "fail"].contains(&obj["status"].as_str().expect("status")),
+            "{c}"
+        );
+        let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        assert!(
+            keys.iter()
+                .all(|k| ["check", "status", "message", "fix"].contains(k)),
+            "{c}"
+        );
+    }
+    let a = one(&doc, "agent", "ok");
+    assert!(
+        a["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("tokenmail-agent/")),
+        "{a}"
+    );
+    let t = one(&doc, "token ", "ok");
+    assert!(
+        t["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("logged in")),
+        "{t}"
+    );
+    one(&doc, "certificates", "ok");
+    one(&doc, "trust", "ok");
+    one(&doc, "revocation", "ok");
+    assert_eq!(
+        checks(&doc, "git")[0]["status"],
+        "info",
+        "git not configured in a new HOME"
+    );
+
+    // the text form: one line per check, status first
+    let o = run(&mut {
+        let mut c = tokenmail_isolated(home.path(), &[]);
+        c.arg("--socket")
+            .arg(&agent.socket)
+            .arg("doctor")
+            .env("TOKENMAIL_TRUST", &root);
+        c
+    });
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let text = stdout(&o);
+    assert_eq!(
+        text.lines().count(),
+        doc["checks"].as_array().expect("checks").len(),
+        "{text}"
+    );
+    for line in text.lines() {
+        let word = line.split_whitespace().next().unwrap_or("");
+        assert!(["ok", "info"].contains(&word), "{line}");
+    }
+}
+
+#[test]
+fn doctor_without_an_agent_fails_and_says_to_start_it() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let (code, doc) = doctor_json(home.path(), None, &[]);
+    assert_eq!(code, 2, "{doc:#}");
+    let a = one(&doc, "agent", "fail");
+    assert!(
+        a["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no agent at")),
+        "{a}"
+    );
+    assert!(
+        a["fix"].as_str().is_some_and(|f| f.starts_with("start it")),
+        "{a}"
+    );
+    // no anchors anywhere: a warning with the fix
+    let t = one(&doc, "trust", "warn");
+    assert!(
+        t["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("TOKENMAIL_TRUST")),
+        "{t}"
+    );
+
+    let o = run(&mut tokenmail_isolated(home.path(), &["doctor"]));
+    assert_eq!(o.status.code(), Some(2));
+    let text = stdout(&o);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("fail  agent: no agent at") && l.contains(" — fix: start it")),
+        "{text}"
+    );
+}
+
+#[test]
+fn doctor_fails_a_configuration_with_an_unknown_key() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let cfg = home.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        "socket = \"/tmp/x.sock\"\nauto_strat = false\n[pin]\ncache_tll = 5\n",
+    )
+    .expect("write");
+    let (code, doc) = doctor_json(home.path(), None, &[("TOKENMAIL_CONFIG", &cfg)]);
+    assert_eq!(code, 2);
+    let c = one(&doc, "config", "fail");
+    let m = c["message"].as_str().expect("message");
+    assert!(
+        m.contains("auto_strat") && m.contains("pin.cache_tll"),
+        "{m}"
+    );
+    assert!(c["fix"].as_str().is_some_and(|f| f.contains("edit")), "{c}");
+    // the fix for a missing agent names this configuration
+    let a = one(&doc, "agent", "fail");
+    assert!(
+        a["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains(&format!("--config {}", cfg.display()))),
+        "{a}"
+    );
+
+    // a [trust] value the core refuses
+    std::fs::write(&cfg, "[trust]\nmax_path_length = 99\n").expect("write");
+    let (_, doc) = doctor_json(home.path(), None, &[("TOKENMAIL_CONFIG", &cfg)]);
+    let c = one(&doc, "config", "fail");
+    assert!(
+        c["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("max_path_length")),
+        "{c}"
+    );
+}
+
+#[test]
+fn doctor_fails_a_pin_file_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().expect("tempdir");
+    let pin = home.path().join("pin");
+    std::fs::write(&pin, "1234\n").expect("write");
+    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let cfg = home.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[token]]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\nlabel = \"work\"\npin_file = \"{}\"\n",
+            pin.display()
+        ),
+    )
+    .expect("write");
+    let (code, doc) = doctor_json(home.path(), None, &[("TOKENMAIL_CONFIG", &cfg)]);
+    assert_eq!(code, 2);
+    one(&doc, "config", "ok");
+    let p = one(&doc, "pin-file", "fail");
+    assert!(
+        p["message"].as_str().is_some_and(|m| m.contains("0644")),
+        "{p}"
+    );
+    assert_eq!(p["fix"], format!("chmod 600 {}", pin.display()));
+
+    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (_, doc) = doctor_json(home.path(), None, &[("TOKENMAIL_CONFIG", &cfg)]);
+    one(&doc, "pin-file", "ok");
+}
+
+#[test]
+fn doctor_fails_an_expired_trust_anchor_and_warns_one_expiring_soon() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let d = home.path();
+    let openssl = |args: &[&str]| {
+        let o = run(Command::new("openssl").args(args).current_dir(d));
+        assert!(o.status.success(), "openssl {args:?}: {}", stderr(&o));
+    };
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-subj",
+        "/CN=old root",
+        "-out",
+        "ca.csr",
+    ]);
+    openssl(&[
+        "x509", "-req", "-in", "ca.csr", "-signkey", "ca.key", "-days", "-1", "-out", "old.pem",
+    ]);
+    openssl(&[
+        "x509", "-req", "-in", "ca.csr", "-signkey", "ca.key", "-days", "10", "-out", "soon.pem",
+    ]);
+    let (code, doc) = doctor_json(d, None, &[("TOKENMAIL_TRUST", &d.join("old.pem"))]);
+    assert_eq!(code, 2);
+    let t = one(&doc, "trust", "fail");
+    assert!(
+        t["message"].as_str().is_some_and(|m| m.contains("expired")),
+        "{t}"
+    );
+    assert!(t["fix"].is_string(), "{t}");
+
+    let (_, doc) = doctor_json(d, None, &[("TOKENMAIL_TRUST", &d.join("soon.pem"))]);
+    let t = one(&doc, "trust", "warn");
+    assert!(
+        t["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("expires in")),
+        "{t}"
+    );
+
+    let (_, doc) = doctor_json(d, None, &[("TOKENMAIL_TRUST", &d.join("missing.pem"))]);
+    one(&doc, "trust", "fail");
 }

@@ -6,6 +6,7 @@
 
 pub mod agentkey;
 pub mod decrypt;
+pub mod doctor;
 pub mod encrypt;
 pub mod gpgsm;
 pub mod manual;

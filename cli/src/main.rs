@@ -12,7 +12,9 @@ use tokenmail_proto::v1::{Bytes, KeyInfo, Pin, Request, Response, SignAlgorithm}
 use tokenmail_proto::{Client, ClientError};
 
 use tokenmail_cli::agentkey::{self, call_with_login, connect, prompt_pin};
-use tokenmail_cli::{decrypt, encrypt, manual, output, piv, policy, selfcert, sign, verify};
+use tokenmail_cli::{
+    decrypt, doctor, encrypt, manual, output, piv, policy, selfcert, sign, verify,
+};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -30,6 +32,7 @@ Examples:
   tokenmail lock                         # log out and forget cached PINs
   tokenmail --wait 30 sign --signer alice@example.com msg.eml   # wait for the card
   tokenmail piv status                   # a PIV card's slots, PIN tries left
+  tokenmail doctor                       # what is wrong with the setup, and the fix
   tokenmail completions bash > ~/.local/share/bash-completion/completions/tokenmail
   tokenmail man ~/.local/share/man/man1  # tokenmail.1, tokenmail-verify.1, ...
 
@@ -111,6 +114,8 @@ enum Command {
     Policy(policy::PolicyArgs),
     /// PIV smart cards (YubiKey…): status, key generation on the card, certificate import.
     Piv(piv::PivArgs),
+    /// Check the setup (agent, configuration, tokens, PIN files, certificates, trust, pcscd, git), each problem with its fix; exit 0 ok, 1 warnings, 2 failures.
+    Doctor(doctor::DoctorArgs),
     /// Print the shell completion script for bash, zsh or fish on standard output.
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions {
@@ -165,6 +170,7 @@ fn run(cli: Cli) -> Result<i32> {
         agentkey::set_wait(w.min(600));
     }
     match cli.command {
+        Command::Doctor(args) => Ok(doctor::run(args, socket, &mut std::io::stdout().lock())),
         Command::Completions { shell } => {
             manual::completions(
                 shell,
@@ -372,7 +378,12 @@ mod tests {
     #[test]
     fn help_examples_parse() {
         let mut n = 0;
-        let all = [EXAMPLES, COMPLETIONS_EXAMPLES, MAN_EXAMPLES];
+        let all = [
+            EXAMPLES,
+            COMPLETIONS_EXAMPLES,
+            MAN_EXAMPLES,
+            doctor::EXAMPLES,
+        ];
         for line in all.iter().flat_map(|e| e.lines()) {
             let line = line.trim();
             let Some(cmd) = line.strip_prefix("tokenmail ") else {
@@ -386,6 +397,6 @@ mod tests {
             }
             n += 1;
         }
-        assert!(n >= 12, "{n} examples");
+        assert!(n >= 17, "{n} examples");
     }
 }
