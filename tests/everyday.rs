@@ -440,3 +440,104 @@ fn doctor_fails_an_expired_trust_anchor_and_warns_one_expiring_soon() {
     let (_, doc) = doctor_json(d, None, &[("TOKENMAIL_TRUST", &d.join("missing.pem"))]);
     one(&doc, "trust", "fail");
 }
+
+// ---- frictions a new user met (issue 16, item 6) ----
+
+#[test]
+fn a_socket_path_that_is_a_file_or_a_directory_is_not_a_socket() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let file = home.path().join("agent.sock");
+    std::fs::write(&file, b"").expect("write");
+    for (path, what) in [
+        (home.path(), "a directory"),
+        (file.as_path(), "a regular file"),
+    ] {
+        let o = run(tokenmail_isolated(home.path(), &["status"])
+            .arg("--socket")
+            .arg(path));
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(3), "{e}");
+        assert!(e.contains(&format!("is {what}, not a socket")), "{e}");
+        assert!(!e.contains("no tokenmail agent"), "{e}");
+        // doctor says the same
+        let mut c = tokenmail_isolated(home.path(), &[]);
+        c.arg("--socket").arg(path).args(["doctor", "--json"]);
+        let o = run(&mut c);
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        let a = one(&doc, "agent", "fail");
+        assert!(
+            a["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not a socket")),
+            "{a}"
+        );
+    }
+    // nothing there: still "no agent"
+    let o = run(tokenmail_isolated(home.path(), &["status"])
+        .arg("--socket")
+        .arg(home.path().join("absent.sock")));
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains("no tokenmail agent"), "{}", stderr(&o));
+}
+
+#[test]
+fn decrypt_says_when_lf_input_gives_crlf_output() {
+    let agent = tokenmail_e2e::Agent::start();
+    let d = agent.dir.path();
+    let msg = d.join("m.eml");
+    std::fs::write(
+        &msg,
+        "From: alice@example.com\nTo: alice@example.com\nSubject: lf\nContent-Type: text/plain\n\nline one\nline two\n",
+    )
+    .expect("write");
+    let enc = d.join("enc.eml");
+    let o = agent.cli(&[
+        "encrypt",
+        "--no-self",
+        "--recipient-cert",
+        agent.fixture.pki("alice-rsa.pem").to_str().expect("utf-8"),
+        msg.to_str().expect("utf-8"),
+        "-o",
+        enc.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let crlf = std::fs::read(&enc).expect("read");
+    let lf: Vec<u8> = String::from_utf8(crlf.clone())
+        .expect("the encrypted message is text")
+        .replace("\r\n", "\n")
+        .into_bytes();
+    let enc_lf = d.join("enc-lf.eml");
+    std::fs::write(&enc_lf, &lf).expect("write");
+
+    let out = d.join("out.eml");
+    let o = agent.cli(&[
+        "decrypt",
+        enc_lf.to_str().expect("utf-8"),
+        "-o",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plain = std::fs::read(&out).expect("plaintext");
+    assert!(plain.windows(2).any(|w| w == b"\r\n"), "CRLF out");
+    let e = stderr(&o);
+    assert!(
+        e.contains("note: the input has LF line ends, the plaintext has CRLF"),
+        "{e}"
+    );
+
+    // CRLF in (as encrypt writes it), CRLF out: nothing to say
+    assert!(crlf.windows(2).any(|w| w == b"\r\n"), "encrypt writes CRLF");
+    let o = agent.cli(&[
+        "decrypt",
+        enc.to_str().expect("utf-8"),
+        "-o",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("line ends"), "{}", stderr(&o));
+    // to standard output too (the note on stderr, the plaintext on stdout)
+    let o = agent.cli(&["decrypt", enc_lf.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("LF line ends"), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("LF line ends"));
+}

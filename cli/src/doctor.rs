@@ -446,21 +446,26 @@ fn check_agent(
             None
         }
         Ok(Err(ClientError::NoAgent { path })) => {
-            let (msg, fix) = match std::fs::symlink_metadata(&path) {
-                Ok(m) if !m.file_type().is_socket() => (
-                    format!("{} is not a socket", path.display()),
-                    "point --socket / TOKENMAIL_SOCK at the agent's socket (tokenmail-agent prints it)".to_string(),
-                ),
-                Ok(_) => (
-                    format!(
-                        "no agent listens on {} (a socket left by a stopped agent)",
-                        path.display()
-                    ),
-                    start_fix,
-                ),
-                Err(_) => (format!("no agent at {}", path.display()), start_fix),
+            let msg = if std::fs::symlink_metadata(&path).is_ok() {
+                format!(
+                    "no agent listens on {} (a socket left by a stopped agent)",
+                    path.display()
+                )
+            } else {
+                format!("no agent at {}", path.display())
             };
-            out.push(check("agent", Level::Fail, msg).fix(fix));
+            out.push(check("agent", Level::Fail, msg).fix(start_fix));
+            None
+        }
+        Ok(Err(ClientError::NotASocket { path, what })) => {
+            out.push(
+                check(
+                    "agent",
+                    Level::Fail,
+                    format!("{} is {what}, not a socket", path.display()),
+                )
+                .fix("point --socket / TOKENMAIL_SOCK at the agent's socket (tokenmail-agent prints it)"),
+            );
             None
         }
         Ok(Err(e)) => {

@@ -157,7 +157,7 @@ fn main() {
             let msg = format!("{e:#}");
             eprintln!("tokenmail: {}", msg.lines().next().unwrap_or("failed"));
             std::process::exit(match e.downcast_ref::<ClientError>() {
-                Some(ClientError::NoAgent { .. }) => 3,
+                Some(ClientError::NoAgent { .. } | ClientError::NotASocket { .. }) => 3,
                 _ => 1,
             });
         }
