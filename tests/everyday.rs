@@ -541,3 +541,89 @@ fn decrypt_says_when_lf_input_gives_crlf_output() {
     assert!(stderr(&o).contains("LF line ends"), "{}", stderr(&o));
     assert!(!stdout(&o).contains("LF line ends"));
 }
+
+/// Kills a detached agent (not our child) when the test ends, however it ends.
+struct Detached(i32);
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+#[test]
+fn the_log_file_is_made_on_the_first_start_in_a_new_socket_directory() {
+    let fixture = tokenmail_e2e::provision("tokenmail-firstlog");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // neither run/ nor run/tokenmail/ exists yet
+    let socket = dir.path().join("run").join("tokenmail").join("agent.sock");
+    let o = run(Command::new(bin("tokenmail-agent"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--pkcs11-module")
+        .arg(&fixture.module)
+        .args(["--token-label", &fixture.label])
+        .arg("--pin-file")
+        .arg(fixture.pin_file())
+        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+        .env_remove("TOKENMAIL_SOCK"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pid: i32 = stdout(&o)
+        .split("Agent pid ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .expect("pid printed");
+    let _detached = Detached(pid);
+    assert!(
+        !stderr(&o).contains("cannot open the log file"),
+        "{}",
+        stderr(&o)
+    );
+    let log = socket.with_file_name("agent.log");
+    let text = std::fs::read_to_string(&log)
+        .unwrap_or_else(|e| panic!("{} not created: {e}", log.display()));
+    // the agent logs `listening` before it tells the parent it is ready
+    assert!(text.contains("listening"), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&log), 0o600);
+    assert_eq!(mode(socket.parent().expect("dir")), 0o700);
+
+    // a log that cannot be opened is said on the terminal, not dropped
+    let o = run(Command::new(bin("tokenmail-agent"))
+        .arg("--socket")
+        .arg(dir.path().join("b").join("agent.sock"))
+        .arg("--log-file")
+        .arg(
+            dir.path()
+                .join("no")
+                .join("such")
+                .join("dir")
+                .join("agent.log"),
+        )
+        .arg("--pkcs11-module")
+        .arg(&fixture.module)
+        .args(["--token-label", &fixture.label])
+        .arg("--pin-file")
+        .arg(fixture.pin_file())
+        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+        .env_remove("TOKENMAIL_SOCK"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    if let Some(pid) = stdout(&o)
+        .split("Agent pid ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+    {
+        let _second = Detached(pid);
+    }
+    assert!(
+        stderr(&o).contains("warning: cannot open the log file"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -378,8 +378,21 @@ fn run(args: Args) -> Result<()> {
             .or(file.log_file.clone())
             .map(|p| config::absolute(&p))
             .unwrap_or_else(|| socket.with_file_name("agent.log"));
+        // The default log lives beside the socket: its directory is made first (it is
+        // made for the socket anyway), and the log is opened before detaching, so that a
+        // log that cannot be opened is said on the terminal instead of dropped.
+        server::prepare_dir(&socket, dedicated_dir)?;
+        let log = match config::open_log(&log_path) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!(
+                    "tokenmail-agent: warning: cannot open the log file {}: {e}; the detached agent logs nothing (--log-file FILE)",
+                    log_path.display()
+                );
+                None
+            }
+        };
         let wr = detach(&socket)?;
-        let log = tokenmail_agent::config::open_log(&log_path).ok();
         init_logging(args.verbose, log);
         Some(wr)
     };
