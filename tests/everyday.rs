@@ -627,3 +627,71 @@ fn the_log_file_is_made_on_the_first_start_in_a_new_socket_directory() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_token_label_the_module_does_not_have_is_named_with_the_labels_it_has() {
+    let fixture = tokenmail_e2e::provision("tokenmail-label");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("agent.sock");
+    // detached, as people start it: the warning reaches the terminal
+    let o = run(Command::new(bin("tokenmail-agent"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--pkcs11-module")
+        .arg(&fixture.module)
+        .args(["--token-label", "no-such-label"])
+        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+        .env_remove("TOKENMAIL_SOCK"));
+    assert!(o.status.success(), "it still starts: {}", stderr(&o));
+    let pid: i32 = stdout(&o)
+        .split("Agent pid ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .expect("pid printed");
+    let _detached = Detached(pid);
+    let says = |text: &str| {
+        text.contains("token \"no-such-label\" is not in the PKCS#11 module")
+            && text.contains("which has one token, \"tokenmail-label\"")
+    };
+    assert!(says(&stderr(&o)), "at start: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("tokenmail-agent: warning: "),
+        "{}",
+        stderr(&o)
+    );
+
+    let cli = |args: &[&str], input: &[u8]| {
+        let mut c = tokenmail_isolated(dir.path(), &[]);
+        c.arg("--socket").arg(&socket).args(args);
+        process::output_with_input(&mut c, input)
+    };
+    // the CLI's own key lookup (sign) and the agent's (sign-digest, login)
+    let o = cli(
+        &["sign", "--signer", "alice@example.com"],
+        b"From: a@b\r\n\r\nx\r\n",
+    );
+    assert!(!o.status.success());
+    assert!(says(&stderr(&o)), "sign: {}", stderr(&o));
+    let digest = "00".repeat(32);
+    let o = cli(
+        &[
+            "sign-digest",
+            "--key",
+            "alice@example.com",
+            "--digest",
+            &digest,
+        ],
+        b"",
+    );
+    assert!(says(&stderr(&o)), "sign-digest: {}", stderr(&o));
+    let o = cli(&["login", "--unattended"], b"");
+    assert!(says(&stderr(&o)), "login: {}", stderr(&o));
+    // and doctor
+    let mut c = tokenmail_isolated(dir.path(), &[]);
+    c.arg("--socket").arg(&socket).args(["doctor", "--json"]);
+    let o = run(&mut c);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let t = one(&doc, "token no-such-label", "fail");
+    assert!(says(t["message"].as_str().expect("message")), "{t}");
+}

@@ -138,6 +138,9 @@ fn token_fields(e: &TokenError) -> (ErrorCode, Option<String>, Option<u32>) {
             (ErrorCode::TokenError, None, None)
         }
         TokenError::NotPresent(t) => (ErrorCode::TokenNotPresent, Some(t.clone()), None),
+        TokenError::NotInModule { token, .. } => {
+            (ErrorCode::TokenNotPresent, Some(token.clone()), None)
+        }
         TokenError::CardAbsent(t) => (ErrorCode::TokenNotPresent, Some(t.clone()), None),
         TokenError::Pcsc(_) | TokenError::Piv { .. } | TokenError::Retry => {
             (ErrorCode::TokenError, None, None)

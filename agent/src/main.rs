@@ -12,8 +12,8 @@ use tokenmail_agent::config::{self, FileConfig, DEFAULT_MAX_SESSIONS, DEFAULT_PI
 use tokenmail_agent::server;
 use tokenmail_agent::service::Service;
 use tokenmail_agent::token::pkcs11::{Pkcs11Config, Pkcs11Store};
-use tokenmail_agent::token::KeyStore;
-use tracing::{error, info};
+use tokenmail_agent::token::{KeyStore, TokenError};
+use tracing::{error, info, warn};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -286,6 +286,15 @@ fn detach(socket: &std::path::Path) -> Result<OwnedFd> {
             let mut msg = String::new();
             let mut f = std::fs::File::from(rd);
             let _ = f.read_to_string(&mut msg);
+            // the child's words: `warning: …` lines, then `ready` or why it stopped
+            let (warnings, rest): (Vec<&str>, Vec<&str>) = msg
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .partition(|l| l.starts_with("warning: "));
+            for w in &warnings {
+                eprintln!("tokenmail-agent: {w}");
+            }
+            let msg = rest.join("\n");
             if msg.trim() == "ready" {
                 let p = socket.display().to_string().replace('\'', "'\\''");
                 println!("TOKENMAIL_SOCK='{p}'; export TOKENMAIL_SOCK;");
@@ -434,7 +443,16 @@ fn serve(
     for t in tokens {
         match t {
             TokenSpec::Pkcs11(t) => match Pkcs11Store::new(t) {
-                Ok(s) => stores.push(Arc::new(s)),
+                Ok(s) => {
+                    // A label the module does not have is said now, on the terminal that
+                    // started the agent, with the labels it has (a token that is merely
+                    // not inserted yet is no news: it is awaited as before).
+                    if let Err(e @ TokenError::NotInModule { .. }) = s.check_present() {
+                        warn!("{e}");
+                        report(&ready_pipe, &format!("warning: {e}\n"));
+                    }
+                    stores.push(Arc::new(s))
+                }
                 Err(e) => {
                     report(&ready_pipe, &e.to_string());
                     return Err(e.into());

@@ -179,15 +179,15 @@ pub fn run_checks(socket: Option<&Path>) -> Vec<Check> {
     let mut out = Vec::new();
     let config = check_config(&mut out);
     let status = check_agent(socket, config.as_ref(), &mut out);
-    if let Some(st) = &status {
-        check_tokens(st, &mut out);
-        check_token_certificates(st, &mut out);
+    if let Some(s) = &status {
+        check_tokens(&s.st, s.why.as_deref(), &mut out);
+        check_token_certificates(&s.st, &mut out);
     }
     if let Some(cfg) = &config {
         check_pin_files(cfg, &mut out);
     }
     check_trust(config.as_ref(), &mut out);
-    check_pcscd(config.as_ref(), status.as_ref(), &mut out);
+    check_pcscd(config.as_ref(), status.as_ref().map(|s| &s.st), &mut out);
     check_git(&mut out);
     out
 }
@@ -370,19 +370,34 @@ fn check_config(out: &mut Vec<Check>) -> Option<Config> {
     Some(cfg)
 }
 
+/// The agent's status, and why its first absent token is absent (its words).
+#[derive(Debug)]
+struct Status {
+    st: AgentStatus,
+    why: Option<String>,
+}
+
 /// The agent answers `status` (within [`DEADLINE`]) and runs this version.
 fn check_agent(
     socket: Option<&Path>,
     config: Option<&Config>,
     out: &mut Vec<Check>,
-) -> Option<AgentStatus> {
+) -> Option<Status> {
     let path = crate::agentkey::socket_path(socket);
     let (tx, rx) = std::sync::mpsc::channel();
     let for_thread = path.clone();
     // A wedged agent must not hang the doctor: the request runs on a thread with a deadline.
     std::thread::spawn(move || {
-        let r = tokenmail_proto::Client::connect(&for_thread, "tokenmail-doctor")
-            .and_then(|mut c| c.call(&Request::Status));
+        let r =
+            tokenmail_proto::Client::connect(&for_thread, "tokenmail-doctor").and_then(|mut c| {
+                let resp = c.call(&Request::Status)?;
+                // why an absent token is absent, in the agent's words (a wrong label)
+                let why = match &resp {
+                    Response::Status(st) => crate::agentkey::why_absent(&mut c, st),
+                    _ => None,
+                };
+                Ok((resp, why))
+            });
         let _ = tx.send(r);
     });
     let start_fix = match config {
@@ -408,7 +423,7 @@ fn check_agent(
             );
             None
         }
-        Ok(Ok(Response::Status(st))) => {
+        Ok(Ok((Response::Status(st), why))) => {
             let ours = concat!("tokenmail-agent/", env!("CARGO_PKG_VERSION"));
             let version = st.agent_version.clone();
             if version != ours {
@@ -432,9 +447,9 @@ fn check_agent(
                     format!("{version} (protocol {}) at {}", st.protocol, path.display()),
                 ));
             }
-            Some(st)
+            Some(Status { st, why })
         }
-        Ok(Ok(other)) => {
+        Ok(Ok((other, _))) => {
             out.push(
                 check(
                     "agent",
@@ -479,7 +494,8 @@ fn check_agent(
 }
 
 /// Each token: present, logged in, PIN tries.
-fn check_tokens(st: &AgentStatus, out: &mut Vec<Check>) {
+fn check_tokens(st: &AgentStatus, why_absent: Option<&str>, out: &mut Vec<Check>) {
+    let mut why_absent = why_absent;
     if st.tokens.is_empty() {
         out.push(
             check("tokens", Level::Fail, "the agent has no token configured")
@@ -489,11 +505,14 @@ fn check_tokens(st: &AgentStatus, out: &mut Vec<Check>) {
     for t in &st.tokens {
         let name = format!("token {}", t.label);
         if !t.present {
-            out.push(
-                check(&name, Level::Fail, format!("absent ({})", t.backend)).fix(
-                    "insert the card or token; check the label (`tokenmail status`) and the module path",
-                ),
-            );
+            // the agent's reason is for the first absent token
+            let msg = match why_absent.take() {
+                Some(why) => why.to_string(),
+                None => format!("absent ({})", t.backend),
+            };
+            out.push(check(&name, Level::Fail, msg).fix(
+                "insert the card or token; check the label (`tokenmail status`) and the module path",
+            ));
             continue;
         }
         let locked = t.pin_warnings.iter().any(|w| {
