@@ -695,3 +695,47 @@ fn a_token_label_the_module_does_not_have_is_named_with_the_labels_it_has() {
     let t = one(&doc, "token no-such-label", "fail");
     assert!(says(t["message"].as_str().expect("message")), "{t}");
 }
+
+/// One wording for "needs its PIN": the agent's error, `tokenmail status`, the docs.
+#[test]
+fn needs_its_pin_is_said_one_way() {
+    let agent = tokenmail_e2e::Agent::start();
+    let o = agent.cli(&["lock"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want = format!(
+        "token \"{}\" needs its PIN: run `tokenmail login`",
+        agent.fixture.label
+    );
+    let digest = "ab".repeat(32);
+    let o = agent.cli(&["sign-digest", "--key", "alice-rsa", "--digest", &digest]);
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+    let o = agent.cli(&["status"]);
+    assert!(stdout(&o).contains(&want), "{}", stdout(&o));
+    // the documentation quotes it as it is, and no other way
+    let docs = tokenmail_e2e::workspace().join("docs");
+    for entry in std::fs::read_dir(&docs).expect("docs") {
+        let p = entry.expect("entry").path();
+        if p.extension().and_then(|e| e.to_str()) != Some("md") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).expect("read");
+        for (i, line) in text.lines().enumerate() {
+            if let Some(at) = line.find("needs its PIN") {
+                let rest = &line[at..];
+                assert!(
+                    rest.starts_with("needs its PIN: run `tokenmail login`")
+                        || !line[..at].ends_with("\" "),
+                    "{}:{}: {line}",
+                    p.display(),
+                    i + 1
+                );
+                assert!(
+                    !rest.starts_with("needs its PIN and"),
+                    "{}:{}: {line}",
+                    p.display(),
+                    i + 1
+                );
+            }
+        }
+    }
+}

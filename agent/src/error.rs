@@ -211,6 +211,17 @@ impl From<AgentError> for Response {
 mod tests {
     use super::*;
 
+    /// "Needs its PIN" is said one way, by the agent and by the CLI (proto's function).
+    #[test]
+    fn pin_required_has_the_one_wording() {
+        let e = AgentError::from(TokenError::PinRequired("work".into())).to_wire();
+        assert_eq!(e.message, tokenmail_proto::pin_required_message("work"));
+        assert_eq!(
+            e.message,
+            "token \"work\" needs its PIN: run `tokenmail login`"
+        );
+    }
+
     #[test]
     fn the_wire_error_carries_the_fields_clients_read() {
         let w = AgentError::from(TokenError::PinIncorrect {

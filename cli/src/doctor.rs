@@ -575,7 +575,10 @@ fn check_tokens(st: &AgentStatus, why_absent: Option<&str>, out: &mut Vec<Check>
             out.push(check(
                 &name,
                 Level::Ok,
-                "present, not logged in: it needs its PIN at the first use (`tokenmail login`)",
+                format!(
+                    "present, not logged in (asked at the first use): {}",
+                    tokenmail_proto::pin_required_message(&t.label)
+                ),
             ));
         }
     }

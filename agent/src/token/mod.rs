@@ -262,7 +262,7 @@ pub enum TokenError {
     #[error("the card was reset by another program; try again")]
     Retry,
     /// The token needs a PIN and none is cached.
-    #[error("token {0:?} needs its PIN: run `tokenmail login`")]
+    #[error("{}", tokenmail_proto::pin_required_message(.0))]
     PinRequired(String),
     /// The last PIN was wrong.
     #[error("wrong PIN for token {token:?}{hint}")]
