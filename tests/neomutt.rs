@@ -1048,3 +1048,85 @@ fn tokenmail_asks_for_the_pin_on_neomutts_terminal() {
     assert!(sx.wait_exit().success());
     assert!(status(&mutt).contains("\"logged_in\": true"));
 }
+
+/// docs/neomutt.md's warning: batch mode (`-n … < body`, no terminal) sends the message
+/// as it is, unsigned, even with `crypt_auto_sign` set.
+#[test]
+fn batch_mode_sends_unsigned_as_the_docs_warn() {
+    let mutt = Mutt::new(Agent::start());
+    let mut rc = read(&mutt.rc());
+    rc.push_str("set crypt_auto_sign = yes\n");
+    fs::write(mutt.rc(), rc).expect("rc");
+    let mut c = Command::new("neomutt");
+    mutt.env(&mut c);
+    c.args(["-n", "-F"])
+        .arg(mutt.rc())
+        .args(["-s", "batch", "dave@example.com"]);
+    let o = process::output_with_input(&mut c, b"sent from a script\n");
+    ok(&o, "neomutt batch mode");
+    let sent = read(&mutt.sent_path());
+    assert!(sent.contains("sent from a script"), "{sent}");
+    let head = header_block(&sent).to_ascii_lowercase();
+    assert!(
+        !head.contains("multipart/signed") && !head.contains("pkcs7"),
+        "batch mode signed after all: update docs/neomutt.md\n{sent}"
+    );
+}
+
+/// docs/neomutt.md's order: the rc file (smime_ca_location) before `smime_keys add_cert`;
+/// done the other way round, the certificate is flagged invalid until `smime_keys refresh`.
+#[test]
+fn smime_keys_needs_smime_ca_location_before_add_cert() {
+    let doc = read(&workspace().join("docs/neomutt.md"));
+    let rc_step = doc.find("**The rc file**").expect("the rc step");
+    let add_cert = doc.find("smime_keys add_cert").expect("add_cert");
+    assert!(
+        rc_step < add_cert,
+        "docs/neomutt.md: the rc file comes first"
+    );
+    assert!(doc.contains("smime_keys refresh"));
+    assert!(doc.contains("Batch mode sends unsigned"));
+
+    let pki = tokenmail_e2e::fixture_pki();
+    let home = tempfile::tempdir().expect("home");
+    let h = home.path();
+    fs::create_dir_all(h.join(".smime")).expect("mkdir");
+    fs::copy(pki.join("chain.pem"), h.join(".smime/ca.pem")).expect("ca");
+    // a CA file that does not hold our CA, as Debian's default (the system bundle) does not
+    fs::copy(pki.join("dave-rsa.pem"), h.join(".smime/other.pem")).expect("other");
+    let rc = h.join("rc");
+    let smime_keys = |ca: &str, args: &[&str], input: &[u8]| {
+        fs::write(
+            &rc,
+            format!(
+                "set smime_keys = \"{h}/.smime/keys\"\nset smime_certificates = \"{h}/.smime/certificates\"\nset smime_ca_location = \"{h}/.smime/{ca}\"\n",
+                h = s(h)
+            ),
+        )
+        .expect("rc");
+        let mut c = Command::new(SMIME_KEYS);
+        c.args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", h)
+            .env("LANG", "C.UTF-8")
+            .env("MUTT_CMDLINE", format!("neomutt -n -F {}", s(&rc)));
+        let o = process::output_with_input(&mut c, input);
+        ok(&o, &format!("smime_keys {args:?}"));
+    };
+    let index = || read(&h.join(".smime/certificates/.index"));
+    smime_keys("other.pem", &["init"], b"");
+    let erin = pki.join("erin-p256.pem");
+    smime_keys("other.pem", &["add_cert", s(&erin)], b"erin\n");
+    assert!(
+        index().contains(" erin ? i "),
+        "flagged invalid: {}",
+        index()
+    );
+    smime_keys("ca.pem", &["refresh"], b"");
+    assert!(
+        index().contains(" erin ? t "),
+        "trusted after refresh: {}",
+        index()
+    );
+}

@@ -138,6 +138,9 @@ fn token_fields(e: &TokenError) -> (ErrorCode, Option<String>, Option<u32>) {
             (ErrorCode::TokenError, None, None)
         }
         TokenError::NotPresent(t) => (ErrorCode::TokenNotPresent, Some(t.clone()), None),
+        TokenError::NotInModule { token, .. } => {
+            (ErrorCode::TokenNotPresent, Some(token.clone()), None)
+        }
         TokenError::CardAbsent(t) => (ErrorCode::TokenNotPresent, Some(t.clone()), None),
         TokenError::Pcsc(_) | TokenError::Piv { .. } | TokenError::Retry => {
             (ErrorCode::TokenError, None, None)
@@ -207,6 +210,17 @@ impl From<AgentError> for Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// "Needs its PIN" is said one way, by the agent and by the CLI (proto's function).
+    #[test]
+    fn pin_required_has_the_one_wording() {
+        let e = AgentError::from(TokenError::PinRequired("work".into())).to_wire();
+        assert_eq!(e.message, tokenmail_proto::pin_required_message("work"));
+        assert_eq!(
+            e.message,
+            "token \"work\" needs its PIN: run `tokenmail login`"
+        );
+    }
 
     #[test]
     fn the_wire_error_carries_the_fields_clients_read() {

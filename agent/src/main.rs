@@ -12,8 +12,8 @@ use tokenmail_agent::config::{self, FileConfig, DEFAULT_MAX_SESSIONS, DEFAULT_PI
 use tokenmail_agent::server;
 use tokenmail_agent::service::Service;
 use tokenmail_agent::token::pkcs11::{Pkcs11Config, Pkcs11Store};
-use tokenmail_agent::token::KeyStore;
-use tracing::{error, info};
+use tokenmail_agent::token::{KeyStore, TokenError};
+use tracing::{error, info, warn};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -26,6 +26,8 @@ Examples:
   tokenmail-agent --pkcs11-module /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so --token-label 'PIV Card'
   # a YubiKey through its PIV applet (PC/SC), by serial, with the CA chain for signatures:
   tokenmail-agent --piv-serial 12345678 --piv-chain ~/.config/tokenmail/chain.pem
+  # this manual page, for man(1):
+  tokenmail-agent --man ~/.local/share/man/man1
 
 The socket is --socket, else $TOKENMAIL_SOCK, else $XDG_RUNTIME_DIR/tokenmail/agent.sock,
 else /tmp/tokenmail-$UID/agent.sock. Configuration file format: docs/configuration.md.";
@@ -81,6 +83,22 @@ struct Args {
     /// More logging (-v debug, -vv trace). Never logs PINs or key material.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Write the manual page tokenmail-agent.1 into DIR and exit (docs/everyday.md).
+    #[arg(long, value_name = "DIR", hide = true, exclusive = true)]
+    man: Option<PathBuf>,
+}
+
+/// `--man DIR`: tokenmail-agent.1 from the same definitions as `--help`.
+fn write_man_page(dir: &std::path::Path) -> Result<PathBuf> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let man = clap_mangen::Man::new(Args::command()).manual("tokenmail");
+    let path = dir.join(man.get_filename());
+    let mut buf = Vec::new();
+    man.render(&mut buf)
+        .with_context(|| format!("cannot render {}", path.display()))?;
+    std::fs::write(&path, buf).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
@@ -268,6 +286,15 @@ fn detach(socket: &std::path::Path) -> Result<OwnedFd> {
             let mut msg = String::new();
             let mut f = std::fs::File::from(rd);
             let _ = f.read_to_string(&mut msg);
+            // the child's words: `warning: …` lines, then `ready` or why it stopped
+            let (warnings, rest): (Vec<&str>, Vec<&str>) = msg
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .partition(|l| l.starts_with("warning: "));
+            for w in &warnings {
+                eprintln!("tokenmail-agent: {w}");
+            }
+            let msg = rest.join("\n");
             if msg.trim() == "ready" {
                 let p = socket.display().to_string().replace('\'', "'\\''");
                 println!("TOKENMAIL_SOCK='{p}'; export TOKENMAIL_SOCK;");
@@ -306,6 +333,18 @@ fn detach(socket: &std::path::Path) -> Result<OwnedFd> {
 
 fn main() {
     let args = Args::parse();
+    if let Some(dir) = &args.man {
+        match write_man_page(dir) {
+            Ok(p) => {
+                eprintln!("wrote {}", p.display());
+                std::process::exit(0);
+            }
+            Err(e) => {
+                eprintln!("tokenmail-agent: {e:#}");
+                std::process::exit(1);
+            }
+        }
+    }
     harden();
     if let Err(e) = run(args) {
         eprintln!("tokenmail-agent: {e:#}");
@@ -348,8 +387,21 @@ fn run(args: Args) -> Result<()> {
             .or(file.log_file.clone())
             .map(|p| config::absolute(&p))
             .unwrap_or_else(|| socket.with_file_name("agent.log"));
+        // The default log lives beside the socket: its directory is made first (it is
+        // made for the socket anyway), and the log is opened before detaching, so that a
+        // log that cannot be opened is said on the terminal instead of dropped.
+        server::prepare_dir(&socket, dedicated_dir)?;
+        let log = match config::open_log(&log_path) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!(
+                    "tokenmail-agent: warning: cannot open the log file {}: {e}; the detached agent logs nothing (--log-file FILE)",
+                    log_path.display()
+                );
+                None
+            }
+        };
         let wr = detach(&socket)?;
-        let log = tokenmail_agent::config::open_log(&log_path).ok();
         init_logging(args.verbose, log);
         Some(wr)
     };
@@ -391,7 +443,16 @@ fn serve(
     for t in tokens {
         match t {
             TokenSpec::Pkcs11(t) => match Pkcs11Store::new(t) {
-                Ok(s) => stores.push(Arc::new(s)),
+                Ok(s) => {
+                    // A label the module does not have is said now, on the terminal that
+                    // started the agent, with the labels it has (a token that is merely
+                    // not inserted yet is no news: it is awaited as before).
+                    if let Err(e @ TokenError::NotInModule { .. }) = s.check_present() {
+                        warn!("{e}");
+                        report(&ready_pipe, &format!("warning: {e}\n"));
+                    }
+                    stores.push(Arc::new(s))
+                }
                 Err(e) => {
                     report(&ready_pipe, &e.to_string());
                     return Err(e.into());

@@ -321,8 +321,11 @@ impl Service {
                 // list may also be stale (a module that answers from the state of a deleted
                 // token): check that the tokens are really there.
                 for s in &self.stores {
-                    if let Err(e @ (TokenError::CardAbsent(_) | TokenError::NotPresent(_))) =
-                        s.keys().and_then(|_| s.check_present())
+                    if let Err(
+                        e @ (TokenError::CardAbsent(_)
+                        | TokenError::NotPresent(_)
+                        | TokenError::NotInModule { .. }),
+                    ) = s.keys().and_then(|_| s.check_present())
                     {
                         return Err(e);
                     }
@@ -574,6 +577,13 @@ impl Service {
         }
         if std::time::Instant::now() < deadline {
             return None;
+        }
+        // A token the module does not have (a wrong label) will not come: say that, with
+        // the labels the module has, rather than "insert it".
+        for s in set {
+            if let Err(e @ TokenError::NotInModule { .. }) = s.check_present() {
+                return Some(Response::from(AgentError::Token(e)));
+            }
         }
         let names: Vec<String> = set
             .iter()

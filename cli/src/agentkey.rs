@@ -44,6 +44,20 @@ pub fn set_wait(secs: u64) {
     let _ = WAIT_SECS.set(secs);
 }
 
+/// Why the first absent token of `st` is absent, in the agent's words (a label the
+/// PKCS#11 module does not have comes with the labels it has); `None` when all are there.
+/// Asks with a `wait-token` of 0 seconds: nothing is waited for, no PIN is used.
+pub fn why_absent(client: &mut Client, st: &tokenmail_proto::v1::AgentStatus) -> Option<String> {
+    let t = st.tokens.iter().find(|t| !t.present)?;
+    match client.call(&Request::WaitToken {
+        token: Some(t.label.clone()),
+        timeout_secs: 0,
+    }) {
+        Err(ClientError::Agent(e)) => Some(e.message),
+        _ => None,
+    }
+}
+
 /// With `--wait`: when some token is absent, says so and waits until one of them is
 /// inserted. Returns true if it waited (the caller looks for its key again).
 pub fn wait_for_absent(client: &mut Client) -> Result<bool> {

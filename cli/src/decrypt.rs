@@ -123,6 +123,64 @@ fn pick_key<'c>(
     Ok(AgentKey::new(c, info, cert.clone()))
 }
 
+/// Said when the input's line ends were LF and the plaintext's are CRLF.
+pub const CRLF_NOTE: &str = "tokenmail: note: the input has LF line ends, the plaintext has CRLF: S/MIME encrypts the canonical CRLF form and decrypt gives back what the sender encrypted (convert with `sed 's/\\r$//'` or dos2unix if you need LF)";
+
+/// Notes whether the first line of what passes through ends in a bare LF.
+struct LineEndProbe<R> {
+    inner: R,
+    bare_lf: Option<bool>,
+    last_cr: bool,
+}
+
+impl<R: Read> LineEndProbe<R> {
+    fn new(inner: R) -> Self {
+        LineEndProbe {
+            inner,
+            bare_lf: None,
+            last_cr: false,
+        }
+    }
+    /// `Some(true)`: the first line ended in LF alone; `Some(false)`: in CRLF; `None`: no
+    /// line end was read.
+    fn bare_lf(&self) -> Option<bool> {
+        self.bare_lf
+    }
+}
+
+impl<R: Read> Read for LineEndProbe<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.bare_lf.is_none() {
+            if let Some(i) = memchr_lf(&buf[..n]) {
+                let cr = if i == 0 {
+                    self.last_cr
+                } else {
+                    buf[i - 1] == b'\r'
+                };
+                self.bare_lf = Some(!cr);
+            } else if n > 0 {
+                self.last_cr = buf[n - 1] == b'\r';
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn memchr_lf(b: &[u8]) -> Option<usize> {
+    b.iter().position(|c| *c == b'\n')
+}
+
+/// Whether the first line of the file at `path` ends in CRLF.
+fn starts_with_crlf(path: &Path) -> bool {
+    let mut head = vec![0u8; 8192];
+    let Ok(n) = File::open(path).and_then(|mut f| f.read(&mut head)) else {
+        return false;
+    };
+    let head = &head[..n];
+    memchr_lf(head).is_some_and(|i| i > 0 && head[i - 1] == b'\r')
+}
+
 /// Runs `tokenmail decrypt`.
 pub fn run(args: DecryptArgs, socket: Option<&Path>) -> Result<i32> {
     if args.json && args.output.is_none() {
@@ -135,10 +193,11 @@ pub fn run(args: DecryptArgs, socket: Option<&Path>) -> Result<i32> {
             return outer_signed(args.clone(), p, socket);
         }
     }
-    let mut input: Box<dyn Read> = match &args.input {
+    let input: Box<dyn Read> = match &args.input {
         Some(p) => Box::new(File::open(p).with_context(|| format!("cannot open {}", p.display()))?),
         None => Box::new(io::stdin().lock()),
     };
+    let mut input = LineEndProbe::new(input);
     // The spool (0600): beside a regular output file, which it becomes by a rename; for a
     // device, a FIFO or standard output a scratch file in $TMPDIR, copied through once the
     // plaintext is authentic and never synced to disk.
@@ -173,8 +232,12 @@ pub fn run(args: DecryptArgs, socket: Option<&Path>) -> Result<i32> {
         written.finish_unsynced()?;
     }
     let inner = inner_signature(&spool.path(), &args.trust)?;
+    let crlf_out = input.bare_lf() == Some(true) && starts_with_crlf(&spool.path());
     // Authentic: release.
     spool.release()?;
+    if crlf_out {
+        eprintln!("{CRLF_NOTE}");
+    }
     if args.json {
         let report = serde_json::json!({
             "recipient": used,
@@ -336,4 +399,36 @@ fn inner_signature(plain: &Path, trust: &[PathBuf]) -> Result<Option<InnerSignat
         json: serde_json::json!({"checked": true, "valid": code == 0, "report": json}),
         text,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(chunks: &[&[u8]]) -> Option<bool> {
+        let data: Vec<u8> = chunks.concat();
+        // read in the given pieces: a CR at the end of one read, LF at the start of the next
+        let mut sizes = chunks
+            .iter()
+            .map(|c| c.len())
+            .collect::<Vec<_>>()
+            .into_iter();
+        let mut p = LineEndProbe::new(&data[..]);
+        loop {
+            let size = sizes.next().unwrap_or(64);
+            let mut buf = vec![0u8; size.max(1)];
+            if p.read(&mut buf).expect("read") == 0 {
+                return p.bare_lf();
+            }
+        }
+    }
+
+    #[test]
+    fn the_probe_tells_lf_from_crlf_across_reads() {
+        assert_eq!(probe(&[b"From: a\nTo: b\r\n"]), Some(true));
+        assert_eq!(probe(&[b"From: a\r\nTo: b\n"]), Some(false));
+        assert_eq!(probe(&[b"From: a\r", b"\nTo: b\n"]), Some(false));
+        assert_eq!(probe(&[b"From: a", b"\nTo: b\n"]), Some(true));
+        assert_eq!(probe(&[b"no line end"]), None);
+    }
 }

@@ -6,8 +6,10 @@
 
 pub mod agentkey;
 pub mod decrypt;
+pub mod doctor;
 pub mod encrypt;
 pub mod gpgsm;
+pub mod manual;
 pub mod netfetch;
 pub mod output;
 pub mod piv;

@@ -7,12 +7,14 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokenmail_proto::v1::{Bytes, KeyInfo, Pin, Request, Response, SignAlgorithm};
 use tokenmail_proto::{Client, ClientError};
 
 use tokenmail_cli::agentkey::{self, call_with_login, connect, prompt_pin};
-use tokenmail_cli::{decrypt, encrypt, output, piv, policy, selfcert, sign, verify};
+use tokenmail_cli::{
+    decrypt, doctor, encrypt, manual, output, piv, policy, selfcert, sign, verify,
+};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -30,9 +32,25 @@ Examples:
   tokenmail lock                         # log out and forget cached PINs
   tokenmail --wait 30 sign --signer alice@example.com msg.eml   # wait for the card
   tokenmail piv status                   # a PIV card's slots, PIN tries left
+  tokenmail doctor                       # what is wrong with the setup, and the fix
+  tokenmail completions bash > ~/.local/share/bash-completion/completions/tokenmail
+  tokenmail man ~/.local/share/man/man1  # tokenmail.1, tokenmail-verify.1, ...
 
 The socket is --socket, else $TOKENMAIL_SOCK, else $XDG_RUNTIME_DIR/tokenmail/agent.sock,
 else /tmp/tokenmail-$UID/agent.sock.";
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  tokenmail completions bash > ~/.local/share/bash-completion/completions/tokenmail
+  tokenmail completions zsh > ~/.zfunc/_tokenmail     # with fpath+=(~/.zfunc) in ~/.zshrc
+  tokenmail completions fish > ~/.config/fish/completions/tokenmail.fish
+  source <(tokenmail completions bash)                # this shell only";
+
+const MAN_EXAMPLES: &str = "\
+Examples:
+  tokenmail man ~/.local/share/man/man1             # then: man tokenmail-verify
+  tokenmail-agent --man ~/.local/share/man/man1     # the agent's page
+  tokenmail man /tmp/pages && man -l /tmp/pages/tokenmail.1";
 
 /// S/MIME with keys on hardware tokens, through tokenmail-agent.
 #[derive(Debug, Parser)]
@@ -96,6 +114,22 @@ enum Command {
     Policy(policy::PolicyArgs),
     /// PIV smart cards (YubiKey…): status, key generation on the card, certificate import.
     Piv(piv::PivArgs),
+    /// Check the setup (agent, configuration, tokens, PIN files, certificates, trust, pcscd, git), each problem with its fix; exit 0 ok, 1 warnings, 2 failures.
+    Doctor(doctor::DoctorArgs),
+    /// Print the shell completion script for bash, zsh or fish on standard output.
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: manual::Shell,
+    },
+    /// Write the manual pages (tokenmail.1 and one per command, e.g. tokenmail-verify.1) into DIR.
+    #[command(after_help = MAN_EXAMPLES)]
+    Man {
+        /// Directory to write the pages into (created if needed), e.g. ~/.local/share/man/man1.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Sign a digest with a key on the token (the file is hashed here; only the digest is sent).
     SignDigest {
         /// Key: label, hex id, or an email in its certificate.
@@ -123,7 +157,7 @@ fn main() {
             let msg = format!("{e:#}");
             eprintln!("tokenmail: {}", msg.lines().next().unwrap_or("failed"));
             std::process::exit(match e.downcast_ref::<ClientError>() {
-                Some(ClientError::NoAgent { .. }) => 3,
+                Some(ClientError::NoAgent { .. } | ClientError::NotASocket { .. }) => 3,
                 _ => 1,
             });
         }
@@ -136,6 +170,22 @@ fn run(cli: Cli) -> Result<i32> {
         agentkey::set_wait(w.min(600));
     }
     match cli.command {
+        Command::Doctor(args) => Ok(doctor::run(args, socket, &mut std::io::stdout().lock())),
+        Command::Completions { shell } => {
+            manual::completions(
+                shell,
+                Cli::command(),
+                "tokenmail",
+                &mut std::io::stdout().lock(),
+            )?;
+            Ok(0)
+        }
+        Command::Man { dir } => {
+            for p in manual::man_pages(Cli::command(), &dir)? {
+                eprintln!("wrote {}", p.display());
+            }
+            Ok(0)
+        }
         Command::Piv(args) => piv::run(args, socket),
         Command::Status { json } => {
             let mut c = connect(socket)?;
@@ -323,16 +373,23 @@ fn hash_input(input: Option<&Path>, alg: SignAlgorithm) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
 
-    /// Every example in `--help` parses.
+    /// Every example in `--help` (the main one and the commands') parses; a shell
+    /// redirection, pipe or `&&` ends the command.
     #[test]
     fn help_examples_parse() {
         let mut n = 0;
-        for line in EXAMPLES.lines() {
+        let all = [
+            EXAMPLES,
+            COMPLETIONS_EXAMPLES,
+            MAN_EXAMPLES,
+            doctor::EXAMPLES,
+        ];
+        for line in all.iter().flat_map(|e| e.lines()) {
             let line = line.trim();
             let Some(cmd) = line.strip_prefix("tokenmail ") else {
                 continue;
             };
-            let cmd = cmd.split('#').next().unwrap_or("").trim();
+            let cmd = cmd.split(['#', '>', '|', '&']).next().unwrap_or("").trim();
             let mut argv = vec!["tokenmail"];
             argv.extend(cmd.split_whitespace());
             if let Err(e) = Cli::try_parse_from(&argv) {
@@ -340,6 +397,6 @@ mod tests {
             }
             n += 1;
         }
-        assert!(n >= 8, "{n} examples");
+        assert!(n >= 17, "{n} examples");
     }
 }

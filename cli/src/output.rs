@@ -43,6 +43,12 @@ pub fn status_text(st: &AgentStatus) -> String {
             t.pin_source,
             if t.locked { " (locked)" } else { "" }
         ));
+        if t.present && !t.logged_in {
+            s.push_str(&format!(
+                "    {}\n",
+                tokenmail_proto::pin_required_message(&t.label)
+            ));
+        }
         if !t.pin_warnings.is_empty() {
             s.push_str(&format!(
                 "    PIN warnings: {}\n",
@@ -67,7 +73,9 @@ pub fn status_text(st: &AgentStatus) -> String {
 pub fn keys_text(keys: &[KeyInfo]) -> String {
     let mut s = String::from("keys:\n");
     if keys.is_empty() {
-        s.push_str("  (none visible: is the token present, or does it need `tokenmail login`?)\n");
+        s.push_str(
+            "  (none visible: a token is absent, or needs its PIN; `tokenmail status` says which)\n",
+        );
     }
     for k in keys {
         s.push_str(&format!(

@@ -140,12 +140,29 @@ pub fn resolve_key(st: &AgentStatus, name: &str) -> Result<KeyInfo> {
     match hits.as_slice() {
         [one] => Ok((*one).clone()),
         [] => Err(anyhow!(
-            "no key {name:?} on the agent's tokens; see `tokenmail keys`"
+            "no key {name:?} on the agent's tokens; see `tokenmail keys`{}",
+            absent_tokens(st)
         )),
         many => Err(anyhow!(
             "{name:?} names {} keys; use its sha256: fingerprint (see `tokenmail status --json`)",
             many.len()
         )),
+    }
+}
+
+/// `; token "x" is not present` for the tokens the agent has configured but cannot see,
+/// or nothing.
+fn absent_tokens(st: &AgentStatus) -> String {
+    let absent: Vec<String> = st
+        .tokens
+        .iter()
+        .filter(|t| !t.present)
+        .map(|t| format!("{:?}", t.label))
+        .collect();
+    match absent.len() {
+        0 => String::new(),
+        1 => format!("; token {} is not present", absent[0]),
+        _ => format!("; tokens {} are not present", absent.join(", ")),
     }
 }
 
@@ -308,7 +325,10 @@ pub fn run(args: SignArgs, socket: Option<&Path>) -> Result<i32> {
         Ok(i) => i,
         Err(e) => {
             if !agentkey::wait_for_absent(&mut client)? {
-                return Err(e);
+                return Err(match agentkey::why_absent(&mut client, &st) {
+                    Some(why) => anyhow!("no key {:?} on the agent's tokens: {why}", args.signer),
+                    None => e,
+                });
             }
             let Response::Status(again) = client.call(&Request::Status)? else {
                 bail!("unexpected answer to status");

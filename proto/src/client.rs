@@ -20,6 +20,15 @@ pub enum ClientError {
         /// The socket path tried.
         path: PathBuf,
     },
+    /// The socket path names something that is not a socket (a regular file, a
+    /// directory…): a wrong `--socket` / `TOKENMAIL_SOCK`, not a stopped agent.
+    #[error("{path} is {what}, not a socket: pass the agent's socket with --socket or TOKENMAIL_SOCK (tokenmail-agent prints it when it starts)")]
+    NotASocket {
+        /// The path tried.
+        path: PathBuf,
+        /// What is there: `a directory`, `a regular file`, …
+        what: &'static str,
+    },
     /// The agent answered with an error.
     #[error("{}", .0.message)]
     Agent(ErrorInfo),
@@ -75,6 +84,30 @@ impl ClientError {
     }
 }
 
+/// Why connecting to `path` failed: something other than a socket is there, or no
+/// agent listens (nothing there, or a socket no process serves).
+fn connect_error(path: &Path) -> ClientError {
+    use std::os::unix::fs::FileTypeExt;
+    let what = match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Some("a directory"),
+        Ok(m) if m.is_file() => Some("a regular file"),
+        Ok(m) if m.file_type().is_fifo() => Some("a FIFO"),
+        Ok(m) if m.file_type().is_char_device() || m.file_type().is_block_device() => {
+            Some("a device")
+        }
+        _ => None,
+    };
+    match what {
+        Some(what) => ClientError::NotASocket {
+            path: path.to_path_buf(),
+            what,
+        },
+        None => ClientError::NoAgent {
+            path: path.to_path_buf(),
+        },
+    }
+}
+
 /// The socket path by the contract's rules, without `--socket`:
 /// `$TOKENMAIL_SOCK`, else `$XDG_RUNTIME_DIR/tokenmail/agent.sock`, else `/tmp/tokenmail-$UID/agent.sock`.
 pub fn default_socket_path(uid: u32) -> PathBuf {
@@ -108,9 +141,7 @@ impl Client {
         client_name: &str,
         pin_prompt: bool,
     ) -> Result<Self, ClientError> {
-        let stream = UnixStream::connect(path).map_err(|_| ClientError::NoAgent {
-            path: path.to_path_buf(),
-        })?;
+        let stream = UnixStream::connect(path).map_err(|_| connect_error(path))?;
         // The agent must run as this user: a socket planted by someone else would receive
         // the PINs a client sends (SO_PEERCRED, checked before anything is sent).
         let peer =
@@ -159,9 +190,7 @@ impl Client {
                 "a stream operation cannot follow hello unanswered".into(),
             ));
         }
-        let stream = UnixStream::connect(path).map_err(|_| ClientError::NoAgent {
-            path: path.to_path_buf(),
-        })?;
+        let stream = UnixStream::connect(path).map_err(|_| connect_error(path))?;
         let mut c = Client {
             stream,
             agent: String::new(),

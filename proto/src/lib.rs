@@ -65,6 +65,12 @@ fn redacted(e: &serde_json::Error) -> String {
     }
 }
 
+/// The one wording for "this token needs its PIN", wherever it is said: the agent's
+/// `pin-required` error, `tokenmail status`, `tokenmail doctor`.
+pub fn pin_required_message(token: &str) -> String {
+    format!("token {token:?} needs its PIN: run `tokenmail login`")
+}
+
 /// Encodes a message (request or response) as a `Message` frame payload.
 pub fn encode_message<T: serde::Serialize>(msg: &T) -> Result<Vec<u8>, ProtoError> {
     let payload = serde_json::to_vec(msg)?;

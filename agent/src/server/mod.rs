@@ -90,14 +90,10 @@ pub fn check_free(path: &Path) -> Result<(), SocketError> {
     Ok(())
 }
 
-/// Creates the directory (0700) when missing, refuses a live agent, replaces a stale
-/// socket, binds with mode 0600.
-///
-/// `dedicated`: the directory is the agent's own (the default `…/tokenmail` or
-/// `/tmp/tokenmail-$UID`), so an existing one with loose modes is tightened to 0700.
-/// A directory named by `--socket` that already exists is never modified (it may be
-/// `/tmp` or a home directory); the socket's 0600 mode and the peer-uid check protect it.
-pub fn bind(path: &Path, dedicated: bool) -> Result<StdListener, SocketError> {
+/// The socket's directory, made ready for [`bind`]: created 0700 when missing; the agent's
+/// own (`dedicated`) one checked (not a link, this user's) and tightened to 0700. Called
+/// before the log file is opened too, since the default log lives beside the socket.
+pub fn prepare_dir(path: &Path, dedicated: bool) -> Result<(), SocketError> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -134,6 +130,18 @@ pub fn bind(path: &Path, dedicated: bool) -> Result<StdListener, SocketError> {
                 .map_err(io_err("cannot restrict", dir))?;
         }
     }
+    Ok(())
+}
+
+/// Creates the directory (0700) when missing, refuses a live agent, replaces a stale
+/// socket, binds with mode 0600.
+///
+/// `dedicated`: the directory is the agent's own (the default `…/tokenmail` or
+/// `/tmp/tokenmail-$UID`), so an existing one with loose modes is tightened to 0700.
+/// A directory named by `--socket` that already exists is never modified (it may be
+/// `/tmp` or a home directory); the socket's 0600 mode and the peer-uid check protect it.
+pub fn bind(path: &Path, dedicated: bool) -> Result<StdListener, SocketError> {
+    prepare_dir(path, dedicated)?;
     check_free(path)?;
     if std::fs::symlink_metadata(path).is_ok() {
         info!("replacing stale socket {}", path.display());

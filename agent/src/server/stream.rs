@@ -773,6 +773,7 @@ fn after_key(error: Option<&Rc<RefCell<Option<TokenError>>>>) -> AgentError {
             | TokenError::PinLocked(_)
             | TokenError::PinSource(_)
             | TokenError::NotPresent(_)
+            | TokenError::NotInModule { .. }
             | TokenError::CardAbsent(_)
             | TokenError::Mechanism(_)),
         ) => AgentError::Token(e),
@@ -832,8 +833,11 @@ fn decrypt_op(svc: &Service, input: &mut Input) -> Result<Done, AgentError> {
 /// second search reads them anew.
 fn absent_token(svc: &Service) -> Option<AgentError> {
     for s in svc.stores() {
-        if let Err(e @ (TokenError::NotPresent(_) | TokenError::CardAbsent(_))) =
-            s.keys().and_then(|_| s.check_present())
+        if let Err(
+            e @ (TokenError::NotPresent(_)
+            | TokenError::NotInModule { .. }
+            | TokenError::CardAbsent(_)),
+        ) = s.keys().and_then(|_| s.check_present())
         {
             return Some(AgentError::Token(e));
         }

@@ -233,6 +233,17 @@ pub enum TokenError {
     /// The token is absent.
     #[error("token {0:?} is not present: insert it (or check the module and label)")]
     NotPresent(String),
+    /// The PKCS#11 module has tokens, but none with the configured label or serial: a
+    /// wrong `--token-label`, most likely. Lists the labels the module has.
+    #[error("token {token:?} is not in the PKCS#11 module {module}, which has {}: check --token-label (or the [[token]] label)", label_list(.labels))]
+    NotInModule {
+        /// The configured token (label, or `serial:…`).
+        token: String,
+        /// The module path.
+        module: String,
+        /// The labels of the initialised tokens the module has.
+        labels: Vec<String>,
+    },
     /// A smart card is absent (PIV): names the card to insert.
     #[error("insert {0}: it is not in any reader")]
     CardAbsent(String),
@@ -251,7 +262,7 @@ pub enum TokenError {
     #[error("the card was reset by another program; try again")]
     Retry,
     /// The token needs a PIN and none is cached.
-    #[error("token {0:?} needs its PIN: run `tokenmail login`")]
+    #[error("{}", tokenmail_proto::pin_required_message(.0))]
     PinRequired(String),
     /// The last PIN was wrong.
     #[error("wrong PIN for token {token:?}{hint}")]
@@ -387,6 +398,15 @@ pub trait PivAdmin {
         der: &[u8],
         management_key: Option<&[u8]>,
     ) -> Result<Vec<String>, TokenError>;
+}
+
+/// `"a", "b"` for [`TokenError::NotInModule`].
+fn label_list(labels: &[String]) -> String {
+    let quoted: Vec<String> = labels.iter().map(|l| format!("{l:?}")).collect();
+    match quoted.len() {
+        1 => format!("one token, {}", quoted[0]),
+        n => format!("{n} tokens: {}", quoted.join(", ")),
+    }
 }
 
 #[cfg(test)]

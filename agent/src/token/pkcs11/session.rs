@@ -73,10 +73,15 @@ impl Pkcs11Store {
             None => return Err(TokenError::NotPresent(self.name.clone())),
         };
         let slots = ctx.get_slots_with_token().map_err(ck("C_GetSlotList"))?;
+        // the labels seen, for the error when none is the configured token
+        let mut labels = Vec::new();
         for slot in slots {
             let Ok(ti) = ctx.get_token_info(slot) else {
                 continue;
             };
+            if ti.token_initialized() {
+                labels.push(ti.label().trim_end().to_string());
+            }
             let label_ok = self
                 .cfg
                 .label
@@ -124,7 +129,17 @@ impl Pkcs11Store {
         // Not there. Finalise the module so the next try sees tokens created since
         // (SoftHSM, among others, reads its token list at C_Initialize).
         self.drop_connection(inner, true);
-        Err(TokenError::NotPresent(self.name.clone()))
+        if labels.is_empty() {
+            // no token at all: a card or token to insert
+            return Err(TokenError::NotPresent(self.name.clone()));
+        }
+        labels.sort();
+        labels.dedup();
+        Err(TokenError::NotInModule {
+            token: self.name.clone(),
+            module: self.cfg.module.display().to_string(),
+            labels,
+        })
     }
 
     /// Drops sessions and login state; with `finalize`, the module context too.
@@ -281,7 +296,9 @@ impl Pkcs11Store {
         for attempt in 0..2 {
             let (sess, generation) = match self.acquire(need) {
                 Ok(x) => x,
-                Err(TokenError::NotPresent(_)) if attempt == 0 => continue,
+                Err(TokenError::NotPresent(_) | TokenError::NotInModule { .. }) if attempt == 0 => {
+                    continue
+                }
                 Err(e) => return Err(e),
             };
             // The token call runs without the store's lock held.

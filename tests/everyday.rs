@@ -1,0 +1,741 @@
+//! Everyday use (docs/everyday.md): shell completions and manual pages
+//! checked by the real bash and man, `tokenmail doctor` with each check made to fail,
+//! and the frictions a new user met (issue 16, item 6).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use tokenmail_e2e::{bin, process, stderr, stdout};
+
+/// `tokenmail ARGS` with no agent, no configuration and nothing inherited that names one.
+fn tokenmail_isolated(home: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin("tokenmail"));
+    c.args(args)
+        .current_dir(home)
+        .env("HOME", home)
+        .env("TOKENMAIL_SOCK", home.join("no-agent.sock"))
+        .env("XDG_RUNTIME_DIR", home.join("run"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env_remove("TOKENMAIL_CONFIG")
+        .env_remove("TOKENMAIL_TRUST")
+        .env_remove("TOKENMAIL_CERTS");
+    c
+}
+
+fn run(cmd: &mut Command) -> Output {
+    process::output(cmd)
+}
+
+#[test]
+fn bash_completion_is_valid_and_completes_a_subcommand() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = run(&mut tokenmail_isolated(
+        dir.path(),
+        &["completions", "bash"],
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = dir.path().join("tokenmail.bash");
+    std::fs::write(&script, &o.stdout).expect("write the script");
+
+    let o = run(Command::new("bash").arg("-n").arg(&script));
+    assert!(o.status.success(), "bash -n: {}", stderr(&o));
+
+    // The way bash calls it on Tab: the function `complete -p` names, with COMP_* set.
+    let probe = r#"
+set -u
+source "$1"
+spec=$(complete -p tokenmail)
+echo "spec: $spec"
+fn=$(printf '%s\n' "$spec" | sed -n 's/.*-F \([^ ]*\).*/\1/p')
+COMP_WORDS=(tokenmail ver)
+COMP_CWORD=1
+COMP_LINE="tokenmail ver"
+COMP_POINT=${#COMP_LINE}
+"$fn" tokenmail ver tokenmail
+printf 'reply: %s\n' "${COMPREPLY[@]}"
+COMP_WORDS=(tokenmail verify --revo)
+COMP_CWORD=2
+COMP_LINE="tokenmail verify --revo"
+COMP_POINT=${#COMP_LINE}
+"$fn" tokenmail --revo verify
+printf 'reply: %s\n' "${COMPREPLY[@]}"
+"#;
+    let o = run(Command::new("bash")
+        .arg("--norc")
+        .arg("--noprofile")
+        .arg("-c")
+        .arg(probe)
+        .arg("probe")
+        .arg(&script));
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("spec: complete ") && out.contains(" -F "),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l == "reply: verify"), "{out}");
+    assert!(out.lines().any(|l| l == "reply: --revocation"), "{out}");
+}
+
+#[test]
+fn zsh_and_fish_scripts_are_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (shell, marker) in [
+        ("zsh", "#compdef tokenmail"),
+        ("fish", "complete -c tokenmail"),
+    ] {
+        let o = run(&mut tokenmail_isolated(dir.path(), &["completions", shell]));
+        assert!(o.status.success(), "{shell}: {}", stderr(&o));
+        assert!(stdout(&o).contains(marker), "{shell}");
+    }
+    let o = run(&mut tokenmail_isolated(
+        dir.path(),
+        &["completions", "tcsh"],
+    ));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}
+
+/// The page rendered by man-db (or, without man, groff), as text.
+fn render_man(page: &Path) -> String {
+    let o = run(Command::new("man")
+        .arg("-l")
+        .arg("-P")
+        .arg("cat")
+        .arg(page)
+        .env("MANWIDTH", "100")
+        .env("MAN_KEEP_FORMATTING", "0")
+        .env("LC_ALL", "C.UTF-8"));
+    assert!(
+        o.status.success(),
+        "man -l {}: {}",
+        page.display(),
+        stderr(&o)
+    );
+    // man may keep overstrike bold (x\bx) when not at a terminal: drop it.
+    let mut text = String::new();
+    for ch in stdout(&o).chars() {
+        if ch == '\u{8}' {
+            text.pop();
+        } else {
+            text.push(ch);
+        }
+    }
+    text
+}
+
+#[test]
+fn man_pages_render_with_man_and_name_their_options() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pages = dir.path().join("man1");
+    let o = run(&mut tokenmail_isolated(
+        dir.path(),
+        &["man", pages.to_str().expect("utf-8 path")],
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    for name in [
+        "tokenmail.1",
+        "tokenmail-verify.1",
+        "tokenmail-sign.1",
+        "tokenmail-decrypt.1",
+        "tokenmail-doctor.1",
+        "tokenmail-piv.1",
+        "tokenmail-completions.1",
+    ] {
+        assert!(pages.join(name).is_file(), "{name} written");
+    }
+    let verify = render_man(&pages.join("tokenmail-verify.1"));
+    assert!(verify.contains("--revocation"), "{verify}");
+    assert!(verify.contains("tokenmail-verify"), "{verify}");
+    let main = render_man(&pages.join("tokenmail.1"));
+    assert!(
+        main.contains("tokenmail-verify(1)"),
+        "subcommands listed: {main}"
+    );
+
+    let o = run(Command::new(bin("tokenmail-agent"))
+        .arg("--man")
+        .arg(&pages)
+        .env_remove("TOKENMAIL_SOCK"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let agent = render_man(&pages.join("tokenmail-agent.1"));
+    assert!(agent.contains("--pkcs11-module"), "{agent}");
+    assert!(agent.contains("--foreground"), "{agent}");
+}
+
+// ---- tokenmail doctor ----
+
+/// `tokenmail [--socket S] doctor --json` in `home` with `env`: (exit code, document).
+fn doctor_json(
+    home: &Path,
+    socket: Option<&Path>,
+    env: &[(&str, &Path)],
+) -> (i32, serde_json::Value) {
+    let mut c = tokenmail_isolated(home, &[]);
+    if let Some(s) = socket {
+        c.arg("--socket").arg(s);
+    }
+    c.args(["doctor", "--json"]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = run(&mut c);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}: {}{}", stdout(&o), stderr(&o)));
+    (o.status.code().expect("exit code"), doc)
+}
+
+/// The checks named `name` (or starting with it, for `token …`).
+fn checks<'a>(doc: &'a serde_json::Value, name: &str) -> Vec<&'a serde_json::Value> {
+    doc["checks"]
+        .as_array()
+        .expect("checks array")
+        .iter()
+        .filter(|c| c["check"].as_str().is_some_and(|n| n.starts_with(name)))
+        .collect()
+}
+
+fn one<'a>(doc: &'a serde_json::Value, name: &str, status: &str) -> &'a serde_json::Value {
+    checks(doc, name)
+        .into_iter()
+        .find(|c| c["status"] == status)
+        .unwrap_or_else(|| panic!("no {status} check {name}: {doc:#}"))
+}
+
+#[test]
+fn doctor_with_a_running_agent_is_all_ok_and_its_json_has_one_shape() {
+    let agent = tokenmail_e2e::Agent::start();
+    // the agent logs in with its PIN file at start, in the background: make it certain
+    let o = agent.cli(&["login", "--unattended"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let home = tempfile::tempdir().expect("tempdir");
+    let root = agent.fixture.pki("root.pem");
+    let (code, doc) = doctor_json(
+        home.path(),
+        Some(&agent.socket),
+        &[("TOKENMAIL_TRUST", &root)],
+    );
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["exit"], 0);
+    assert_eq!(doc["summary"]["fail"], 0, "{doc:#}");
+    assert_eq!(doc["summary"]["warn"], 0, "{doc:#}");
+    for c in doc["checks"].as_array().expect("checks") {
+        let obj = c.as_object().expect("a check is an object");
+        assert!(
+            obj["check"].is_string() && obj["message"].is_string(),
+            "{c}"
+        );
+        assert!(
+            ["ok", "info", "warn", "fail"].contains(&obj["status"].as_str().expect("status")),
+            "{c}"
+        );
+        let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        assert!(
+            keys.iter()
+                .all(|k| ["check", "status", "message", "fix"].contains(k)),
+            "{c}"
+        );
+    }
+    let a = one(&doc, "agent", "ok");
+    assert!(
+        a["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("tokenmail-agent/")),
+        "{a}"
+    );
+    let t = one(&doc, "token ", "ok");
+    assert!(
+        t["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("logged in")),
+        "{t}"
+    );
+    one(&doc, "certificates", "ok");
+    one(&doc, "trust", "ok");
+    one(&doc, "revocation", "ok");
+    assert_eq!(
+        checks(&doc, "git")[0]["status"],
+        "info",
+        "git not configured in a new HOME"
+    );
+
+    // the text form: one line per check, status first
+    let o = run(&mut {
+        let mut c = tokenmail_isolated(home.path(), &[]);
+        c.arg("--socket")
+            .arg(&agent.socket)
+            .arg("doctor")
+            .env("TOKENMAIL_TRUST", &root);
+        c
+    });
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let text = stdout(&o);
+    assert_eq!(
+        text.lines().count(),
+        doc["checks"].as_array().expect("checks").len(),
+        "{text}"
+    );
+    for line in text.lines() {
+        let word = line.split_whitespace().next().unwrap_or("");
+        assert!(["ok", "info"].contains(&word), "{line}");
+    }
+}
+
+#[test]
+fn doctor_without_an_agent_fails_and_says_to_start_it() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let (code, doc) = doctor_json(home.path(), None, &[]);
+    assert_eq!(code, 2, "{doc:#}");
+    let a = one(&doc, "agent", "fail");
+    assert!(
+        a["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no agent at")),
+        "{a}"
+    );
+    assert!(
+        a["fix"].as_str().is_some_and(|f| f.starts_with("start it")),
+        "{a}"
+    );
+    // no anchors anywhere: a warning with the fix
+    let t = one(&doc, "trust", "warn");
+    assert!(
+        t["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("TOKENMAIL_TRUST")),
+        "{t}"
+    );
+
+    let o = run(&mut tokenmail_isolated(home.path(), &["doctor"]));
+    assert_eq!(o.status.code(), Some(2));
+    let text = stdout(&o);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("fail  agent: no agent at") && l.contains(" — fix: start it")),
+        "{text}"
+    );
+}
+
+#[test]
+fn doctor_fails_a_configuration_with_an_unknown_key() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let cfg = home.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        "socket = \"/tmp/x.sock\"\nauto_strat = false\n[pin]\ncache_tll = 5\n",
+    )
+    .expect("write");
+    let (code, doc) = doctor_json(home.path(), None, &[("TOKENMAIL_CONFIG", &cfg)]);
+    assert_eq!(code, 2);
+    let c = one(&doc, "config", "fail");
+    let m = c["message"].as_str().expect("message");
+    assert!(
+        m.contains("auto_strat") && m.contains("pin.cache_tll"),
+        "{m}"
+    );
+    assert!(c["fix"].as_str().is_some_and(|f| f.contains("edit")), "{c}");
+    // the fix for a missing agent names this configuration
+    let a = one(&doc, "agent", "fail");
+    assert!(
+        a["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains(&format!("--config {}", cfg.display()))),
+        "{a}"
+    );
+
+    // a [trust] value the core refuses
+    std::fs::write(&cfg, "[trust]\nmax_path_length = 99\n").expect("write");
+    let (_, doc) = doctor_json(home.path(), None, &[("TOKENMAIL_CONFIG", &cfg)]);
+    let c = one(&doc, "config", "fail");
+    assert!(
+        c["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("max_path_length")),
+        "{c}"
+    );
+}
+
+#[test]
+fn doctor_fails_a_pin_file_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().expect("tempdir");
+    let pin = home.path().join("pin");
+    std::fs::write(&pin, "1234\n").expect("write");
+    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let cfg = home.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[token]]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\nlabel = \"work\"\npin_file = \"{}\"\n",
+            pin.display()
+        ),
+    )
+    .expect("write");
+    let (code, doc) = doctor_json(home.path(), None, &[("TOKENMAIL_CONFIG", &cfg)]);
+    assert_eq!(code, 2);
+    one(&doc, "config", "ok");
+    let p = one(&doc, "pin-file", "fail");
+    assert!(
+        p["message"].as_str().is_some_and(|m| m.contains("0644")),
+        "{p}"
+    );
+    assert_eq!(p["fix"], format!("chmod 600 {}", pin.display()));
+
+    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (_, doc) = doctor_json(home.path(), None, &[("TOKENMAIL_CONFIG", &cfg)]);
+    one(&doc, "pin-file", "ok");
+}
+
+#[test]
+fn doctor_fails_an_expired_trust_anchor_and_warns_one_expiring_soon() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let d = home.path();
+    let openssl = |args: &[&str]| {
+        let o = run(Command::new("openssl").args(args).current_dir(d));
+        assert!(o.status.success(), "openssl {args:?}: {}", stderr(&o));
+    };
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-subj",
+        "/CN=old root",
+        "-out",
+        "ca.csr",
+    ]);
+    openssl(&[
+        "x509", "-req", "-in", "ca.csr", "-signkey", "ca.key", "-days", "-1", "-out", "old.pem",
+    ]);
+    openssl(&[
+        "x509", "-req", "-in", "ca.csr", "-signkey", "ca.key", "-days", "10", "-out", "soon.pem",
+    ]);
+    let (code, doc) = doctor_json(d, None, &[("TOKENMAIL_TRUST", &d.join("old.pem"))]);
+    assert_eq!(code, 2);
+    let t = one(&doc, "trust", "fail");
+    assert!(
+        t["message"].as_str().is_some_and(|m| m.contains("expired")),
+        "{t}"
+    );
+    assert!(t["fix"].is_string(), "{t}");
+
+    let (_, doc) = doctor_json(d, None, &[("TOKENMAIL_TRUST", &d.join("soon.pem"))]);
+    let t = one(&doc, "trust", "warn");
+    assert!(
+        t["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("expires in")),
+        "{t}"
+    );
+
+    let (_, doc) = doctor_json(d, None, &[("TOKENMAIL_TRUST", &d.join("missing.pem"))]);
+    one(&doc, "trust", "fail");
+}
+
+// ---- frictions a new user met (issue 16, item 6) ----
+
+#[test]
+fn a_socket_path_that_is_a_file_or_a_directory_is_not_a_socket() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let file = home.path().join("agent.sock");
+    std::fs::write(&file, b"").expect("write");
+    for (path, what) in [
+        (home.path(), "a directory"),
+        (file.as_path(), "a regular file"),
+    ] {
+        let o = run(tokenmail_isolated(home.path(), &["status"])
+            .arg("--socket")
+            .arg(path));
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(3), "{e}");
+        assert!(e.contains(&format!("is {what}, not a socket")), "{e}");
+        assert!(!e.contains("no tokenmail agent"), "{e}");
+        // doctor says the same
+        let mut c = tokenmail_isolated(home.path(), &[]);
+        c.arg("--socket").arg(path).args(["doctor", "--json"]);
+        let o = run(&mut c);
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        let a = one(&doc, "agent", "fail");
+        assert!(
+            a["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not a socket")),
+            "{a}"
+        );
+    }
+    // nothing there: still "no agent"
+    let o = run(tokenmail_isolated(home.path(), &["status"])
+        .arg("--socket")
+        .arg(home.path().join("absent.sock")));
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains("no tokenmail agent"), "{}", stderr(&o));
+}
+
+#[test]
+fn decrypt_says_when_lf_input_gives_crlf_output() {
+    let agent = tokenmail_e2e::Agent::start();
+    let d = agent.dir.path();
+    let msg = d.join("m.eml");
+    std::fs::write(
+        &msg,
+        "From: alice@example.com\nTo: alice@example.com\nSubject: lf\nContent-Type: text/plain\n\nline one\nline two\n",
+    )
+    .expect("write");
+    let enc = d.join("enc.eml");
+    let o = agent.cli(&[
+        "encrypt",
+        "--no-self",
+        "--recipient-cert",
+        agent.fixture.pki("alice-rsa.pem").to_str().expect("utf-8"),
+        msg.to_str().expect("utf-8"),
+        "-o",
+        enc.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let crlf = std::fs::read(&enc).expect("read");
+    let lf: Vec<u8> = String::from_utf8(crlf.clone())
+        .expect("the encrypted message is text")
+        .replace("\r\n", "\n")
+        .into_bytes();
+    let enc_lf = d.join("enc-lf.eml");
+    std::fs::write(&enc_lf, &lf).expect("write");
+
+    let out = d.join("out.eml");
+    let o = agent.cli(&[
+        "decrypt",
+        enc_lf.to_str().expect("utf-8"),
+        "-o",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plain = std::fs::read(&out).expect("plaintext");
+    assert!(plain.windows(2).any(|w| w == b"\r\n"), "CRLF out");
+    let e = stderr(&o);
+    assert!(
+        e.contains("note: the input has LF line ends, the plaintext has CRLF"),
+        "{e}"
+    );
+
+    // CRLF in (as encrypt writes it), CRLF out: nothing to say
+    assert!(crlf.windows(2).any(|w| w == b"\r\n"), "encrypt writes CRLF");
+    let o = agent.cli(&[
+        "decrypt",
+        enc.to_str().expect("utf-8"),
+        "-o",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("line ends"), "{}", stderr(&o));
+    // to standard output too (the note on stderr, the plaintext on stdout)
+    let o = agent.cli(&["decrypt", enc_lf.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("LF line ends"), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("LF line ends"));
+}
+
+/// Kills a detached agent (not our child) when the test ends, however it ends.
+struct Detached(i32);
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+#[test]
+fn the_log_file_is_made_on_the_first_start_in_a_new_socket_directory() {
+    let fixture = tokenmail_e2e::provision("tokenmail-firstlog");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // neither run/ nor run/tokenmail/ exists yet
+    let socket = dir.path().join("run").join("tokenmail").join("agent.sock");
+    let o = run(Command::new(bin("tokenmail-agent"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--pkcs11-module")
+        .arg(&fixture.module)
+        .args(["--token-label", &fixture.label])
+        .arg("--pin-file")
+        .arg(fixture.pin_file())
+        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+        .env_remove("TOKENMAIL_SOCK"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pid: i32 = stdout(&o)
+        .split("Agent pid ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .expect("pid printed");
+    let _detached = Detached(pid);
+    assert!(
+        !stderr(&o).contains("cannot open the log file"),
+        "{}",
+        stderr(&o)
+    );
+    let log = socket.with_file_name("agent.log");
+    let text = std::fs::read_to_string(&log)
+        .unwrap_or_else(|e| panic!("{} not created: {e}", log.display()));
+    // the agent logs `listening` before it tells the parent it is ready
+    assert!(text.contains("listening"), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&log), 0o600);
+    assert_eq!(mode(socket.parent().expect("dir")), 0o700);
+
+    // a log that cannot be opened is said on the terminal, not dropped
+    let o = run(Command::new(bin("tokenmail-agent"))
+        .arg("--socket")
+        .arg(dir.path().join("b").join("agent.sock"))
+        .arg("--log-file")
+        .arg(
+            dir.path()
+                .join("no")
+                .join("such")
+                .join("dir")
+                .join("agent.log"),
+        )
+        .arg("--pkcs11-module")
+        .arg(&fixture.module)
+        .args(["--token-label", &fixture.label])
+        .arg("--pin-file")
+        .arg(fixture.pin_file())
+        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+        .env_remove("TOKENMAIL_SOCK"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    if let Some(pid) = stdout(&o)
+        .split("Agent pid ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+    {
+        let _second = Detached(pid);
+    }
+    assert!(
+        stderr(&o).contains("warning: cannot open the log file"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_token_label_the_module_does_not_have_is_named_with_the_labels_it_has() {
+    let fixture = tokenmail_e2e::provision("tokenmail-label");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("agent.sock");
+    // detached, as people start it: the warning reaches the terminal
+    let o = run(Command::new(bin("tokenmail-agent"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--pkcs11-module")
+        .arg(&fixture.module)
+        .args(["--token-label", "no-such-label"])
+        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+        .env_remove("TOKENMAIL_SOCK"));
+    assert!(o.status.success(), "it still starts: {}", stderr(&o));
+    let pid: i32 = stdout(&o)
+        .split("Agent pid ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .expect("pid printed");
+    let _detached = Detached(pid);
+    let says = |text: &str| {
+        text.contains("token \"no-such-label\" is not in the PKCS#11 module")
+            && text.contains("which has one token, \"tokenmail-label\"")
+    };
+    assert!(says(&stderr(&o)), "at start: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("tokenmail-agent: warning: "),
+        "{}",
+        stderr(&o)
+    );
+
+    let cli = |args: &[&str], input: &[u8]| {
+        let mut c = tokenmail_isolated(dir.path(), &[]);
+        c.arg("--socket").arg(&socket).args(args);
+        process::output_with_input(&mut c, input)
+    };
+    // the CLI's own key lookup (sign) and the agent's (sign-digest, login)
+    let o = cli(
+        &["sign", "--signer", "alice@example.com"],
+        b"From: a@b\r\n\r\nx\r\n",
+    );
+    assert!(!o.status.success());
+    assert!(says(&stderr(&o)), "sign: {}", stderr(&o));
+    let digest = "00".repeat(32);
+    let o = cli(
+        &[
+            "sign-digest",
+            "--key",
+            "alice@example.com",
+            "--digest",
+            &digest,
+        ],
+        b"",
+    );
+    assert!(says(&stderr(&o)), "sign-digest: {}", stderr(&o));
+    let o = cli(&["login", "--unattended"], b"");
+    assert!(says(&stderr(&o)), "login: {}", stderr(&o));
+    // and doctor
+    let mut c = tokenmail_isolated(dir.path(), &[]);
+    c.arg("--socket").arg(&socket).args(["doctor", "--json"]);
+    let o = run(&mut c);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let t = one(&doc, "token no-such-label", "fail");
+    assert!(says(t["message"].as_str().expect("message")), "{t}");
+}
+
+/// One wording for "needs its PIN": the agent's error, `tokenmail status`, the docs.
+#[test]
+fn needs_its_pin_is_said_one_way() {
+    let agent = tokenmail_e2e::Agent::start();
+    let o = agent.cli(&["lock"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want = format!(
+        "token \"{}\" needs its PIN: run `tokenmail login`",
+        agent.fixture.label
+    );
+    let digest = "ab".repeat(32);
+    let o = agent.cli(&["sign-digest", "--key", "alice-rsa", "--digest", &digest]);
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+    let o = agent.cli(&["status"]);
+    assert!(stdout(&o).contains(&want), "{}", stdout(&o));
+    // the documentation quotes it as it is, and no other way
+    let docs = tokenmail_e2e::workspace().join("docs");
+    for entry in std::fs::read_dir(&docs).expect("docs") {
+        let p = entry.expect("entry").path();
+        if p.extension().and_then(|e| e.to_str()) != Some("md") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).expect("read");
+        for (i, line) in text.lines().enumerate() {
+            if let Some(at) = line.find("needs its PIN") {
+                let rest = &line[at..];
+                assert!(
+                    rest.starts_with("needs its PIN: run `tokenmail login`")
+                        || !line[..at].ends_with("\" "),
+                    "{}:{}: {line}",
+                    p.display(),
+                    i + 1
+                );
+                assert!(
+                    !rest.starts_with("needs its PIN and"),
+                    "{}:{}: {line}",
+                    p.display(),
+                    i + 1
+                );
+            }
+        }
+    }
+}
