@@ -144,6 +144,7 @@ impl TrustSetup {
             anchor: None,
             max_intermediates: self.policy.max_intermediates,
             depth: 0,
+            signer_budget: None,
         }
     }
 

@@ -728,6 +728,7 @@ pub fn crl(data: &[u8]) {
         anchor: None,
         max_intermediates: 3,
         depth: 0,
+        signer_budget: None,
     };
     let check = check_chain(&chain, &inp);
     assert_eq!(check.certificates.len(), 2);

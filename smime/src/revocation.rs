@@ -277,6 +277,8 @@ pub struct RevocationInputs<'a> {
     pub max_intermediates: usize,
     /// 0 for the path itself; more while checking a CRL signer's path (bounded).
     pub depth: u8,
+    /// CRL-signer candidates left to try in this verification (set by [`check_chain`]).
+    pub signer_budget: Option<&'a std::cell::Cell<usize>>,
 }
 
 fn der_time(t: SystemTime) -> String {
@@ -390,6 +392,8 @@ fn signed_by(crl: &Crl, signer: &CertEntry) -> Result<(), String> {
 
 /// Most other certificates tried as the signer of one CRL.
 const MAX_CRL_SIGNERS: usize = 8;
+/// Most CRL-signer candidates tried in one verification, all CRLs and levels together.
+pub const MAX_CRL_SIGNER_TRIES: usize = 32;
 /// How deep the search for CRL signers goes (a CRL signer's own CRL may be signed by a
 /// rolled-over key as well, PKITS 4.6.17); each level tries at most [`MAX_CRL_SIGNERS`].
 const MAX_CRL_SIGNER_DEPTH: u8 = 2;
@@ -418,6 +422,19 @@ fn crl_signer(crl: &Crl, issuer: &CertEntry, inp: &RevocationInputs<'_>) -> Resu
         })
         .take(MAX_CRL_SIGNERS);
     for c in candidates {
+        // every candidate costs a signature check and maybe a path search: a hostile
+        // message (many CRLs, many same-name certificates) gets a fixed budget per
+        // verification, shared by the nested checks
+        let left = inp.signer_budget.map(|b| b.get()).unwrap_or(0);
+        if left == 0 {
+            return Err(format!(
+                "{} (no further CRL signers tried for this message)",
+                direct.err().unwrap_or_default()
+            ));
+        }
+        if let Some(b) = inp.signer_budget {
+            b.set(left - 1);
+        }
         if signed_by(crl, c).is_err() {
             continue;
         }
@@ -812,8 +829,10 @@ pub fn check_chain(chain: &[&CertEntry], inp: &RevocationInputs<'_>) -> Check {
         };
     }
     let fetches = std::cell::Cell::new(0);
+    let budget = std::cell::Cell::new(MAX_CRL_SIGNER_TRIES);
     let inp = &RevocationInputs {
         anchor: chain.last().copied(),
+        signer_budget: inp.signer_budget.or(Some(&budget)),
         ..*inp
     };
     let entries: Vec<CertRevocation> = chain

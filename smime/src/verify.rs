@@ -404,6 +404,7 @@ pub fn verify(
         anchor: None,
         max_intermediates: opts.policy.max_intermediates,
         depth: 0,
+        signer_budget: None,
     };
     let signers: Vec<SignerReport> = parsed
         .signers

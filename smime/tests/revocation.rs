@@ -255,3 +255,55 @@ fn a_crl_carried_in_the_message_is_used() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// A hostile pile of CRLs, each signed by another certificate that takes the CA's name: the
+/// search for CRL signers (RFC 5280 §6.3.3 (f)) stops at its budget for the message, and the
+/// status is unknown, not a verdict from a forger.
+#[test]
+fn many_forged_crl_signers_cost_a_bounded_search() {
+    let p = pki();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = r#"
+set -e
+cp "$PKI/ext.cnf" .
+for i in $(seq 1 12); do
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out f$i.key 2>/dev/null
+  openssl req -x509 -new -key f$i.key -subj "/CN=tokenmail Rev Intermediate" -days 30 \
+    -config ext.cnf -extensions ca -out f$i.pem
+  mkdir -p db$i; : > db$i/index.txt; echo 01 > db$i/crlnumber
+  printf '[ca]\ndefault_ca=c\n[c]\ndatabase=db%s/index.txt\ncrlnumber=db%s/crlnumber\ndefault_md=sha256\ndefault_crl_days=30\n' $i $i > ca$i.cnf
+  openssl ca -config ca$i.cnf -cert f$i.pem -keyfile f$i.key -gencrl -out f$i.crl 2>/dev/null
+done
+"#;
+    let o = process::output(
+        Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .env("PKI", p.dir.path())
+            .current_dir(dir.path()),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut forgers = Vec::new();
+    let mut crls = Vec::new();
+    for i in 1..=12 {
+        let read = |f: String| std::fs::read(dir.path().join(f)).expect("read");
+        forgers.extend(CertEntry::from_pem_or_der(&read(format!("f{i}.pem"))).expect("cert"));
+        crls.extend(Crl::from_pem_or_der(&read(format!("f{i}.crl")), "a forger").expect("crl"));
+    }
+    let anchors = p.anchors();
+    let opts = VerifyOptions {
+        crls: &crls,
+        extra_certs: &forgers,
+        revocation: RevocationMode::HardFail,
+        ..VerifyOptions::at(&anchors, SystemTime::now())
+    };
+    let v = verify_smime(&file("revoked.eml"), None, &opts).expect("runs");
+    assert!(!v.report.valid);
+    let ee = &revocation(&v).certificates[0];
+    assert_eq!(ee.status, "unknown", "{ee:?}");
+    assert!(
+        ee.detail.contains("no further CRL signers tried"),
+        "the budget was reached: {}",
+        ee.detail
+    );
+}

@@ -700,6 +700,7 @@ fn check_recipients(svc: &Service, recipients: &[String]) -> Result<(), AgentErr
             anchor: None,
             max_intermediates: policy.max_intermediates,
             depth: 0,
+            signer_budget: None,
         };
         check_recipient(
             cert,
