@@ -13,7 +13,7 @@ use tokenmail_proto::{Client, ClientError};
 
 use tokenmail_cli::agentkey::{self, call_with_login, connect, prompt_pin};
 use tokenmail_cli::{
-    decrypt, doctor, encrypt, manual, output, piv, policy, selfcert, sign, verify,
+    decrypt, doctor, encrypt, expiry, manual, output, piv, policy, selfcert, sign, verify,
 };
 
 const EXAMPLES: &str = "\
@@ -112,6 +112,8 @@ enum Command {
     Decrypt(decrypt::DecryptArgs),
     /// The effective trust and decrypt policy, and where each value comes from (`policy show`).
     Policy(policy::PolicyArgs),
+    /// Certificates that expire within DAYS (default 30) or have expired, on the tokens and in the certificate directories; exit 0 / 1 due / 2 expired.
+    Expiry(expiry::ExpiryArgs),
     /// PIV smart cards (YubiKey…): status, key generation on the card, certificate import.
     Piv(piv::PivArgs),
     /// Check the setup (agent, configuration, tokens, PIN files, certificates, trust, pcscd, git), each problem with its fix; exit 0 ok, 1 warnings, 2 failures.
@@ -243,6 +245,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Sign(args) => sign::run(args, socket),
         Command::Verify(args) => verify::run(args),
         Command::Policy(args) => policy::run(args, &mut std::io::stdout().lock()),
+        Command::Expiry(args) => expiry::run(args, socket, &mut std::io::stdout().lock()),
         Command::Encrypt { mut args, no_self } => {
             let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
             if !args.to.is_empty() {

@@ -12,6 +12,7 @@ pub mod alg;
 pub mod ber;
 pub mod envelope;
 pub mod error;
+pub mod expiry;
 pub mod keys;
 pub mod mime;
 pub mod ocsp;

@@ -1,0 +1,175 @@
+//! `tokenmail expiry`: which certificates expire soon, and which have expired — on the
+//! agent's tokens and in the certificate directories. Exit 0 nothing due, 1 something due
+//! within the window, 2 something expired: made for cron and monitoring.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Result};
+use tokenmail_proto::v1::{Request, Response};
+use tokenmail_smime::expiry::{expiry, Expiry, ExpiryStatus};
+use tokenmail_smime::path::CertEntry;
+
+/// Arguments of `tokenmail expiry`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "Examples:\n  tokenmail expiry                      # due within 30 days, or expired\n  tokenmail expiry --days 60 --all      # every certificate, 60-day window\n  tokenmail expiry --json --certs /srv/certs | jq '.certificates[] | select(.status != \"ok\")'\n\nExit status: 0 nothing due, 1 something expires within the window, 2 something has expired."
+)]
+pub struct ExpiryArgs {
+    /// The warning window in days.
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub days: u64,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// A certificate directory to scan (repeatable; default: $TOKENMAIL_CERTS, else
+    /// ~/.config/tokenmail/certs/).
+    #[arg(long = "certs", value_name = "DIR")]
+    pub certs: Vec<PathBuf>,
+    /// Also scan the configured LDAP directories (not available yet).
+    #[arg(long)]
+    pub ldap: bool,
+    /// List every certificate, not only those due or expired.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// The certificates of one directory's files (.pem, .crt, .cer, .der), with their paths.
+fn dir_certificates(dir: &Path) -> Vec<(PathBuf, CertEntry)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let ext = f
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        if !matches!(ext.as_deref(), Some("pem" | "crt" | "cer" | "der")) {
+            continue;
+        }
+        if let Ok(data) = std::fs::read(&f) {
+            if let Ok(certs) = CertEntry::from_pem_or_der(&data) {
+                out.extend(certs.into_iter().map(|c| (f.clone(), c)));
+            }
+        }
+    }
+    out
+}
+
+/// The certificates on the agent's tokens; `None` when no agent answers.
+fn token_certificates(socket: Option<&Path>) -> Option<Vec<(String, CertEntry)>> {
+    let mut c = crate::agentkey::connect(socket).ok()?;
+    let Ok(Response::Keys { keys }) = c.call(&Request::ListKeys) else {
+        return None;
+    };
+    Some(
+        keys.into_iter()
+            .filter_map(|k| {
+                let der = k.certificate?.der.0;
+                let cert = CertEntry::from_der(der).ok()?;
+                Some((format!("token {:?}, key {:?}", k.token, k.label), cert))
+            })
+            .collect(),
+    )
+}
+
+/// Runs `tokenmail expiry`; returns the exit status.
+pub fn run(args: ExpiryArgs, socket: Option<&Path>, out: &mut dyn Write) -> Result<i32> {
+    if args.ldap {
+        bail!("--ldap: LDAP directories are not supported yet; run without it to check the tokens and the certificate directories");
+    }
+    let now = SystemTime::now();
+    let window = Duration::from_secs(args.days.saturating_mul(86400));
+    let mut found: Vec<Expiry> = Vec::new();
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let mut add = |source: String, c: &CertEntry| {
+        let key = (c.subject(), c.serial_hex());
+        if seen.contains(&key) {
+            return;
+        }
+        seen.push(key);
+        found.push(expiry(c, &source, now, window));
+    };
+    let tokens = token_certificates(socket);
+    for (source, c) in tokens.iter().flatten() {
+        add(source.clone(), c);
+    }
+    let dirs = if args.certs.is_empty() {
+        crate::store::cert_dirs()
+    } else {
+        args.certs.clone()
+    };
+    for d in &dirs {
+        if !args.certs.is_empty() && !d.is_dir() {
+            bail!("--certs {}: not a directory", d.display());
+        }
+        for (path, c) in dir_certificates(d) {
+            add(path.display().to_string(), &c);
+        }
+    }
+    found.sort_by(|a, b| b.status.cmp(&a.status).then(a.days_left.cmp(&b.days_left)));
+    let expired = found
+        .iter()
+        .filter(|e| e.status == ExpiryStatus::Expired)
+        .count();
+    let due = found
+        .iter()
+        .filter(|e| e.status == ExpiryStatus::Due)
+        .count();
+    let code = if expired > 0 {
+        2
+    } else if due > 0 {
+        1
+    } else {
+        0
+    };
+    if args.json {
+        let report = serde_json::json!({
+            "days": args.days,
+            "agent": tokens.is_some(),
+            "directories": dirs,
+            "checked": found.len(),
+            "expired": expired,
+            "due": due,
+            "certificates": found,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        return Ok(code);
+    }
+    if tokens.is_none() {
+        writeln!(
+            out,
+            "note: no agent answered: the tokens' certificates are not checked"
+        )?;
+    }
+    for e in &found {
+        let what = match e.status {
+            ExpiryStatus::Expired => format!("EXPIRED {} days ago", -e.days_left),
+            ExpiryStatus::Due => format!("expires in {} days", e.days_left),
+            ExpiryStatus::NotYetValid => "not yet valid".to_string(),
+            ExpiryStatus::Ok if args.all => format!("ok, {} days left", e.days_left),
+            ExpiryStatus::Ok => continue,
+        };
+        let emails = if e.emails.is_empty() {
+            String::new()
+        } else {
+            format!(" <{}>", e.emails.join(">, <"))
+        };
+        writeln!(
+            out,
+            "{what}: '{}'{emails}, notAfter {} ({})",
+            e.subject, e.not_after, e.source
+        )?;
+    }
+    writeln!(
+        out,
+        "{} certificate(s) checked: {expired} expired, {due} due within {} days",
+        found.len(),
+        args.days
+    )?;
+    Ok(code)
+}
