@@ -857,11 +857,19 @@ pub fn check_chain(chain: &[&CertEntry], inp: &RevocationInputs<'_>) -> Check {
             .join("; ");
         (false, format!("REVOKED: {r}"))
     } else if !unknown.is_empty() {
-        let u = unknown
-            .iter()
-            .map(|e| format!("'{}': {}", e.subject, e.detail))
-            .collect::<Vec<_>>()
-            .join("; ");
+        // one line: the first certificate's reason, the count of the others (the JSON
+        // report has an entry per certificate)
+        let first = unknown[0];
+        let u = if unknown.len() == 1 {
+            format!("'{}': {}", first.subject, first.detail)
+        } else {
+            format!(
+                "'{}': {} (and {} more certificate(s) of the path; --json lists each)",
+                first.subject,
+                first.detail,
+                unknown.len() - 1
+            )
+        };
         match inp.mode {
             RevocationMode::HardFail => (
                 false,
@@ -875,10 +883,7 @@ pub fn check_chain(chain: &[&CertEntry], inp: &RevocationInputs<'_>) -> Check {
     } else {
         (
             true,
-            format!(
-                "not revoked: {} certificate(s) checked against CRLs",
-                entries.len()
-            ),
+            format!("not revoked: {} certificate(s) checked", entries.len()),
         )
     };
     Check {
