@@ -132,19 +132,14 @@ impl TrustSetup {
     pub fn revocation_inputs<'a>(&'a self, crls: &'a [Crl]) -> RevocationInputs<'a> {
         RevocationInputs {
             mode: self.revocation,
-            crls,
-            now: SystemTime::now(),
-            skew: self.trust.clock_skew(),
             fetcher: self
                 .fetcher
                 .as_ref()
                 .map(|f| f as &dyn tokenmail_smime::revocation::RevocationFetcher),
-            sources: self.trust.revocation_sources(),
-            pool: &self.intermediates,
-            anchor: None,
             max_intermediates: self.policy.max_intermediates,
-            depth: 0,
-            signer_budget: None,
+            ..self
+                .trust
+                .revocation_inputs(crls, &self.intermediates, SystemTime::now())
         }
     }
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::path::Policy;
-use crate::revocation::{RevocationMode, RevocationSources};
+use crate::path::{CertEntry, Policy};
+use crate::revocation::{Crl, RevocationInputs, RevocationMode, RevocationSources};
 
 /// Default most intermediate CAs between a certificate and its anchor.
 pub const DEFAULT_MAX_PATH_LENGTH: usize = 3;
@@ -109,6 +109,29 @@ impl TrustConfig {
     /// The network revocation sources (default OCSP first).
     pub fn revocation_sources(&self) -> RevocationSources {
         self.revocation_sources.unwrap_or_default()
+    }
+
+    /// The revocation inputs of this policy at `now`, offline: `crls` from the caller and
+    /// `pool` to find CRL signers in. A caller that fetches sets `fetcher`.
+    pub fn revocation_inputs<'a>(
+        &self,
+        crls: &'a [Crl],
+        pool: &'a [CertEntry],
+        now: std::time::SystemTime,
+    ) -> RevocationInputs<'a> {
+        RevocationInputs {
+            mode: self.revocation(),
+            crls,
+            now,
+            skew: self.clock_skew(),
+            fetcher: None,
+            sources: self.revocation_sources(),
+            pool,
+            anchor: None,
+            max_intermediates: self.policy().max_intermediates,
+            depth: 0,
+            signer_budget: None,
+        }
     }
 
     /// The clock skew.

@@ -662,7 +662,6 @@ fn encrypt_op(
 /// and its revocation from the CRLs at hand (the agent does not fetch).
 fn check_recipients(svc: &Service, recipients: &[String]) -> Result<(), AgentError> {
     use tokenmail_smime::recipient::{check_recipient, RecipientChecks};
-    use tokenmail_smime::revocation::RevocationInputs;
     let trust = svc.trust();
     let policy = trust.config.policy();
     for (i, pem) in recipients.iter().enumerate() {
@@ -689,19 +688,9 @@ fn check_recipients(svc: &Service, recipients: &[String]) -> Result<(), AgentErr
                 }
             }
         }
-        let revocation = RevocationInputs {
-            mode: trust.config.revocation(),
-            crls: &[],
-            now: SystemTime::now(),
-            skew: trust.config.clock_skew(),
-            fetcher: None,
-            sources: trust.config.revocation_sources(),
-            pool: &pool,
-            anchor: None,
-            max_intermediates: policy.max_intermediates,
-            depth: 0,
-            signer_budget: None,
-        };
+        let revocation = trust
+            .config
+            .revocation_inputs(&[], &pool, SystemTime::now());
         check_recipient(
             cert,
             &RecipientChecks {
