@@ -8,7 +8,8 @@
 //! Cache: `[trust] crl_cache` in the configuration, else `$XDG_CACHE_HOME/tokenmail/crl`
 //! (`~/.cache/tokenmail/crl`); one file per URL (CRL) or per responder and certificate
 //! (OCSP), named by a SHA-256 of the key, mode 0600 in a 0700 directory. A cached entry is
-//! checked in full again when used; the cache only saves the download.
+//! checked in full again when used; the cache only saves the download. A server that could
+//! not be reached is not asked again for five minutes ([`DOWN_FOR`]).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -103,13 +104,72 @@ impl HttpFetcher {
 
     fn get(&self, url: &str, limit: u64) -> Result<Vec<u8>, String> {
         check_url(url)?;
-        let mut resp = self.agent.get(url).call().map_err(describe)?;
+        self.not_known_down(url)?;
+        let mut resp = self
+            .agent
+            .get(url)
+            .call()
+            .map_err(|e| self.failed(url, e))?;
         resp.body_mut()
             .with_config()
             .limit(limit)
             .read_to_vec()
-            .map_err(describe)
+            .map_err(|e| self.failed(url, e))
     }
+
+    /// A server that could not be reached is not asked again for [`DOWN_FOR`]: a
+    /// blackholed responder would otherwise cost every verification (every `git log`
+    /// line) its full deadline. Kept in the cache directory, per scheme and host.
+    fn not_known_down(&self, url: &str) -> Result<(), String> {
+        let Some(path) = self.cache_path("down", server_of(url)) else {
+            return Ok(());
+        };
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return Ok(());
+        };
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .unwrap_or(DOWN_FOR);
+        if age >= DOWN_FOR {
+            let _ = std::fs::remove_file(&path);
+            return Ok(());
+        }
+        let why = std::fs::read_to_string(&path).unwrap_or_default();
+        Err(format!(
+            "{} was unreachable {} s ago ({why}); not asked again for {} s",
+            server_of(url),
+            age.as_secs(),
+            (DOWN_FOR - age).as_secs()
+        ))
+    }
+
+    /// Describes a failure; a server that cannot be reached is remembered as down.
+    fn failed(&self, url: &str, e: ureq::Error) -> String {
+        let down = matches!(
+            e,
+            ureq::Error::Timeout(_)
+                | ureq::Error::Io(_)
+                | ureq::Error::HostNotFound
+                | ureq::Error::ConnectionFailed
+        );
+        let why = describe(e);
+        if down {
+            self.store("down", server_of(url), why.as_bytes());
+        }
+        why
+    }
+}
+
+/// How long a server that could not be reached is left alone.
+pub const DOWN_FOR: Duration = Duration::from_secs(300);
+
+/// `http://host:port` of a URL.
+fn server_of(url: &str) -> &str {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let end = rest.find('/').map(|i| i + 7).unwrap_or(url.len());
+    &url[..end.min(url.len())]
 }
 
 fn check_url(url: &str) -> Result<(), String> {
@@ -158,21 +218,38 @@ impl RevocationFetcher for HttpFetcher {
                 return Ok((data, true));
             }
         }
+        self.not_known_down(url)?;
         let mut resp = self
             .agent
             .post(url)
             .header("Content-Type", "application/ocsp-request")
             .send(&query.der[..])
-            .map_err(describe)?;
+            .map_err(|e| self.failed(url, e))?;
         let data = resp
             .body_mut()
             .with_config()
             .limit(ocsp::MAX_RESPONSE as u64)
             .read_to_vec()
-            .map_err(describe)?;
+            .map_err(|e| self.failed(url, e))?;
         if ocsp::next_update(&data, query).is_some() {
             self.store("ocsp", &key, &data);
         }
         Ok((data, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_server_of_a_url() {
+        assert_eq!(
+            super::server_of("http://127.0.0.1:1/ocsp"),
+            "http://127.0.0.1:1"
+        );
+        assert_eq!(
+            super::server_of("http://ca.example/crl/a.crl"),
+            "http://ca.example"
+        );
+        assert_eq!(super::server_of("http://ca.example"), "http://ca.example");
     }
 }

@@ -189,10 +189,18 @@ fn ocsp_and_crl_distribution_points_over_http() {
             .is_some_and(|d| d.contains("127.0.0.1:1")),
         "{ee:#}"
     );
-    let (code, _) = verify(dir, &[], "down.eml");
+    let (code, j) = verify(dir, &[], "down.eml");
     assert_eq!(
         code, 0,
         "soft-fail: an unreachable responder is reported, not fatal"
+    );
+    // ... and it is not asked again for a while (a blackholed one would cost each message
+    // its whole deadline)
+    assert!(
+        entries(&j)[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("was unreachable") && d.contains("not asked again")),
+        "{j:#}"
     );
 
     // a certificate the responder does not know
