@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Result};
-use tokenmail_proto::v1::{Request, Response};
 use tokenmail_smime::expiry::{expiry, Expiry, ExpiryStatus};
 use tokenmail_smime::path::CertEntry;
 
@@ -35,39 +34,11 @@ pub struct ExpiryArgs {
     pub all: bool,
 }
 
-/// The certificates of one directory's files (.pem, .crt, .cer, .der), with their paths.
-fn dir_certificates(dir: &Path) -> Vec<(PathBuf, CertEntry)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let ext = f
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
-        if !matches!(ext.as_deref(), Some("pem" | "crt" | "cer" | "der")) {
-            continue;
-        }
-        if let Ok(data) = std::fs::read(&f) {
-            if let Ok(certs) = CertEntry::from_pem_or_der(&data) {
-                out.extend(certs.into_iter().map(|c| (f.clone(), c)));
-            }
-        }
-    }
-    out
-}
-
 /// The certificates on the agent's tokens; `None` when no agent answers.
 fn token_certificates(socket: Option<&Path>) -> Option<Vec<(String, CertEntry)>> {
-    let mut c = crate::agentkey::connect(socket).ok()?;
-    let Ok(Response::Keys { keys }) = c.call(&Request::ListKeys) else {
-        return None;
-    };
     Some(
-        keys.into_iter()
+        crate::store::agent_keys(socket)?
+            .into_iter()
             .filter_map(|k| {
                 let der = k.certificate?.der.0;
                 let cert = CertEntry::from_der(der).ok()?;
@@ -107,7 +78,7 @@ pub fn run(args: ExpiryArgs, socket: Option<&Path>, out: &mut dyn Write) -> Resu
         if !args.certs.is_empty() && !d.is_dir() {
             bail!("--certs {}: not a directory", d.display());
         }
-        for (path, c) in dir_certificates(d) {
+        for (path, c) in crate::store::dir_cert_files(std::slice::from_ref(d)) {
             add(path.display().to_string(), &c);
         }
     }

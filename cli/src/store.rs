@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{anyhow, bail, Context, Result};
-use tokenmail_proto::v1::{Request, Response};
+use tokenmail_proto::v1::{KeyInfo, Request, Response};
 use tokenmail_smime::path::{email_matches, CertEntry};
 use tokenmail_smime::trust::TrustConfig;
 
@@ -35,15 +35,23 @@ fn config_dir() -> Option<PathBuf> {
     config_path().and_then(|p| p.parent().map(Path::to_path_buf))
 }
 
-/// A string setting `[table] key` of the configuration file, with the file's path.
-pub fn config_value(table: &str, key: &str) -> Result<Option<(String, PathBuf)>> {
+/// The configuration file, parsed, with its path (`None`: there is none).
+fn config_table() -> Result<Option<(toml::Table, PathBuf)>> {
     let Some(cfg) = config_path().filter(|p| p.exists()) else {
         return Ok(None);
     };
     let text =
         std::fs::read_to_string(&cfg).with_context(|| format!("cannot read {}", cfg.display()))?;
-    let t: toml::Table =
+    let table: toml::Table =
         toml::from_str(&text).map_err(|e| anyhow!("{}: {}", cfg.display(), e.message()))?;
+    Ok(Some((table, cfg)))
+}
+
+/// A string setting `[table] key` of the configuration file, with the file's path.
+pub fn config_value(table: &str, key: &str) -> Result<Option<(String, PathBuf)>> {
+    let Some((t, cfg)) = config_table()? else {
+        return Ok(None);
+    };
     match t.get(table).and_then(|t| t.get(key)) {
         None => Ok(None),
         Some(v) => match v.as_str() {
@@ -56,13 +64,9 @@ pub fn config_value(table: &str, key: &str) -> Result<Option<(String, PathBuf)>>
 /// `[trust]` of the configuration file, validated, with relative paths made relative to
 /// the file; and the file's path (`None`: no configuration file).
 pub fn trust_config() -> Result<(TrustConfig, Option<PathBuf>)> {
-    let Some(cfg) = config_path().filter(|p| p.exists()) else {
+    let Some((table, cfg)) = config_table()? else {
         return Ok((TrustConfig::default(), None));
     };
-    let text =
-        std::fs::read_to_string(&cfg).with_context(|| format!("cannot read {}", cfg.display()))?;
-    let table: toml::Table =
-        toml::from_str(&text).map_err(|e| anyhow!("{}: {}", cfg.display(), e.message()))?;
     let Some(t) = table.get("trust") else {
         return Ok((TrustConfig::default(), Some(cfg)));
     };
@@ -133,7 +137,9 @@ pub fn cert_dirs() -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-fn dir_certs(dirs: &[PathBuf]) -> Vec<CertEntry> {
+/// Every certificate in the files of `dirs` (.pem, .crt, .cer, .der; bundles allowed), with
+/// the file it is in; unreadable files and directories are skipped.
+pub fn dir_cert_files(dirs: &[PathBuf]) -> Vec<(PathBuf, CertEntry)> {
     let mut out = Vec::new();
     for d in dirs {
         let Ok(entries) = std::fs::read_dir(d) else {
@@ -151,12 +157,16 @@ fn dir_certs(dirs: &[PathBuf]) -> Vec<CertEntry> {
             }
             if let Ok(data) = std::fs::read(&f) {
                 if let Ok(certs) = CertEntry::from_pem_or_der(&data) {
-                    out.extend(certs);
+                    out.extend(certs.into_iter().map(|c| (f.clone(), c)));
                 }
             }
         }
     }
     out
+}
+
+fn dir_certs(dirs: &[PathBuf]) -> Vec<CertEntry> {
+    dir_cert_files(dirs).into_iter().map(|(_, c)| c).collect()
 }
 
 /// May this certificate's key be used to encrypt to (keyUsage keyEncipherment or
@@ -271,15 +281,11 @@ pub fn known_ca_certificates(socket: Option<&Path>) -> Vec<CertEntry> {
             )
         })
         .collect();
-    if let Ok(mut c) = crate::agentkey::connect(socket) {
-        if let Ok(Response::Keys { keys }) = c.call(&Request::ListKeys) {
-            for k in keys {
-                for der in k.chain {
-                    if let Ok(e) = CertEntry::from_der(der.0) {
-                        if !out.contains(&e) {
-                            out.push(e);
-                        }
-                    }
+    for k in agent_keys(socket).unwrap_or_default() {
+        for der in k.chain {
+            if let Ok(e) = CertEntry::from_der(der.0) {
+                if !out.contains(&e) {
+                    out.push(e);
                 }
             }
         }
@@ -287,15 +293,20 @@ pub fn known_ca_certificates(socket: Option<&Path>) -> Vec<CertEntry> {
     out
 }
 
+/// The agent's keys, best effort: `None` when no agent answers.
+pub fn agent_keys(socket: Option<&Path>) -> Option<Vec<KeyInfo>> {
+    let mut c = crate::agentkey::connect(socket).ok()?;
+    match c.call(&Request::ListKeys) {
+        Ok(Response::Keys { keys }) => Some(keys),
+        _ => None,
+    }
+}
+
 /// The certificates on the agent's tokens (none when no agent runs).
 fn agent_certs(socket: Option<&Path>) -> Vec<CertEntry> {
-    let Ok(mut c) = crate::agentkey::connect(socket) else {
-        return Vec::new();
-    };
-    let Ok(Response::Keys { keys }) = c.call(&Request::ListKeys) else {
-        return Vec::new();
-    };
-    keys.into_iter()
+    agent_keys(socket)
+        .unwrap_or_default()
+        .into_iter()
         .filter_map(|k| k.certificate)
         .filter_map(|c| CertEntry::from_der(c.der.0).ok())
         .collect()

@@ -20,6 +20,7 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::Certificate;
 
 use crate::path::{verify_signed_der, CertEntry};
+use crate::verify::format_time;
 
 const ID_SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
 const ID_PKIX_OCSP_BASIC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.1");
@@ -134,23 +135,6 @@ enum CrlReasonCode {
     RemoveFromCrl = 8,
     PrivilegeWithdrawn = 9,
     AaCompromise = 10,
-}
-
-impl CrlReasonCode {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Unspecified => "unspecified",
-            Self::KeyCompromise => "keyCompromise",
-            Self::CaCompromise => "cACompromise",
-            Self::AffiliationChanged => "affiliationChanged",
-            Self::Superseded => "superseded",
-            Self::CessationOfOperation => "cessationOfOperation",
-            Self::CertificateHold => "certificateHold",
-            Self::RemoveFromCrl => "removeFromCRL",
-            Self::PrivilegeWithdrawn => "privilegeWithdrawn",
-            Self::AaCompromise => "aACompromise",
-        }
-    }
 }
 
 #[derive(Clone, Debug, Choice)]
@@ -309,12 +293,6 @@ fn time(t: &GeneralizedTime) -> SystemTime {
     t.to_system_time()
 }
 
-fn der_time(t: SystemTime) -> String {
-    der::DateTime::from_system_time(t)
-        .map(|d| d.to_string())
-        .unwrap_or_else(|_| "?".into())
-}
-
 /// nextUpdate of the response to `query` in `der`, without checking it (for a cache
 /// deciding how long to keep it; the response is checked in full when used).
 pub fn next_update(der: &[u8], query: &OcspQuery) -> Option<SystemTime> {
@@ -466,7 +444,7 @@ pub fn check_response(
     if this_update > now + skew {
         return Err(format!(
             "the OCSP response is not yet valid (thisUpdate {})",
-            der_time(this_update)
+            format_time(this_update)
         ));
     }
     let next_update = single.next_update.as_ref().map(time);
@@ -474,13 +452,13 @@ pub fn check_response(
         Some(n) if n + skew < now => {
             return Err(format!(
                 "the OCSP response is out of date (nextUpdate {})",
-                der_time(n)
+                format_time(n)
             ))
         }
         None if this_update + MAX_AGE_WITHOUT_NEXT_UPDATE + skew < now => {
             return Err(format!(
                 "the OCSP response has no nextUpdate and is older than a day (thisUpdate {})",
-                der_time(this_update)
+                format_time(this_update)
             ))
         }
         _ => {}
@@ -489,10 +467,10 @@ pub fn check_response(
         CertStatus::Good(_) => OcspStatus::Good,
         CertStatus::Unknown(_) => OcspStatus::Unknown,
         CertStatus::Revoked(info) => OcspStatus::Revoked {
-            time: der_time(time(&info.revocation_time)),
+            time: format_time(time(&info.revocation_time)),
             reason: info
                 .revocation_reason
-                .map(|r| r.name())
+                .map(|r| crate::revocation::reason_name(r as u8))
                 .unwrap_or("unspecified")
                 .to_string(),
         },

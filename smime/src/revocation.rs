@@ -30,7 +30,7 @@ use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 
 use crate::path::{build_path, names_match, verify_signed_der, CertEntry};
-use crate::verify::Check;
+use crate::verify::{format_time, Check};
 
 /// What happens when the revocation status of a certificate cannot be determined.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -281,13 +281,8 @@ pub struct RevocationInputs<'a> {
     pub signer_budget: Option<&'a std::cell::Cell<usize>>,
 }
 
-fn der_time(t: SystemTime) -> String {
-    der::DateTime::from_system_time(t)
-        .map(|d| d.to_string())
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn reason_name(code: u8) -> &'static str {
+/// The CRLReason (RFC 5280 §5.3.1) of a code, as CRL entries and OCSP answers carry it.
+pub(crate) fn reason_name(code: u8) -> &'static str {
     match code {
         0 => "unspecified",
         1 => "keyCompromise",
@@ -505,14 +500,14 @@ fn unusable(
     if crl.this_update() > inp.now + inp.skew {
         return Some(format!(
             "the CRL from {from} is not yet valid (thisUpdate {})",
-            der_time(crl.this_update())
+            format_time(crl.this_update())
         ));
     }
     if let Some(next) = crl.next_update() {
         if next + inp.skew < inp.now {
             return Some(format!(
                 "the CRL from {from} is out of date (nextUpdate {})",
-                der_time(next)
+                format_time(next)
             ));
         }
     }
@@ -783,7 +778,7 @@ fn crl_status(
                 ),
             );
             r.reason = Some(reason.to_string());
-            r.revocation_time = Some(der_time(rc.revocation_date.to_system_time()));
+            r.revocation_time = Some(format_time(rc.revocation_date.to_system_time()));
             return r;
         }
         if good.is_none() {
@@ -793,7 +788,7 @@ fn crl_status(
     if let Some(crl) = good {
         let mut detail = format!("not listed in the CRL from {}", crl.source);
         if let Some(next) = crl.next_update() {
-            detail.push_str(&format!(" (next update {})", der_time(next)));
+            detail.push_str(&format!(" (next update {})", format_time(next)));
         }
         return CertRevocation::new(cert, "crl", "good", detail);
     }

@@ -320,7 +320,8 @@ fn find_signer_cert<'a>(sid: &SignerIdentifier, pool: &'a [CertEntry]) -> Option
     })
 }
 
-fn format_time(t: SystemTime) -> String {
+/// A time for reports and messages: RFC 3339 (`2026-12-06T12:00:00Z`), `?` if out of range.
+pub(crate) fn format_time(t: SystemTime) -> String {
     der::DateTime::from_system_time(t)
         .map(|d| d.to_string())
         .unwrap_or_else(|_| "?".into())
