@@ -159,19 +159,23 @@ impl Gpgsm {
         g
     }
 
+    /// gpgsm on this home: batch, empty loopback passphrase.
+    fn command(&self) -> Command {
+        let mut c = Command::new("gpgsm");
+        c.env("GNUPGHOME", &self.home)
+            .args([
+                "--batch",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase-fd",
+                "0",
+            ])
+            .stdin(Stdio::null());
+        c
+    }
+
     fn run(&self, args: &[&str]) -> Output {
-        process::output(
-            Command::new("gpgsm")
-                .env("GNUPGHOME", &self.home)
-                .args([
-                    "--batch",
-                    "--pinentry-mode",
-                    "loopback",
-                    "--passphrase-fd",
-                    "0",
-                ])
-                .args(args),
-        )
+        process::output(self.command().args(args))
     }
 }
 
@@ -380,42 +384,15 @@ fn signatures_interoperate_with_real_gpgsm_both_ways() {
     r.ok(&args);
 
     // gpgsm signs with dave's software RSA key (PKCS#12 without a passphrase)
-    let p12 = r.path("dave.p12");
-    let o = process::output(
-        Command::new("openssl")
-            .args([
-                "pkcs12",
-                "-export",
-                "-passout",
-                "pass:",
-                "-keypbe",
-                "PBE-SHA1-3DES",
-                "-certpbe",
-                "PBE-SHA1-3DES",
-                "-macalg",
-                "sha1",
-                "-inkey",
-            ])
-            .arg(agent.fixture.pki("dave-rsa.key"))
-            .arg("-in")
-            .arg(agent.fixture.pki("dave-rsa.pem"))
-            .arg("-out")
-            .arg(&p12),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let mut imported = false;
-    for _ in 0..3 {
-        // gpg-agent starts on demand and can lose a race with the first import under load
-        if g.run(&["--import", p12.to_str().expect("p")])
-            .status
-            .success()
-        {
-            imported = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
+    if let Err(e) = process::gpgsm_import_key_as_p12(
+        &|| g.command(),
+        &agent.fixture.pki("dave-rsa.key"),
+        &agent.fixture.pki("dave-rsa.pem"),
+        &r.path("dave.p12"),
+        4,
+    ) {
+        panic!("gpgsm imports dave's key: {e}");
     }
-    assert!(imported, "gpgsm imports dave's key");
     let dave = sha1_fpr(&agent.fixture.pki("dave-rsa.pem"));
     let mut args = gpgsm_prog.to_vec();
     args.extend(["-c", "user.signingkey=dave@example.com"]);

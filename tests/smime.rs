@@ -873,9 +873,10 @@ impl Gpgsm {
         g
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        run(Command::new("gpgsm")
-            .env("GNUPGHOME", &self.home)
+    /// gpgsm on this home: batch, no CRL checks, empty loopback passphrase, status on stdout.
+    fn command(&self) -> Command {
+        let mut c = Command::new("gpgsm");
+        c.env("GNUPGHOME", &self.home)
             .args([
                 "--batch",
                 "--disable-crl-checks",
@@ -886,8 +887,12 @@ impl Gpgsm {
                 "--status-fd",
                 "1",
             ])
-            .args(args)
-            .stdin(Stdio::null()))
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        run(self.command().args(args))
     }
 }
 
@@ -932,46 +937,23 @@ fn gpgsm_encryption_interoperates_both_ways() {
         "exact bytes"
     );
     // We encrypt to dave (software key imported into gpgsm as PKCS#12); gpgsm decrypts.
-    let p12 = w.path("dave.p12");
-    ok(
-        &run(Command::new("openssl")
-            .args([
-                "pkcs12",
-                "-export",
-                "-passout",
-                "pass:",
-                "-keypbe",
-                "PBE-SHA1-3DES",
-                "-certpbe",
-                "PBE-SHA1-3DES",
-                "-macalg",
-                "sha1",
-                "-inkey",
-            ])
-            .arg(f.pki("dave-rsa.key"))
-            .arg("-in")
-            .arg(f.pki("dave-rsa.pem"))
-            .arg("-out")
-            .arg(&p12)),
-        "pkcs12",
-    );
-    let mut last = String::new();
-    let mut imported = false;
-    for _ in 0..6 {
-        // gpg-agent (needed for a private key) starts on demand; under a loaded test run
-        // its start can outlast gpgsm's wait. Start it explicitly, then retry.
+    let gpgsm = || {
+        // gpg-agent (needed for a private key) starts on demand; under a loaded test run its
+        // start can outlast gpgsm's wait: start it explicitly before each attempt.
         let _ = run(Command::new("gpgconf")
             .env("GNUPGHOME", &g.home)
             .args(["--launch", "gpg-agent"]));
-        let o = g.run(&["--import", s(&p12)]);
-        if o.status.success() {
-            imported = true;
-            break;
-        }
-        last = format!("{}{}", stdout(&o), stderr(&o));
-        std::thread::sleep(std::time::Duration::from_secs(1));
+        g.command()
+    };
+    if let Err(e) = process::gpgsm_import_key_as_p12(
+        &gpgsm,
+        &f.pki("dave-rsa.key"),
+        &f.pki("dave-rsa.pem"),
+        &w.path("dave.p12"),
+        6,
+    ) {
+        panic!("gpgsm imports dave's key: {e}");
     }
-    assert!(imported, "gpgsm imports dave's key: {last}");
     for cipher in ["aes256-cbc", "aes128-cbc", "aes256-gcm"] {
         let ours = w.path("ours.eml");
         ok(

@@ -423,3 +423,51 @@ impl Drop for GpgDaemons {
         kill_gpg_daemons(&self.home);
     }
 }
+
+/// Imports a software key into gpgsm as a PKCS#12 file without a passphrase (3DES, SHA-1 MAC:
+/// what gpgsm 2.2 reads), made afresh by `openssl pkcs12` for every attempt.
+///
+/// `gpgsm` builds the base command (home, batch, loopback pinentry, stdin). Two failures are
+/// retried, up to `attempts` times: gpg-agent, started on demand, can lose a race with the
+/// first import on a loaded machine; and gpgsm 2.2.40's own PKCS#12 parser rejects about one
+/// in forty files openssl makes (random salt and IV; openssl reads the rejected file back),
+/// so a retry must not reuse the same file. Returns what gpgsm printed last on failure.
+pub fn gpgsm_import_key_as_p12(
+    gpgsm: &dyn Fn() -> Command,
+    key: &Path,
+    cert: &Path,
+    p12: &Path,
+    attempts: usize,
+) -> Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..attempts.max(1) {
+        let made = output(
+            Command::new("openssl")
+                .args(["pkcs12", "-export", "-passout", "pass:"])
+                .args(["-keypbe", "PBE-SHA1-3DES", "-certpbe", "PBE-SHA1-3DES"])
+                .args(["-macalg", "sha1", "-inkey"])
+                .arg(key)
+                .arg("-in")
+                .arg(cert)
+                .arg("-out")
+                .arg(p12),
+        );
+        if !made.status.success() {
+            return Err(format!(
+                "openssl pkcs12: {}",
+                String::from_utf8_lossy(&made.stderr)
+            ));
+        }
+        let o = output(gpgsm().arg("--import").arg(p12));
+        if o.status.success() {
+            return Ok(());
+        }
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Err(last)
+}

@@ -168,53 +168,24 @@ fn we_verify_gpgsm_signatures() {
         CertEntry::from_pem_bundle(&std::fs::read(p.path("root.pem")).expect("read")).expect("pem");
     // RSA only: gpgsm 2.2.40 segfaults importing an EC key from PKCS#12
     for (name, cn) in [("ee_rsa", "CN=Alice RSA")] {
-        let p12 = home.path().join(format!("{name}.p12"));
-        let out = process::output(
-            Command::new("openssl")
-                .args([
-                    "pkcs12",
-                    "-export",
-                    "-passout",
-                    "pass:",
-                    "-keypbe",
-                    "PBE-SHA1-3DES",
-                ])
-                .args(["-certpbe", "PBE-SHA1-3DES", "-macalg", "sha1", "-inkey"])
-                .arg(p.path(&format!("{name}.key")))
-                .arg("-in")
-                .arg(p.path(&format!("{name}.pem")))
-                .arg("-out")
-                .arg(&p12),
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         let loopback = |c: &mut Command| {
             c.args(["--pinentry-mode", "loopback", "--passphrase-fd", "0"])
                 .stdin(std::process::Stdio::null());
         };
-        // gpg-agent is started on demand; on a loaded machine its first start can lose a
-        // race with the import, so the import is tried up to three times.
-        let mut out = None;
-        for _ in 0..3 {
-            let mut imp = home.gpgsm();
-            loopback(&mut imp);
-            let o = process::output(imp.arg("--import").arg(&p12));
-            let ok = o.status.success();
-            out = Some(o);
-            if ok {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(500));
+        let gpgsm = || {
+            let mut c = home.gpgsm();
+            loopback(&mut c);
+            c
+        };
+        if let Err(e) = process::gpgsm_import_key_as_p12(
+            &gpgsm,
+            &p.path(&format!("{name}.key")),
+            &p.path(&format!("{name}.pem")),
+            &home.path().join(format!("{name}.p12")),
+            4,
+        ) {
+            panic!("gpgsm imports {name}: {e}");
         }
-        let out = out.expect("an import attempt");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
 
         for detached in [true, false] {
             let sig = home.path().join(format!("{name}-{detached}.sig"));
