@@ -156,6 +156,7 @@ fn token_fields(e: &TokenError) -> (ErrorCode, Option<String>, Option<u32>) {
         TokenError::PinSource(_) => (ErrorCode::PinRequired, None, None),
         TokenError::Mechanism(_) => (ErrorCode::MechanismUnsupported, None, None),
         TokenError::DecryptFailed => (ErrorCode::DecryptFailed, None, None),
+        TokenError::ReadOnly(t) => (ErrorCode::TokenReadOnly, Some(t.clone()), None),
     }
 }
 

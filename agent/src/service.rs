@@ -374,6 +374,7 @@ impl Service {
                 .collect(),
             touch: k.touch.clone(),
             pin_policy: k.pin_policy.clone(),
+            exportable: k.exportable,
         }
     }
 
@@ -546,6 +547,56 @@ impl Service {
                     Some(Err(e)) => AgentError::from(e).into(),
                     None => not_piv(store.name()).into(),
                 }
+            }
+            Request::Keygen {
+                token,
+                label,
+                algorithm,
+                id,
+                pin_policy,
+                touch_policy,
+                management_key,
+            } => self
+                .keygen(enrol::Keygen {
+                    token,
+                    label,
+                    algorithm,
+                    id: id.map(|b| b.0),
+                    pin_policy,
+                    touch_policy,
+                    management_key,
+                })
+                .unwrap_or_else(Response::from),
+            Request::ImportCert {
+                key,
+                certificate,
+                chain,
+                management_key,
+            } => {
+                let chain: Vec<Vec<u8>> = chain.into_iter().map(|b| b.0).collect();
+                let mk = management_key.as_ref().map(|k| k.0.as_slice());
+                self.import_cert(&key, &certificate.0, &chain, mk)
+                    .unwrap_or_else(Response::from)
+            }
+            Request::ImportKey {
+                token,
+                label,
+                id,
+                private_key,
+                certificate,
+                chain,
+                management_key: _,
+            } => {
+                let chain: Vec<Vec<u8>> = chain.into_iter().map(|b| b.0).collect();
+                self.import_key(
+                    token.as_deref(),
+                    &label,
+                    id.as_ref().map(|b| b.0.as_slice()),
+                    &private_key.0,
+                    &certificate.0,
+                    &chain,
+                )
+                .unwrap_or_else(Response::from)
             }
             _ => AgentError::bad("request not supported by this agent").into(),
         }
@@ -728,3 +779,5 @@ impl Service {
 
 #[cfg(test)]
 mod service_tests;
+
+mod enrol;

@@ -268,6 +268,9 @@ pub const OPERATIONS: &[&str] = &[
     "piv-status",
     "piv-keygen",
     "piv-import-cert",
+    "keygen",
+    "import-cert",
+    "import-key",
 ];
 
 /// The `op` values that are streams (docs/protocol.md §12): the request Message frame
@@ -456,6 +459,66 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         management_key: Option<SecretBytes>,
     },
+    /// Generate a key pair on a token: PKCS#11 (sensitive, never extractable, private;
+    /// both halves share one fresh CKA_ID) or a PIV card (`label` names the slot, e.g.
+    /// `9c`). Refuses a label or id already in use. Answer: `generated`.
+    Keygen {
+        /// Token label or serial; optional with one token.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+        /// CKA_LABEL of both halves (PIV: the slot).
+        label: String,
+        /// `rsa2048`, `rsa3072`, `rsa4096`, `p256`, `p384`.
+        algorithm: String,
+        /// CKA_ID; absent = a fresh random one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Bytes>,
+        /// PIV only: as for `piv-keygen`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pin_policy: Option<String>,
+        /// PIV only: as for `piv-keygen`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        touch_policy: Option<String>,
+        /// PIV only: as for `piv-keygen`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        management_key: Option<SecretBytes>,
+    },
+    /// Store a certificate beside its key (same CKA_ID; its public key must be the key's)
+    /// and the CA certificates of `chain` as CA certificate objects. Answer: `done`.
+    ImportCert {
+        /// The key, named as for `sign-digest`.
+        key: String,
+        /// The certificate, DER.
+        certificate: Bytes,
+        /// CA certificates, DER.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        chain: Vec<Bytes>,
+        /// PIV only: as for `piv-keygen`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        management_key: Option<SecretBytes>,
+    },
+    /// Create a private key (an escrowed encryption key) on a token with its certificate:
+    /// sensitive and not extractable once there. Answer: `generated`.
+    ImportKey {
+        /// Token label or serial; optional with one token.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+        /// CKA_LABEL (PIV: a retired slot `82`..`95`).
+        label: String,
+        /// CKA_ID; absent = a fresh random one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Bytes>,
+        /// The private key, PKCS#8 DER.
+        private_key: SecretBytes,
+        /// Its certificate, DER.
+        certificate: Bytes,
+        /// CA certificates, DER.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        chain: Vec<Bytes>,
+        /// PIV only: as for `piv-keygen`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        management_key: Option<SecretBytes>,
+    },
 }
 
 impl Request {
@@ -501,6 +564,9 @@ pub enum ErrorCode {
     /// `sign-digest-cert`: the key the name selects has another certificate (or none)
     /// than the one the client expected; nothing was signed. Refresh (`status`), retry.
     CertificateChanged,
+    /// `keygen`, `import-cert`, `import-key`: the token is write-protected; nothing was
+    /// stored. Keep the certificate elsewhere (the CLI falls back to its local store).
+    TokenReadOnly,
     /// Anything else.
     Internal,
 }
@@ -601,6 +667,10 @@ pub struct KeyInfo {
     /// PIN policy of the key (`never`, `once`, `always`), where the token has one (PIV).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin_policy: Option<String>,
+    /// Set when the token reports the private key as extractable or not sensitive: its
+    /// value could be read off the token (e.g. a key imported with pkcs11-tool defaults).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exportable: bool,
 }
 
 /// One key slot of a PIV card.
@@ -763,7 +833,18 @@ pub enum Response {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         warnings: Vec<String>,
     },
-    /// Answer to administrative requests that change a card (`piv-import-cert`).
+    /// Answer to `keygen` and `import-key`.
+    Generated {
+        /// The new key as `list-keys` shows it.
+        key: Box<KeyInfo>,
+        /// Its SubjectPublicKeyInfo, DER.
+        public_key: Bytes,
+        /// Things the user should know.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
+    },
+    /// Answer to administrative requests that change a token (`piv-import-cert`,
+    /// `import-cert`).
     Done {
         /// Things the user should know.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -10,6 +10,7 @@
 pub mod address;
 pub mod alg;
 pub mod ber;
+pub mod csr;
 pub mod envelope;
 pub mod error;
 pub mod expiry;
@@ -18,6 +19,7 @@ pub mod mime;
 pub mod ocsp;
 pub mod path;
 pub mod pipeline;
+pub mod pkcs12;
 pub mod recipient;
 pub mod reencode;
 pub mod revocation;

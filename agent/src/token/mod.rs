@@ -50,6 +50,119 @@ impl PublicKey {
         }
     }
 
+    /// The public key of a SubjectPublicKeyInfo (a certificate's, a card's).
+    pub fn from_spki(spki: &spki::SubjectPublicKeyInfoOwned) -> PublicKey {
+        use der::Decode;
+        const RSA: const_oid::ObjectIdentifier = const_oid::db::rfc5912::RSA_ENCRYPTION;
+        const EC: const_oid::ObjectIdentifier = const_oid::db::rfc5912::ID_EC_PUBLIC_KEY;
+        const P256: const_oid::ObjectIdentifier = const_oid::db::rfc5912::SECP_256_R_1;
+        const P384: const_oid::ObjectIdentifier = const_oid::db::rfc5912::SECP_384_R_1;
+        let bits = spki.subject_public_key.raw_bytes();
+        if spki.algorithm.oid == RSA {
+            if let Ok(k) = rsa::pkcs1::RsaPublicKey::<der::asn1::UintRef<'_>>::from_der(bits) {
+                let modulus: &[u8] = k.modulus.as_bytes();
+                let exponent: &[u8] = k.public_exponent.as_bytes();
+                return PublicKey::Rsa {
+                    modulus: modulus.to_vec(),
+                    exponent: exponent.to_vec(),
+                };
+            }
+        } else if spki.algorithm.oid == EC {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.decode_as::<const_oid::ObjectIdentifier>().ok());
+            if curve == Some(P256) {
+                return PublicKey::P256(bits.to_vec());
+            }
+            if curve == Some(P384) {
+                return PublicKey::P384(bits.to_vec());
+            }
+        }
+        PublicKey::Other(format!("unsupported key {}", spki.algorithm.oid))
+    }
+
+    /// The public key of a certificate (DER); `None` when it does not parse.
+    pub fn from_certificate(der_bytes: &[u8]) -> Option<PublicKey> {
+        use der::Decode;
+        let c = x509_cert::Certificate::from_der(der_bytes).ok()?;
+        Some(PublicKey::from_spki(
+            c.tbs_certificate().subject_public_key_info(),
+        ))
+    }
+
+    /// Whether `other` is the same key (RSA integers compared without leading zeros).
+    pub fn same_key(&self, other: &PublicKey) -> bool {
+        match (self, other) {
+            (
+                PublicKey::Rsa {
+                    modulus: m1,
+                    exponent: e1,
+                },
+                PublicKey::Rsa {
+                    modulus: m2,
+                    exponent: e2,
+                },
+            ) => {
+                strip_leading_zeros(m1) == strip_leading_zeros(m2)
+                    && strip_leading_zeros(e1) == strip_leading_zeros(e2)
+            }
+            (PublicKey::P256(a), PublicKey::P256(b)) | (PublicKey::P384(a), PublicKey::P384(b)) => {
+                !a.is_empty() && a == b
+            }
+            _ => false,
+        }
+    }
+
+    /// The SubjectPublicKeyInfo, DER (what a CSR and a certificate carry).
+    pub fn to_spki_der(&self) -> Result<Vec<u8>, TokenError> {
+        use der::asn1::{Any, BitString, UintRef};
+        use der::Encode;
+        let bad =
+            |e: der::Error| TokenError::KeyMismatch(format!("cannot encode the public key: {e}"));
+        let (algorithm, bits) = match self {
+            PublicKey::Rsa { modulus, exponent } => {
+                let k = rsa::pkcs1::RsaPublicKey {
+                    modulus: UintRef::new(strip_leading_zeros(modulus)).map_err(bad)?,
+                    public_exponent: UintRef::new(strip_leading_zeros(exponent)).map_err(bad)?,
+                };
+                (
+                    spki::AlgorithmIdentifierOwned {
+                        oid: const_oid::db::rfc5912::RSA_ENCRYPTION,
+                        parameters: Some(Any::null()),
+                    },
+                    k.to_der().map_err(bad)?,
+                )
+            }
+            PublicKey::P256(point) | PublicKey::P384(point) => {
+                let curve = if matches!(self, PublicKey::P256(_)) {
+                    const_oid::db::rfc5912::SECP_256_R_1
+                } else {
+                    const_oid::db::rfc5912::SECP_384_R_1
+                };
+                (
+                    spki::AlgorithmIdentifierOwned {
+                        oid: const_oid::db::rfc5912::ID_EC_PUBLIC_KEY,
+                        parameters: Some(Any::encode_from(&curve).map_err(bad)?),
+                    },
+                    point.clone(),
+                )
+            }
+            PublicKey::Other(what) => {
+                return Err(TokenError::KeyMismatch(format!(
+                    "cannot use a {what} public key"
+                )))
+            }
+        };
+        spki::SubjectPublicKeyInfoOwned {
+            algorithm,
+            subject_public_key: BitString::from_bytes(&bits).map_err(bad)?,
+        }
+        .to_der()
+        .map_err(bad)
+    }
+
     /// RSA modulus length in bytes.
     pub fn rsa_len(&self) -> Option<usize> {
         match self {
@@ -216,6 +329,8 @@ pub struct KeyEntry {
     pub touch: Option<String>,
     /// PIN policy (`never`, `once`, `always`) where the token has one (PIV).
     pub pin_policy: Option<String>,
+    /// The token reports the private key extractable or not sensitive (PKCS#11).
+    pub exportable: bool,
 }
 
 /// Token-layer errors. The `op` says what the agent was doing.
@@ -292,6 +407,9 @@ pub enum TokenError {
     /// The token lacks the mechanism.
     #[error("the token does not support {0}")]
     Mechanism(String),
+    /// The token is write-protected: nothing can be stored on it.
+    #[error("token {0:?} is read-only: keys and certificates cannot be stored on it")]
+    ReadOnly(String),
     /// Decryption failed. Deliberately uninformative.
     #[error("decryption failed")]
     DecryptFailed,
@@ -304,6 +422,158 @@ pub enum TokenError {
         #[source]
         source: cryptoki::error::Error,
     },
+}
+
+/// The algorithm of a key to generate (`keygen`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyAlgorithm {
+    /// RSA with this many bits (2048, 3072, 4096).
+    Rsa(u32),
+    /// ECDSA/ECDH on P-256.
+    P256,
+    /// ECDSA/ECDH on P-384.
+    P384,
+}
+
+impl KeyAlgorithm {
+    /// `rsa2048`, `rsa3072`, `rsa4096`, `p256`, `p384` (also `rsa-2048`, `ec-p256`).
+    pub fn parse(s: &str) -> Result<KeyAlgorithm, TokenError> {
+        match s.to_ascii_lowercase().replace('-', "").as_str() {
+            "rsa2048" => Ok(KeyAlgorithm::Rsa(2048)),
+            "rsa3072" => Ok(KeyAlgorithm::Rsa(3072)),
+            "rsa4096" => Ok(KeyAlgorithm::Rsa(4096)),
+            "p256" | "ecp256" | "eccp256" => Ok(KeyAlgorithm::P256),
+            "p384" | "ecp384" | "eccp384" => Ok(KeyAlgorithm::P384),
+            _ => Err(TokenError::Invalid(format!(
+                "algorithm {s:?}: use rsa2048, rsa3072, rsa4096, p256 or p384"
+            ))),
+        }
+    }
+
+    /// The name `parse` takes.
+    pub fn name(self) -> String {
+        match self {
+            KeyAlgorithm::Rsa(bits) => format!("rsa{bits}"),
+            KeyAlgorithm::P256 => "p256".into(),
+            KeyAlgorithm::P384 => "p384".into(),
+        }
+    }
+}
+
+/// A private key to create on a token (`import-key`). The secret parts are wiped on drop.
+pub enum PrivateKeyParts {
+    /// RSA: the PKCS#1 integers, big-endian without leading zeros.
+    Rsa {
+        /// n.
+        modulus: Vec<u8>,
+        /// e.
+        public_exponent: Vec<u8>,
+        /// d.
+        private_exponent: Zeroizing<Vec<u8>>,
+        /// p.
+        prime1: Zeroizing<Vec<u8>>,
+        /// q.
+        prime2: Zeroizing<Vec<u8>>,
+        /// d mod (p-1).
+        exponent1: Zeroizing<Vec<u8>>,
+        /// d mod (q-1).
+        exponent2: Zeroizing<Vec<u8>>,
+        /// q^-1 mod p.
+        coefficient: Zeroizing<Vec<u8>>,
+    },
+    /// EC: the curve, the scalar and the public point (SEC1 uncompressed).
+    Ec {
+        /// P256 or P384.
+        curve: KeyAlgorithm,
+        /// The private scalar, big-endian, field length.
+        scalar: Zeroizing<Vec<u8>>,
+        /// The public point.
+        point: Vec<u8>,
+    },
+}
+
+/// Never prints key material.
+impl fmt::Debug for PrivateKeyParts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrivateKeyParts::Rsa { modulus, .. } => {
+                write!(f, "PrivateKeyParts::Rsa({} bits)", rsa_bits(modulus))
+            }
+            PrivateKeyParts::Ec { curve, .. } => write!(f, "PrivateKeyParts::Ec({curve:?})"),
+        }
+    }
+}
+
+impl PrivateKeyParts {
+    /// Reads a PKCS#8 PrivateKeyInfo (RSA, or EC on P-256 / P-384), checking it.
+    pub fn from_pkcs8(der_bytes: &[u8]) -> Result<PrivateKeyParts, TokenError> {
+        use der::Decode;
+        use rsa::pkcs8::DecodePrivateKey;
+        let bad = |what: String| TokenError::Invalid(format!("the private key: {what}"));
+        let info = rsa::pkcs8::PrivateKeyInfoRef::from_der(der_bytes)
+            .map_err(|e| bad(format!("not PKCS#8 ({e})")))?;
+        let oid = info.algorithm.oid;
+        if oid == const_oid::db::rfc5912::RSA_ENCRYPTION {
+            // checked as a whole (n = p·q, exponents consistent) before any part is used
+            rsa::RsaPrivateKey::from_pkcs8_der(der_bytes)
+                .map_err(|e| bad(format!("not a valid RSA key ({e})")))?;
+            let k = rsa::pkcs1::RsaPrivateKey::<der::asn1::UintRef<'_>>::from_der(
+                info.private_key.as_bytes(),
+            )
+            .map_err(|e| bad(format!("RSA key ({e})")))?;
+            let z = |u: der::asn1::UintRef<'_>| Zeroizing::new(u.as_bytes().to_vec());
+            return Ok(PrivateKeyParts::Rsa {
+                modulus: k.modulus.as_bytes().to_vec(),
+                public_exponent: k.public_exponent.as_bytes().to_vec(),
+                private_exponent: z(k.private_exponent),
+                prime1: z(k.prime1),
+                prime2: z(k.prime2),
+                exponent1: z(k.exponent1),
+                exponent2: z(k.exponent2),
+                coefficient: z(k.coefficient),
+            });
+        }
+        if oid == const_oid::db::rfc5912::ID_EC_PUBLIC_KEY {
+            if let Ok(k) = p256::SecretKey::from_pkcs8_der(der_bytes) {
+                use p256::elliptic_curve::sec1::ToSec1Point;
+                return Ok(PrivateKeyParts::Ec {
+                    curve: KeyAlgorithm::P256,
+                    scalar: Zeroizing::new(k.to_bytes().to_vec()),
+                    point: k.public_key().to_sec1_point(false).as_bytes().to_vec(),
+                });
+            }
+            if let Ok(k) = p384::SecretKey::from_pkcs8_der(der_bytes) {
+                use p384::elliptic_curve::sec1::ToSec1Point;
+                return Ok(PrivateKeyParts::Ec {
+                    curve: KeyAlgorithm::P384,
+                    scalar: Zeroizing::new(k.to_bytes().to_vec()),
+                    point: k.public_key().to_sec1_point(false).as_bytes().to_vec(),
+                });
+            }
+            return Err(bad("an EC key on a curve other than P-256 or P-384".into()));
+        }
+        Err(bad(format!("unsupported algorithm {oid}")))
+    }
+
+    /// The public half.
+    pub fn public(&self) -> PublicKey {
+        match self {
+            PrivateKeyParts::Rsa {
+                modulus,
+                public_exponent,
+                ..
+            } => PublicKey::Rsa {
+                modulus: modulus.clone(),
+                exponent: public_exponent.clone(),
+            },
+            PrivateKeyParts::Ec {
+                curve: KeyAlgorithm::P384,
+                point,
+                ..
+            } => PublicKey::P384(point.clone()),
+            PrivateKeyParts::Ec { point, .. } => PublicKey::P256(point.clone()),
+        }
+    }
 }
 
 /// A source of keys: one token.
@@ -350,6 +620,50 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     /// The PIV administration of this token, if it is a PIV card.
     fn piv(&self) -> Option<&dyn PivAdmin> {
         None
+    }
+    /// Generates a key pair on the token under `label` (and `id`, else a fresh one):
+    /// private half sensitive, never extractable, private; refuses a label or id in use.
+    fn generate_key(
+        &self,
+        label: &str,
+        alg: KeyAlgorithm,
+        id: Option<&[u8]>,
+    ) -> Result<KeyEntry, TokenError> {
+        let _ = (label, alg, id);
+        Err(TokenError::Mechanism(format!(
+            "key generation on {} through this command",
+            self.name()
+        )))
+    }
+    /// Stores `certificate` beside `key` (same id; the caller checked the public key) and
+    /// the CA certificates of `chain`. Returns notes for the user.
+    fn store_certificate(
+        &self,
+        key: &KeyEntry,
+        certificate: &[u8],
+        chain: &[Vec<u8>],
+    ) -> Result<Vec<String>, TokenError> {
+        let _ = (key, certificate, chain);
+        Err(TokenError::Mechanism(format!(
+            "certificate import on {} through this command",
+            self.name()
+        )))
+    }
+    /// Creates a private key (with its public half, certificate and chain) on the token:
+    /// sensitive and never extractable there. Refuses a label or id in use.
+    fn create_key(
+        &self,
+        label: &str,
+        id: Option<&[u8]>,
+        key: &PrivateKeyParts,
+        certificate: &[u8],
+        chain: &[Vec<u8>],
+    ) -> Result<KeyEntry, TokenError> {
+        let _ = (label, id, key, certificate, chain);
+        Err(TokenError::Mechanism(format!(
+            "key import on {} through this command",
+            self.name()
+        )))
     }
 }
 

@@ -142,6 +142,7 @@ impl SoftKey {
                 chain,
                 touch: None,
                 pin_policy: None,
+                exportable: false,
             },
             signer,
             key,

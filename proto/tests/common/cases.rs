@@ -107,6 +107,7 @@ pub fn responses() -> Vec<(&'static str, Response)> {
         chain: vec![Bytes(vec![0x30, 0x00])],
         touch: None,
         pin_policy: None,
+        exportable: false,
     };
     vec![
         (

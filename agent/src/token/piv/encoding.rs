@@ -64,34 +64,7 @@ pub(super) fn pss_block_with<D: Digest>(
 
 /// The public key of a SubjectPublicKeyInfo.
 pub(super) fn public_from_spki(spki: &spki::SubjectPublicKeyInfoOwned) -> PublicKey {
-    const RSA: const_oid::ObjectIdentifier = const_oid::db::rfc5912::RSA_ENCRYPTION;
-    const EC: const_oid::ObjectIdentifier = const_oid::db::rfc5912::ID_EC_PUBLIC_KEY;
-    const P256: const_oid::ObjectIdentifier = const_oid::db::rfc5912::SECP_256_R_1;
-    const P384: const_oid::ObjectIdentifier = const_oid::db::rfc5912::SECP_384_R_1;
-    let bits = spki.subject_public_key.raw_bytes();
-    if spki.algorithm.oid == RSA {
-        if let Ok(k) = rsa::pkcs1::RsaPublicKey::<der::asn1::UintRef<'_>>::from_der(bits) {
-            let modulus: &[u8] = k.modulus.as_bytes();
-            let exponent: &[u8] = k.public_exponent.as_bytes();
-            return PublicKey::Rsa {
-                modulus: modulus.to_vec(),
-                exponent: exponent.to_vec(),
-            };
-        }
-    } else if spki.algorithm.oid == EC {
-        let curve = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.decode_as::<const_oid::ObjectIdentifier>().ok());
-        if curve == Some(P256) {
-            return PublicKey::P256(bits.to_vec());
-        }
-        if curve == Some(P384) {
-            return PublicKey::P384(bits.to_vec());
-        }
-    }
-    PublicKey::Other(format!("unsupported key {}", spki.algorithm.oid))
+    PublicKey::from_spki(spki)
 }
 
 pub(super) fn alg_of(public: &PublicKey) -> Option<AlgorithmId> {

@@ -268,6 +268,7 @@ impl PivStore {
                 chain,
                 touch: Some(touch.name().into()),
                 pin_policy: Some(pin.name().into()),
+                exportable: false,
             });
             slots.insert(
                 b,

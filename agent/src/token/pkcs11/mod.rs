@@ -32,6 +32,7 @@ use zeroize::Zeroizing;
 use super::{oaep, strip_leading_zeros, KeyEntry, KeyStore, PublicKey, TokenError};
 use crate::pin::{PinSource, PinState};
 
+mod admin;
 mod module;
 mod objects;
 mod ops;

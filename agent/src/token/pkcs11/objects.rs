@@ -91,6 +91,8 @@ pub(super) fn list_keys(sess: &Session) -> Result<Vec<KeyEntry>, CkError> {
                 AttributeType::Derive,
                 AttributeType::Verify,
                 AttributeType::Encrypt,
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
             ],
         )?;
         let mut label = String::new();
@@ -98,6 +100,8 @@ pub(super) fn list_keys(sess: &Session) -> Result<Vec<KeyEntry>, CkError> {
         let mut kt = None;
         let (mut modulus, mut exponent, mut params) = (Vec::new(), Vec::new(), Vec::new());
         let (mut sign, mut decrypt, mut derive) = (false, false, false);
+        // private keys only (public objects stand in before login): readable off the token?
+        let (mut sensitive, mut extractable) = (true, false);
         for a in attrs {
             match a {
                 Attribute::Label(v) => label = String::from_utf8_lossy(&v).into_owned(),
@@ -109,9 +113,12 @@ pub(super) fn list_keys(sess: &Session) -> Result<Vec<KeyEntry>, CkError> {
                 Attribute::Sign(b) | Attribute::Verify(b) => sign |= b,
                 Attribute::Decrypt(b) | Attribute::Encrypt(b) => decrypt |= b,
                 Attribute::Derive(b) => derive = b,
+                Attribute::Sensitive(b) => sensitive = b,
+                Attribute::Extractable(b) => extractable = b,
                 _ => {}
             }
         }
+        let exportable = !public_only && (extractable || !sensitive);
         let cert = certs.get(&id).map(|(der, _)| der.clone());
         let public = match kt {
             Some(t) if t == KeyType::RSA => PublicKey::Rsa {
@@ -151,6 +158,7 @@ pub(super) fn list_keys(sess: &Session) -> Result<Vec<KeyEntry>, CkError> {
             chain: Vec::new(),
             touch: None,
             pin_policy: None,
+            exportable,
         });
     }
     keys.sort_by(|a, b| a.id.cmp(&b.id).then(a.label.cmp(&b.label)));
@@ -223,6 +231,7 @@ pub(super) fn keys_from_certificates(certs: HashMap<Vec<u8>, (Vec<u8>, String)>)
                 certificate: Some(der),
                 touch: None,
                 pin_policy: None,
+                exportable: false,
             })
         })
         .collect();

@@ -32,6 +32,35 @@ impl KeyStore for Pkcs11Store {
         &self.name
     }
 
+    fn generate_key(
+        &self,
+        label: &str,
+        alg: crate::token::KeyAlgorithm,
+        id: Option<&[u8]>,
+    ) -> Result<KeyEntry, TokenError> {
+        self.admin_generate(label, alg, id)
+    }
+
+    fn store_certificate(
+        &self,
+        key: &KeyEntry,
+        certificate: &[u8],
+        chain: &[Vec<u8>],
+    ) -> Result<Vec<String>, TokenError> {
+        self.admin_store_certificate(key, certificate, chain)
+    }
+
+    fn create_key(
+        &self,
+        label: &str,
+        id: Option<&[u8]>,
+        key: &crate::token::PrivateKeyParts,
+        certificate: &[u8],
+        chain: &[Vec<u8>],
+    ) -> Result<KeyEntry, TokenError> {
+        self.admin_create_key(label, id, key, certificate, chain)
+    }
+
     fn status(&self) -> TokenStatus {
         let mut inner = self.lock_inner();
         // an expired PIN logs out here too: the periodic timer then has nothing left to do
