@@ -506,6 +506,20 @@ fn serve(
                         let _ = s.keys();
                     }
                 }
+                // exportable keys, certificates near or past expiry: now, then once a day
+                // (on a thread of its own, not holding one of the pool's)
+                for w in svc.key_warnings() {
+                    warn!("{w}");
+                }
+                let daily = svc.clone();
+                let _ = std::thread::Builder::new()
+                    .name("key-check".into())
+                    .spawn(move || loop {
+                        std::thread::sleep(Duration::from_secs(86_400));
+                        for w in daily.key_warnings() {
+                            warn!("{w}");
+                        }
+                    });
             });
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

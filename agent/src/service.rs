@@ -375,7 +375,47 @@ impl Service {
             touch: k.touch.clone(),
             pin_policy: k.pin_policy.clone(),
             exportable: k.exportable,
+            public_key: k.public.to_spki_der().ok().map(tokenmail_proto::v1::Bytes),
         }
+    }
+
+    /// What the owner of the keys should hear about, for the log at start and once a day:
+    /// private keys the token lets be read off it (extractable or not sensitive), and
+    /// certificates of the keys that expire within 30 days or have expired.
+    pub fn key_warnings(&self) -> Vec<String> {
+        let now = now_secs();
+        let mut out = Vec::new();
+        for (store, k) in self.all_keys() {
+            if k.exportable {
+                out.push(format!(
+                    "key {:?} on token {:?} is extractable or not sensitive: its value can be read off the token; generate a new key with `tokenmail keygen` (or set CKA_SENSITIVE / clear CKA_EXTRACTABLE)",
+                    k.label,
+                    store.name()
+                ));
+            }
+            let Some((_, _, not_after)) = k.certificate.as_deref().and_then(selection_facts) else {
+                continue;
+            };
+            if not_after <= now {
+                out.push(format!(
+                    "the certificate of key {:?} on token {:?} has expired ({}): signing with it is refused; renew it (`tokenmail renew --key {}`)",
+                    k.label,
+                    store.name(),
+                    cert::rfc3339(not_after),
+                    k.label
+                ));
+            } else if not_after - now <= 30 * 86_400 {
+                out.push(format!(
+                    "the certificate of key {:?} on token {:?} expires in {} day(s) ({}): renew it (`tokenmail renew --key {}`)",
+                    k.label,
+                    store.name(),
+                    (not_after - now).div_ceil(86_400),
+                    cert::rfc3339(not_after),
+                    k.label
+                ));
+            }
+        }
+        out
     }
 
     /// Handles one request (blocking: call from a blocking thread).

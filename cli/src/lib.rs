@@ -8,6 +8,7 @@ pub mod agentkey;
 pub mod decrypt;
 pub mod doctor;
 pub mod encrypt;
+pub mod enrol;
 pub mod expiry;
 pub mod gpgsm;
 pub mod manual;

@@ -13,7 +13,7 @@ use tokenmail_proto::{Client, ClientError};
 
 use tokenmail_cli::agentkey::{self, call_with_login, connect, prompt_pin};
 use tokenmail_cli::{
-    decrypt, doctor, encrypt, expiry, manual, output, piv, policy, selfcert, sign, verify,
+    decrypt, doctor, encrypt, enrol, expiry, manual, output, piv, policy, selfcert, sign, verify,
 };
 
 const EXAMPLES: &str = "\
@@ -114,6 +114,16 @@ enum Command {
     Policy(policy::PolicyArgs),
     /// Certificates that expire within DAYS (default 30) or have expired, on the tokens and in the certificate directories; exit 0 / 1 due / 2 expired.
     Expiry(expiry::ExpiryArgs),
+    /// Generate a key pair on a token (sensitive, never extractable) or in a PIV slot.
+    Keygen(enrol::KeygenArgs),
+    /// Make a certificate request (PKCS#10, PEM) for a key, signed on its token.
+    Csr(enrol::CsrArgs),
+    /// Store a certificate beside its key on the token, and its CA chain.
+    ImportCert(enrol::ImportCertArgs),
+    /// Import an escrowed encryption key from a PKCS#12 file onto a token (not extractable there).
+    ImportP12(enrol::ImportP12Args),
+    /// Renew: a new key on the same token and a request with the old certificate's subject and email.
+    Renew(enrol::RenewArgs),
     /// PIV smart cards (YubiKey…): status, key generation on the card, certificate import.
     Piv(piv::PivArgs),
     /// Check the setup (agent, configuration, tokens, PIN files, certificates, trust, pcscd, git), each problem with its fix; exit 0 ok, 1 warnings, 2 failures.
@@ -189,6 +199,11 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Piv(args) => piv::run(args, socket),
+        Command::Keygen(args) => enrol::keygen(args, socket),
+        Command::Csr(args) => enrol::csr(args, socket),
+        Command::ImportCert(args) => enrol::import_cert(args, socket),
+        Command::ImportP12(args) => enrol::import_p12(args, socket),
+        Command::Renew(args) => enrol::renew(args, socket),
         Command::Status { json } => {
             let mut c = connect(socket)?;
             let Response::Status(st) = c.call(&Request::Status)? else {

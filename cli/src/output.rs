@@ -93,15 +93,39 @@ pub fn keys_text(keys: &[KeyInfo]) -> String {
                 k.touch.as_deref().unwrap_or("-")
             ));
         }
+        if k.exportable {
+            s.push_str("    WARNING: the token reports this private key extractable or not sensitive: its value can be read off the token\n");
+        }
         if let Some(c) = &k.certificate {
             s.push_str(&format!("    subject: {}\n", c.subject));
             s.push_str(&format!("    emails:  {}\n", c.emails.join(", ")));
-            s.push_str(&format!("    expires: {}\n", c.not_after));
+            s.push_str(&format!(
+                "    expires: {}{}\n",
+                c.not_after,
+                days_left(&c.der.0)
+            ));
         } else {
             s.push_str("    (no certificate with this id)\n");
         }
     }
     s
+}
+
+/// ` (in 12 days)` / ` (EXPIRED 3 days ago)` for a certificate's notAfter.
+fn days_left(der_bytes: &[u8]) -> String {
+    let Ok(c) = tokenmail_smime::path::CertEntry::from_der(der_bytes.to_vec()) else {
+        return String::new();
+    };
+    let na = c
+        .cert
+        .tbs_certificate()
+        .validity()
+        .not_after
+        .to_system_time();
+    match na.duration_since(std::time::SystemTime::now()) {
+        Ok(d) => format!(" (in {} days)", d.as_secs() / 86_400),
+        Err(e) => format!(" (EXPIRED {} days ago)", e.duration().as_secs() / 86_400),
+    }
 }
 
 /// Where an output goes.

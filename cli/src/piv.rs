@@ -74,7 +74,7 @@ enum PivCmd {
     },
 }
 
-fn management_key(path: Option<&Path>) -> Result<Option<SecretBytes>> {
+pub(crate) fn management_key(path: Option<&Path>) -> Result<Option<SecretBytes>> {
     let Some(p) = path else { return Ok(None) };
     let text = Zeroizing::new(
         std::fs::read_to_string(p)

@@ -671,6 +671,10 @@ pub struct KeyInfo {
     /// value could be read off the token (e.g. a key imported with pkcs11-tool defaults).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exportable: bool,
+    /// The key's SubjectPublicKeyInfo, DER, when the agent knows it (for a CSR of a key
+    /// that has no certificate yet). Absent from agents before 2026-12.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<Bytes>,
 }
 
 /// One key slot of a PIV card.

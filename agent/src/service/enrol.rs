@@ -78,6 +78,7 @@ impl Service {
                     touch: None,
                     pin_policy: None,
                     exportable: false,
+                    public_key: Some(Bytes(spki.clone())),
                 });
             return generated(key, &public, warnings);
         }

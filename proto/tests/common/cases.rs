@@ -108,6 +108,7 @@ pub fn responses() -> Vec<(&'static str, Response)> {
         touch: None,
         pin_policy: None,
         exportable: false,
+        public_key: None,
     };
     vec![
         (
