@@ -1173,3 +1173,143 @@ fn looking_for_an_absent_card_leaves_the_other_card_alone() {
     lab.signal_card("card1", true);
     agent.wait_presence("card1", true);
 }
+
+/// The enrolment commands on a PIV card (issue 13): `keygen --label SLOT`, a CSR signed on
+/// the card that openssl verifies and issues from, `import-cert`, a signature openssl
+/// verifies, an escrowed key from PKCS#12 into a retired slot that decrypts openssl's mail.
+#[test]
+fn enrolment_commands_on_the_card() {
+    let lab = Lab::start();
+    lab.card("card4", 0, "10000004", &[]);
+    let pin = lab.path("pin");
+    std::fs::write(&pin, format!("{PIN}\n")).expect("pin");
+    std::fs::set_permissions(&pin, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod 600");
+    let agent = CardAgent::start(
+        &lab,
+        &format!(
+            "[pin]\npinentry = \"none\"\n[[token]]\ntype = \"piv\"\nserial = \"10000004\"\npin_file = \"{}\"\nchain = \"{}\"\n",
+            s(&pin),
+            s(&lab.chain_pem())
+        ),
+    );
+    let o = agent.cli(&["keygen", "--label", "9c", "--algo", "p256", "--json"]);
+    ok(&o, "keygen on the card");
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(j["id"], "9c", "{j}");
+    let o = agent.cli(&["keygen", "--label", "9c", "--algo", "p256"]);
+    assert!(!o.status.success(), "a slot with a key is refused");
+    assert!(stderr(&o).contains("already holds a key"), "{}", stderr(&o));
+
+    let csr = lab.path("9c.csr");
+    ok(
+        &agent.cli(&[
+            "csr",
+            "--key",
+            "9c",
+            "--email",
+            "judy@example.org",
+            "-o",
+            s(&csr),
+        ]),
+        "csr signed on the card",
+    );
+    let o =
+        run(Command::new("openssl").args(["req", "-in", s(&csr), "-noout", "-verify", "-text"]));
+    ok(&o, "openssl req -verify");
+    assert!(
+        stdout(&o).contains("email:judy@example.org"),
+        "{}",
+        stdout(&o)
+    );
+    let ext = lab.path("judy.ext");
+    std::fs::write(
+        &ext,
+        "[v3]\nbasicConstraints = CA:FALSE\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n",
+    )
+    .expect("ext");
+    let cert = lab.path("judy.pem");
+    let mut x = Command::new("openssl");
+    x.args(["x509", "-req", "-in", s(&csr), "-days", "365", "-sha256"])
+        .arg("-CA")
+        .arg(lab.pki.join("intermediate.pem"))
+        .arg("-CAkey")
+        .arg(lab.pki.join("intermediate.key"))
+        .args(["-set_serial", "0x4a7d", "-copy_extensions", "copyall"])
+        .args(["-extfile", s(&ext), "-extensions", "v3", "-out", s(&cert)]);
+    ok(&run(&mut x), "the CA issues from the card's request");
+    ok(
+        &agent.cli(&["import-cert", "--key", "9c", s(&cert)]),
+        "import-cert into the slot",
+    );
+    let msg = lab.path("m.eml");
+    std::fs::write(
+        &msg,
+        String::from_utf8_lossy(MESSAGE).replace("frank@example.org", "judy@example.org"),
+    )
+    .expect("msg");
+    let signed = lab.path("s.eml");
+    ok(
+        &agent.cli(&[
+            "sign",
+            "--signer",
+            "judy@example.org",
+            s(&msg),
+            "-o",
+            s(&signed),
+        ]),
+        "sign with the enrolled key",
+    );
+    ok(
+        &openssl_verify(&lab, &signed, &lab.path("v.eml")),
+        "openssl verifies",
+    );
+
+    // an escrowed RSA encryption key into retired slot 82, then openssl's mail decrypted
+    let (key, ecert) = lab.issue("escrow", "judy@example.org", "rsa");
+    let p12 = lab.path("escrow.p12");
+    ok(
+        &run(Command::new("openssl")
+            .args(["pkcs12", "-export", "-inkey", s(&key), "-in", s(&ecert)])
+            .args(["-passout", "pass:pw", "-out", s(&p12)])),
+        "pkcs12",
+    );
+    let pwf = lab.path("p12pw");
+    std::fs::write(&pwf, "pw\n").expect("pw");
+    let o = agent.cli(&[
+        "import-p12",
+        "--label",
+        "9d",
+        "--password-file",
+        s(&pwf),
+        s(&p12),
+    ]);
+    assert!(!o.status.success(), "escrow only into retired slots");
+    ok(
+        &agent.cli(&[
+            "import-p12",
+            "--label",
+            "82",
+            "--password-file",
+            s(&pwf),
+            s(&p12),
+        ]),
+        "import-p12 into slot 82",
+    );
+    let enc = openssl_encrypt(
+        &lab,
+        &msg,
+        &ecert,
+        &["-aes256"],
+        "openssl encrypts to the escrow cert",
+    );
+    let dec = lab.path("dec.eml");
+    ok(
+        &agent.cli(&["decrypt", s(&enc), "-o", s(&dec)]),
+        "decrypt with the escrowed key on the card",
+    );
+    assert_eq!(
+        std::fs::read(&dec).expect("dec"),
+        std::fs::read(&msg).expect("msg")
+    );
+}

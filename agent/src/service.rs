@@ -625,7 +625,7 @@ impl Service {
                 private_key,
                 certificate,
                 chain,
-                management_key: _,
+                management_key,
             } => {
                 let chain: Vec<Vec<u8>> = chain.into_iter().map(|b| b.0).collect();
                 self.import_key(
@@ -635,6 +635,7 @@ impl Service {
                     &private_key.0,
                     &certificate.0,
                     &chain,
+                    management_key.as_ref().map(|k| k.0.as_slice()),
                 )
                 .unwrap_or_else(Response::from)
             }

@@ -53,6 +53,7 @@ const IMPORT_P12_EXAMPLES: &str = "\
 Examples:
   tokenmail import-p12 --token work escrow-2026.p12               # asks for the password
   tokenmail import-p12 --token work --label alice-enc-2026 --password-file pw escrow.p12
+  tokenmail import-p12 --token yubikey --label 82 escrow-2025.p12   # PIV: retired slots 82..95
 
 For escrowed encryption keys only: a certificate that allows only signing is refused
 (signing keys are never escrowed) unless --force. Reads PKCS#12 made by OpenSSL 3
@@ -166,6 +167,9 @@ pub struct ImportP12Args {
     /// Import even a key whose certificate allows only signing.
     #[arg(long)]
     force: bool,
+    /// PIV only: file with the management key in hex.
+    #[arg(long, value_name = "FILE")]
+    management_key_file: Option<PathBuf>,
     /// The PKCS#12 file.
     file: PathBuf,
 }
@@ -582,7 +586,7 @@ pub fn import_p12(args: ImportP12Args, socket: Option<&Path>) -> Result<i32> {
         private_key: SecretBytes(Zeroizing::new(p12.private_key.to_vec())),
         certificate: Bytes(p12.certificate.clone()),
         chain: p12.chain.iter().cloned().map(Bytes).collect(),
-        management_key: None,
+        management_key: crate::piv::management_key(args.management_key_file.as_deref())?,
     };
     let Response::Generated { key, warnings, .. } = call_with_login(&mut c, &req)? else {
         bail!("unexpected answer to import-key");

@@ -136,6 +136,7 @@ impl Service {
         Ok(Response::Done { warnings })
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn import_key(
         &self,
         token: Option<&str>,
@@ -144,6 +145,7 @@ impl Service {
         private_key: &[u8],
         certificate: &[u8],
         chain: &[Vec<u8>],
+        management_key: Option<&[u8]>,
     ) -> Result<Response, AgentError> {
         let store = self.pick_store(token)?;
         let parts = PrivateKeyParts::from_pkcs8(private_key)?;
@@ -156,11 +158,19 @@ impl Service {
             )
             .into());
         }
-        if store.piv().is_some() {
-            return Err(TokenError::Mechanism(
-                "importing a private key onto a PIV card (generate one on the card with `tokenmail keygen`, or import with ykman)".into(),
-            )
-            .into());
+        if let Some(piv) = store.piv() {
+            let slot = parse_piv_slot(label).ok_or_else(|| bad_slot(label))?;
+            let mut warnings = piv.piv_import_key(slot, &parts, certificate, management_key)?;
+            if !chain.is_empty() {
+                warnings.push("a PIV card keeps no CA certificates: the chain was not stored (list it in [trust] intermediates)".into());
+            }
+            let key = store
+                .keys()?
+                .into_iter()
+                .find(|k| k.id == [slot])
+                .ok_or_else(|| TokenError::NoSuchKey(format!("{slot:02x}")))?;
+            let info = Self::key_info(store.as_ref(), &key);
+            return generated(info, &key.public, warnings);
         }
         let entry = store.create_key(label, id, &parts, certificate, chain)?;
         let info = Self::key_info(store.as_ref(), &entry);

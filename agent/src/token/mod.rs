@@ -712,6 +712,15 @@ pub trait PivAdmin {
         der: &[u8],
         management_key: Option<&[u8]>,
     ) -> Result<Vec<String>, TokenError>;
+    /// Imports an escrowed private key and its certificate into a retired key-management
+    /// slot (82..95); returns warnings.
+    fn piv_import_key(
+        &self,
+        slot: u8,
+        key: &PrivateKeyParts,
+        certificate: &[u8],
+        management_key: Option<&[u8]>,
+    ) -> Result<Vec<String>, TokenError>;
 }
 
 /// `"a", "b"` for [`TokenError::NotInModule`].

@@ -190,4 +190,106 @@ impl PivAdmin for PivStore {
         inner.keys = None;
         Ok(warnings)
     }
+
+    fn piv_import_key(
+        &self,
+        slot: u8,
+        key: &crate::token::PrivateKeyParts,
+        certificate: &[u8],
+        management_key: Option<&[u8]>,
+    ) -> Result<Vec<String>, TokenError> {
+        use crate::token::{KeyAlgorithm, PrivateKeyParts};
+        if !(0x82..=0x95).contains(&slot) {
+            return Err(TokenError::Invalid(format!(
+                "escrowed keys go into the retired key-management slots 82..95, not {slot:02x}"
+            )));
+        }
+        let (b, slot_id) = to_slot(&[slot])?;
+        let mut inner = self.lock_inner();
+        self.connect(&mut inner)?;
+        self.list(&mut inner)?;
+        if inner
+            .keys
+            .as_ref()
+            .is_some_and(|ks| ks.iter().any(|k| k.id == [b]))
+        {
+            return Err(TokenError::Invalid(format!(
+                "slot {b:02x} already holds a key: choose a free retired slot (82..95, `tokenmail piv status`)"
+            )));
+        }
+        let pin_state = self.ensure_pin(&mut inner, PinUse::Once);
+        let mut warnings = Vec::new();
+        let Some(yk) = inner.yk.as_mut() else {
+            return Err(self.absent_error(&inner));
+        };
+        self.authenticate_admin(yk, management_key, &mut warnings)
+            .map_err(|e| pin_first(e, pin_state))?;
+        let failed = |e: yubikey::Error| TokenError::Piv {
+            op: "import key",
+            reason: e.to_string(),
+        };
+        match key {
+            PrivateKeyParts::Rsa {
+                modulus,
+                public_exponent,
+                prime1,
+                prime2,
+                ..
+            } => {
+                if public_exponent.as_slice() != [0x01, 0x00, 0x01] {
+                    return Err(TokenError::KeyMismatch(
+                        "a PIV card takes RSA keys with the public exponent 65537 only".into(),
+                    ));
+                }
+                let alg = match crate::token::rsa_bits(modulus) {
+                    1024 => AlgorithmId::Rsa1024,
+                    2048 => AlgorithmId::Rsa2048,
+                    3072 => AlgorithmId::Rsa3072,
+                    4096 => AlgorithmId::Rsa4096,
+                    n => {
+                        return Err(TokenError::KeyMismatch(format!(
+                            "a PIV card takes RSA keys of 2048, 3072 or 4096 bits, not {n}"
+                        )))
+                    }
+                };
+                let data = piv::RsaKeyData::new(prime1, prime2).map_err(failed)?;
+                piv::import_rsa_key(
+                    yk,
+                    slot_id,
+                    alg,
+                    data,
+                    TouchPolicy::Default,
+                    PinPolicy::Default,
+                )
+                .map_err(failed)?;
+            }
+            PrivateKeyParts::Ec { curve, scalar, .. } => {
+                let alg = if *curve == KeyAlgorithm::P384 {
+                    AlgorithmId::EccP384
+                } else {
+                    AlgorithmId::EccP256
+                };
+                piv::import_ecc_key(
+                    yk,
+                    slot_id,
+                    alg,
+                    scalar,
+                    TouchPolicy::Default,
+                    PinPolicy::Default,
+                )
+                .map_err(failed)?;
+            }
+        }
+        let c = Certificate::from_bytes(certificate.to_vec())
+            .map_err(|e| TokenError::Invalid(format!("certificate: {e}")))?;
+        c.write(yk, slot_id, yubikey::certificate::CertInfo::Uncompressed)
+            .map_err(|e| TokenError::Piv {
+                op: "write certificate",
+                reason: e.to_string(),
+            })?;
+        info!(token = %self.cfg.name, slot = b, "escrowed key imported into the card");
+        inner.keys = None;
+        inner.verified = false;
+        Ok(warnings)
+    }
 }
