@@ -37,7 +37,7 @@ where
 #[test]
 fn requests_round_trip_byte_for_byte() {
     let cases = requests();
-    assert_eq!(cases.len(), 18);
+    assert_eq!(cases.len(), 21);
     for (name, req) in &cases {
         check(name, req);
     }

@@ -82,6 +82,39 @@ pub fn requests() -> Vec<(&'static str, Request)> {
                 management_key: None,
             },
         ),
+        (
+            "req-keygen",
+            Request::Keygen {
+                token: Some("work".into()),
+                label: "alice-2027".into(),
+                algorithm: "p256".into(),
+                id: Some(Bytes(vec![0x0a, 0x01])),
+                pin_policy: None,
+                touch_policy: None,
+                management_key: None,
+            },
+        ),
+        (
+            "req-import-cert",
+            Request::ImportCert {
+                key: "alice-2027".into(),
+                certificate: Bytes(vec![0x30, 0x03, 0x02, 0x01, 0x01]),
+                chain: vec![Bytes(vec![0x30, 0x00])],
+                management_key: None,
+            },
+        ),
+        (
+            "req-import-key",
+            Request::ImportKey {
+                token: None,
+                label: "alice-enc-2026".into(),
+                id: None,
+                private_key: SecretBytes(zeroize::Zeroizing::new(vec![0x30, 0x00])),
+                certificate: Bytes(vec![0x30, 0x03, 0x02, 0x01, 0x01]),
+                chain: vec![],
+                management_key: None,
+            },
+        ),
     ]
 }
 
@@ -209,6 +242,27 @@ pub fn responses() -> Vec<(&'static str, Response)> {
             },
         ),
         ("resp-done", Response::Done { warnings: vec![] }),
+        (
+            "resp-generated",
+            Response::Generated {
+                key: Box::new(KeyInfo {
+                    label: "alice-2027".into(),
+                    id: "0a01".into(),
+                    token: "work".into(),
+                    algorithm: "ec-p256".into(),
+                    usage: vec!["sign".into(), "derive".into()],
+                    certificate: None,
+                    chain: vec![],
+                    touch: None,
+                    pin_policy: None,
+                    exportable: false,
+                    public_key: Some(Bytes(vec![0x30, 0x59])),
+                }),
+                public_key: Bytes(vec![0x30, 0x59]),
+                warnings: vec![],
+            },
+        ),
+        ("resp-error-read-only", Response::error(ErrorCode::TokenReadOnly, "token \"work\" is read-only: keys and certificates cannot be stored on it")),
         ("resp-error-card-absent", Response::error(ErrorCode::TokenNotPresent, "insert card 12345678: it is not in any reader")),
     ]
 }
