@@ -20,6 +20,7 @@ pub mod ocsp;
 pub mod path;
 pub mod pipeline;
 pub mod pkcs12;
+pub mod policy;
 pub mod recipient;
 pub mod reencode;
 pub mod revocation;
