@@ -739,3 +739,305 @@ fn needs_its_pin_is_said_one_way() {
         }
     }
 }
+
+// ---- socket activation (contrib/systemd/, docs/everyday.md) ----
+
+/// Waits until `path` exists (at most 20 s).
+fn wait_for(path: &Path) {
+    let t = std::time::Instant::now();
+    while !path.exists() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "{} did not appear within 20 s",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The agent's arguments for `fixture`'s token, in the foreground, as the unit runs it.
+fn agent_args(fixture: &tokenmail_e2e::Fixture) -> Vec<std::ffi::OsString> {
+    let mut a: Vec<std::ffi::OsString> = vec!["--foreground".into(), "--pkcs11-module".into()];
+    a.push(fixture.module.clone().into());
+    a.extend(["--token-label".into(), fixture.label.clone().into()]);
+    a.extend(["--pin-file".into(), fixture.pin_file().into()]);
+    a
+}
+
+/// `tokenmail status` through `socket` succeeds and names the token.
+fn status_works(home: &Path, socket: &Path, label: &str) {
+    let mut c = tokenmail_isolated(home, &[]);
+    c.arg("--socket").arg(socket).arg("status");
+    let o = run(&mut c);
+    assert!(o.status.success(), "status: {}", stderr(&o));
+    assert!(stdout(&o).contains(label), "{}", stdout(&o));
+}
+
+#[test]
+fn systemd_socket_activate_starts_the_agent_on_the_first_connection() {
+    let fixture = tokenmail_e2e::provision("tokenmail-sockact");
+    let home = tempfile::tempdir().expect("tempdir");
+    let dir = home.path().join("run").join("tokenmail");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let socket = dir.join("agent.sock");
+    // systemd-socket-activate binds, waits for a connection, then execs the agent with
+    // LISTEN_FDS=1, LISTEN_PID=its own pid (the same process) and the socket as fd 3
+    let mut cmd = Command::new("systemd-socket-activate");
+    cmd.arg("-l")
+        .arg(&socket)
+        .arg("--fdname=tokenmail")
+        // it passes on only the variables named with -E
+        .arg("-ESOFTHSM2_CONF")
+        .arg(bin("tokenmail-agent"))
+        .args(agent_args(&fixture))
+        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+        .env_remove("TOKENMAIL_SOCK")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut agent = process::Running::spawn(&mut cmd);
+    wait_for(&socket);
+    status_works(home.path(), &socket, "tokenmail-sockact");
+    // a second client, then a signature through the same agent
+    let mut c = tokenmail_isolated(home.path(), &[]);
+    c.arg("--socket")
+        .arg(&socket)
+        .args(["sign", "--signer", "alice@example.com"]);
+    let o = process::output_with_input(&mut c, b"From: alice@example.com\r\n\r\nhi\r\n");
+    assert!(o.status.success(), "sign: {}", stderr(&o));
+    assert!(stdout(&o).contains("multipart/signed"), "{}", stdout(&o));
+    let log = String::from_utf8_lossy(&agent.stderr_so_far()).into_owned();
+    assert!(log.contains("socket passed by systemd"), "{log}");
+
+    // SIGTERM: the agent stops; the socket is systemd's and stays
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let st = agent.wait_timeout(std::time::Duration::from_secs(10));
+    assert!(st.is_some_and(|s| s.success()), "exit: {st:?}: {log}");
+    assert!(
+        socket.exists(),
+        "the passed socket is not removed by the agent"
+    );
+}
+
+/// Runs `agent ARGS` as systemd does, with `listener` as descriptor 3 and LISTEN_PID set
+/// to the agent's pid (a shell that execs it keeps its pid).
+#[allow(unsafe_code)]
+fn spawn_activated(
+    listener: &std::os::unix::net::UnixListener,
+    args: &[std::ffi::OsString],
+    env: &[(&str, &Path)],
+) -> process::Running {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=tokenmail exec "$0" "$@""#)
+        .arg(bin("tokenmail-agent"))
+        .args(args)
+        .env_remove("TOKENMAIL_SOCK")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl) on a
+    // descriptor this process owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                // already in place: only drop close-on-exec
+                nix::fcntl::fcntl(
+                    3,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                )?;
+            } else {
+                nix::unistd::dup2(fd, 3)?;
+            }
+            Ok(())
+        });
+    }
+    process::Running::spawn(&mut cmd)
+}
+
+#[test]
+fn the_agent_serves_a_listening_socket_passed_as_descriptor_3() {
+    let fixture = tokenmail_e2e::provision("tokenmail-fd3");
+    let home = tempfile::tempdir().expect("tempdir");
+    let socket = home.path().join("agent.sock");
+    // the test is systemd: it binds (0600 in a 0700 directory, as the .socket unit says)
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let conf = fixture.dir.join("softhsm2.conf");
+    let mut agent = spawn_activated(
+        &listener,
+        &agent_args(&fixture),
+        &[("SOFTHSM2_CONF", conf.as_path())],
+    );
+    drop(listener);
+    status_works(home.path(), &socket, "tokenmail-fd3");
+    let log = String::from_utf8_lossy(&agent.stderr_so_far()).into_owned();
+    assert!(log.contains("socket passed by systemd"), "{log}");
+    assert!(agent.alive(), "{log}");
+
+    // --socket naming another path: the passed socket is served, and the agent says so
+    let other = home.path().join("elsewhere.sock");
+    let socket2 = home.path().join("agent2.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket2).expect("bind");
+    let mut args = agent_args(&fixture);
+    args.extend(["--socket".into(), other.clone().into()]);
+    let second = spawn_activated(&listener, &args, &[("SOFTHSM2_CONF", conf.as_path())]);
+    drop(listener);
+    status_works(home.path(), &socket2, "tokenmail-fd3");
+    assert!(!other.exists());
+    let log = String::from_utf8_lossy(&second.stderr_so_far()).into_owned();
+    assert!(log.contains("serving the socket systemd passed"), "{log}");
+}
+
+#[test]
+fn a_passed_descriptor_that_is_not_a_listening_socket_is_refused_clearly() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let fixture = tokenmail_e2e::provision("tokenmail-badfd");
+    let mut args = vec![
+        "-c".into(),
+        r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@" 3</dev/null"#.into(),
+    ];
+    args.push(std::ffi::OsString::from(bin("tokenmail-agent")));
+    args.extend(agent_args(&fixture));
+    args.extend(["--socket".into(), home.path().join("agent.sock").into()]);
+    let o = run(Command::new("sh")
+        .args(&args)
+        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+        .env_remove("TOKENMAIL_SOCK"));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "socket activation: descriptor 3 is not a socket, not a listening Unix stream socket"
+        ) && err.contains("ListenStream="),
+        "{err}"
+    );
+    assert!(
+        !home.path().join("agent.sock").exists(),
+        "nothing bound instead"
+    );
+
+    // LISTEN_PID of another process: not ours, the agent binds its own socket
+    let socket = home.path().join("own.sock");
+    let mut c = Command::new(bin("tokenmail-agent"));
+    c.args(agent_args(&fixture))
+        .arg("--socket")
+        .arg(&socket)
+        .env("LISTEN_PID", "1")
+        .env("LISTEN_FDS", "1")
+        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+        .env_remove("TOKENMAIL_SOCK")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let _agent = process::Running::spawn(&mut c);
+    wait_for(&socket);
+    status_works(home.path(), &socket, "tokenmail-badfd");
+}
+
+#[test]
+fn the_systemd_units_verify_and_run_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("contrib")
+        .join("systemd");
+    let socket_unit =
+        std::fs::read_to_string(root.join("tokenmail-agent.socket")).expect("socket unit");
+    let service_unit =
+        std::fs::read_to_string(root.join("tokenmail-agent.service")).expect("service unit");
+    // the socket is the one clients look for by default: $XDG_RUNTIME_DIR/tokenmail/agent.sock
+    assert!(socket_unit.contains("\nListenStream=%t/tokenmail/agent.sock\n"));
+    assert!(
+        socket_unit.contains("\nSocketMode=0600\n")
+            && socket_unit.contains("\nDirectoryMode=0700\n")
+    );
+    let exec = service_unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    assert!(
+        exec.contains(" --foreground ")
+            && exec.contains("--config %h/.config/tokenmail/agent.toml"),
+        "{exec}"
+    );
+    assert!(service_unit.contains("\nLimitCORE=0\n"));
+
+    // systemd's own checker, with ExecStart pointed at the built binary
+    let home = tempfile::tempdir().expect("tempdir");
+    let units = home.path().join("units");
+    let rt = home.path().join("rt");
+    for d in [&units, &rt] {
+        std::fs::create_dir_all(d).expect("mkdir");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    let agent = bin("tokenmail-agent");
+    std::fs::write(units.join("tokenmail-agent.socket"), &socket_unit).expect("write");
+    std::fs::write(
+        units.join("tokenmail-agent.service"),
+        service_unit.replace("/usr/bin/tokenmail-agent", &agent.display().to_string()),
+    )
+    .expect("write");
+    let o = run(Command::new("systemd-analyze")
+        .args(["verify", "--user", "--man=no"])
+        .arg(units.join("tokenmail-agent.socket"))
+        .arg(units.join("tokenmail-agent.service"))
+        .env("XDG_RUNTIME_DIR", &rt)
+        .env("HOME", home.path()));
+    assert!(
+        o.status.success() && o.stderr.is_empty(),
+        "systemd-analyze verify: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+
+    // ExecStart as systemd expands it (%h = HOME), under systemd-socket-activate on the
+    // socket path %t gives, with a configuration at ~/.config/tokenmail/agent.toml
+    let fixture = tokenmail_e2e::provision("tokenmail-unit");
+    let cfg_dir = home.path().join(".config").join("tokenmail");
+    std::fs::create_dir_all(&cfg_dir).expect("mkdir");
+    std::fs::write(
+        cfg_dir.join("agent.toml"),
+        format!(
+            "[[token]]\nmodule = {:?}\nlabel = {:?}\npin_file = {:?}\n",
+            fixture.module.display().to_string(),
+            fixture.label,
+            fixture.pin_file().display().to_string()
+        ),
+    )
+    .expect("config");
+    let exec = exec
+        .replace("/usr/bin/tokenmail-agent", &agent.display().to_string())
+        .replace("%h", &home.path().display().to_string());
+    let socket = rt.join("tokenmail").join("agent.sock");
+    std::fs::create_dir_all(socket.parent().expect("dir")).expect("mkdir");
+    let mut cmd = Command::new("systemd-socket-activate");
+    cmd.arg("-l")
+        .arg(&socket)
+        .arg("-ESOFTHSM2_CONF")
+        .args(exec.split_whitespace())
+        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+        .env("HOME", home.path())
+        .env("XDG_RUNTIME_DIR", &rt)
+        .env_remove("TOKENMAIL_SOCK")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let _agent = process::Running::spawn(&mut cmd);
+    wait_for(&socket);
+    // the client finds it with no --socket: XDG_RUNTIME_DIR/tokenmail/agent.sock
+    let mut c = tokenmail_isolated(home.path(), &["status"]);
+    c.env("XDG_RUNTIME_DIR", &rt).env_remove("TOKENMAIL_SOCK");
+    let o = run(&mut c);
+    assert!(o.status.success(), "status: {}", stderr(&o));
+    assert!(stdout(&o).contains("tokenmail-unit"), "{}", stdout(&o));
+}
