@@ -1041,3 +1041,205 @@ fn the_systemd_units_verify_and_run_as_written() {
     assert!(o.status.success(), "status: {}", stderr(&o));
     assert!(stdout(&o).contains("tokenmail-unit"), "{}", stdout(&o));
 }
+
+// ---- auto-start (cli/src/autostart.rs) ----
+
+/// The pid of the process serving `socket` (SO_PEERCRED).
+fn serving_pid(socket: &Path) -> i32 {
+    let s = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    nix::sys::socket::getsockopt(&s, nix::sys::socket::sockopt::PeerCredentials)
+        .expect("peer credentials")
+        .pid()
+}
+
+/// A home with `~/.config/tokenmail/agent.toml` for `fixture`'s token (plus `extra`
+/// lines) and the socket at `home/run/tokenmail/agent.sock` (TOKENMAIL_SOCK).
+fn autostart_home(
+    fixture: &tokenmail_e2e::Fixture,
+    extra: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let home = tempfile::tempdir().expect("tempdir");
+    let cfg_dir = home.path().join("config").join("tokenmail");
+    std::fs::create_dir_all(&cfg_dir).expect("mkdir");
+    std::fs::write(
+        cfg_dir.join("agent.toml"),
+        format!(
+            "{extra}\n[[token]]\nmodule = {:?}\nlabel = {:?}\npin_file = {:?}\n",
+            fixture.module.display().to_string(),
+            fixture.label,
+            fixture.pin_file().display().to_string()
+        ),
+    )
+    .expect("config");
+    let socket = home.path().join("run").join("tokenmail").join("agent.sock");
+    (home, socket)
+}
+
+fn autostart_cmd(
+    program: &str,
+    home: &Path,
+    socket: &Path,
+    fixture: &tokenmail_e2e::Fixture,
+    args: &[&str],
+) -> Command {
+    let mut c = tokenmail_isolated(home, args);
+    c.env("TOKENMAIL_SOCK", socket)
+        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"));
+    if program != "tokenmail" {
+        // the same isolated environment for another binary
+        let mut g = Command::new(bin(program));
+        g.args(args).current_dir(home);
+        for (k, v) in c.get_envs() {
+            match v {
+                Some(v) => g.env(k, v),
+                None => g.env_remove(k),
+            };
+        }
+        return g;
+    }
+    c
+}
+
+#[test]
+fn with_a_configuration_and_no_agent_the_cli_starts_one_and_signs() {
+    let fixture = tokenmail_e2e::provision("tokenmail-autostart");
+    let (home, socket) = autostart_home(&fixture, "");
+    // doctor: not a failure, the clients start it (and doctor itself starts nothing)
+    let o = run(&mut autostart_cmd(
+        "tokenmail",
+        home.path(),
+        &socket,
+        &fixture,
+        &["doctor", "--json"],
+    ));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let a = one(&doc, "agent", "info");
+    assert!(
+        a["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("on first use (auto_start)")),
+        "{a}"
+    );
+    assert!(!socket.exists(), "doctor starts nothing");
+    let msg = b"From: alice@example.com\r\n\r\nhello\r\n";
+    let o = process::output_with_input(
+        &mut autostart_cmd(
+            "tokenmail",
+            home.path(),
+            &socket,
+            &fixture,
+            &["sign", "--signer", "alice@example.com"],
+        ),
+        msg,
+    );
+    // whatever happened, the agent it started dies with the test
+    let _agent = socket.exists().then(|| Detached(serving_pid(&socket)));
+    assert!(o.status.success(), "sign: {}", stderr(&o));
+    assert!(stdout(&o).contains("multipart/signed"));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with("tokenmail: no agent was running: started tokenmail-agent (pid ")
+            && err.contains("agent.toml (auto_start = false there turns this off)"),
+        "{err}"
+    );
+    let first = serving_pid(&socket);
+
+    // the next command uses it: nothing started, nothing said
+    let o = run(&mut autostart_cmd(
+        "tokenmail",
+        home.path(),
+        &socket,
+        &fixture,
+        &["status"],
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    assert_eq!(serving_pid(&socket), first, "the same agent");
+
+    // tokenmail-gpgsm (as git runs it) starts one too
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let t = std::time::Instant::now();
+    while socket.exists() && t.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = process::output_with_input(
+        &mut autostart_cmd(
+            "tokenmail-gpgsm",
+            home.path(),
+            &socket,
+            &fixture,
+            &["--status-fd=2", "-bsau", "alice@example.com"],
+        ),
+        b"tree 0000\n\ncommit\n",
+    );
+    let _second = socket.exists().then(|| Detached(serving_pid(&socket)));
+    assert!(o.status.success(), "gpgsm: {}", stderr(&o));
+    assert!(
+        stdout(&o).contains("BEGIN SIGNED MESSAGE"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("started tokenmail-agent"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn auto_start_false_or_another_socket_starts_nothing() {
+    let fixture = tokenmail_e2e::provision("tokenmail-noauto");
+    let (home, socket) = autostart_home(&fixture, "auto_start = false");
+    let o = run(&mut autostart_cmd(
+        "tokenmail",
+        home.path(),
+        &socket,
+        &fixture,
+        &["status"],
+    ));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no tokenmail agent at"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("started"), "{}", stderr(&o));
+    assert!(!socket.exists(), "nothing started");
+
+    // auto-start on, but --socket names a path the configuration's agent would not use
+    let (home, socket) = autostart_home(&fixture, "");
+    let elsewhere = home.path().join("elsewhere.sock");
+    let o = run(&mut autostart_cmd(
+        "tokenmail",
+        home.path(),
+        &socket,
+        &fixture,
+        &["--socket", elsewhere.to_str().expect("utf-8"), "status"],
+    ));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(!socket.exists() && !elsewhere.exists(), "nothing started");
+
+    // a configuration the agent refuses: said once, with the agent's reason
+    let (home, socket) = autostart_home(&fixture, "max_spool = \"1K\"");
+    let o = run(&mut autostart_cmd(
+        "tokenmail",
+        home.path(),
+        &socket,
+        &fixture,
+        &["status"],
+    ));
+    let _agent = socket.exists().then(|| Detached(serving_pid(&socket)));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("no agent was running, and starting one from")
+            && err.contains("max_spool")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+}

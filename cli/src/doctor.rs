@@ -203,6 +203,7 @@ struct Config {
 
 const TOP_KEYS: &[&str] = &[
     "socket",
+    "auto_start",
     "log_file",
     "max_sessions",
     "max_spool",
@@ -469,6 +470,20 @@ fn check_agent(
             } else {
                 format!("no agent at {}", path.display())
             };
+            // not a problem when the clients start one themselves (auto_start)
+            if let Ok(crate::autostart::Plan::Start { config }) =
+                crate::autostart::plan(&path, socket.is_some())
+            {
+                out.push(check(
+                    "agent",
+                    Level::Info,
+                    format!(
+                        "{msg}; tokenmail and tokenmail-gpgsm start one from {} on first use (auto_start); `tokenmail status` starts it now",
+                        config.display()
+                    ),
+                ));
+                return None;
+            }
             out.push(check("agent", Level::Fail, msg).fix(start_fix));
             None
         }

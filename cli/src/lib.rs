@@ -5,6 +5,7 @@
 //! socket; everything else (CMS, MIME, AES) runs here.
 
 pub mod agentkey;
+pub mod autostart;
 pub mod decrypt;
 pub mod doctor;
 pub mod encrypt;

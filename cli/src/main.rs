@@ -158,10 +158,11 @@ fn main() {
         Err(e) => {
             let msg = format!("{e:#}");
             eprintln!("tokenmail: {}", msg.lines().next().unwrap_or("failed"));
-            std::process::exit(match e.downcast_ref::<ClientError>() {
-                Some(ClientError::NoAgent { .. } | ClientError::NotASocket { .. }) => 3,
-                _ => 1,
-            });
+            let no_agent = matches!(
+                e.downcast_ref::<ClientError>(),
+                Some(ClientError::NoAgent { .. } | ClientError::NotASocket { .. })
+            ) || e.is::<tokenmail_cli::autostart::StartError>();
+            std::process::exit(if no_agent { 3 } else { 1 });
         }
     }
 }
