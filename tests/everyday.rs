@@ -1243,3 +1243,106 @@ fn auto_start_false_or_another_socket_starts_nothing() {
         "{err}"
     );
 }
+
+// ---- progress and colour (cli/src/term.rs) ----
+
+/// A message of a little over 9 MiB (over the 8 MiB where the bar starts).
+fn big_message(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let p = dir.join("big.eml");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&p).expect("create"));
+    f.write_all(b"From: alice@example.com\r\nContent-Type: text/plain\r\n\r\n")
+        .expect("write");
+    for _ in 0..(9 << 20) / 80 + 1000 {
+        f.write_all(&[b'p'; 78]).expect("write");
+        f.write_all(b"\r\n").expect("write");
+    }
+    f.flush().expect("flush");
+    p
+}
+
+/// `CMD` run by script(1) on a pseudo-terminal (stdin, stdout and stderr all on it);
+/// what the terminal showed.
+fn at_a_terminal(home: &Path, cmd: &str, env: &[(&str, &str)]) -> String {
+    let c = tokenmail_isolated(home, &[]);
+    let mut s = Command::new("script");
+    s.args(["-qec", cmd, "/dev/null"]).current_dir(home);
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => s.env(k, v),
+            None => s.env_remove(k),
+        };
+    }
+    s.env("TERM", "xterm").env_remove("NO_COLOR");
+    for (k, v) in env {
+        s.env(k, v);
+    }
+    let o = run(&mut s);
+    assert!(o.status.code().is_some(), "script: {}", stderr(&o));
+    stdout(&o)
+}
+
+#[test]
+fn progress_and_colour_show_at_a_terminal_only() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let big = big_message(home.path());
+    let cert = tokenmail_e2e::fixture_pki().join("alice-rsa.pem");
+    let out = home.path().join("big.p7m");
+    let args = [
+        "encrypt",
+        "--no-self",
+        "--recipient-cert",
+        cert.to_str().expect("utf-8"),
+        big.to_str().expect("utf-8"),
+        "-o",
+        out.to_str().expect("utf-8"),
+    ];
+    // stderr a pipe (as in every script, git, mail client): not one byte of progress
+    let o = run(&mut tokenmail_isolated(home.path(), &args));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stderr.is_empty(), "{:?}", stderr(&o));
+    // doctor into a pipe: no colour, even without NO_COLOR
+    let o = run(tokenmail_isolated(home.path(), &["doctor"]).env_remove("NO_COLOR"));
+    assert!(
+        stdout(&o).starts_with("info  config") || stdout(&o).contains("fail  agent"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stdout(&o).contains('\x1b'), "{}", stdout(&o));
+
+    // at a terminal: a bar on stderr while the input is read, cleared at the end
+    let shown = at_a_terminal(
+        home.path(),
+        &format!("{} {}", bin("tokenmail").display(), args.join(" ")),
+        &[],
+    );
+    assert!(
+        shown.contains("encrypting") && shown.contains("MiB"),
+        "{shown:?}"
+    );
+    // a small input: none
+    let small = home.path().join("small.eml");
+    std::fs::write(&small, "From: a@b\r\n\r\nx\r\n").expect("write");
+    let shown = at_a_terminal(
+        home.path(),
+        &format!(
+            "{} encrypt --no-self --recipient-cert {} {} -o {}",
+            bin("tokenmail").display(),
+            cert.display(),
+            small.display(),
+            home.path().join("small.p7m").display()
+        ),
+        &[],
+    );
+    assert!(!shown.contains("encrypting"), "{shown:?}");
+
+    // doctor's words coloured at a terminal, and not with NO_COLOR
+    let doctor = format!("{} doctor", bin("tokenmail").display());
+    let shown = at_a_terminal(home.path(), &doctor, &[]);
+    assert!(shown.contains("\x1b[1;31mfail\x1b[0m  agent"), "{shown:?}");
+    let shown = at_a_terminal(home.path(), &doctor, &[("NO_COLOR", "1")]);
+    assert!(
+        shown.contains("fail  agent") && !shown.contains('\x1b'),
+        "{shown:?}"
+    );
+}

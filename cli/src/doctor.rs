@@ -118,18 +118,35 @@ pub fn run(args: DoctorArgs, socket: Option<&Path>, out: &mut dyn std::io::Write
     let _ = if args.json {
         writeln!(out, "{}", to_json(&checks, code))
     } else {
-        write!(out, "{}", to_text(&checks))
+        // `out` is standard output: coloured words only at a terminal, never with NO_COLOR
+        write!(
+            out,
+            "{}",
+            to_text_coloured(&checks, crate::term::colour_stdout())
+        )
     };
     code
 }
 
 /// The checks as lines: `fail  agent: no agent at … — fix: …`.
 pub fn to_text(checks: &[Check]) -> String {
+    to_text_coloured(checks, false)
+}
+
+/// [`to_text`], with the status words coloured when `colour`.
+pub fn to_text_coloured(checks: &[Check], colour: bool) -> String {
+    use crate::term::{paint, Tone};
     let mut s = String::new();
     for c in checks {
+        let tone = match c.status {
+            Level::Ok => Tone::Good,
+            Level::Info => Tone::Quiet,
+            Level::Warn => Tone::Warn,
+            Level::Fail => Tone::Bad,
+        };
         s.push_str(&format!(
-            "{:<4}  {}: {}",
-            c.status.word(),
+            "{}  {}: {}",
+            paint(&format!("{:<4}", c.status.word()), tone, colour),
             c.check,
             c.message
         ));

@@ -20,4 +20,5 @@ pub mod selfcert;
 pub mod sign;
 pub mod signcache;
 pub mod store;
+pub mod term;
 pub mod verify;
