@@ -1346,3 +1346,218 @@ fn progress_and_colour_show_at_a_terminal_only() {
         "{shown:?}"
     );
 }
+
+// ---- tokenmail init (cli/src/init.rs) ----
+
+/// `tokenmail ARGS` isolated in `home`, with git's global file there and `fixture`'s
+/// SoftHSM configuration (so detection sees its token).
+fn init_cmd(home: &Path, fixture: &tokenmail_e2e::Fixture, args: &[&str]) -> Command {
+    let mut c = tokenmail_isolated(home, args);
+    c.env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env_remove("GIT_CONFIG_GLOBAL")
+        .env("TOKENMAIL_SOCK", home.join("run").join("agent.sock"));
+    c
+}
+
+fn git_global(home: &Path, key: &str) -> String {
+    let o = run(Command::new("git")
+        .args(["config", "--global", "--get", key])
+        .env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env_remove("GIT_CONFIG_GLOBAL"));
+    stdout(&o).trim().to_string()
+}
+
+#[test]
+fn init_non_interactive_writes_a_configuration_the_agent_starts_from() {
+    let fixture = tokenmail_e2e::provision("tokenmail-init");
+    let home = tempfile::tempdir().expect("tempdir");
+    let module = fixture.module.display().to_string();
+    let pin = fixture.pin_file().display().to_string();
+    let args = [
+        "init",
+        "--non-interactive",
+        "--module",
+        &module,
+        "--token-label",
+        "tokenmail-init",
+        "--pin-file",
+        &pin,
+        "--email",
+        "alice@example.com",
+        "--git",
+        "--json",
+    ];
+    let o = run(&mut init_cmd(home.path(), &fixture, &args));
+    assert!(o.status.success(), "init: {}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let cfg = home
+        .path()
+        .join("config")
+        .join("tokenmail")
+        .join("agent.toml");
+    assert_eq!(doc["config"].as_str(), cfg.to_str());
+    // detection saw the token through pkcs11-tool
+    let seen = doc["detected"]["tokens"].as_array().expect("tokens");
+    assert!(
+        seen.iter().any(|t| t["label"] == "tokenmail-init"),
+        "{}",
+        doc["detected"]
+    );
+    assert!(doc["detected"]["modules"].as_array().is_some());
+    assert_eq!(doc["git"]["applied"], true);
+    assert!(
+        doc["warnings"].as_array().is_some_and(|w| w.is_empty()),
+        "{doc}"
+    );
+    assert!(doc["neomutt"]
+        .as_array()
+        .expect("neomutt")
+        .iter()
+        .any(|l| l == "set smime_default_key = \"alice@example.com\""));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&cfg), 0o600);
+    assert_eq!(mode(cfg.parent().expect("dir")), 0o700);
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    assert!(
+        text.contains("\n# ") && text.contains("label = \"tokenmail-init\""),
+        "{text}"
+    );
+    assert_eq!(git_global(home.path(), "gpg.format"), "x509");
+    assert!(git_global(home.path(), "gpg.x509.program").ends_with("tokenmail-gpgsm"));
+    assert_eq!(
+        git_global(home.path(), "user.signingkey"),
+        "alice@example.com"
+    );
+
+    // the file works: the next command starts the agent from it and signs
+    let socket = home.path().join("run").join("agent.sock");
+    let o = process::output_with_input(
+        &mut init_cmd(
+            home.path(),
+            &fixture,
+            &["sign", "--signer", "alice@example.com"],
+        ),
+        b"From: alice@example.com\r\n\r\nfirst\r\n",
+    );
+    let _agent = socket.exists().then(|| Detached(serving_pid(&socket)));
+    assert!(o.status.success(), "sign: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("started tokenmail-agent"),
+        "{}",
+        stderr(&o)
+    );
+    // … and doctor agrees
+    let o = run(&mut init_cmd(home.path(), &fixture, &["doctor", "--json"]));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    one(&doc, "config", "ok");
+    one(&doc, "git", "ok");
+
+    // an existing file is kept without --force
+    let before = std::fs::read(&cfg).expect("read");
+    let o = run(&mut init_cmd(home.path(), &fixture, &args));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("exists; keep it, or run `tokenmail init --force`"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(&cfg).expect("read"), before);
+    let mut forced: Vec<&str> = args.to_vec();
+    forced.retain(|a| *a != "--json" && *a != "--git");
+    forced.push("--force");
+    let o = run(&mut init_cmd(home.path(), &fixture, &forced));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("git config --global gpg.format x509"),
+        "{}",
+        stdout(&o)
+    );
+
+    // --non-interactive without the token: what was found, as flags to copy
+    let o = run(&mut init_cmd(
+        home.path(),
+        &fixture,
+        &["init", "--non-interactive", "--force"],
+    ));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o)
+            .contains("--non-interactive needs --module LIB.so and --token-label LABEL (found: ")
+            && stderr(&o).contains("--token-label \"tokenmail-init\""),
+        "{}",
+        stderr(&o)
+    );
+    // and with no terminal, init does not wait for answers
+    let o = run(&mut init_cmd(home.path(), &fixture, &["init", "--force"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no terminal to ask on"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn init_asks_at_a_terminal() {
+    let fixture = tokenmail_e2e::provision("tokenmail-ask");
+    let home = tempfile::tempdir().expect("tempdir");
+    let c = init_cmd(home.path(), &fixture, &[]);
+    let mut s = Command::new("script");
+    s.args([
+        "-qec",
+        &format!("{} init", bin("tokenmail").display()),
+        "/dev/null",
+    ])
+    .current_dir(home.path());
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => s.env(k, v),
+            None => s.env_remove(k),
+        };
+    }
+    // the token by its label, the PIN file, the address, yes to git
+    let answers = format!(
+        "tokenmail-ask\n{}\nalice@example.com\ny\n",
+        fixture.pin_file().display()
+    );
+    let o = process::output_with_input(&mut s, answers.as_bytes());
+    let shown = stdout(&o);
+    assert!(o.status.success(), "{shown}{}", stderr(&o));
+    assert!(shown.contains("PKCS#11 modules found:"), "{shown}");
+    assert!(shown.contains("\"tokenmail-ask\" ("), "{shown}");
+    assert!(shown.contains("Token to use (1-"), "{shown}");
+    assert!(shown.contains("wrote "), "{shown}");
+    let cfg = home
+        .path()
+        .join("config")
+        .join("tokenmail")
+        .join("agent.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config written");
+    assert!(text.contains("label = \"tokenmail-ask\""), "{text}");
+    assert!(
+        text.contains(&format!("pin_file = \"{}\"", fixture.pin_file().display())),
+        "{text}"
+    );
+    assert_eq!(
+        git_global(home.path(), "user.signingkey"),
+        "alice@example.com"
+    );
+    // the agent loads it
+    let socket = home.path().join("agent.sock");
+    let mut a = Command::new(bin("tokenmail-agent"));
+    a.arg("--foreground")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--socket")
+        .arg(&socket)
+        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let _agent = process::Running::spawn(&mut a);
+    wait_for(&socket);
+    status_works(home.path(), &socket, "tokenmail-ask");
+}

@@ -14,6 +14,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::store::absolute;
+
 /// How long the client waits for the agent it started to listen.
 pub const WAIT: Duration = Duration::from_secs(5);
 
@@ -100,16 +102,6 @@ pub fn plan(socket: &Path, explicit: bool) -> Result<Plan, StartError> {
         ));
     }
     Ok(Plan::Start { config })
-}
-
-fn absolute(p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(p))
-            .unwrap_or_else(|_| p.to_path_buf())
-    }
 }
 
 /// `tokenmail-agent` next to the running executable, else on `$PATH`.

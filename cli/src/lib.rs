@@ -11,6 +11,7 @@ pub mod doctor;
 pub mod encrypt;
 pub mod expiry;
 pub mod gpgsm;
+pub mod init;
 pub mod manual;
 pub mod netfetch;
 pub mod output;
