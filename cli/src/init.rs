@@ -55,9 +55,9 @@ Examples:
   tokenmail init --non-interactive --module /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so --token-label work --force
   TOKENMAIL_CONFIG=./agent.toml tokenmail init --non-interactive --module ./libsofthsm2.so --token-label test
 
-The file is $TOKENMAIL_CONFIG, else ~/.config/tokenmail/agent.toml (0600), the one the agent,
-tokenmail and tokenmail-gpgsm read; an existing one is kept unless --force. Tokens are listed
-with pkcs11-tool and readers with opensc-tool (package opensc) when they are installed.";
+The file is $TOKENMAIL_CONFIG, else ~/.config/tokenmail/agent.toml (0600), the one read by
+the agent, the CLI and tokenmail-gpgsm; an existing one is kept unless --force. Tokens are
+listed with pkcs11-tool and readers with opensc-tool (package opensc) when installed.";
 
 /// How long one detection tool may run.
 const TOOL_DEADLINE: Duration = Duration::from_secs(10);
