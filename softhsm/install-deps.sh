@@ -25,6 +25,7 @@ PKGS=(
   git                       # tokenmail-gpgsm is tested with real git
   man-db                    # `man -l` renders the generated manual pages (tests/everyday.rs)
   groff-base                # the formatter man-db runs
+  systemd                   # systemd-socket-activate and systemd-analyze (contrib/systemd units, tests/everyday.rs)
   pkg-config
   ca-certificates
 )

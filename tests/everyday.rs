@@ -739,3 +739,825 @@ fn needs_its_pin_is_said_one_way() {
         }
     }
 }
+
+// ---- socket activation (contrib/systemd/, docs/everyday.md) ----
+
+/// Waits until `path` exists (at most 20 s).
+fn wait_for(path: &Path) {
+    let t = std::time::Instant::now();
+    while !path.exists() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "{} did not appear within 20 s",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The agent's arguments for `fixture`'s token, in the foreground, as the unit runs it.
+fn agent_args(fixture: &tokenmail_e2e::Fixture) -> Vec<std::ffi::OsString> {
+    let mut a: Vec<std::ffi::OsString> = vec!["--foreground".into(), "--pkcs11-module".into()];
+    a.push(fixture.module.clone().into());
+    a.extend(["--token-label".into(), fixture.label.clone().into()]);
+    a.extend(["--pin-file".into(), fixture.pin_file().into()]);
+    a
+}
+
+/// `tokenmail status` through `socket` succeeds and names the token.
+fn status_works(home: &Path, socket: &Path, label: &str) {
+    let mut c = tokenmail_isolated(home, &[]);
+    c.arg("--socket").arg(socket).arg("status");
+    let o = run(&mut c);
+    assert!(o.status.success(), "status: {}", stderr(&o));
+    assert!(stdout(&o).contains(label), "{}", stdout(&o));
+}
+
+#[test]
+fn systemd_socket_activate_starts_the_agent_on_the_first_connection() {
+    let fixture = tokenmail_e2e::provision("tokenmail-sockact");
+    let home = tempfile::tempdir().expect("tempdir");
+    let dir = home.path().join("run").join("tokenmail");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let socket = dir.join("agent.sock");
+    // systemd-socket-activate binds, waits for a connection, then execs the agent with
+    // LISTEN_FDS=1, LISTEN_PID=its own pid (the same process) and the socket as fd 3
+    let mut cmd = Command::new("systemd-socket-activate");
+    cmd.arg("-l")
+        .arg(&socket)
+        .arg("--fdname=tokenmail")
+        // it passes on only the variables named with -E
+        .arg("-ESOFTHSM2_CONF")
+        .arg(bin("tokenmail-agent"))
+        .args(agent_args(&fixture))
+        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+        .env_remove("TOKENMAIL_SOCK")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut agent = process::Running::spawn(&mut cmd);
+    wait_for(&socket);
+    status_works(home.path(), &socket, "tokenmail-sockact");
+    // a second client, then a signature through the same agent
+    let mut c = tokenmail_isolated(home.path(), &[]);
+    c.arg("--socket")
+        .arg(&socket)
+        .args(["sign", "--signer", "alice@example.com"]);
+    let o = process::output_with_input(&mut c, b"From: alice@example.com\r\n\r\nhi\r\n");
+    assert!(o.status.success(), "sign: {}", stderr(&o));
+    assert!(stdout(&o).contains("multipart/signed"), "{}", stdout(&o));
+    let log = String::from_utf8_lossy(&agent.stderr_so_far()).into_owned();
+    assert!(log.contains("socket passed by systemd"), "{log}");
+
+    // SIGTERM: the agent stops; the socket is systemd's and stays
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let st = agent.wait_timeout(std::time::Duration::from_secs(10));
+    assert!(st.is_some_and(|s| s.success()), "exit: {st:?}: {log}");
+    assert!(
+        socket.exists(),
+        "the passed socket is not removed by the agent"
+    );
+}
+
+/// Runs `agent ARGS` as systemd does, with `listener` as descriptor 3 and LISTEN_PID set
+/// to the agent's pid (a shell that execs it keeps its pid).
+#[allow(unsafe_code)]
+fn spawn_activated(
+    listener: &std::os::unix::net::UnixListener,
+    args: &[std::ffi::OsString],
+    env: &[(&str, &Path)],
+) -> process::Running {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=tokenmail exec "$0" "$@""#)
+        .arg(bin("tokenmail-agent"))
+        .args(args)
+        .env_remove("TOKENMAIL_SOCK")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl) on a
+    // descriptor this process owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                // already in place: only drop close-on-exec
+                nix::fcntl::fcntl(
+                    3,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                )?;
+            } else {
+                nix::unistd::dup2(fd, 3)?;
+            }
+            Ok(())
+        });
+    }
+    process::Running::spawn(&mut cmd)
+}
+
+#[test]
+fn the_agent_serves_a_listening_socket_passed_as_descriptor_3() {
+    let fixture = tokenmail_e2e::provision("tokenmail-fd3");
+    let home = tempfile::tempdir().expect("tempdir");
+    let socket = home.path().join("agent.sock");
+    // the test is systemd: it binds (0600 in a 0700 directory, as the .socket unit says)
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let conf = fixture.dir.join("softhsm2.conf");
+    let mut agent = spawn_activated(
+        &listener,
+        &agent_args(&fixture),
+        &[("SOFTHSM2_CONF", conf.as_path())],
+    );
+    drop(listener);
+    status_works(home.path(), &socket, "tokenmail-fd3");
+    let log = String::from_utf8_lossy(&agent.stderr_so_far()).into_owned();
+    assert!(log.contains("socket passed by systemd"), "{log}");
+    assert!(agent.alive(), "{log}");
+
+    // --socket naming another path: the passed socket is served, and the agent says so
+    let other = home.path().join("elsewhere.sock");
+    let socket2 = home.path().join("agent2.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket2).expect("bind");
+    let mut args = agent_args(&fixture);
+    args.extend(["--socket".into(), other.clone().into()]);
+    let second = spawn_activated(&listener, &args, &[("SOFTHSM2_CONF", conf.as_path())]);
+    drop(listener);
+    status_works(home.path(), &socket2, "tokenmail-fd3");
+    assert!(!other.exists());
+    let log = String::from_utf8_lossy(&second.stderr_so_far()).into_owned();
+    assert!(log.contains("serving the socket systemd passed"), "{log}");
+}
+
+#[test]
+fn a_passed_descriptor_that_is_not_a_listening_socket_is_refused_clearly() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let fixture = tokenmail_e2e::provision("tokenmail-badfd");
+    let mut args = vec![
+        "-c".into(),
+        r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@" 3</dev/null"#.into(),
+    ];
+    args.push(std::ffi::OsString::from(bin("tokenmail-agent")));
+    args.extend(agent_args(&fixture));
+    args.extend(["--socket".into(), home.path().join("agent.sock").into()]);
+    let o = run(Command::new("sh")
+        .args(&args)
+        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+        .env_remove("TOKENMAIL_SOCK"));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "socket activation: descriptor 3 is not a socket, not a listening Unix stream socket"
+        ) && err.contains("ListenStream="),
+        "{err}"
+    );
+    assert!(
+        !home.path().join("agent.sock").exists(),
+        "nothing bound instead"
+    );
+
+    // LISTEN_PID of another process: not ours, the agent binds its own socket
+    let socket = home.path().join("own.sock");
+    let mut c = Command::new(bin("tokenmail-agent"));
+    c.args(agent_args(&fixture))
+        .arg("--socket")
+        .arg(&socket)
+        .env("LISTEN_PID", "1")
+        .env("LISTEN_FDS", "1")
+        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+        .env_remove("TOKENMAIL_SOCK")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let _agent = process::Running::spawn(&mut c);
+    wait_for(&socket);
+    status_works(home.path(), &socket, "tokenmail-badfd");
+}
+
+#[test]
+fn the_systemd_units_verify_and_run_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("contrib")
+        .join("systemd");
+    let socket_unit =
+        std::fs::read_to_string(root.join("tokenmail-agent.socket")).expect("socket unit");
+    let service_unit =
+        std::fs::read_to_string(root.join("tokenmail-agent.service")).expect("service unit");
+    // the socket is the one clients look for by default: $XDG_RUNTIME_DIR/tokenmail/agent.sock
+    assert!(socket_unit.contains("\nListenStream=%t/tokenmail/agent.sock\n"));
+    assert!(
+        socket_unit.contains("\nSocketMode=0600\n")
+            && socket_unit.contains("\nDirectoryMode=0700\n")
+    );
+    let exec = service_unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    assert!(
+        exec.contains(" --foreground ")
+            && exec.contains("--config %h/.config/tokenmail/agent.toml"),
+        "{exec}"
+    );
+    assert!(service_unit.contains("\nLimitCORE=0\n"));
+
+    // systemd's own checker, with ExecStart pointed at the built binary
+    let home = tempfile::tempdir().expect("tempdir");
+    let units = home.path().join("units");
+    let rt = home.path().join("rt");
+    for d in [&units, &rt] {
+        std::fs::create_dir_all(d).expect("mkdir");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    let agent = bin("tokenmail-agent");
+    std::fs::write(units.join("tokenmail-agent.socket"), &socket_unit).expect("write");
+    std::fs::write(
+        units.join("tokenmail-agent.service"),
+        service_unit.replace("/usr/bin/tokenmail-agent", &agent.display().to_string()),
+    )
+    .expect("write");
+    let o = run(Command::new("systemd-analyze")
+        .args(["verify", "--user", "--man=no"])
+        .arg(units.join("tokenmail-agent.socket"))
+        .arg(units.join("tokenmail-agent.service"))
+        .env("XDG_RUNTIME_DIR", &rt)
+        .env("HOME", home.path()));
+    assert!(
+        o.status.success() && o.stderr.is_empty(),
+        "systemd-analyze verify: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+
+    // ExecStart as systemd expands it (%h = HOME), under systemd-socket-activate on the
+    // socket path %t gives, with a configuration at ~/.config/tokenmail/agent.toml
+    let fixture = tokenmail_e2e::provision("tokenmail-unit");
+    let cfg_dir = home.path().join(".config").join("tokenmail");
+    std::fs::create_dir_all(&cfg_dir).expect("mkdir");
+    std::fs::write(
+        cfg_dir.join("agent.toml"),
+        format!(
+            "[[token]]\nmodule = {:?}\nlabel = {:?}\npin_file = {:?}\n",
+            fixture.module.display().to_string(),
+            fixture.label,
+            fixture.pin_file().display().to_string()
+        ),
+    )
+    .expect("config");
+    let exec = exec
+        .replace("/usr/bin/tokenmail-agent", &agent.display().to_string())
+        .replace("%h", &home.path().display().to_string());
+    let socket = rt.join("tokenmail").join("agent.sock");
+    std::fs::create_dir_all(socket.parent().expect("dir")).expect("mkdir");
+    let mut cmd = Command::new("systemd-socket-activate");
+    cmd.arg("-l")
+        .arg(&socket)
+        .arg("-ESOFTHSM2_CONF")
+        .args(exec.split_whitespace())
+        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+        .env("HOME", home.path())
+        .env("XDG_RUNTIME_DIR", &rt)
+        .env_remove("TOKENMAIL_SOCK")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let _agent = process::Running::spawn(&mut cmd);
+    wait_for(&socket);
+    // the client finds it with no --socket: XDG_RUNTIME_DIR/tokenmail/agent.sock
+    let mut c = tokenmail_isolated(home.path(), &["status"]);
+    c.env("XDG_RUNTIME_DIR", &rt).env_remove("TOKENMAIL_SOCK");
+    let o = run(&mut c);
+    assert!(o.status.success(), "status: {}", stderr(&o));
+    assert!(stdout(&o).contains("tokenmail-unit"), "{}", stdout(&o));
+}
+
+// ---- auto-start (cli/src/autostart.rs) ----
+
+/// The pid of the process serving `socket` (SO_PEERCRED).
+fn serving_pid(socket: &Path) -> i32 {
+    let s = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    nix::sys::socket::getsockopt(&s, nix::sys::socket::sockopt::PeerCredentials)
+        .expect("peer credentials")
+        .pid()
+}
+
+/// A home with `~/.config/tokenmail/agent.toml` for `fixture`'s token (plus `extra`
+/// lines) and the socket at `home/run/tokenmail/agent.sock` (TOKENMAIL_SOCK).
+fn autostart_home(
+    fixture: &tokenmail_e2e::Fixture,
+    extra: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let home = tempfile::tempdir().expect("tempdir");
+    let cfg_dir = home.path().join("config").join("tokenmail");
+    std::fs::create_dir_all(&cfg_dir).expect("mkdir");
+    std::fs::write(
+        cfg_dir.join("agent.toml"),
+        format!(
+            "{extra}\n[[token]]\nmodule = {:?}\nlabel = {:?}\npin_file = {:?}\n",
+            fixture.module.display().to_string(),
+            fixture.label,
+            fixture.pin_file().display().to_string()
+        ),
+    )
+    .expect("config");
+    let socket = home.path().join("run").join("tokenmail").join("agent.sock");
+    (home, socket)
+}
+
+fn autostart_cmd(
+    program: &str,
+    home: &Path,
+    socket: &Path,
+    fixture: &tokenmail_e2e::Fixture,
+    args: &[&str],
+) -> Command {
+    let mut c = tokenmail_isolated(home, args);
+    c.env("TOKENMAIL_SOCK", socket)
+        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"));
+    if program != "tokenmail" {
+        // the same isolated environment for another binary
+        let mut g = Command::new(bin(program));
+        g.args(args).current_dir(home);
+        for (k, v) in c.get_envs() {
+            match v {
+                Some(v) => g.env(k, v),
+                None => g.env_remove(k),
+            };
+        }
+        return g;
+    }
+    c
+}
+
+#[test]
+fn with_a_configuration_and_no_agent_the_cli_starts_one_and_signs() {
+    let fixture = tokenmail_e2e::provision("tokenmail-autostart");
+    let (home, socket) = autostart_home(&fixture, "");
+    // doctor: not a failure, the clients start it (and doctor itself starts nothing)
+    let o = run(&mut autostart_cmd(
+        "tokenmail",
+        home.path(),
+        &socket,
+        &fixture,
+        &["doctor", "--json"],
+    ));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let a = one(&doc, "agent", "info");
+    assert!(
+        a["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("on first use (auto_start)")),
+        "{a}"
+    );
+    assert!(!socket.exists(), "doctor starts nothing");
+    let msg = b"From: alice@example.com\r\n\r\nhello\r\n";
+    let o = process::output_with_input(
+        &mut autostart_cmd(
+            "tokenmail",
+            home.path(),
+            &socket,
+            &fixture,
+            &["sign", "--signer", "alice@example.com"],
+        ),
+        msg,
+    );
+    // whatever happened, the agent it started dies with the test
+    let _agent = socket.exists().then(|| Detached(serving_pid(&socket)));
+    assert!(o.status.success(), "sign: {}", stderr(&o));
+    assert!(stdout(&o).contains("multipart/signed"));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with("tokenmail: no agent was running: started tokenmail-agent (pid ")
+            && err.contains("agent.toml (auto_start = false there turns this off)"),
+        "{err}"
+    );
+    let first = serving_pid(&socket);
+
+    // the next command uses it: nothing started, nothing said
+    let o = run(&mut autostart_cmd(
+        "tokenmail",
+        home.path(),
+        &socket,
+        &fixture,
+        &["status"],
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    assert_eq!(serving_pid(&socket), first, "the same agent");
+
+    // tokenmail-gpgsm (as git runs it) starts one too
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let t = std::time::Instant::now();
+    while socket.exists() && t.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = process::output_with_input(
+        &mut autostart_cmd(
+            "tokenmail-gpgsm",
+            home.path(),
+            &socket,
+            &fixture,
+            &["--status-fd=2", "-bsau", "alice@example.com"],
+        ),
+        b"tree 0000\n\ncommit\n",
+    );
+    let _second = socket.exists().then(|| Detached(serving_pid(&socket)));
+    assert!(o.status.success(), "gpgsm: {}", stderr(&o));
+    assert!(
+        stdout(&o).contains("BEGIN SIGNED MESSAGE"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("started tokenmail-agent"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn auto_start_false_or_another_socket_starts_nothing() {
+    let fixture = tokenmail_e2e::provision("tokenmail-noauto");
+    let (home, socket) = autostart_home(&fixture, "auto_start = false");
+    let o = run(&mut autostart_cmd(
+        "tokenmail",
+        home.path(),
+        &socket,
+        &fixture,
+        &["status"],
+    ));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no tokenmail agent at"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("started"), "{}", stderr(&o));
+    assert!(!socket.exists(), "nothing started");
+
+    // auto-start on, but --socket names a path the configuration's agent would not use
+    let (home, socket) = autostart_home(&fixture, "");
+    let elsewhere = home.path().join("elsewhere.sock");
+    let o = run(&mut autostart_cmd(
+        "tokenmail",
+        home.path(),
+        &socket,
+        &fixture,
+        &["--socket", elsewhere.to_str().expect("utf-8"), "status"],
+    ));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(!socket.exists() && !elsewhere.exists(), "nothing started");
+
+    // a configuration the agent refuses: said once, with the agent's reason
+    let (home, socket) = autostart_home(&fixture, "max_spool = \"1K\"");
+    let o = run(&mut autostart_cmd(
+        "tokenmail",
+        home.path(),
+        &socket,
+        &fixture,
+        &["status"],
+    ));
+    let _agent = socket.exists().then(|| Detached(serving_pid(&socket)));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("no agent was running, and starting one from")
+            && err.contains("max_spool")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+// ---- progress and colour (cli/src/term.rs) ----
+
+/// A message of a little over 9 MiB (over the 8 MiB where the bar starts).
+fn big_message(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let p = dir.join("big.eml");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&p).expect("create"));
+    f.write_all(b"From: alice@example.com\r\nContent-Type: text/plain\r\n\r\n")
+        .expect("write");
+    for _ in 0..(9 << 20) / 80 + 1000 {
+        f.write_all(&[b'p'; 78]).expect("write");
+        f.write_all(b"\r\n").expect("write");
+    }
+    f.flush().expect("flush");
+    p
+}
+
+/// `CMD` run by script(1) on a pseudo-terminal (stdin, stdout and stderr all on it);
+/// what the terminal showed.
+fn at_a_terminal(home: &Path, cmd: &str, env: &[(&str, &str)]) -> String {
+    let c = tokenmail_isolated(home, &[]);
+    let mut s = Command::new("script");
+    s.args(["-qec", cmd, "/dev/null"]).current_dir(home);
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => s.env(k, v),
+            None => s.env_remove(k),
+        };
+    }
+    s.env("TERM", "xterm").env_remove("NO_COLOR");
+    for (k, v) in env {
+        s.env(k, v);
+    }
+    let o = run(&mut s);
+    assert!(o.status.code().is_some(), "script: {}", stderr(&o));
+    stdout(&o)
+}
+
+#[test]
+fn progress_and_colour_show_at_a_terminal_only() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let big = big_message(home.path());
+    let cert = tokenmail_e2e::fixture_pki().join("alice-rsa.pem");
+    let out = home.path().join("big.p7m");
+    let args = [
+        "encrypt",
+        "--no-self",
+        "--recipient-cert",
+        cert.to_str().expect("utf-8"),
+        big.to_str().expect("utf-8"),
+        "-o",
+        out.to_str().expect("utf-8"),
+    ];
+    // stderr a pipe (as in every script, git, mail client): not one byte of progress
+    let o = run(&mut tokenmail_isolated(home.path(), &args));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stderr.is_empty(), "{:?}", stderr(&o));
+    // doctor into a pipe: no colour, even without NO_COLOR
+    let o = run(tokenmail_isolated(home.path(), &["doctor"]).env_remove("NO_COLOR"));
+    assert!(
+        stdout(&o).starts_with("info  config") || stdout(&o).contains("fail  agent"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stdout(&o).contains('\x1b'), "{}", stdout(&o));
+
+    // at a terminal: a bar on stderr while the input is read, cleared at the end
+    let shown = at_a_terminal(
+        home.path(),
+        &format!("{} {}", bin("tokenmail").display(), args.join(" ")),
+        &[],
+    );
+    assert!(
+        shown.contains("encrypting") && shown.contains("MiB"),
+        "{shown:?}"
+    );
+    // a small input: none
+    let small = home.path().join("small.eml");
+    std::fs::write(&small, "From: a@b\r\n\r\nx\r\n").expect("write");
+    let shown = at_a_terminal(
+        home.path(),
+        &format!(
+            "{} encrypt --no-self --recipient-cert {} {} -o {}",
+            bin("tokenmail").display(),
+            cert.display(),
+            small.display(),
+            home.path().join("small.p7m").display()
+        ),
+        &[],
+    );
+    assert!(!shown.contains("encrypting"), "{shown:?}");
+
+    // doctor's words coloured at a terminal, and not with NO_COLOR
+    let doctor = format!("{} doctor", bin("tokenmail").display());
+    let shown = at_a_terminal(home.path(), &doctor, &[]);
+    assert!(shown.contains("\x1b[1;31mfail\x1b[0m  agent"), "{shown:?}");
+    let shown = at_a_terminal(home.path(), &doctor, &[("NO_COLOR", "1")]);
+    assert!(
+        shown.contains("fail  agent") && !shown.contains('\x1b'),
+        "{shown:?}"
+    );
+}
+
+// ---- tokenmail init (cli/src/init.rs) ----
+
+/// `tokenmail ARGS` isolated in `home`, with git's global file there and `fixture`'s
+/// SoftHSM configuration (so detection sees its token).
+fn init_cmd(home: &Path, fixture: &tokenmail_e2e::Fixture, args: &[&str]) -> Command {
+    let mut c = tokenmail_isolated(home, args);
+    c.env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env_remove("GIT_CONFIG_GLOBAL")
+        .env("TOKENMAIL_SOCK", home.join("run").join("agent.sock"));
+    c
+}
+
+fn git_global(home: &Path, key: &str) -> String {
+    let o = run(Command::new("git")
+        .args(["config", "--global", "--get", key])
+        .env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env_remove("GIT_CONFIG_GLOBAL"));
+    stdout(&o).trim().to_string()
+}
+
+#[test]
+fn init_non_interactive_writes_a_configuration_the_agent_starts_from() {
+    let fixture = tokenmail_e2e::provision("tokenmail-init");
+    let home = tempfile::tempdir().expect("tempdir");
+    let module = fixture.module.display().to_string();
+    let pin = fixture.pin_file().display().to_string();
+    let args = [
+        "init",
+        "--non-interactive",
+        "--module",
+        &module,
+        "--token-label",
+        "tokenmail-init",
+        "--pin-file",
+        &pin,
+        "--email",
+        "alice@example.com",
+        "--git",
+        "--json",
+    ];
+    let o = run(&mut init_cmd(home.path(), &fixture, &args));
+    assert!(o.status.success(), "init: {}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let cfg = home
+        .path()
+        .join("config")
+        .join("tokenmail")
+        .join("agent.toml");
+    assert_eq!(doc["config"].as_str(), cfg.to_str());
+    // detection saw the token through pkcs11-tool
+    let seen = doc["detected"]["tokens"].as_array().expect("tokens");
+    assert!(
+        seen.iter().any(|t| t["label"] == "tokenmail-init"),
+        "{}",
+        doc["detected"]
+    );
+    assert!(doc["detected"]["modules"].as_array().is_some());
+    assert_eq!(doc["git"]["applied"], true);
+    assert!(
+        doc["warnings"].as_array().is_some_and(|w| w.is_empty()),
+        "{doc}"
+    );
+    assert!(doc["neomutt"]
+        .as_array()
+        .expect("neomutt")
+        .iter()
+        .any(|l| l == "set smime_default_key = \"alice@example.com\""));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&cfg), 0o600);
+    assert_eq!(mode(cfg.parent().expect("dir")), 0o700);
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    assert!(
+        text.contains("\n# ") && text.contains("label = \"tokenmail-init\""),
+        "{text}"
+    );
+    assert_eq!(git_global(home.path(), "gpg.format"), "x509");
+    assert!(git_global(home.path(), "gpg.x509.program").ends_with("tokenmail-gpgsm"));
+    assert_eq!(
+        git_global(home.path(), "user.signingkey"),
+        "alice@example.com"
+    );
+
+    // the file works: the next command starts the agent from it and signs
+    let socket = home.path().join("run").join("agent.sock");
+    let o = process::output_with_input(
+        &mut init_cmd(
+            home.path(),
+            &fixture,
+            &["sign", "--signer", "alice@example.com"],
+        ),
+        b"From: alice@example.com\r\n\r\nfirst\r\n",
+    );
+    let _agent = socket.exists().then(|| Detached(serving_pid(&socket)));
+    assert!(o.status.success(), "sign: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("started tokenmail-agent"),
+        "{}",
+        stderr(&o)
+    );
+    // … and doctor agrees
+    let o = run(&mut init_cmd(home.path(), &fixture, &["doctor", "--json"]));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    one(&doc, "config", "ok");
+    one(&doc, "git", "ok");
+
+    // an existing file is kept without --force
+    let before = std::fs::read(&cfg).expect("read");
+    let o = run(&mut init_cmd(home.path(), &fixture, &args));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("exists; keep it, or run `tokenmail init --force`"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(&cfg).expect("read"), before);
+    let mut forced: Vec<&str> = args.to_vec();
+    forced.retain(|a| *a != "--json" && *a != "--git");
+    forced.push("--force");
+    let o = run(&mut init_cmd(home.path(), &fixture, &forced));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("git config --global gpg.format x509"),
+        "{}",
+        stdout(&o)
+    );
+
+    // --non-interactive without the token: what was found, as flags to copy
+    let o = run(&mut init_cmd(
+        home.path(),
+        &fixture,
+        &["init", "--non-interactive", "--force"],
+    ));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o)
+            .contains("--non-interactive needs --module LIB.so and --token-label LABEL (found: ")
+            && stderr(&o).contains("--token-label \"tokenmail-init\""),
+        "{}",
+        stderr(&o)
+    );
+    // and with no terminal, init does not wait for answers
+    let o = run(&mut init_cmd(home.path(), &fixture, &["init", "--force"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no terminal to ask on"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn init_asks_at_a_terminal() {
+    let fixture = tokenmail_e2e::provision("tokenmail-ask");
+    let home = tempfile::tempdir().expect("tempdir");
+    let c = init_cmd(home.path(), &fixture, &[]);
+    let mut s = Command::new("script");
+    s.args([
+        "-qec",
+        &format!("{} init", bin("tokenmail").display()),
+        "/dev/null",
+    ])
+    .current_dir(home.path());
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => s.env(k, v),
+            None => s.env_remove(k),
+        };
+    }
+    // the token by its label, the PIN file, the address, yes to git
+    let answers = format!(
+        "tokenmail-ask\n{}\nalice@example.com\ny\n",
+        fixture.pin_file().display()
+    );
+    let o = process::output_with_input(&mut s, answers.as_bytes());
+    let shown = stdout(&o);
+    assert!(o.status.success(), "{shown}{}", stderr(&o));
+    assert!(shown.contains("PKCS#11 modules found:"), "{shown}");
+    assert!(shown.contains("\"tokenmail-ask\" ("), "{shown}");
+    assert!(shown.contains("Token to use (1-"), "{shown}");
+    assert!(shown.contains("wrote "), "{shown}");
+    let cfg = home
+        .path()
+        .join("config")
+        .join("tokenmail")
+        .join("agent.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config written");
+    assert!(text.contains("label = \"tokenmail-ask\""), "{text}");
+    assert!(
+        text.contains(&format!("pin_file = \"{}\"", fixture.pin_file().display())),
+        "{text}"
+    );
+    assert_eq!(
+        git_global(home.path(), "user.signingkey"),
+        "alice@example.com"
+    );
+    // the agent loads it
+    let socket = home.path().join("agent.sock");
+    let mut a = Command::new(bin("tokenmail-agent"));
+    a.arg("--foreground")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--socket")
+        .arg(&socket)
+        .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let _agent = process::Running::spawn(&mut a);
+    wait_for(&socket);
+    status_works(home.path(), &socket, "tokenmail-ask");
+}

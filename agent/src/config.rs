@@ -21,6 +21,9 @@ pub const DEFAULT_MAX_SESSIONS: usize = 8;
 pub struct FileConfig {
     /// Socket path.
     pub socket: Option<PathBuf>,
+    /// Whether `tokenmail` and `tokenmail-gpgsm` start this agent when none runs
+    /// (default true). Read by the clients; the agent only accepts the key.
+    pub auto_start: Option<bool>,
     /// Log file when detached.
     pub log_file: Option<PathBuf>,
     /// Most sessions per token.

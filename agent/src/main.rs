@@ -1,7 +1,8 @@
 //! tokenmail-agent: the background agent.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener as StdListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,9 @@ Examples:
   tokenmail-agent --pkcs11-module /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so --token-label 'PIV Card'
   # a YubiKey through its PIV applet (PC/SC), by serial, with the CA chain for signatures:
   tokenmail-agent --piv-serial 12345678 --piv-chain ~/.config/tokenmail/chain.pem
+  # as systemd starts it (socket activation, contrib/systemd/; docs/everyday.md):
+  systemd-socket-activate -l $XDG_RUNTIME_DIR/tokenmail/agent.sock \
+          tokenmail-agent --foreground --config ~/.config/tokenmail/agent.toml
   # this manual page, for man(1):
   tokenmail-agent --man ~/.local/share/man/man1
 
@@ -352,7 +356,36 @@ fn main() {
     }
 }
 
+/// The listening socket systemd passed (socket activation: `LISTEN_PID` is our pid,
+/// `LISTEN_FDS=1`, descriptor 3), checked, with its path; the variables are removed from
+/// the environment either way. Runs before any thread exists.
+#[allow(unsafe_code)]
+fn activation() -> Result<Option<(StdListener, PathBuf)>> {
+    let Some(fds) = server::take_listen_fds()? else {
+        return Ok(None);
+    };
+    let fd = server::LISTEN_FDS_START;
+    if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+        return Err(anyhow!(
+            "socket activation: LISTEN_FDS={} but descriptor {fd} is not open; start the agent through its .socket unit (docs/everyday.md)",
+            fds.count
+        ));
+    }
+    // SAFETY: descriptor 3 is open (checked above) and was handed to this process by its
+    // starter (LISTEN_PID is our pid); nothing in the agent opened it or owns it, and this
+    // is the only place that takes it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let (listener, path) = server::activated_listener(owned)?;
+    let Some(path) = path else {
+        return Err(anyhow!(
+            "socket activation: the socket passed has no path (abstract or unnamed); clients find the agent by path: use ListenStream=%t/tokenmail/agent.sock"
+        ));
+    };
+    Ok(Some((listener, path)))
+}
+
 fn run(args: Args) -> Result<()> {
+    let activated = activation()?;
     let file = match &args.config {
         Some(p) => FileConfig::load(p).map_err(|e| anyhow!(e))?,
         None => FileConfig::default(),
@@ -372,10 +405,29 @@ fn run(args: Args) -> Result<()> {
     server::set_spool_limit(max_spool);
     let explicit = args.socket.as_deref().or(file.socket.as_deref());
     let dedicated_dir = explicit.is_none() && std::env::var_os("TOKENMAIL_SOCK").is_none();
-    let socket = config::absolute(&server::socket_path(explicit));
-    // Refuse early (before detaching) when another agent is live; the socket itself is
-    // bound only once the signal handlers exist, so SIGTERM after it appears is handled.
-    server::check_free(&socket)?;
+    let configured = config::absolute(&server::socket_path(explicit));
+    let mut notes = Vec::new();
+    let (socket, activated) = match activated {
+        // systemd made the socket (and its directory); it stays systemd's: not checked
+        // for a live agent (it answers: systemd listens), never removed at exit
+        Some((listener, path)) => {
+            if explicit.is_some() && path != configured {
+                notes.push(format!(
+                    "serving the socket systemd passed, {}, not {} (--socket / socket in the configuration)",
+                    path.display(),
+                    configured.display()
+                ));
+            }
+            (path, Some(listener))
+        }
+        None => {
+            // Refuse early (before detaching) when another agent is live; the socket
+            // itself is bound only once the signal handlers exist, so SIGTERM after it
+            // appears is handled.
+            server::check_free(&configured)?;
+            (configured, None)
+        }
+    };
 
     let ready_pipe = if args.foreground {
         init_logging(args.verbose, None);
@@ -406,7 +458,10 @@ fn run(args: Args) -> Result<()> {
         Some(wr)
     };
 
-    let result = serve(tokens, &file, &socket, dedicated_dir, ready_pipe);
+    for n in &notes {
+        warn!("{n}");
+    }
+    let result = serve(tokens, &file, &socket, dedicated_dir, activated, ready_pipe);
     if let Err(e) = &result {
         error!("{e:#}");
     }
@@ -427,6 +482,7 @@ fn serve(
     file: &FileConfig,
     socket: &std::path::Path,
     dedicated_dir: bool,
+    activated: Option<StdListener>,
     ready_pipe: Option<OwnedFd>,
 ) -> Result<()> {
     let report = |pipe: &Option<OwnedFd>, msg: &str| {
@@ -526,19 +582,26 @@ fn serve(
             .context("SIGTERM handler")?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
             .context("SIGINT handler")?;
-        let listener = match server::bind(socket, dedicated_dir) {
-            Ok(l) => l,
-            Err(e) => {
-                report(&ready_pipe, &e.to_string());
-                return Err(e.into());
-            }
+        let by_systemd = activated.is_some();
+        let (listener, _remove) = match activated {
+            Some(l) => (l, None),
+            None => match server::bind(socket, dedicated_dir) {
+                Ok(l) => (l, Some(RemoveOnDrop(socket.to_path_buf()))),
+                Err(e) => {
+                    report(&ready_pipe, &e.to_string());
+                    return Err(e.into());
+                }
+            },
         };
-        let _remove = RemoveOnDrop(socket.to_path_buf());
         listener
             .set_nonblocking(true)
             .context("socket non-blocking")?;
         let listener = tokio::net::UnixListener::from_std(listener).context("socket")?;
-        info!(socket = %socket.display(), "listening");
+        if by_systemd {
+            info!(socket = %socket.display(), "listening (socket passed by systemd)");
+        } else {
+            info!(socket = %socket.display(), "listening");
+        }
         report(&ready_pipe, "ready\n");
         drop(ready_pipe);
 

@@ -27,13 +27,19 @@ fn current_uid() -> u32 {
 
 /// Connects and performs the handshake. With a terminal we ask for PINs ourselves;
 /// without one (git, mail clients) the agent may ask through pinentry.
+/// With no agent there and a configuration file, one is started first
+/// ([`crate::autostart`]).
 pub fn connect(socket: Option<&Path>) -> Result<Client> {
     let path = socket_path(socket);
-    Ok(Client::connect_with(
-        &path,
-        concat!("tokenmail/", env!("CARGO_PKG_VERSION")),
-        have_tty(),
-    )?)
+    let name = concat!("tokenmail/", env!("CARGO_PKG_VERSION"));
+    match Client::connect_with(&path, name, have_tty()) {
+        Err(ClientError::NoAgent { .. })
+            if crate::autostart::start_if_configured(&path, socket.is_some())? =>
+        {
+            Ok(Client::connect_with(&path, name, have_tty())?)
+        }
+        other => Ok(other?),
+    }
 }
 
 /// `--wait SECONDS`: how long a request waits for an absent token (card) to be inserted.

@@ -194,7 +194,10 @@ pub fn run(args: DecryptArgs, socket: Option<&Path>) -> Result<i32> {
         }
     }
     let input: Box<dyn Read> = match &args.input {
-        Some(p) => Box::new(File::open(p).with_context(|| format!("cannot open {}", p.display()))?),
+        Some(p) => Box::new(crate::term::Progress::file(
+            File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
+            "decrypting",
+        )),
         None => Box::new(io::stdin().lock()),
     };
     let mut input = LineEndProbe::new(input);

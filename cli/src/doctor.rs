@@ -118,18 +118,35 @@ pub fn run(args: DoctorArgs, socket: Option<&Path>, out: &mut dyn std::io::Write
     let _ = if args.json {
         writeln!(out, "{}", to_json(&checks, code))
     } else {
-        write!(out, "{}", to_text(&checks))
+        // `out` is standard output: coloured words only at a terminal, never with NO_COLOR
+        write!(
+            out,
+            "{}",
+            to_text_coloured(&checks, crate::term::colour_stdout())
+        )
     };
     code
 }
 
 /// The checks as lines: `fail  agent: no agent at … — fix: …`.
 pub fn to_text(checks: &[Check]) -> String {
+    to_text_coloured(checks, false)
+}
+
+/// [`to_text`], with the status words coloured when `colour`.
+pub fn to_text_coloured(checks: &[Check], colour: bool) -> String {
+    use crate::term::{paint, Tone};
     let mut s = String::new();
     for c in checks {
+        let tone = match c.status {
+            Level::Ok => Tone::Good,
+            Level::Info => Tone::Quiet,
+            Level::Warn => Tone::Warn,
+            Level::Fail => Tone::Bad,
+        };
         s.push_str(&format!(
-            "{:<4}  {}: {}",
-            c.status.word(),
+            "{}  {}: {}",
+            paint(&format!("{:<4}", c.status.word()), tone, colour),
             c.check,
             c.message
         ));
@@ -203,6 +220,7 @@ struct Config {
 
 const TOP_KEYS: &[&str] = &[
     "socket",
+    "auto_start",
     "log_file",
     "max_sessions",
     "max_spool",
@@ -469,6 +487,20 @@ fn check_agent(
             } else {
                 format!("no agent at {}", path.display())
             };
+            // not a problem when the clients start one themselves (auto_start)
+            if let Ok(crate::autostart::Plan::Start { config }) =
+                crate::autostart::plan(&path, socket.is_some())
+            {
+                out.push(check(
+                    "agent",
+                    Level::Info,
+                    format!(
+                        "{msg}; tokenmail and tokenmail-gpgsm start one from {} on first use (auto_start); `tokenmail status` starts it now",
+                        config.display()
+                    ),
+                ));
+                return None;
+            }
             out.push(check("agent", Level::Fail, msg).fix(start_fix));
             None
         }

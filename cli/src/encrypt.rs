@@ -181,16 +181,17 @@ pub fn run_at(args: EncryptArgs, socket: Option<&Path>) -> anyhow::Result<()> {
     let produce = |sink: &mut dyn ChunkSink| -> anyhow::Result<()> {
         if args.outform == OutForm::Smime {
             let mut input: Box<dyn Read> = match &args.input {
-                Some(p) => Box::new(
+                Some(p) => Box::new(crate::term::Progress::file(
                     File::open(p).with_context(|| format!("cannot open input {}", p.display()))?,
-                ),
+                    "encrypting",
+                )),
                 None => Box::new(io::stdin().lock()),
             };
             return Ok(encrypt_stream(&recipients, cipher, &mut input, sink)?);
         }
         // DER: the content's length goes first, so the input is read twice (standard
         // input is spooled to a private temporary file)
-        let mut input = match &args.input {
+        let input = match &args.input {
             Some(p) => {
                 File::open(p).with_context(|| format!("cannot open input {}", p.display()))?
             }
@@ -201,6 +202,7 @@ pub fn run_at(args: EncryptArgs, socket: Option<&Path>) -> anyhow::Result<()> {
                 spool
             }
         };
+        let mut input = crate::term::Progress::file(input, "encrypting");
         encrypt_bare(&recipients, cipher, &mut input, args.outform, sink)
     };
 
@@ -372,11 +374,11 @@ impl PemLines {
 fn encrypt_bare(
     recipients: &[EncryptRecipient],
     cipher: ContentCipher,
-    input: &mut File,
+    input: &mut (impl Read + std::io::Seek),
     form: OutForm,
     output: &mut dyn ChunkSink,
 ) -> anyhow::Result<()> {
-    use std::io::{Seek, SeekFrom};
+    use std::io::SeekFrom;
     let mut text = Vec::with_capacity(CHUNK + CHUNK / 8);
     input
         .seek(SeekFrom::Start(0))

@@ -5,12 +5,14 @@
 //! socket; everything else (CMS, MIME, AES) runs here.
 
 pub mod agentkey;
+pub mod autostart;
 pub mod decrypt;
 pub mod doctor;
 pub mod encrypt;
 pub mod enrol;
 pub mod expiry;
 pub mod gpgsm;
+pub mod init;
 pub mod manual;
 pub mod netfetch;
 pub mod output;
@@ -20,4 +22,5 @@ pub mod selfcert;
 pub mod sign;
 pub mod signcache;
 pub mod store;
+pub mod term;
 pub mod verify;

@@ -13,11 +13,13 @@ use tokenmail_proto::{Client, ClientError};
 
 use tokenmail_cli::agentkey::{self, call_with_login, connect, prompt_pin};
 use tokenmail_cli::{
-    decrypt, doctor, encrypt, enrol, expiry, manual, output, piv, policy, selfcert, sign, verify,
+    decrypt, doctor, encrypt, enrol, expiry, init, manual, output, piv, policy, selfcert, sign,
+    verify,
 };
 
 const EXAMPLES: &str = "\
 Examples:
+  tokenmail init                         # first run: find your token, write the configuration
   eval \"$(tokenmail-agent --pkcs11-module /usr/lib/softhsm/libsofthsm2.so \\
           --token-label tokenmail-demo --pin-file pin)\"
   tokenmail status                       # tokens, keys, which key each email selects
@@ -69,6 +71,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// First run: find PKCS#11 modules, tokens and readers, write the configuration
+    /// ($TOKENMAIL_CONFIG, else ~/.config/tokenmail/agent.toml), offer the git and NeoMutt settings.
+    Init(init::InitArgs),
     /// Agent version, tokens (present, logged in), keys and their certificates.
     Status {
         /// Machine-readable output.
@@ -168,10 +173,11 @@ fn main() {
         Err(e) => {
             let msg = format!("{e:#}");
             eprintln!("tokenmail: {}", msg.lines().next().unwrap_or("failed"));
-            std::process::exit(match e.downcast_ref::<ClientError>() {
-                Some(ClientError::NoAgent { .. } | ClientError::NotASocket { .. }) => 3,
-                _ => 1,
-            });
+            let no_agent = matches!(
+                e.downcast_ref::<ClientError>(),
+                Some(ClientError::NoAgent { .. } | ClientError::NotASocket { .. })
+            ) || e.is::<tokenmail_cli::autostart::StartError>();
+            std::process::exit(if no_agent { 3 } else { 1 });
         }
     }
 }
@@ -182,6 +188,7 @@ fn run(cli: Cli) -> Result<i32> {
         agentkey::set_wait(w.min(600));
     }
     match cli.command {
+        Command::Init(args) => init::run(args, &mut std::io::stdout().lock()),
         Command::Doctor(args) => Ok(doctor::run(args, socket, &mut std::io::stdout().lock())),
         Command::Completions { shell } => {
             manual::completions(
@@ -401,6 +408,7 @@ mod tests {
             COMPLETIONS_EXAMPLES,
             MAN_EXAMPLES,
             doctor::EXAMPLES,
+            init::EXAMPLES,
         ];
         for line in all.iter().flat_map(|e| e.lines()) {
             let line = line.trim();

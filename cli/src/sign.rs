@@ -356,12 +356,13 @@ pub fn run(args: SignArgs, socket: Option<&Path>) -> Result<i32> {
         info: info.clone(),
     };
 
-    let mut input = match opened {
+    let input = match opened {
         Some(i) => i,
         None => seekable_input(args.input.as_deref())?,
     };
     let len = input.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
     let stream = sign_form(&args, len)?;
+    let mut input = crate::term::Progress::new(input, Some(len), "signing");
     crate::output::write_streaming(args.output.as_deref(), |out| {
         sign_stream(&mut input, out, &signer, &cert, &chain, &opts, &stream).map_err(sign_error)
     })?;

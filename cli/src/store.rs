@@ -31,6 +31,17 @@ pub fn config_path() -> Option<PathBuf> {
     Some(base.join("tokenmail").join("agent.toml"))
 }
 
+/// `p` made absolute against the current directory.
+pub fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
 fn config_dir() -> Option<PathBuf> {
     config_path().and_then(|p| p.parent().map(Path::to_path_buf))
 }

@@ -402,9 +402,10 @@ impl ContentSink for Sink {
 
 fn open_input(path: Option<&Path>) -> anyhow::Result<Box<dyn Read>> {
     Ok(match path {
-        Some(p) if p.as_os_str() != "-" => Box::new(
+        Some(p) if p.as_os_str() != "-" => Box::new(crate::term::Progress::file(
             std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?,
-        ),
+            "verifying",
+        )),
         _ => Box::new(std::io::stdin()),
     })
 }
@@ -413,7 +414,38 @@ fn open_input(path: Option<&Path>) -> anyhow::Result<Box<dyn Read>> {
 pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
-    run_with(args, &mut stdout.lock(), &mut stderr.lock())
+    let colours = Colours {
+        stdout: crate::term::colour_stdout(),
+        stderr: crate::term::colour_stderr(),
+    };
+    run_coloured(args, &mut stdout.lock(), &mut stderr.lock(), colours)
+}
+
+/// Whether the result line may be coloured on each stream (terminals, no NO_COLOR).
+#[derive(Debug, Clone, Copy, Default)]
+struct Colours {
+    stdout: bool,
+    stderr: bool,
+}
+
+/// The report with its verdict words coloured: `Good` green, `BAD` red.
+fn colour_verdicts(report: &str, on: bool) -> String {
+    use crate::term::{paint, Tone};
+    if !on {
+        return report.to_string();
+    }
+    report
+        .split_inclusive('\n')
+        .map(|l| {
+            if let Some(rest) = l.strip_prefix("Good signature") {
+                format!("{}{rest}", paint("Good signature", Tone::Good, true))
+            } else if let Some(rest) = l.strip_prefix("BAD signature") {
+                format!("{}{rest}", paint("BAD signature", Tone::Bad, true))
+            } else {
+                l.to_string()
+            }
+        })
+        .collect()
 }
 
 /// [`run`] with explicit output streams (for tests and embedding).
@@ -425,6 +457,15 @@ pub fn run_with(
     args: VerifyArgs,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    run_coloured(args, stdout, stderr, Colours::default())
+}
+
+fn run_coloured(
+    args: VerifyArgs,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+    colours: Colours,
 ) -> anyhow::Result<i32> {
     let anchors = load_anchors(&trust_paths(&args)?)?;
     let signature = match &args.signature {
@@ -486,7 +527,12 @@ pub fn run_with(
         j.push('\n');
         j
     } else {
-        render(&v)
+        let on = if content_to_stdout {
+            colours.stderr
+        } else {
+            colours.stdout
+        };
+        colour_verdicts(&render(&v), on)
     };
     if content_to_stdout {
         stderr.write_all(report.as_bytes())?;
@@ -513,6 +559,18 @@ pub fn run_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_verdict_words_are_coloured_and_only_when_asked() {
+        let report = "Good signature from \"A\"\n  chain: x\nBAD signature from \"B\"\n";
+        assert_eq!(colour_verdicts(report, false), report);
+        let c = colour_verdicts(report, true);
+        assert!(c.starts_with("\x1b[32mGood signature\x1b[0m from"), "{c:?}");
+        assert!(
+            c.contains("\n  chain: x\n\x1b[1;31mBAD signature\x1b[0m from"),
+            "{c:?}"
+        );
+    }
 
     fn sh(dir: &Path, script: &str) {
         let out = std::process::Command::new("bash")

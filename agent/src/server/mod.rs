@@ -48,6 +48,9 @@ pub enum SocketError {
     /// The agent's own socket directory is a symbolic link (someone may have planted it).
     #[error("socket directory {0} is a symbolic link; remove it (the agent creates its own directory) or choose another --socket")]
     LinkedDir(PathBuf),
+    /// A socket passed by systemd (`LISTEN_FDS`) that the agent cannot serve.
+    #[error("socket activation: {0}")]
+    Activation(String),
     /// I/O.
     #[error("{what} {path}: {source}")]
     Io {
@@ -156,6 +159,99 @@ pub fn bind(path: &Path, dedicated: bool) -> Result<StdListener, SocketError> {
     Ok(listener)
 }
 
+/// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
+pub const LISTEN_FDS_START: i32 = 3;
+
+/// What systemd's socket activation says in the environment (sd_listen_fds(3)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenFds {
+    /// `LISTEN_FDS`: how many descriptors, from fd 3.
+    pub count: u32,
+    /// `LISTEN_FDNAMES`, split at `:` (names from `FileDescriptorName=`), when set.
+    pub names: Vec<String>,
+}
+
+/// Reads `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES` and removes them from the
+/// environment (always, as `sd_listen_fds(1)` does, so that no child of the agent —
+/// pinentry — takes them for its own). `None` when they are absent or name another
+/// process (`LISTEN_PID` is not our pid). Call before any thread is started.
+pub fn take_listen_fds() -> Result<Option<ListenFds>, SocketError> {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let fds = std::env::var("LISTEN_FDS").ok();
+    let names = std::env::var("LISTEN_FDNAMES").ok();
+    for v in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(v);
+    }
+    let (Some(pid), Some(fds)) = (pid, fds) else {
+        return Ok(None);
+    };
+    let me = std::process::id();
+    if pid.trim().parse::<u32>().ok() != Some(me) {
+        // meant for another process (a parent's leftovers): not ours to take
+        return Ok(None);
+    }
+    let count: u32 = fds
+        .trim()
+        .parse()
+        .map_err(|_| SocketError::Activation(format!("LISTEN_FDS={fds:?} is not a number")))?;
+    match count {
+        0 => Ok(None),
+        1 => Ok(Some(ListenFds {
+            count,
+            names: names
+                .map(|n| n.split(':').map(str::to_string).collect())
+                .unwrap_or_default(),
+        })),
+        n => Err(SocketError::Activation(format!(
+            "{n} sockets were passed (LISTEN_FDS={n}); the agent serves one: give the .socket unit a single ListenStream= line"
+        ))),
+    }
+}
+
+/// The listener of a descriptor passed by systemd, checked: a Unix-domain stream socket
+/// that listens (`ListenStream=` with a path). Made close-on-exec. Returns it with its
+/// path (`None` for an unnamed or abstract socket).
+pub fn activated_listener(
+    fd: std::os::fd::OwnedFd,
+) -> Result<(StdListener, Option<PathBuf>), SocketError> {
+    use nix::sys::socket::{
+        getsockname, getsockopt, sockopt, SockType, SockaddrLike, SockaddrStorage,
+    };
+    use std::os::fd::AsRawFd;
+    let bad = |why: &str| {
+        SocketError::Activation(format!(
+            "descriptor {} is {why}, not a listening Unix stream socket: use ListenStream=%t/tokenmail/agent.sock in the .socket unit (contrib/systemd/tokenmail-agent.socket)",
+            fd.as_raw_fd()
+        ))
+    };
+    let addr: SockaddrStorage = match getsockname(fd.as_raw_fd()) {
+        Ok(a) => a,
+        Err(nix::errno::Errno::ENOTSOCK) => return Err(bad("not a socket")),
+        Err(e) => return Err(bad(&format!("unusable ({e})"))),
+    };
+    let Some(unix) = addr.as_unix_addr() else {
+        return Err(bad(&format!(
+            "a socket of another family ({:?})",
+            addr.family()
+        )));
+    };
+    match getsockopt(&fd, sockopt::SockType) {
+        Ok(SockType::Stream) => {}
+        Ok(t) => return Err(bad(&format!("a {t:?} socket"))),
+        Err(e) => return Err(bad(&format!("unusable ({e})"))),
+    }
+    if !getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false) {
+        return Err(bad("a socket that does not listen (a connection?)"));
+    }
+    nix::fcntl::fcntl(
+        fd.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| bad(&format!("unusable ({e})")))?;
+    let path = unix.path().map(Path::to_path_buf);
+    Ok((StdListener::from(fd), path))
+}
+
 /// Accepts connections until `shutdown` resolves.
 pub async fn serve(
     listener: UnixListener,
@@ -202,6 +298,61 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_activation_variables_are_read_once_and_removed() {
+        // (no other test of this binary reads LISTEN_*)
+        let me = std::process::id().to_string();
+        std::env::set_var("LISTEN_PID", &me);
+        std::env::set_var("LISTEN_FDS", "1");
+        std::env::set_var("LISTEN_FDNAMES", "tokenmail");
+        let got = take_listen_fds().expect("valid");
+        assert_eq!(
+            got,
+            Some(ListenFds {
+                count: 1,
+                names: vec!["tokenmail".into()]
+            })
+        );
+        for v in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+            assert!(std::env::var_os(v).is_none(), "{v} left for children");
+        }
+        assert_eq!(take_listen_fds().expect("none"), None);
+        // another process's, or several sockets
+        std::env::set_var("LISTEN_PID", "1");
+        std::env::set_var("LISTEN_FDS", "1");
+        assert_eq!(take_listen_fds().expect("not ours"), None);
+        assert!(std::env::var_os("LISTEN_FDS").is_none());
+        std::env::set_var("LISTEN_PID", &me);
+        std::env::set_var("LISTEN_FDS", "2");
+        let e = take_listen_fds().expect_err("two sockets");
+        assert!(e.to_string().contains("single ListenStream="), "{e}");
+    }
+
+    #[test]
+    fn a_passed_descriptor_must_be_a_listening_unix_stream_socket() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("a.sock");
+        let listener = StdListener::bind(&path).expect("bind");
+        let (l, p) = activated_listener(listener.into()).expect("a listening socket is taken");
+        assert_eq!(p.as_deref(), Some(path.as_path()));
+        drop(l);
+        // a connected stream (Accept=yes units pass those), a datagram socket, a file
+        let (a, _b) = StdStream::pair().expect("pair");
+        let e = activated_listener(a.into()).expect_err("a connection");
+        assert!(e.to_string().contains("does not listen"), "{e}");
+        let d = std::os::unix::net::UnixDatagram::unbound().expect("dgram");
+        let e = activated_listener(d.into()).expect_err("datagram");
+        assert!(e.to_string().contains("Datagram"), "{e}");
+        let f = std::fs::File::open(&path).map(std::os::fd::OwnedFd::from);
+        if let Ok(f) = f {
+            let e = activated_listener(f).expect_err("not a socket");
+            assert!(e.to_string().contains("not a socket"), "{e}");
+        }
+        let t = std::net::TcpListener::bind("127.0.0.1:0").expect("tcp");
+        let e = activated_listener(t.into()).expect_err("tcp");
+        assert!(e.to_string().contains("another family"), "{e}");
+    }
 
     #[test]
     fn a_linked_socket_directory_is_refused() {
