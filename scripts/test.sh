@@ -24,6 +24,9 @@ cargo build --workspace --locked
 step "virtual PIV card against independent peers (yubico-piv-tool, OpenSC pkcs11-tool)"
 bash tests/vpiv/selftest.sh 2>&1 | tee target/vpiv-selftest.txt
 step "tests"
+# Agents the tests start keep their state (the audit log) under target/, never in $HOME.
+export XDG_STATE_HOME="$here/target/test-state"
+mkdir -p "$XDG_STATE_HOME"
 # --no-fail-fast: every test binary runs, so one failure cannot hide the others. The
 # pipeline's status (pipefail: cargo's) is kept for the end instead of stopping here.
 # Each external program a test runs has a deadline: TOKENMAIL_TEST_TIMEOUT seconds (60).

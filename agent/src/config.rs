@@ -46,6 +46,28 @@ pub struct FileConfig {
     /// none; `tokenmail verify`, `decrypt` and tokenmail-gpgsm read the same table.
     #[serde(default)]
     pub trust: tokenmail_smime::trust::TrustConfig,
+    /// Organisation policy at send time: read by `tokenmail-sendmail` and `tokenmail
+    /// policy show`; the agent validates it so that a bad one is found at start.
+    #[serde(default)]
+    pub policy: tokenmail_smime::policy::OrgPolicy,
+    /// The audit log of private-key operations.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: the log of private-key operations (JSON lines, append-only, rotated).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// `false` turns the log off (default on).
+    pub enabled: Option<bool>,
+    /// The file (default `$XDG_STATE_HOME/tokenmail/audit.log`, else
+    /// `~/.local/state/tokenmail/audit.log`).
+    pub file: Option<PathBuf>,
+    /// Size at which the file is rotated (default `"10M"`).
+    pub max_size: Option<SizeValue>,
+    /// Rotated files kept (`audit.log.1` …; default 5).
+    pub keep: Option<u32>,
 }
 
 /// A size in the file: bytes as an integer, or a string with a K/M/G suffix.
@@ -176,6 +198,19 @@ impl FileConfig {
             toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
         if let Some(dir) = path.parent() {
             f.trust.resolve_paths(&absolute(dir));
+            f.policy.resolve_paths(&absolute(dir));
+            if let Some(p) = f.audit.file.as_mut() {
+                if p.is_relative() {
+                    *p = absolute(dir).join(&*p);
+                }
+            }
+        }
+        f.policy
+            .validate()
+            .map_err(|e| format!("config {}: {e}", path.display()))?;
+        if let Some(v) = &f.audit.max_size {
+            v.bytes()
+                .map_err(|e| format!("config {}: [audit] max_size: {e}", path.display()))?;
         }
         f.decrypt
             .policy()

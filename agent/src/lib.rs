@@ -5,6 +5,7 @@
 //! key selection, error mapping), [`server`] (socket, peer credentials, frames).
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod config;
 pub mod error;
 pub mod inline;

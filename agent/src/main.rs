@@ -543,7 +543,8 @@ fn serve(
             .with_trust(
                 tokenmail_agent::service::TrustState::load(file.trust.clone())
                     .map_err(|e| anyhow!(e))?,
-            ),
+            )
+            .with_audit(open_audit(&file.audit)?),
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -642,4 +643,32 @@ fn serve(
     // Leave without waiting for blocked token calls; the OS closes the sessions.
     rt.shutdown_timeout(Duration::from_secs(2));
     Ok(())
+}
+
+/// The audit log of `[audit]` (default on, at the default path when there is one).
+fn open_audit(
+    cfg: &tokenmail_agent::config::AuditConfig,
+) -> Result<Option<Arc<tokenmail_agent::audit::AuditLog>>> {
+    use tokenmail_agent::audit;
+    if cfg.enabled == Some(false) {
+        info!("audit log off ([audit] enabled = false)");
+        return Ok(None);
+    }
+    let Some(path) = cfg.file.clone().or_else(audit::default_path) else {
+        warn!("no audit log: set [audit] file (no HOME or XDG_STATE_HOME to put it in)");
+        return Ok(None);
+    };
+    let max = match &cfg.max_size {
+        Some(v) => v.bytes().map_err(|e| anyhow!("[audit] max_size: {e}"))?,
+        None => audit::DEFAULT_MAX_SIZE,
+    };
+    let log = audit::AuditLog::open(path.clone(), max, cfg.keep.unwrap_or(audit::DEFAULT_KEEP))
+        .with_context(|| {
+            format!(
+                "cannot open the audit log {}: fix [audit] file, or set [audit] enabled = false",
+                path.display()
+            )
+        })?;
+    info!(file = %path.display(), "audit log");
+    Ok(Some(Arc::new(log)))
 }

@@ -27,6 +27,8 @@ pub struct Service {
     cipher_policy: tokenmail_smime::pipeline::CipherPolicy,
     /// `[trust]` for the `verify` operation.
     trust: Arc<TrustState>,
+    /// The audit log of private-key operations, when on.
+    audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 /// The configuration's trust policy, loaded at start.
@@ -127,6 +129,44 @@ impl Service {
             prompter: None,
             cipher_policy: Default::default(),
             trust: Arc::new(TrustState::default()),
+            audit: None,
+        }
+    }
+
+    /// Writes every private-key operation to `log` (through [`Service::for_peer`]).
+    pub fn with_audit(mut self, log: Option<Arc<crate::audit::AuditLog>>) -> Self {
+        self.audit = log;
+        self
+    }
+
+    /// The view of one connection: its stores write what they do to the audit log with
+    /// `peer` as the one who asked. The same service when the log is off.
+    pub fn for_peer(&self, peer: crate::audit::Peer) -> Service {
+        let Some(log) = &self.audit else {
+            return self.clone_view(self.stores.clone());
+        };
+        let stores = self
+            .stores
+            .iter()
+            .map(|s| {
+                Arc::new(crate::audit::AuditedStore::new(
+                    s.clone(),
+                    log.clone(),
+                    peer.clone(),
+                )) as Arc<dyn KeyStore>
+            })
+            .collect();
+        self.clone_view(stores)
+    }
+
+    fn clone_view(&self, stores: Vec<Arc<dyn KeyStore>>) -> Service {
+        Service {
+            stores,
+            prefer: self.prefer.clone(),
+            prompter: self.prompter.clone(),
+            cipher_policy: self.cipher_policy,
+            trust: self.trust.clone(),
+            audit: self.audit.clone(),
         }
     }
 
@@ -177,6 +217,7 @@ impl Service {
             prompter: None,
             cipher_policy: self.cipher_policy,
             trust: self.trust.clone(),
+            audit: self.audit.clone(),
         })
     }
 

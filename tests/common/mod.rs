@@ -76,6 +76,8 @@ impl Agent {
                     .flat_map(|p| [std::ffi::OsStr::new("--config"), p.as_os_str()]),
             )
             .env("SOFTHSM2_CONF", fixture.dir.join("softhsm2.conf"))
+            // the audit log (and any other state) of this agent stays in its scratch dir
+            .env("XDG_STATE_HOME", dir.path().join("state"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -120,6 +122,15 @@ impl Agent {
         c.env("XDG_CACHE_HOME", self.dir.path().join("cache"));
         c.stdin(Stdio::null());
         c
+    }
+
+    /// The agent's audit log (in its scratch directory).
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join("state")
+            .join("tokenmail")
+            .join("audit.log")
     }
 
     /// The agent's pid.

@@ -299,6 +299,36 @@ impl KeyStore for PromptingStore {
     fn piv(&self) -> Option<&dyn PivAdmin> {
         self.inner.piv()
     }
+    fn generate_key(
+        &self,
+        label: &str,
+        alg: crate::token::KeyAlgorithm,
+        id: Option<&[u8]>,
+    ) -> Result<KeyEntry, TokenError> {
+        self.with_pin("generate a key", || self.inner.generate_key(label, alg, id))
+    }
+    fn store_certificate(
+        &self,
+        key: &KeyEntry,
+        certificate: &[u8],
+        chain: &[Vec<u8>],
+    ) -> Result<Vec<String>, TokenError> {
+        self.with_pin("store a certificate", || {
+            self.inner.store_certificate(key, certificate, chain)
+        })
+    }
+    fn create_key(
+        &self,
+        label: &str,
+        id: Option<&[u8]>,
+        key: &crate::token::PrivateKeyParts,
+        certificate: &[u8],
+        chain: &[Vec<u8>],
+    ) -> Result<KeyEntry, TokenError> {
+        self.with_pin("import a key", || {
+            self.inner.create_key(label, id, key, certificate, chain)
+        })
+    }
 }
 
 #[cfg(test)]

@@ -78,6 +78,7 @@ async fn serve_connection(stream: &mut UnixStream, mut svc: Arc<Service>, my_uid
         if let Request::Hello { client, pin_prompt } = &req {
             debug!(pid = ?pid, client = %client, pin_prompt, "hello");
             greeted = true;
+            svc = Arc::new(svc.for_peer(crate::audit::Peer::new(my_uid, pid, client)));
             if !pin_prompt {
                 if let Some(view) = svc.for_client_without_prompt(requester(pid, client)) {
                     svc = Arc::new(view);
