@@ -43,6 +43,13 @@ pub struct FileConfig {
     /// none; `tokenmail verify`, `decrypt` and tokenmail-gpgsm read the same table.
     #[serde(default)]
     pub trust: tokenmail_smime::trust::TrustConfig,
+    /// LDAP directories (`[[directory]]`): read and checked by the CLI (`certs fetch`,
+    /// `encrypt --to`, `expiry --ldap`); the agent only accepts the tables.
+    #[serde(default, rename = "directory")]
+    pub directories: Vec<toml::Table>,
+    /// `[certs]` (the certificate store, `harvest`): read and checked by the CLI.
+    #[serde(default)]
+    pub certs: Option<toml::Table>,
 }
 
 /// A size in the file: bytes as an integer, or a string with a K/M/G suffix.

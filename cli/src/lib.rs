@@ -5,11 +5,13 @@
 //! socket; everything else (CMS, MIME, AES) runs here.
 
 pub mod agentkey;
+pub mod certs;
 pub mod decrypt;
 pub mod doctor;
 pub mod encrypt;
 pub mod expiry;
 pub mod gpgsm;
+pub mod ldap;
 pub mod manual;
 pub mod netfetch;
 pub mod output;
