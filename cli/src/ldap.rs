@@ -390,10 +390,12 @@ fn search(dir: &Directory, filter: &str, limits: Limits) -> Result<SearchResult>
     }
     match stopped {
         Some(why) => {
-            // the rest is not wanted: the connection is dropped (closing it ends the search)
+            // the rest is not wanted: the search is abandoned and the connection closed
             out.notes
                 .push(format!("directory {}: {why}", dir.url.trim()));
+            let id = stream.last_id();
             drop(stream);
+            let _ = conn.abandon(id);
         }
         None => {
             let res = stream.result();

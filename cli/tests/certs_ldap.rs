@@ -296,6 +296,18 @@ fn fetch_keeps_the_addresses_certificates_and_nothing_else() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert_eq!(f.stored().len(), 2, "nothing more stored");
 
+    // 25 entries for one address: the lookup asks for 20 at most; slapd stops there and
+    // says so (sizeLimitExceeded), which is a note, not an error
+    let o = f.tokenmail(&["certs", "fetch", "--json", "crowd@example.org"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let j = json(&o);
+    assert_eq!(j["skipped"].as_array().map(Vec::len), Some(20), "{j}");
+    assert!(
+        text(&o.stderr).contains("the server's limit was reached"),
+        "{}",
+        text(&o.stderr)
+    );
+
     // nobody
     let o = f.tokenmail(&["certs", "fetch", "nobody@example.org"]);
     assert_eq!(o.status.code(), Some(1));

@@ -8,7 +8,7 @@
 #   mallory.pem                 mallory@evil.example -> in entry uid=dave (mail=dave@example.org)
 #   old.pem                     old@example.org, expired 2021 -> entry uid=old (expired.ldif only)
 #   erin.pem/.key               erin@corp.example    -> entry in the bind-only database
-#   people.ldif, expired.ldif, corp.ldif
+#   people.ldif (with 25 entries for crowd@example.org), expired.ldif, corp.ldif
 set -e
 cat > ext.cnf <<'EOT'
 [ca]
@@ -132,3 +132,8 @@ mail: erin@corp.example
 userCertificate;binary:: $(der erin.pem)
 
 EOT
+# 25 entries for one address (more than the 20 a lookup takes), each with bob's certificate
+for i in $(seq 1 25); do
+  printf 'dn: uid=crowd%s,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: crowd%s\ncn: Crowd\nsn: Crowd\nmail: crowd@example.org\nuserCertificate;binary:: %s\n\n' \
+    "$i" "$i" "$(der bob.pem)" >> people.ldif
+done
