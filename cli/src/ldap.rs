@@ -313,7 +313,14 @@ fn describe(e: &ldap3::LdapError, dir: &Directory) -> String {
                 format!("result code {} ({text})", result.rc)
             }
         }
-        other => other.to_string().lines().next().unwrap_or("").to_string(),
+        other => {
+            let s = other.to_string().lines().next().unwrap_or("").to_string();
+            if s.contains("invalid peer certificate") {
+                format!("{s}: the server's TLS certificate does not chain to the system's CA store (SSL_CERT_FILE may name the CA's file)")
+            } else {
+                s
+            }
+        }
     }
 }
 

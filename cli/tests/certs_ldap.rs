@@ -35,6 +35,8 @@ struct Fixture {
     dir: tempfile::TempDir,
     slapd: Option<process::Running>,
     port: u16,
+    /// ldaps://
+    tls_port: u16,
 }
 
 impl Fixture {
@@ -54,6 +56,7 @@ impl Fixture {
             dir,
             slapd: None,
             port: 0,
+            tls_port: 0,
         }
     }
 
@@ -76,6 +79,9 @@ modulepath /usr/lib/ldap
 moduleload back_mdb
 pidfile {d}/slapd.pid
 sizelimit 500
+TLSCACertificateFile {d}/ca.pem
+TLSCertificateFile {d}/server.pem
+TLSCertificateKeyFile {d}/server.key
 
 database mdb
 maxsize 10485760
@@ -106,15 +112,20 @@ access to * by users read by * none
         }
         // a free port: taken by the system, released, given to slapd (tried again if
         // someone else took it in between)
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
+        let free = || {
+            TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .expect("a free port")
-                .port();
+                .port()
+        };
+        for _ in 0..5 {
+            let (port, tls_port) = (free(), free());
             let mut slapd = process::Running::spawn(
                 Command::new(program("slapd"))
                     .args(["-f", "slapd.conf", "-d", "0", "-h"])
-                    .arg(format!("ldap://127.0.0.1:{port}/"))
+                    .arg(format!(
+                        "ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{tls_port}/"
+                    ))
                     .current_dir(d)
                     .stdin(Stdio::null())
                     .stdout(Stdio::piped())
@@ -122,9 +133,12 @@ access to * by users read by * none
             );
             let t = Instant::now();
             while t.elapsed() < Duration::from_secs(20) && slapd.alive() {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    && std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
+                {
                     self.slapd = Some(slapd);
                     self.port = port;
+                    self.tls_port = tls_port;
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -529,6 +543,60 @@ fn expiry_ldap_reports_an_expired_certificate_in_the_directory() {
     // without --ldap the directory is not asked
     let o = f.tokenmail(&["expiry", "--certs", &empty]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+}
+
+#[test]
+fn ldaps_and_starttls_check_the_servers_certificate() {
+    let mut f = Fixture::new();
+    f.start();
+    let fetch = |ca: &str| {
+        let mut c = f.tokenmail_cmd(&["certs", "fetch", "bob@example.org"]);
+        // rustls-native-certs reads the CA store from here
+        c.env("SSL_CERT_FILE", f.p(ca)).env_remove("SSL_CERT_DIR");
+        process::output(&mut c)
+    };
+    // ldaps://, with a bind: the password crosses TLS only
+    let pw = f.p("reader.pw");
+    std::fs::write(&pw, "s3cret-reader\n").expect("pw");
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    f.config(&format!(
+        "[[directory]]\nurl = \"ldaps://127.0.0.1:{}\"\nbase = \"{PEOPLE}\"\nbind_dn = \"cn=reader,{CORP}\"\npassword_file = \"reader.pw\"\ntimeout = 5\n",
+        f.tls_port
+    ));
+    let o = fetch("ca.pem");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(f.stored(), vec![f.der("bob.pem")]);
+    std::fs::remove_dir_all(f.p("store")).expect("rm");
+
+    // a server certificate that does not chain to the CA store: refused, one line
+    let o = fetch("erin.pem");
+    assert_eq!(o.status.code(), Some(2));
+    let err = text(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cannot connect") && err.contains("invalid peer certificate"),
+        "{err}"
+    );
+    assert!(f.stored().is_empty());
+
+    // StartTLS on ldap://
+    f.config(&format!(
+        "[[directory]]\nurl = \"{}\"\nbase = \"{PEOPLE}\"\nstarttls = true\ntimeout = 5\n",
+        f.url()
+    ));
+    let o = fetch("ca.pem");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(f.stored(), vec![f.der("bob.pem")]);
+    std::fs::remove_dir_all(f.p("store")).expect("rm");
+    let o = fetch("erin.pem");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("UnknownIssuer"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(f.stored().is_empty());
 }
 
 #[test]

@@ -8,6 +8,7 @@
 #   mallory.pem                 mallory@evil.example -> in entry uid=dave (mail=dave@example.org)
 #   old.pem                     old@example.org, expired 2021 -> entry uid=old (expired.ldif only)
 #   erin.pem/.key               erin@corp.example    -> entry in the bind-only database
+#   server.pem/.key             slapd's TLS certificate (IP:127.0.0.1)
 #   people.ldif (with 25 entries for crowd@example.org), expired.ldif, corp.ldif
 set -e
 cat > ext.cnf <<'EOT'
@@ -19,6 +20,11 @@ basicConstraints = CA:FALSE
 keyUsage = critical,digitalSignature,keyEncipherment
 extendedKeyUsage = emailProtection
 subjectAltName = email:${ENV::EMAIL}
+[server]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1
 EOT
 export EMAIL=unused
 openssl req -x509 -nodes -newkey rsa:2048 -keyout ca.key -out ca.pem -days 30 \
@@ -35,6 +41,11 @@ issue bob bob@example.org
 issue carol carol@example.org
 issue mallory mallory@evil.example
 issue erin erin@corp.example
+# slapd's TLS certificate (ldaps:// and StartTLS), for 127.0.0.1
+openssl req -new -nodes -newkey rsa:2048 -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 20 \
+  -extfile ext.cnf -extensions server -out server.pem 2>/dev/null
+rm -f server.csr
 
 # expired: openssl 3.0's x509 cannot back-date; openssl ca can
 mkdir -p db; : > db/index.txt; echo 01 > db/serial
