@@ -666,6 +666,30 @@ fn bind_with_a_password_file() {
     let o = f.tokenmail(&["certs", "fetch", "erin@corp.example"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("use ldap://host[:port] or ldaps://"));
+    // doctor says the same; a good [[directory]] and [certs] are no unknown keys to it
+    let o = f.tokenmail(&["doctor", "--json"]);
+    let j = json(&o);
+    let config = j["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["check"] == "config"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(config["status"], "fail", "{j}");
+    assert!(
+        config["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("use ldap://host[:port]")),
+        "{config}"
+    );
+    f.config(&format!("{}[certs]\nharvest = true\n", with("reader.pw")));
+    let o = f.tokenmail(&["doctor", "--json"]);
+    let j = json(&o);
+    let config = j["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["check"] == "config"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(config["status"], "ok", "{j}");
 }
 
 #[test]
