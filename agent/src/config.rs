@@ -403,4 +403,21 @@ mod tests {
         assert_eq!(cfg.keys.prefer["alice@example.com"], "alice-rsa");
         assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
     }
+
+    /// `[[directory]]` and `[certs]` are the CLI's: the agent starts with them.
+    #[test]
+    fn accepts_the_clis_directory_and_certs_tables() {
+        let cfg: FileConfig = toml::from_str(
+            r#"
+            [[directory]]
+            url = "ldaps://ldap.example.com"
+            base = "dc=example,dc=com"
+            [certs]
+            harvest = true
+            "#,
+        )
+        .expect("parses");
+        assert_eq!(cfg.directories.len(), 1);
+        assert!(cfg.certs.is_some());
+    }
 }

@@ -21,7 +21,7 @@ pub const EXAMPLES: &str = "\
 Examples:
   tokenmail certs fetch bob@example.org          # ask the [[directory]] entries, keep what fits
   tokenmail certs fetch --json bob@example.org | jq '.stored[].file'
-  tokenmail certs list                           # the store: file, subject, emails, notAfter, sha256
+  tokenmail certs list                           # file, subject, emails, notAfter, sha256
   tokenmail certs list --json
   tokenmail certs remove 3f2a9c1d                # by sha256 fingerprint (or a unique prefix of it)
   tokenmail certs remove bob@example.org-3f2a9c1d0b7e4a55.pem   # by file
