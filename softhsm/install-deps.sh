@@ -23,6 +23,8 @@ PKGS=(
   neomutt                   # the mail client the documented smime_*_command set is tested with
   perl                      # NeoMutt's smime_keys script (File::Copy, Time::Local)
   git                       # tokenmail-gpgsm is tested with real git
+  slapd                     # a throwaway LDAP directory for the [[directory]] tests (cli/tests/certs_ldap.rs)
+  ldap-utils                # ldapadd/ldapdelete, loading entries into it
   man-db                    # `man -l` renders the generated manual pages (tests/everyday.rs)
   groff-base                # the formatter man-db runs
   systemd                   # systemd-socket-activate and systemd-analyze (contrib/systemd units, tests/everyday.rs)

@@ -314,7 +314,14 @@ impl KeyStore for AuditedStore {
         use sha2::Digest;
         let r = self.inner.store_certificate(key, certificate, chain);
         let fp = sha2::Sha256::digest(certificate);
-        self.note("import-cert", &key.id, Some(&key.label), None, Some(&fp), &r);
+        self.note(
+            "import-cert",
+            &key.id,
+            Some(&key.label),
+            None,
+            Some(&fp),
+            &r,
+        );
         r
     }
     fn create_key(

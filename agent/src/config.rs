@@ -53,6 +53,13 @@ pub struct FileConfig {
     /// The audit log of private-key operations.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// LDAP directories (`[[directory]]`): read and checked by the CLI (`certs fetch`,
+    /// `encrypt --to`, `expiry --ldap`); the agent only accepts the tables.
+    #[serde(default, rename = "directory")]
+    pub directories: Vec<toml::Table>,
+    /// `[certs]` (the certificate store, `harvest`): read and checked by the CLI.
+    #[serde(default)]
+    pub certs: Option<toml::Table>,
 }
 
 /// `[audit]`: the log of private-key operations (JSON lines, append-only, rotated).
@@ -433,5 +440,22 @@ mod tests {
         assert_eq!(cfg.pin.cache_ttl, Some(0));
         assert_eq!(cfg.keys.prefer["alice@example.com"], "alice-rsa");
         assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+    }
+
+    /// `[[directory]]` and `[certs]` are the CLI's: the agent starts with them.
+    #[test]
+    fn accepts_the_clis_directory_and_certs_tables() {
+        let cfg: FileConfig = toml::from_str(
+            r#"
+            [[directory]]
+            url = "ldaps://ldap.example.com"
+            base = "dc=example,dc=com"
+            [certs]
+            harvest = true
+            "#,
+        )
+        .expect("parses");
+        assert_eq!(cfg.directories.len(), 1);
+        assert!(cfg.certs.is_some());
     }
 }

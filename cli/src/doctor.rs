@@ -229,6 +229,8 @@ const TOP_KEYS: &[&str] = &[
     "keys",
     "decrypt",
     "trust",
+    "directory",
+    "certs",
 ];
 const PIN_KEYS: &[&str] = &["cache_ttl", "pinentry", "pinentry_timeout"];
 const TOKEN_KEYS: &[&str] = &[
@@ -366,6 +368,12 @@ fn check_config(out: &mut Vec<Check>) -> Option<Config> {
             },
             Err(e) => problems.push(format!("[trust]: {}", e.message())),
         }
+    }
+    if let Err(e) = crate::ldap::parse_directories(&table, path.parent()) {
+        problems.push(e);
+    }
+    if let Err(e) = crate::certs::parse_certs_config(&table) {
+        problems.push(e);
     }
     if !unknown.is_empty() {
         out.push(fail(format!(

@@ -1,5 +1,6 @@
 //! `tokenmail expiry`: which certificates expire soon, and which have expired — on the
-//! agent's tokens and in the certificate directories. Exit 0 nothing due, 1 something due
+//! agent's tokens, in the certificate directories and, with `--ldap`, under the base of
+//! every configured LDAP directory (`[[directory]]`). Exit 0 nothing due, 1 something due
 //! within the window, 2 something expired: made for cron and monitoring.
 
 use std::io::Write;
@@ -13,7 +14,7 @@ use tokenmail_smime::path::CertEntry;
 /// Arguments of `tokenmail expiry`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(
-    after_help = "Examples:\n  tokenmail expiry                      # due within 30 days, or expired\n  tokenmail expiry --days 60 --all      # every certificate, 60-day window\n  tokenmail expiry --json --certs /srv/certs | jq '.certificates[] | select(.status != \"ok\")'\n\nExit status: 0 nothing due, 1 something expires within the window, 2 something has expired."
+    after_help = "Examples:\n  tokenmail expiry                      # due within 30 days, or expired\n  tokenmail expiry --days 60 --all      # every certificate, 60-day window\n  tokenmail expiry --json --certs /srv/certs | jq '.certificates[] | select(.status != \"ok\")'\n  tokenmail expiry --ldap                # and every certificate in the [[directory]] entries\n\nExit status: 0 nothing due, 1 something expires within the window, 2 something has expired.\nWith --ldap, a directory that cannot be searched is an error (exit 1, said on stderr)."
 )]
 pub struct ExpiryArgs {
     /// The warning window in days.
@@ -26,7 +27,8 @@ pub struct ExpiryArgs {
     /// ~/.config/tokenmail/certs/).
     #[arg(long = "certs", value_name = "DIR")]
     pub certs: Vec<PathBuf>,
-    /// Also scan the configured LDAP directories (not available yet).
+    /// Also check every certificate under the base of the configured LDAP directories
+    /// ([[directory]] in the configuration).
     #[arg(long)]
     pub ldap: bool,
     /// List every certificate, not only those due or expired.
@@ -50,9 +52,15 @@ fn token_certificates(socket: Option<&Path>) -> Option<Vec<(String, CertEntry)>>
 
 /// Runs `tokenmail expiry`; returns the exit status.
 pub fn run(args: ExpiryArgs, socket: Option<&Path>, out: &mut dyn Write) -> Result<i32> {
-    if args.ldap {
-        bail!("--ldap: LDAP directories are not supported yet; run without it to check the tokens and the certificate directories");
-    }
+    let ldap_dirs = if args.ldap {
+        let d = crate::ldap::directories()?;
+        if d.is_empty() {
+            bail!("--ldap: no [[directory]] in the configuration: add one (url, base; docs/configuration.md) or run without --ldap");
+        }
+        d
+    } else {
+        Vec::new()
+    };
     let now = SystemTime::now();
     let window = Duration::from_secs(args.days.saturating_mul(86400));
     let mut found: Vec<Expiry> = Vec::new();
@@ -82,6 +90,14 @@ pub fn run(args: ExpiryArgs, socket: Option<&Path>, out: &mut dyn Write) -> Resu
             add(path.display().to_string(), &c);
         }
     }
+    let mut notes = Vec::new();
+    for d in &ldap_dirs {
+        let res = crate::ldap::scan(d)?;
+        notes.extend(res.notes);
+        for f in res.found {
+            add(format!("{} {}", d.url.trim(), f.dn), &f.cert);
+        }
+    }
     found.sort_by(|a, b| b.status.cmp(&a.status).then(a.days_left.cmp(&b.days_left)));
     let expired = found
         .iter()
@@ -103,6 +119,8 @@ pub fn run(args: ExpiryArgs, socket: Option<&Path>, out: &mut dyn Write) -> Resu
             "days": args.days,
             "agent": tokens.is_some(),
             "directories": dirs,
+            "ldap": ldap_dirs.iter().map(|d| d.url.trim()).collect::<Vec<_>>(),
+            "notes": notes,
             "checked": found.len(),
             "expired": expired,
             "due": due,
@@ -110,6 +128,9 @@ pub fn run(args: ExpiryArgs, socket: Option<&Path>, out: &mut dyn Write) -> Resu
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(code);
+    }
+    for n in &notes {
+        writeln!(out, "note: {n}")?;
     }
     if tokens.is_none() {
         writeln!(

@@ -6,6 +6,7 @@
 
 pub mod agentkey;
 pub mod autostart;
+pub mod certs;
 pub mod decrypt;
 pub mod doctor;
 pub mod encrypt;
@@ -13,6 +14,7 @@ pub mod enrol;
 pub mod expiry;
 pub mod gpgsm;
 pub mod init;
+pub mod ldap;
 pub mod manual;
 pub mod netfetch;
 pub mod output;

@@ -13,8 +13,8 @@ use tokenmail_proto::{Client, ClientError};
 
 use tokenmail_cli::agentkey::{self, call_with_login, connect, prompt_pin};
 use tokenmail_cli::{
-    decrypt, doctor, encrypt, enrol, expiry, init, manual, output, piv, policy, selfcert, sign,
-    verify,
+    certs, decrypt, doctor, encrypt, enrol, expiry, init, manual, output, piv, policy, selfcert,
+    sign, verify,
 };
 
 const EXAMPLES: &str = "\
@@ -29,6 +29,8 @@ Examples:
   tokenmail sign --signer alice@example.com --opaque msg.eml -o /dev/null   # devices are written through
   tokenmail verify --trust root.pem signed.eml -o content.eml
   tokenmail encrypt --to bob@example.org msg.eml -o encrypted.eml
+  tokenmail certs fetch bob@example.org  # from the [[directory]] LDAP entries into the store
+  tokenmail certs list                   # the certificate store
   tokenmail decrypt encrypted.eml -o plain.eml
   tokenmail sign-digest --key alice@example.com report.pdf -o report.sig
   tokenmail lock                         # log out and forget cached PINs
@@ -117,7 +119,7 @@ enum Command {
     Decrypt(decrypt::DecryptArgs),
     /// The effective trust and decrypt policy, and where each value comes from (`policy show`).
     Policy(policy::PolicyArgs),
-    /// Certificates that expire within DAYS (default 30) or have expired, on the tokens and in the certificate directories; exit 0 / 1 due / 2 expired.
+    /// Certificates that expire within DAYS (default 30) or have expired, on the tokens, in the certificate directories and (--ldap) the LDAP directories; exit 0 / 1 due / 2 expired.
     Expiry(expiry::ExpiryArgs),
     /// Generate a key pair on a token (sensitive, never extractable) or in a PIV slot.
     Keygen(enrol::KeygenArgs),
@@ -129,6 +131,8 @@ enum Command {
     ImportP12(enrol::ImportP12Args),
     /// Renew: a new key on the same token and a request with the old certificate's subject and email.
     Renew(enrol::RenewArgs),
+    /// The certificate store: fetch recipients' certificates from the LDAP directories, list, remove; exit 0 / 1 nothing found / 2 errors.
+    Certs(certs::CertsArgs),
     /// PIV smart cards (YubiKey…): status, key generation on the card, certificate import.
     Piv(piv::PivArgs),
     /// Check the setup (agent, configuration, tokens, PIN files, certificates, trust, pcscd, git), each problem with its fix; exit 0 ok, 1 warnings, 2 failures.
@@ -211,6 +215,11 @@ fn run(cli: Cli) -> Result<i32> {
         Command::ImportCert(args) => enrol::import_cert(args, socket),
         Command::ImportP12(args) => enrol::import_p12(args, socket),
         Command::Renew(args) => enrol::renew(args, socket),
+        Command::Certs(args) => Ok(certs::run(
+            args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        )),
         Command::Status { json } => {
             let mut c = connect(socket)?;
             let Response::Status(st) = c.call(&Request::Status)? else {
@@ -409,6 +418,7 @@ mod tests {
             MAN_EXAMPLES,
             doctor::EXAMPLES,
             init::EXAMPLES,
+            certs::EXAMPLES,
         ];
         for line in all.iter().flat_map(|e| e.lines()) {
             let line = line.trim();
@@ -423,6 +433,6 @@ mod tests {
             }
             n += 1;
         }
-        assert!(n >= 17, "{n} examples");
+        assert!(n >= 25, "{n} examples");
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! Recipients: the certificate directories (`$TOKENMAIL_CERTS`, directories separated by
 //! `:`, else `~/.config/tokenmail/certs/`; every `.pem`, `.crt`, `.cer` or `.der` file,
-//! bundles allowed), then the certificates on the agent's tokens (your own addresses).
-//! Among several certificates for an address, a currently valid one that may encrypt
+//! bundles allowed), then the certificates on the agent's tokens (your own addresses),
+//! then the configured LDAP directories (`[[directory]]`, see [`crate::ldap`]): what they
+//! have for the address is kept in the store ([`crate::certs::fetch`]). Among several certificates for an address, a currently valid one that may encrypt
 //! wins, the one that expires last.
 //!
 //! Configuration: `$TOKENMAIL_CONFIG`, else `$XDG_CONFIG_HOME/tokenmail/agent.toml`
@@ -47,7 +48,7 @@ fn config_dir() -> Option<PathBuf> {
 }
 
 /// The configuration file, parsed, with its path (`None`: there is none).
-fn config_table() -> Result<Option<(toml::Table, PathBuf)>> {
+pub fn config_table() -> Result<Option<(toml::Table, PathBuf)>> {
     let Some(cfg) = config_path().filter(|p| p.exists()) else {
         return Ok(None);
     };
@@ -210,18 +211,21 @@ fn not_after(c: &CertEntry) -> SystemTime {
         .to_system_time()
 }
 
+/// Is `email` one of a certificate's addresses, for looking recipients up? Case is
+/// ignored: people type addresses as they like.
+pub fn email_fits(email: &str, cert_emails: &[String]) -> bool {
+    email_matches(email, cert_emails)
+        || cert_emails
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case(email.trim()))
+}
+
 /// The best certificate for `email` among `certs`, or why there is none.
 fn pick(email: &str, certs: &[CertEntry]) -> std::result::Result<CertEntry, String> {
     let now = SystemTime::now();
     let mut matching: Vec<&CertEntry> = certs
         .iter()
-        .filter(|c| {
-            // Lookup ignores case: people type addresses as they like.
-            email_matches(email, &c.emails())
-                || c.emails()
-                    .iter()
-                    .any(|e| e.eq_ignore_ascii_case(email.trim()))
-        })
+        .filter(|c| email_fits(email, &c.emails()))
         .collect();
     if matching.is_empty() {
         return Err("no certificate".into());
@@ -259,6 +263,13 @@ pub fn recipients_for(
                 pick(email, agent).map_err(|_| dir_reason)
             }
         };
+        let found = match found {
+            Ok(c) => Ok(c),
+            Err(why) => from_ldap(email).map_err(|ldap| match ldap {
+                Some(ldap) => format!("{why} ({ldap})"),
+                None => why,
+            }),
+        };
         let cert = found.map_err(|why| {
             let where_ = if dirs.is_empty() {
                 "no certificate directory (set TOKENMAIL_CERTS)".to_string()
@@ -277,6 +288,39 @@ pub fn recipients_for(
         out.push(path);
     }
     Ok(out)
+}
+
+/// Asks the configured LDAP directories for `email` and picks among what they have (kept
+/// in the store). `Err(None)`: no directory is configured; `Err(Some(why))`: what the
+/// directories said.
+fn from_ldap(email: &str) -> std::result::Result<CertEntry, Option<String>> {
+    let report = crate::certs::fetch(email).map_err(|e| Some(format!("{e:#}")))?;
+    if report.directories == 0 {
+        return Err(None);
+    }
+    for s in report.stored.iter().filter(|s| s.new) {
+        eprintln!(
+            "tokenmail: note: {email}: certificate '{}' fetched from the LDAP directory, stored in {}",
+            s.cert.subject,
+            s.cert.file.display()
+        );
+    }
+    let certs: Vec<CertEntry> = report.stored.iter().map(|s| s.entry.clone()).collect();
+    match pick(email, &certs) {
+        Ok(c) => Ok(c),
+        Err(_) if !report.errors.is_empty() => Err(Some(report.errors.join("; "))),
+        Err(why) if !certs.is_empty() => Err(Some(format!("the LDAP directories have {why}"))),
+        Err(_) if !report.skipped.is_empty() => Err(Some(format!(
+            "the LDAP directories have no usable one: {}",
+            report
+                .skipped
+                .iter()
+                .map(|s| s.reason.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))),
+        Err(_) => Err(Some("nor in the LDAP directories".into())),
+    }
 }
 
 /// CA certificates at hand for building recipients' paths: those in the certificate

@@ -542,6 +542,18 @@ fn run_coloured(
     }
 
     if v.report.valid {
+        // as mail clients do: the certificates of signers whose signature verified and
+        // whose path reached a trust anchor are kept for encrypting to them ([certs] harvest)
+        let signers: Vec<Vec<u8>> = v
+            .report
+            .signers
+            .iter()
+            .filter(|s| s.valid)
+            .filter_map(|s| s.certificate.clone())
+            .collect();
+        for note in crate::certs::harvest(&signers) {
+            writeln!(stderr, "tokenmail: note: {note}")?;
+        }
         sink.commit(stdout)?;
         Ok(0)
     } else {

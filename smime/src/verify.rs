@@ -209,6 +209,10 @@ pub struct SignerReport {
     pub chain: Vec<String>,
     /// every check in order
     pub checks: Vec<Check>,
+    /// the signer's certificate (DER), when found: for keeping it (`tokenmail verify`
+    /// harvests valid signers' certificates into the certificate store)
+    #[serde(skip)]
+    pub certificate: Option<Vec<u8>>,
 }
 
 impl SignerReport {
@@ -695,5 +699,6 @@ fn verify_signer(
         signature_algorithm: sig_name,
         chain,
         checks,
+        certificate: cert.map(|c| c.der.clone()),
     }
 }
