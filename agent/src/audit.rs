@@ -338,3 +338,47 @@ impl KeyStore for AuditedStore {
         r
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_appended_rotated_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().expect("dir");
+        let path = d.path().join("sub").join("audit.log");
+        let log = AuditLog::open(path.clone(), 4096, 2).expect("open");
+        let peer = Peer::new(0, Some(std::process::id() as i32), "test");
+        for i in 0..100u32 {
+            log.record(&Record {
+                time: now_rfc3339(),
+                op: "sign",
+                token: "t",
+                key_id: format!("{i:04x}"),
+                label: None,
+                algorithm: Some("ECDSA/SHA-256".into()),
+                digest: Some("00".repeat(32)),
+                result: "ok",
+                error: None,
+                peer: &peer,
+            });
+        }
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().expect("dir")), 0o700);
+        let rotated = PathBuf::from(format!("{}.1", path.display()));
+        assert!(rotated.exists(), "rotated at 4 KiB");
+        assert!(!PathBuf::from(format!("{}.3", path.display())).exists(), "keeps 2");
+        for p in [&path, &rotated] {
+            let text = std::fs::read_to_string(p).expect("read");
+            assert!(std::fs::metadata(p).expect("m").len() <= 4096);
+            for line in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).expect("whole JSON lines");
+                assert_eq!(v["peer"]["client"], "test");
+            }
+        }
+        // the newest record is in the current file
+        assert!(std::fs::read_to_string(&path).expect("read").contains("\"0063\""));
+    }
+}

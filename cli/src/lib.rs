@@ -5,6 +5,7 @@
 //! socket; everything else (CMS, MIME, AES) runs here.
 
 pub mod agentkey;
+pub mod audit;
 pub mod autostart;
 pub mod certs;
 pub mod decrypt;
@@ -21,6 +22,7 @@ pub mod output;
 pub mod piv;
 pub mod policy;
 pub mod selfcert;
+pub mod sendmail;
 pub mod sign;
 pub mod signcache;
 pub mod store;

@@ -133,6 +133,8 @@ enum Command {
     Renew(enrol::RenewArgs),
     /// The certificate store: fetch recipients' certificates from the LDAP directories, list, remove; exit 0 / 1 nothing found / 2 errors.
     Certs(certs::CertsArgs),
+    /// The agent's audit log of private-key operations (who, which key, what, when).
+    Audit(tokenmail_cli::audit::AuditArgs),
     /// PIV smart cards (YubiKey…): status, key generation on the card, certificate import.
     Piv(piv::PivArgs),
     /// Check the setup (agent, configuration, tokens, PIN files, certificates, trust, pcscd, git), each problem with its fix; exit 0 ok, 1 warnings, 2 failures.
@@ -210,6 +212,7 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Piv(args) => piv::run(args, socket),
+        Command::Audit(args) => tokenmail_cli::audit::run(args, &mut std::io::stdout().lock()),
         Command::Keygen(args) => enrol::keygen(args, socket),
         Command::Csr(args) => enrol::csr(args, socket),
         Command::ImportCert(args) => enrol::import_cert(args, socket),

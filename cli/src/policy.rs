@@ -27,6 +27,10 @@ pub enum PolicyCommand {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Also say what [policy] would do with this message (its From, To, Cc and Bcc):
+        /// signed, encrypted, to whom, or refused and why. Exit 1 when it would be refused.
+        #[arg(long, value_name = "MESSAGE")]
+        dry_run: Option<PathBuf>,
     },
 }
 
@@ -37,7 +41,15 @@ fn entry(value: serde_json::Value, from: &str) -> serde_json::Value {
 
 /// Runs `tokenmail policy`.
 pub fn run(args: PolicyArgs, out: &mut dyn std::io::Write) -> Result<i32> {
-    let PolicyCommand::Show { json: as_json } = args.command;
+    let PolicyCommand::Show {
+        json: as_json,
+        dry_run,
+    } = args.command;
+    let (org, _) = crate::store::org_policy()?;
+    let decision = match &dry_run {
+        Some(msg) => Some(crate::sendmail::dry_run(&org, msg, None)?),
+        None => None,
+    };
     let (trust, cfg) = crate::store::trust_config()?;
     let file = cfg
         .as_ref()
@@ -92,6 +104,12 @@ pub fn run(args: PolicyArgs, out: &mut dyn std::io::Write) -> Result<i32> {
                 &in_file(trust.clock_skew.is_some()),
             ),
         },
+        "send": org,
+        "message": match &decision {
+            None => serde_json::Value::Null,
+            Some(Ok(plan)) => json!(plan),
+            Some(Err(refusal)) => json!({ "refused": refusal.to_string() }),
+        },
         "decrypt": {
             "accept": entry(
                 json!(accept_policy),
@@ -102,9 +120,10 @@ pub fn run(args: PolicyArgs, out: &mut dyn std::io::Write) -> Result<i32> {
             ),
         },
     });
+    let refused = matches!(decision, Some(Err(_)));
     if as_json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
-        return Ok(0);
+        return Ok(i32::from(refused));
     }
     writeln!(out, "configuration: {file}")?;
     writeln!(out, "trust:")?;
@@ -146,5 +165,38 @@ pub fn run(args: PolicyArgs, out: &mut dyn std::io::Write) -> Result<i32> {
         accept_policy,
         report["decrypt"]["accept"]["from"].as_str().unwrap_or("")
     )?;
-    Ok(0)
+    writeln!(out, "send ([policy], tokenmail-sendmail):")?;
+    writeln!(
+        out,
+        "  sign {:?}, encrypt {:?}, must_encrypt_domains [{}], triple_wrap {}, archive_recipient {}",
+        org.sign,
+        org.encrypt,
+        org.must_encrypt_domains.join(", "),
+        org.triple_wrap,
+        org.archive_recipient
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "none".into())
+    )?;
+    match &decision {
+        None => {}
+        Some(Ok(plan)) => {
+            writeln!(out, "this message:")?;
+            for r in &plan.reasons {
+                writeln!(out, "  {r}")?;
+            }
+            for r in &plan.recipients {
+                writeln!(
+                    out,
+                    "  {}: sign {:?}, encrypt {:?}, certificate {}",
+                    r.address,
+                    r.sign,
+                    r.encrypt,
+                    if r.certificate { "found" } else { "none" }
+                )?;
+            }
+        }
+        Some(Err(e)) => writeln!(out, "this message: not sent: {e}")?,
+    }
+    Ok(i32::from(refused))
 }

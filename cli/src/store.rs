@@ -94,6 +94,28 @@ pub fn trust_config() -> Result<(TrustConfig, Option<PathBuf>)> {
     Ok((tc, Some(cfg)))
 }
 
+/// `[policy]` of the configuration file, validated, with relative paths made relative to
+/// the file; and the file's path (`None`: no configuration file).
+pub fn org_policy() -> Result<(tokenmail_smime::policy::OrgPolicy, Option<PathBuf>)> {
+    use tokenmail_smime::policy::OrgPolicy;
+    let Some((table, cfg)) = config_table()? else {
+        return Ok((OrgPolicy::default(), None));
+    };
+    let Some(t) = table.get("policy") else {
+        return Ok((OrgPolicy::default(), Some(cfg)));
+    };
+    let mut p: OrgPolicy = t
+        .clone()
+        .try_into()
+        .map_err(|e: toml::de::Error| anyhow!("{}: [policy]: {}", cfg.display(), e.message()))?;
+    p.validate()
+        .map_err(|e| anyhow!("{}: {e}", cfg.display()))?;
+    if let Some(dir) = cfg.parent() {
+        p.resolve_paths(dir);
+    }
+    Ok((p, Some(cfg)))
+}
+
 /// `[trust] anchors` of the configuration file: (paths, "where from"), or empty.
 pub fn config_anchor_paths() -> Result<(Vec<PathBuf>, Option<String>)> {
     let (tc, cfg) = trust_config()?;

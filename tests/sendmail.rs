@@ -1,0 +1,306 @@
+//! `tokenmail-sendmail` (issue 14): the organisation policy applied at send time through
+//! the agent, the result handed to an MTA (here a capturing one), checked with openssl —
+//! signed always, encrypted to a must-encrypt domain with the archive recipient, signed
+//! only elsewhere, triple-wrapped when asked, fail closed with the recipient named and the
+//! message kept, Bcc removed, MTA and agent failures keeping the message. The agent's
+//! audit log records every private-key operation of these sends.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tokenmail_e2e::{bin, process, stderr, stdout, Agent};
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A place with a policy, a certificate store and a capturing MTA.
+struct Lab {
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new(agent: &Agent, policy_extra: &str) -> Lab {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = &agent.fixture;
+        let certs = dir.path().join("certs");
+        std::fs::create_dir(&certs).expect("certs");
+        std::fs::copy(f.pki("dave-rsa.pem"), certs.join("dave.pem")).expect("dave");
+        // the capturing MTA: the message and its arguments, one pair per delivery
+        let mta = dir.path().join("mta.sh");
+        std::fs::write(
+            &mta,
+            format!(
+                "#!/bin/sh\nn=$(date +%s%N)\nprintf '%s\\n' \"$*\" > {out}/args-$n\ncat > {out}/msg-$n.eml\n",
+                out = dir.path().display()
+            ),
+        )
+        .expect("mta");
+        std::fs::set_permissions(&mta, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let config = format!(
+            "[policy]\nsign = \"always\"\nmust_encrypt_domains = [\"example.com\"]\narchive_recipient = \"{archive}\"\nmta = [\"{mta}\"]\nqueue_dir = \"{queue}\"\n{policy_extra}",
+            archive = s(&f.pki("erin-p256.pem")),
+            mta = s(&mta),
+            queue = s(&dir.path().join("queue")),
+        );
+        std::fs::write(dir.path().join("config.toml"), config).expect("config");
+        Lab { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn sendmail(&self, agent: &Agent, args: &[&str], message: &[u8]) -> Output {
+        process::output_with_input(
+            Command::new(bin("tokenmail-sendmail"))
+                .args(args)
+                .env("TOKENMAIL_SOCK", &agent.socket)
+                .env("TOKENMAIL_CONFIG", self.path("config.toml"))
+                .env("TOKENMAIL_CERTS", self.path("certs"))
+                .env("XDG_CACHE_HOME", self.path("cache")),
+            message,
+        )
+    }
+
+    /// The captured deliveries: (arguments, message).
+    fn delivered(&self) -> Vec<(String, Vec<u8>)> {
+        let mut names: Vec<String> = std::fs::read_dir(self.dir.path())
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("args-"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|n| {
+                let stamp = &n["args-".len()..];
+                (
+                    std::fs::read_to_string(self.path(n))
+                        .expect("args")
+                        .trim()
+                        .to_string(),
+                    std::fs::read(self.path(&format!("msg-{stamp}.eml"))).expect("msg"),
+                )
+            })
+            .collect()
+    }
+
+    fn queued(&self) -> Vec<Vec<u8>> {
+        match std::fs::read_dir(self.path("queue")) {
+            Ok(d) => d
+                .filter_map(|e| e.ok())
+                .map(|e| std::fs::read(e.path()).expect("queued"))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+fn openssl(args: &[&str], input: &[u8]) -> Output {
+    process::output_with_input(Command::new("openssl").args(args), input)
+}
+
+fn ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what}: exit {:?}\n{}\n{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
+}
+
+fn decrypt_with(agent: &Agent, key: &str, cert: &str, msg: &[u8]) -> Vec<u8> {
+    let f = &agent.fixture;
+    let o = openssl(
+        &[
+            "cms",
+            "-decrypt",
+            "-inkey",
+            s(&f.pki(key)),
+            "-recip",
+            s(&f.pki(cert)),
+        ],
+        msg,
+    );
+    ok(&o, &format!("openssl cms -decrypt with {key}"));
+    o.stdout
+}
+
+fn verify(agent: &Agent, msg: &[u8]) -> Vec<u8> {
+    let o = openssl(
+        &[
+            "cms",
+            "-verify",
+            "-CAfile",
+            s(&agent.fixture.pki("root.pem")),
+            "-purpose",
+            "smimesign",
+        ],
+        msg,
+    );
+    ok(&o, "openssl cms -verify");
+    o.stdout
+}
+
+const TO_DAVE: &[u8] = b"From: alice@example.com\r\nTo: Dave <dave@example.com>\r\nBcc: carol@example.com\r\nSubject: quarterly figures\r\n\r\nfor dave's eyes\r\n";
+
+#[test]
+fn policy_signs_encrypts_archives_and_fails_closed() {
+    let agent = Agent::start();
+    let lab = Lab::new(&agent, "");
+
+    // must-encrypt domain: signed, then encrypted to dave, the archive and alice herself
+    let o = lab.sendmail(&agent, &["-oi", "-t"], TO_DAVE);
+    ok(&o, "sendmail to dave");
+    let sent = lab.delivered();
+    assert_eq!(sent.len(), 1);
+    let (args, msg) = &sent[0];
+    assert_eq!(
+        args, "dave@example.com carol@example.com",
+        "envelope recipients"
+    );
+    let text = String::from_utf8_lossy(msg);
+    assert!(text.contains("application/pkcs7-mime"), "{text}");
+    assert!(!text.contains("Bcc"), "Bcc removed: {text}");
+    assert!(!text.contains("for dave's eyes"), "encrypted: {text}");
+    let inner = decrypt_with(&agent, "dave-rsa.key", "dave-rsa.pem", msg);
+    assert!(String::from_utf8_lossy(&inner).contains("multipart/signed"));
+    let content = verify(&agent, &inner);
+    assert!(String::from_utf8_lossy(&content).contains("for dave's eyes"));
+    // the archive recipient can read it too
+    let archived = decrypt_with(&agent, "erin-p256.key", "erin-p256.pem", msg);
+    assert_eq!(archived, inner, "the archive copy is the same message");
+
+    // elsewhere: signed only
+    let o = lab.sendmail(
+        &agent,
+        &["-i", "carl@other.org"],
+        b"From: alice@example.com\r\nTo: carl@other.org\r\nSubject: hi\r\n\r\nopen text\r\n",
+    );
+    ok(&o, "sendmail to carl");
+    let (args, msg) = lab.delivered().pop().expect("second delivery");
+    assert_eq!(args, "carl@other.org");
+    assert!(String::from_utf8_lossy(&msg).contains("multipart/signed"));
+    assert!(String::from_utf8_lossy(&verify(&agent, &msg)).contains("open text"));
+
+    // a must-encrypt recipient without a certificate: nothing sent, named, kept
+    let before = lab.delivered().len();
+    let message = b"From: alice@example.com\r\nTo: dave@example.com, nobody@example.com\r\nSubject: x\r\n\r\nsecret\r\n";
+    let o = lab.sendmail(&agent, &["-t"], message);
+    assert_eq!(o.status.code(), Some(69), "EX_UNAVAILABLE: {}", stderr(&o));
+    assert!(stderr(&o).contains("nobody@example.com"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("dave@example.com,"),
+        "only the missing one: {}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("kept in"), "{}", stderr(&o));
+    assert_eq!(lab.delivered().len(), before, "nothing sent");
+    assert_eq!(
+        lab.queued(),
+        vec![message.to_vec()],
+        "the message is kept as given"
+    );
+
+    // dry run: the plan, nothing sent
+    let o = lab.sendmail(&agent, &["-t", "--dry-run"], TO_DAVE);
+    ok(&o, "dry run");
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(plan["encrypt"], true);
+    assert_eq!(plan["archive"], true);
+    assert_eq!(lab.delivered().len(), before);
+    // the same through `tokenmail policy show --dry-run`
+    let m = lab.path("m.eml");
+    std::fs::write(&m, message).expect("m");
+    let o = process::output(
+        agent
+            .cli_cmd(&["policy", "show", "--dry-run", s(&m)])
+            .env("TOKENMAIL_CONFIG", lab.path("config.toml"))
+            .env("TOKENMAIL_CERTS", lab.path("certs")),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("not sent") && stdout(&o).contains("nobody@example.com"),
+        "{}",
+        stdout(&o)
+    );
+
+    // every private-key operation of these sends is in the audit log, with who asked
+    let log = std::fs::read_to_string(agent.audit_log()).expect("audit log");
+    let signs: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+        .filter(|r| r["op"] == "sign")
+        .collect();
+    assert!(signs.len() >= 2, "{log}");
+    for r in &signs {
+        assert_eq!(r["result"], "ok", "{r}");
+        assert_eq!(r["peer"]["program"], "tokenmail-sendm", "{r}");
+        assert!(r["digest"].as_str().is_some_and(|d| d.len() == 64), "{r}");
+    }
+    assert!(
+        !log.contains("for dave's eyes") && !log.contains("secret"),
+        "no content in the log"
+    );
+}
+
+#[test]
+fn triple_wrap_and_failures_keep_the_message() {
+    let agent = Agent::start();
+    let lab = Lab::new(&agent, "triple_wrap = true\n");
+    let o = lab.sendmail(&agent, &["-t"], TO_DAVE);
+    ok(&o, "triple wrap");
+    let (_, msg) = lab.delivered().pop().expect("delivered");
+    // outer signature over the encrypted message, inner signature inside
+    let encrypted = verify(&agent, &msg);
+    let inner = decrypt_with(&agent, "dave-rsa.key", "dave-rsa.pem", &encrypted);
+    assert!(String::from_utf8_lossy(&verify(&agent, &inner)).contains("for dave's eyes"));
+
+    // the MTA fails: its code, the message kept
+    let failing = Lab::new(&agent, "");
+    let cfg = std::fs::read_to_string(failing.path("config.toml")).expect("cfg");
+    let cfg = cfg
+        .lines()
+        .map(|l| {
+            if l.starts_with("mta") {
+                "mta = [\"/bin/false\"]"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(failing.path("config.toml"), cfg).expect("cfg");
+    let o = failing.sendmail(&agent, &["-t"], TO_DAVE);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("kept in"), "{}", stderr(&o));
+    assert_eq!(failing.queued(), vec![TO_DAVE.to_vec()]);
+
+    // no agent (dave's certificate is in the store, but nothing can sign): temporary
+    // failure, kept
+    let o = process::output_with_input(
+        Command::new(bin("tokenmail-sendmail"))
+            .arg("dave@example.com")
+            .env("TOKENMAIL_SOCK", lab.path("no-agent.sock"))
+            .env("TOKENMAIL_CONFIG", lab.path("config.toml"))
+            .env("TOKENMAIL_CERTS", lab.path("certs")),
+        TO_DAVE,
+    );
+    assert_eq!(o.status.code(), Some(75), "EX_TEMPFAIL: {}", stderr(&o));
+    assert!(stderr(&o).contains("kept in"), "{}", stderr(&o));
+
+    // a bad policy: EX_CONFIG, one line
+    std::fs::write(lab.path("bad.toml"), "[policy]\nencrypt = \"sometimes\"\n").expect("bad");
+    let o = process::output_with_input(
+        Command::new(bin("tokenmail-sendmail"))
+            .arg("-t")
+            .env("TOKENMAIL_CONFIG", lab.path("bad.toml")),
+        TO_DAVE,
+    );
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+}
