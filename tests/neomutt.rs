@@ -1130,3 +1130,78 @@ fn smime_keys_needs_smime_ca_location_before_add_cert() {
         index()
     );
 }
+
+/// NeoMutt with `set sendmail = "tokenmail-sendmail -oi"`: even batch mode, which never
+/// signs by itself, sends what `[policy]` says — here signed and encrypted to dave (a
+/// must-encrypt domain) — and openssl decrypts and verifies what reached the MTA.
+#[test]
+fn neomutt_through_tokenmail_sendmail_gets_the_policy() {
+    let mutt = Mutt::new(Agent::start());
+    let h = mutt.home.path();
+    let cfg_dir = h.join(".config/tokenmail");
+    fs::create_dir_all(cfg_dir.join("certs")).expect("config dir");
+    fs::copy(mutt.pki("dave-rsa.pem"), cfg_dir.join("certs/dave.pem")).expect("dave");
+    fs::write(
+        cfg_dir.join("agent.toml"),
+        format!(
+            "[policy]\nsign = \"always\"\nmust_encrypt_domains = [\"example.com\"]\nmta = [\"{}\"]\n",
+            s(&h.join("sendmail"))
+        ),
+    )
+    .expect("policy");
+    let rc = read(&mutt.rc())
+        .lines()
+        .map(|l| {
+            if l.starts_with("set sendmail") {
+                "set sendmail = \"tokenmail-sendmail -oi\"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    fs::write(mutt.rc(), rc + "\n").expect("rc");
+    let mut c = Command::new("neomutt");
+    mutt.env(&mut c);
+    c.args(["-n", "-F"])
+        .arg(mutt.rc())
+        .args(["-s", "policy", "dave@example.com"]);
+    let o = process::output_with_input(&mut c, b"the policy applies to scripts too\n");
+    ok(&o, "neomutt batch mode through tokenmail-sendmail");
+    let sent = read(&mutt.sent_path());
+    let head = header_block(&sent).to_ascii_lowercase();
+    assert!(head.contains("application/pkcs7-mime"), "{sent}");
+    assert!(!sent.contains("the policy applies"), "encrypted: {sent}");
+    let dir = tempfile::tempdir().expect("scratch");
+    let enc = dir.path().join("enc.eml");
+    fs::write(&enc, &sent).expect("enc");
+    let inner = dir.path().join("inner.eml");
+    ok(
+        &openssl(&[
+            "cms",
+            "-decrypt",
+            "-in",
+            s(&enc),
+            "-inkey",
+            s(&mutt.pki("dave-rsa.key")),
+            "-out",
+            s(&inner),
+        ]),
+        "openssl decrypts with dave's key",
+    );
+    let content = dir.path().join("content.txt");
+    ok(
+        &openssl(&[
+            "cms",
+            "-verify",
+            "-in",
+            s(&inner),
+            "-CAfile",
+            s(&mutt.pki("root.pem")),
+            "-out",
+            s(&content),
+        ]),
+        "openssl verifies alice's signature made on the token",
+    );
+    assert!(read(&content).contains("the policy applies to scripts too"));
+}

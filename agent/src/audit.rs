@@ -369,7 +369,10 @@ mod tests {
         assert_eq!(mode(path.parent().expect("dir")), 0o700);
         let rotated = PathBuf::from(format!("{}.1", path.display()));
         assert!(rotated.exists(), "rotated at 4 KiB");
-        assert!(!PathBuf::from(format!("{}.3", path.display())).exists(), "keeps 2");
+        assert!(
+            !PathBuf::from(format!("{}.3", path.display())).exists(),
+            "keeps 2"
+        );
         for p in [&path, &rotated] {
             let text = std::fs::read_to_string(p).expect("read");
             assert!(std::fs::metadata(p).expect("m").len() <= 4096);
@@ -379,6 +382,8 @@ mod tests {
             }
         }
         // the newest record is in the current file
-        assert!(std::fs::read_to_string(&path).expect("read").contains("\"0063\""));
+        assert!(std::fs::read_to_string(&path)
+            .expect("read")
+            .contains("\"0063\""));
     }
 }
