@@ -953,7 +953,12 @@ unsafe fn finish_sign(
             .ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
         Ok((socket, op))
     })?;
-    let end = || state::with(|m| Ok(m.session(session)?.sign = None));
+    let end = || {
+        state::with(|m| {
+            m.session(session)?.sign = None;
+            Ok(())
+        })
+    };
     if sig_len.is_null() {
         end()?;
         return Err(CKR_ARGUMENTS_BAD);
@@ -1099,7 +1104,12 @@ pub(crate) unsafe extern "C" fn C_Decrypt(
                 .ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
             Ok((socket, op))
         })?;
-        let end = || state::with(|m| Ok(m.session(session)?.decrypt = None));
+        let end = || {
+            state::with(|m| {
+                m.session(session)?.decrypt = None;
+                Ok(())
+            })
+        };
         if out_len.is_null() {
             end()?;
             return Err(CKR_ARGUMENTS_BAD);
