@@ -414,6 +414,53 @@ fn pkcs11_tool_lists_signs_decrypts_and_derives() {
     assert!(text.contains("seems to be OK"), "{text}");
     assert!(text.contains("CKR_DATA_INVALID"), "{text}");
 
+    // TOKENMAIL_PKCS11_PROTECTED_AUTH=1: a protected authentication path; pkcs11-tool asks
+    // for no PIN, logs in with none, and the agent's own PIN (its PIN file here) answers
+    let protected = |args: &[&str]| {
+        process::output(
+            cmd(&agent, "pkcs11-tool")
+                .env("TOKENMAIL_PKCS11_PROTECTED_AUTH", "1")
+                .arg("--module")
+                .arg(module())
+                .args(args),
+        )
+    };
+    let info = ok(&protected(&["-L"]), "pkcs11-tool -L (protected path)");
+    assert!(info.contains("PIN pad present"), "{info}");
+    let keys = ok(
+        &protected(&["--login", "-O", "--type", "privkey"]),
+        "pkcs11-tool --login without a PIN",
+    );
+    assert_eq!(keys.matches("Private Key Object").count(), 3, "{keys}");
+    let sig = d.join("sig-protected");
+    ok(
+        &protected(&[
+            "--login",
+            "--sign",
+            "-m",
+            "SHA256-RSA-PKCS",
+            "--id",
+            "01",
+            "-i",
+            s(&data),
+            "-o",
+            s(&sig),
+        ]),
+        "sign without a PIN",
+    );
+    ok(
+        &openssl(&[
+            "dgst",
+            "-sha256",
+            "-verify",
+            s(&alice),
+            "-signature",
+            s(&sig),
+            s(&data),
+        ]),
+        "openssl verify of the signature made without a PIN",
+    );
+
     // a wrong PIN is the token's answer, forwarded
     let wrong = tool(&agent, &["--login", "--pin", "00000000", "-O"]);
     assert!(!wrong.status.success());

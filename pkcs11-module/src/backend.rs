@@ -26,6 +26,11 @@ pub(crate) fn tokens(socket: &Path) -> Option<Vec<TokenStatus>> {
     }
 }
 
+/// The agent's view of one token, by label.
+pub(crate) fn token(socket: &Path, label: &str) -> Option<TokenStatus> {
+    tokens(socket)?.into_iter().find(|t| t.label == label)
+}
+
 /// The keys of the present tokens.
 pub(crate) fn keys(socket: &Path) -> Result<Vec<KeyInfo>, CK_RV> {
     match call(socket, &Request::ListKeys) {

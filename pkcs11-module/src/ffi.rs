@@ -8,7 +8,6 @@ use cryptoki_sys::*;
 use tokenmail_proto::v1::{
     Bytes, DecryptAlgorithm, HashAlgorithm, Pin, Request, Response, SignAlgorithm,
 };
-use zeroize::Zeroizing;
 
 use crate::asn1;
 use crate::backend;
@@ -218,7 +217,12 @@ pub(crate) unsafe extern "C" fn C_Initialize(args: *mut std::os::raw::c_void) ->
             return Err(CKR_CRYPTOKI_ALREADY_INITIALIZED);
         }
         let uid = nix::unistd::getuid().as_raw();
-        *g = Some(Module::new(tokenmail_proto::default_socket_path(uid)));
+        let mut m = Module::new(tokenmail_proto::default_socket_path(uid));
+        // TOKENMAIL_PKCS11_PROTECTED_AUTH=1: applications ask for no PIN; the agent's own
+        // PIN handling (PIN file, cache, pinentry) answers (docs/thunderbird.md)
+        m.protected_auth = std::env::var("TOKENMAIL_PKCS11_PROTECTED_AUTH")
+            .is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
+        *g = Some(m);
         Ok(())
     })
 }
@@ -338,6 +342,7 @@ pub(crate) unsafe extern "C" fn C_GetTokenInfo(
         let i = state::with(|m| {
             let sessions = m.sessions.values().filter(|s| s.slot == slot);
             let (all, rw) = sessions.fold((0, 0), |(a, r), s| (a + 1, r + s.rw as CK_ULONG));
+            let protected = m.protected_auth;
             let s = m.slot(slot)?;
             if !s.present {
                 return Err(CKR_TOKEN_NOT_PRESENT);
@@ -350,7 +355,12 @@ pub(crate) unsafe extern "C" fn C_GetTokenInfo(
                 flags: CKF_RNG
                     | CKF_LOGIN_REQUIRED
                     | CKF_USER_PIN_INITIALIZED
-                    | CKF_TOKEN_INITIALIZED,
+                    | CKF_TOKEN_INITIALIZED
+                    | if protected {
+                        CKF_PROTECTED_AUTHENTICATION_PATH
+                    } else {
+                        0
+                    },
                 ulMaxSessionCount: CK_EFFECTIVELY_INFINITE,
                 ulSessionCount: all,
                 ulMaxRwSessionCount: CK_EFFECTIVELY_INFINITE,
@@ -524,30 +534,46 @@ pub(crate) unsafe extern "C" fn C_Login(
         }
         // SAFETY: see bytes.
         let raw = unsafe { bytes(pin, len) }?;
-        // an empty or NULL PIN: the agent's own source (PIN file, pinentry)
         let pin = if raw.is_empty() {
             None
         } else {
-            let text = Zeroizing::new(
-                std::str::from_utf8(raw)
-                    .map_err(|_| CKR_PIN_INVALID)?
-                    .to_string(),
-            );
+            let text = std::str::from_utf8(raw).map_err(|_| CKR_PIN_INVALID)?;
             Some(Pin::new(text.to_string()))
         };
-        let req = Request::Login {
-            token: Some(label),
-            pin,
-        };
-        match backend::call(&socket, &req) {
-            Ok(_) => state::with(|m| {
+        let mark = || {
+            state::with(|m| {
                 let s = m.slot_mut(slot)?;
                 s.logged_in = true;
                 s.listed = None;
                 Ok(())
-            }),
+            })
+        };
+        let Some(pin) = pin else {
+            // An empty or NULL PIN (a protected authentication path): the agent's own PIN
+            // handling answers. A login it holds already is kept (a `login` would log the
+            // token out first); else its unattended source (PIN file, env) is tried; else
+            // the operations themselves get the agent's pinentry, or CKR_USER_NOT_LOGGED_IN.
+            let held = backend::token(&socket, &label).is_some_and(|t| t.logged_in);
+            if !held {
+                let req = Request::Login {
+                    token: Some(label),
+                    pin: None,
+                };
+                if let Err(e) = backend::call(&socket, &req) {
+                    if e.code() != Some(tokenmail_proto::v1::ErrorCode::PinRequired) {
+                        return Err(backend::rv(&e));
+                    }
+                }
+            }
+            return mark();
+        };
+        let req = Request::Login {
+            token: Some(label),
+            pin: Some(pin),
+        };
+        match backend::call(&socket, &req) {
+            Ok(_) => mark(),
             Err(e) => Err(match e.code() {
-                Some(tokenmail_proto::v1::ErrorCode::PinRequired) => CKR_FUNCTION_FAILED,
                 Some(tokenmail_proto::v1::ErrorCode::BadRequest) => CKR_PIN_LEN_RANGE,
                 _ => backend::rv(&e),
             }),

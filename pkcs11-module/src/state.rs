@@ -105,6 +105,8 @@ pub(crate) struct Module {
     pub session_objects: Vec<(CK_SESSION_HANDLE, Object)>,
     /// When the slots were last refreshed from the agent.
     pub refreshed: Option<Instant>,
+    /// Tokens report CKF_PROTECTED_AUTHENTICATION_PATH: applications log in with no PIN.
+    pub protected_auth: bool,
 }
 
 static STATE: Mutex<Option<Module>> = Mutex::new(None);
@@ -142,6 +144,7 @@ impl Module {
             next_object: 1,
             session_objects: Vec::new(),
             refreshed: None,
+            protected_auth: false,
         }
     }
 
