@@ -8,6 +8,7 @@ PKGS=(
   softhsm2                  # SoftHSM v2 PKCS#11 module + softhsm2-util
   opensc                    # pkcs11-tool
   libengine-pkcs11-openssl  # libp11 "pkcs11" OpenSSL engine
+  libnss3-tools             # modutil, certutil, cmsutil: NSS loads libtokenmail_pkcs11.so (tests/pkcs11_module.rs)
   openssl
   gnutls-bin                # p11tool (optional, handy for debugging)
   gpgsm

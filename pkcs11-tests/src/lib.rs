@@ -111,6 +111,71 @@ pub fn fixture() -> &'static Fixture {
     })
 }
 
+/// A file the workspace builds into the target directory of this test binary
+/// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`).
+pub fn built(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --workspace` before the tests",
+        p.display()
+    );
+    p
+}
+
+/// The process-wide fixture for tokenmail's own module: the token provisioned on SoftHSM,
+/// served by a `tokenmail-agent` (started here, stopped within a second of this process's
+/// end by a watchdog shell), and `module` = `libtokenmail_pkcs11.so`, which finds that
+/// agent through `TOKENMAIL_SOCK` (set before any module init).
+pub fn fixture_through_module() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let mut f = provision("tokenmail-test");
+        let softhsm = std::mem::replace(&mut f.module, built("libtokenmail_pkcs11.so"));
+        let socket = f.dir.join("run").join("agent.sock");
+        // the watchdog: runs the agent, and stops it when this process or the agent ends
+        let script = r#""$0" "$@" & a=$!
+while kill -0 "$WATCH" 2>/dev/null && kill -0 "$a" 2>/dev/null; do sleep 0.5; done
+kill "$a" 2>/dev/null; wait "$a""#;
+        let mut watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(built("tokenmail-agent"))
+            .arg("--foreground")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--pkcs11-module")
+            .arg(&softhsm)
+            .arg("--token-label")
+            .arg(&f.label)
+            .arg("--pin-file")
+            .arg(f.pin_file())
+            .env("WATCH", std::process::id().to_string())
+            .env("SOFTHSM2_CONF", f.dir.join("softhsm2.conf"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start tokenmail-agent");
+        // reaped here if the agent ends early; else it ends after this process
+        std::thread::spawn(move || watchdog.wait());
+        let t = std::time::Instant::now();
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(20),
+                "tokenmail-agent did not listen on {} within 20 s",
+                socket.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::env::set_var("TOKENMAIL_SOCK", &socket);
+        std::env::set_var("SOFTHSM2_CONF", f.dir.join("softhsm2.conf"));
+        f
+    })
+}
+
 /// Runs a command (with [`process::limit`]), asserting success; returns stdout.
 pub fn run(cmd: &mut Command) -> Vec<u8> {
     let out = process::output(cmd);
