@@ -1042,7 +1042,7 @@ fn the_systemd_units_verify_and_run_as_written() {
     assert!(stdout(&o).contains("tokenmail-unit"), "{}", stdout(&o));
 }
 
-// ---- auto-start (cli/src/autostart.rs) ----
+// ---- auto-start (proto/src/autostart.rs) ----
 
 /// The pid of the process serving `socket` (SO_PEERCRED).
 fn serving_pid(socket: &Path) -> i32 {
@@ -1560,4 +1560,51 @@ fn init_asks_at_a_terminal() {
     let _agent = process::Running::spawn(&mut a);
     wait_for(&socket);
     status_works(home.path(), &socket, "tokenmail-ask");
+}
+
+/// The PKCS#11 module starts the agent from the configuration as the CLI does (issue 16:
+/// "the CLI, tokenmail-gpgsm and the PKCS#11 module start the agent on first use"):
+/// pkcs11-tool, with no agent running, lists the configured token's slot.
+#[test]
+fn the_pkcs11_module_starts_the_agent_too() {
+    let fixture = tokenmail_e2e::provision("tokenmail-autostart-p11");
+    let (home, socket) = autostart_home(&fixture, "");
+    let template = autostart_cmd("tokenmail", home.path(), &socket, &fixture, &[]);
+    let mut c = Command::new("pkcs11-tool");
+    c.arg("--module")
+        .arg(bin("libtokenmail_pkcs11.so"))
+        .arg("-L")
+        .current_dir(home.path());
+    for (k, v) in template.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    // the module looks for tokenmail-agent on PATH (the program is pkcs11-tool's)
+    let bindir = bin("tokenmail-agent")
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    c.env(
+        "PATH",
+        format!(
+            "{}:{}",
+            bindir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    );
+    let o = run(&mut c);
+    let _agent = socket.exists().then(|| Detached(serving_pid(&socket)));
+    assert!(o.status.success(), "pkcs11-tool -L: {}", stderr(&o));
+    assert!(
+        stdout(&o).contains("tokenmail-autostart-p11"),
+        "the token's slot: {}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("tokenmail-pkcs11: no agent was running: started tokenmail-agent"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -6,7 +6,8 @@
 
 pub mod agentkey;
 pub mod audit;
-pub mod autostart;
+/// Auto-start of the agent (shared with the PKCS#11 module, in tokenmail-proto).
+pub use tokenmail_proto::autostart;
 pub mod certs;
 pub mod decrypt;
 pub mod doctor;

@@ -20,27 +20,15 @@ use tokenmail_proto::v1::{KeyInfo, Request, Response};
 use tokenmail_smime::path::{email_matches, CertEntry};
 use tokenmail_smime::trust::TrustConfig;
 
-/// The configuration file the CLI reads, if any is named or exists in the standard place.
+/// The configuration file the CLI reads, if any is named or exists in the standard place
+/// (one rule for every client: [`tokenmail_proto::autostart::config_path`]).
 pub fn config_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("TOKENMAIL_CONFIG").filter(|v| !v.is_empty()) {
-        return Some(PathBuf::from(p));
-    }
-    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-        Some(x) => PathBuf::from(x),
-        None => PathBuf::from(std::env::var_os("HOME")?).join(".config"),
-    };
-    Some(base.join("tokenmail").join("agent.toml"))
+    tokenmail_proto::autostart::config_path()
 }
 
 /// `p` made absolute against the current directory.
 pub fn absolute(p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(p))
-            .unwrap_or_else(|_| p.to_path_buf())
-    }
+    tokenmail_proto::autostart::absolute(p)
 }
 
 fn config_dir() -> Option<PathBuf> {

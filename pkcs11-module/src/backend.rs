@@ -13,8 +13,20 @@ const CLIENT: &str = concat!("tokenmail-pkcs11/", env!("CARGO_PKG_VERSION"));
 
 /// Sends one request. `Client::connect` checks that the agent runs as this user before
 /// anything (a PIN) is sent.
+/// With no agent there, one is started from the configuration as the CLI does it (once
+/// per process; `auto_start = false` turns it off; docs/everyday.md).
 pub(crate) fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
-    let mut c = Client::connect(socket, CLIENT)?;
+    let mut c = match Client::connect(socket, CLIENT) {
+        Err(ClientError::NoAgent { .. })
+            if matches!(
+                tokenmail_proto::autostart::start_for(socket, false, "tokenmail-pkcs11"),
+                Ok(true)
+            ) =>
+        {
+            Client::connect(socket, CLIENT)?
+        }
+        r => r?,
+    };
     c.call(req)
 }
 

@@ -16,6 +16,9 @@ pub mod v1;
 #[cfg(feature = "smime")]
 pub mod smime;
 
+#[cfg(feature = "autostart")]
+pub mod autostart;
+
 pub use client::{default_socket_path, Client, ClientError};
 pub use frame::{FrameKind, Header, MAX_FRAME};
 

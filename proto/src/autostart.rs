@@ -1,5 +1,5 @@
 //! Auto-start, as gpg-agent does it: when no agent answers on the socket and a
-//! configuration file exists, `tokenmail` and `tokenmail-gpgsm` start
+//! configuration file exists, `tokenmail`, `tokenmail-gpgsm` and the PKCS#11 module start
 //! `tokenmail-agent --config FILE` themselves, wait (at most [`WAIT`]) for its socket, and
 //! go on. `auto_start = false` in the file turns it off (docs/everyday.md).
 //!
@@ -14,7 +14,29 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::store::absolute;
+/// The configuration file clients read: `$TOKENMAIL_CONFIG`, else
+/// `$XDG_CONFIG_HOME/tokenmail/agent.toml`, else `~/.config/tokenmail/agent.toml`.
+pub fn config_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("TOKENMAIL_CONFIG").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(x) => PathBuf::from(x),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".config"),
+    };
+    Some(base.join("tokenmail").join("agent.toml"))
+}
+
+/// `p` made absolute against the current directory.
+pub fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
 
 /// How long the client waits for the agent it started to listen.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -49,7 +71,7 @@ pub enum Plan {
 /// Decides whether to start an agent for a client that found none at `socket`
 /// (`explicit`: named by `--socket`).
 pub fn plan(socket: &Path, explicit: bool) -> Result<Plan, StartError> {
-    let Some(config) = crate::store::config_path().filter(|p| p.is_file()) else {
+    let Some(config) = config_path().filter(|p| p.is_file()) else {
         return Ok(Plan::Skip("no configuration file"));
     };
     let config = absolute(&config);
@@ -86,11 +108,9 @@ pub fn plan(socket: &Path, explicit: bool) -> Result<Plan, StartError> {
         }
         None => None,
     };
-    let agents = configured.clone().unwrap_or_else(|| {
-        absolute(&tokenmail_proto::default_socket_path(
-            nix::unistd::getuid().as_raw(),
-        ))
-    });
+    let agents = configured
+        .clone()
+        .unwrap_or_else(|| absolute(&crate::default_socket_path(nix::unistd::getuid().as_raw())));
     if explicit && configured.is_none() {
         return Ok(Plan::Skip(
             "--socket names a path; the configuration sets no socket",
@@ -126,6 +146,11 @@ fn is_executable(p: &Path) -> bool {
 /// waits until it answers. `Ok(true)`: an agent now listens there; `Ok(false)`: nothing
 /// was started (auto-start does not apply), the caller keeps its "no agent" error.
 pub fn start_if_configured(socket: &Path, explicit: bool) -> Result<bool, StartError> {
+    start_for(socket, explicit, "tokenmail")
+}
+
+/// [`start_if_configured`] for the client named `who` (in the one line it prints).
+pub fn start_for(socket: &Path, explicit: bool, who: &str) -> Result<bool, StartError> {
     if TRIED.swap(true, Ordering::SeqCst) {
         return Ok(false);
     }
@@ -187,7 +212,7 @@ pub fn start_if_configured(socket: &Path, explicit: bool) -> Result<bool, StartE
                 .map(|p| format!(" (pid {p})"))
                 .unwrap_or_default();
             eprintln!(
-                "tokenmail: no agent was running: started tokenmail-agent{pid} from {} (auto_start = false there turns this off)",
+                "{who}: no agent was running: started tokenmail-agent{pid} from {} (auto_start = false there turns this off)",
                 config.display()
             );
             Ok(true)
