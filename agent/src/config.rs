@@ -46,6 +46,19 @@ pub struct FileConfig {
     /// none; `tokenmail verify`, `decrypt` and tokenmail-gpgsm read the same table.
     #[serde(default)]
     pub trust: tokenmail_smime::trust::TrustConfig,
+    /// `[sign]`: read by the `tokenmail` command line (`tsa`, the default time-stamping
+    /// authority); accepted here so that one file serves both. The agent's streamed `sign`
+    /// does not timestamp (docs/protocol.md).
+    #[serde(default)]
+    pub sign: SignConfig,
+}
+
+/// `[sign]` of the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignConfig {
+    /// The default time-stamping authority of `tokenmail sign` (http://...).
+    pub tsa: Option<String>,
 }
 
 /// A size in the file: bytes as an integer, or a string with a K/M/G suffix.

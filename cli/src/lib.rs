@@ -18,6 +18,7 @@ pub mod netfetch;
 pub mod output;
 pub mod piv;
 pub mod policy;
+pub mod receipt;
 pub mod selfcert;
 pub mod sign;
 pub mod signcache;
