@@ -412,4 +412,14 @@ mod tests {
         assert_eq!(cfg.keys.prefer["alice@example.com"], "alice-rsa");
         assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
     }
+
+    /// `[sign] tsa` is the CLI's; one file serves both, so the agent accepts it (and
+    /// nothing else under `[sign]`).
+    #[test]
+    fn the_cli_sign_table_is_accepted() {
+        let cfg: FileConfig =
+            toml::from_str("[sign]\ntsa = \"http://tsa.example/\"\n").expect("[sign] tsa");
+        assert_eq!(cfg.sign.tsa.as_deref(), Some("http://tsa.example/"));
+        assert!(toml::from_str::<FileConfig>("[sign]\ntsaa = \"x\"\n").is_err());
+    }
 }
