@@ -60,6 +60,11 @@ pub struct FileConfig {
     /// `[certs]` (the certificate store, `harvest`): read and checked by the CLI.
     #[serde(default)]
     pub certs: Option<toml::Table>,
+    /// `[sign]`: read by the `tokenmail` command line (`tsa`, the default time-stamping
+    /// authority); accepted here so that one file serves both. The agent's streamed `sign`
+    /// does not timestamp (docs/protocol.md).
+    #[serde(default)]
+    pub sign: SignConfig,
 }
 
 /// `[audit]`: the log of private-key operations (JSON lines, append-only, rotated).
@@ -75,6 +80,14 @@ pub struct AuditConfig {
     pub max_size: Option<SizeValue>,
     /// Rotated files kept (`audit.log.1` …; default 5).
     pub keep: Option<u32>,
+}
+
+/// `[sign]` of the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignConfig {
+    /// The default time-stamping authority of `tokenmail sign` (http://...).
+    pub tsa: Option<String>,
 }
 
 /// A size in the file: bytes as an integer, or a string with a K/M/G suffix.
@@ -457,5 +470,15 @@ mod tests {
         .expect("parses");
         assert_eq!(cfg.directories.len(), 1);
         assert!(cfg.certs.is_some());
+    }
+
+    /// `[sign] tsa` is the CLI's; one file serves both, so the agent accepts it (and
+    /// nothing else under `[sign]`).
+    #[test]
+    fn the_cli_sign_table_is_accepted() {
+        let cfg: FileConfig =
+            toml::from_str("[sign]\ntsa = \"http://tsa.example/\"\n").expect("[sign] tsa");
+        assert_eq!(cfg.sign.tsa.as_deref(), Some("http://tsa.example/"));
+        assert!(toml::from_str::<FileConfig>("[sign]\ntsaa = \"x\"\n").is_err());
     }
 }

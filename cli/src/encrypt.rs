@@ -66,6 +66,11 @@ pub struct EncryptArgs {
     #[arg(long, value_name = "KEY")]
     pub signer: Option<String>,
 
+    /// With --sign / --triple-wrap: an ESS security label (as `sign --security-label`), on
+    /// the signature; with --triple-wrap on the outer one, which mail guards read.
+    #[arg(long, value_name = "LABEL", requires = "signer")]
+    pub security_label: Option<String>,
+
     /// Trust anchors the recipients' certificates must chain to (PEM or DER; repeatable).
     /// Default: $TOKENMAIL_TRUST, then [trust] anchors in the configuration; with none,
     /// recipients are checked for validity and key usage only.
@@ -100,10 +105,14 @@ pub fn run_with_agent(mut args: EncryptArgs, socket: Option<&Path>) -> anyhow::R
     }
     let signer = args.signer.clone().context("--sign needs --signer KEY")?;
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let sign = |input: Option<PathBuf>, output: PathBuf| -> anyhow::Result<()> {
+    let label = args.security_label.clone();
+    let sign = |input: Option<PathBuf>, output: PathBuf, outer: bool| -> anyhow::Result<()> {
         crate::sign::run(
             crate::sign::SignArgs {
                 signer: signer.clone(),
+                timestamp: None,
+                receipt_request: false,
+                security_label: if outer { label.clone() } else { None },
                 opaque: false,
                 detached_der: false,
                 detached_pem: false,
@@ -119,7 +128,7 @@ pub fn run_with_agent(mut args: EncryptArgs, socket: Option<&Path>) -> anyhow::R
         .map(|_| ())
     };
     let signed = dir.path().join("signed.eml");
-    sign(args.input.take(), signed.clone())?;
+    sign(args.input.take(), signed.clone(), !args.triple_wrap)?;
     args.input = Some(signed);
     if !args.triple_wrap {
         return run_at(args, socket);
@@ -129,10 +138,10 @@ pub fn run_with_agent(mut args: EncryptArgs, socket: Option<&Path>) -> anyhow::R
     args.output = Some(encrypted.clone());
     run_at(args, socket)?;
     match final_out {
-        Some(out) => sign(Some(encrypted), out),
+        Some(out) => sign(Some(encrypted), out, true),
         None => {
             let outer = dir.path().join("outer.eml");
-            sign(Some(encrypted), outer.clone())?;
+            sign(Some(encrypted), outer.clone(), true)?;
             let mut f = File::open(&outer)?;
             io::copy(&mut f, &mut io::stdout().lock())?;
             Ok(())
@@ -489,6 +498,7 @@ mod tests {
             sign: false,
             triple_wrap: false,
             signer: None,
+            security_label: None,
             rsa_padding: None,
             outform: OutForm::Smime,
             trust: vec![],
@@ -521,6 +531,7 @@ mod tests {
             sign: false,
             triple_wrap: false,
             signer: None,
+            security_label: None,
             rsa_padding: None,
             outform: OutForm::Smime,
             trust: vec![],
@@ -555,6 +566,7 @@ mod tests {
             sign: false,
             triple_wrap: false,
             signer: None,
+            security_label: None,
             rsa_padding: None,
             outform: OutForm::Smime,
             trust: vec![],
@@ -571,6 +583,7 @@ mod tests {
             sign: false,
             triple_wrap: false,
             signer: None,
+            security_label: None,
             rsa_padding: None,
             outform: OutForm::Smime,
             trust: vec![],

@@ -22,6 +22,7 @@ pub mod netfetch;
 pub mod output;
 pub mod piv;
 pub mod policy;
+pub mod receipt;
 pub mod selfcert;
 pub mod sendmail;
 pub mod sign;

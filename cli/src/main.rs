@@ -13,8 +13,8 @@ use tokenmail_proto::{Client, ClientError};
 
 use tokenmail_cli::agentkey::{self, call_with_login, connect, prompt_pin};
 use tokenmail_cli::{
-    certs, decrypt, doctor, encrypt, enrol, expiry, init, manual, output, piv, policy, selfcert,
-    sign, verify,
+    certs, decrypt, doctor, encrypt, enrol, expiry, init, manual, output, piv, policy, receipt,
+    selfcert, sign, verify,
 };
 
 const EXAMPLES: &str = "\
@@ -55,6 +55,21 @@ Examples:
   tokenmail man ~/.local/share/man/man1             # then: man tokenmail-verify
   tokenmail-agent --man ~/.local/share/man/man1     # the agent's page
   tokenmail man /tmp/pages && man -l /tmp/pages/tokenmail.1";
+
+const SIGN_EXAMPLES: &str = "\
+Examples:
+  tokenmail sign --signer alice@example.com msg.eml -o signed.eml
+  tokenmail sign --signer alice@example.com --timestamp http://tsa.example/tsr msg.eml -o signed.eml
+  tokenmail sign --signer alice@example.com --receipt-request msg.eml -o signed.eml
+  tokenmail sign --signer alice@example.com --security-label 1.3.6.1.4.1.99999.1:confidential msg.eml
+
+A default time-stamping authority: [sign] tsa = \"http://...\" in the configuration.";
+
+const RECEIPT_EXAMPLES: &str = "\
+Examples:
+  tokenmail receipt --signer bob@example.com received.eml -o receipt.eml
+  tokenmail verify-receipt --trust root.pem --original sent.eml receipt.eml
+  tokenmail verify-receipt --json --original sent.eml receipt.eml";
 
 /// S/MIME with keys on hardware tokens, through tokenmail-agent.
 #[derive(Debug, Parser)]
@@ -104,9 +119,16 @@ enum Command {
     /// Log out of every token and forget cached PINs.
     Lock,
     /// Sign a message with a key on a token: multipart/signed (default), --opaque, or --detached-der/--detached-pem.
+    #[command(after_help = SIGN_EXAMPLES)]
     Sign(sign::SignArgs),
     /// Verify a signed message (multipart/signed, opaque, or detached with --signature); needs no agent.
     Verify(verify::VerifyArgs),
+    /// Make an ESS signed receipt (RFC 2634) for a received signed message that requests one.
+    #[command(after_help = RECEIPT_EXAMPLES)]
+    Receipt(receipt::ReceiptArgs),
+    /// Check a signed receipt against the signed message that was sent; needs no agent.
+    #[command(after_help = RECEIPT_EXAMPLES)]
+    VerifyReceipt(receipt::VerifyReceiptArgs),
     /// Encrypt a message to certificates (needs no agent): application/pkcs7-mime, AES-GCM by default.
     Encrypt {
         #[command(flatten)]
@@ -278,6 +300,10 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Command::Sign(args) => sign::run(args, socket),
         Command::Verify(args) => verify::run(args),
+        Command::Receipt(args) => receipt::receipt(args, socket),
+        Command::VerifyReceipt(args) => {
+            receipt::verify_receipt(args, &mut std::io::stdout().lock())
+        }
         Command::Policy(args) => policy::run(args, &mut std::io::stdout().lock()),
         Command::Expiry(args) => expiry::run(args, socket, &mut std::io::stdout().lock()),
         Command::Encrypt { mut args, no_self } => {
@@ -422,6 +448,8 @@ mod tests {
             doctor::EXAMPLES,
             init::EXAMPLES,
             certs::EXAMPLES,
+            SIGN_EXAMPLES,
+            RECEIPT_EXAMPLES,
         ];
         for line in all.iter().flat_map(|e| e.lines()) {
             let line = line.trim();

@@ -238,6 +238,52 @@ impl RevocationFetcher for HttpFetcher {
     }
 }
 
+/// A time-stamping authority over http (`sign --timestamp URL`): the request is POSTed
+/// as `application/timestamp-query`, with the same deadlines, redirect rule and proxy as
+/// revocation fetching, and at most [`tsp::MAX_RESPONSE`] bytes read. No cache, and no
+/// "known down" memory: a timestamp is asked for once per signature, and failing is loud.
+pub struct HttpTsa {
+    agent: ureq::Agent,
+    url: String,
+}
+
+impl std::fmt::Debug for HttpTsa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpTsa").field("url", &self.url).finish()
+    }
+}
+
+impl HttpTsa {
+    /// The TSA at `url` (http:// only: the token is signed, and no TLS stack is linked).
+    pub fn new(url: &str) -> Result<Self, String> {
+        if !url.starts_with("http://") {
+            return Err(format!(
+                "--timestamp {url}: only http:// time-stamping authorities are supported (the token is signed; RFC 3161 §3.4)"
+            ));
+        }
+        Ok(HttpTsa {
+            agent: HttpFetcher::new(None).agent,
+            url: url.to_string(),
+        })
+    }
+}
+
+impl tokenmail_smime::tsp::TsaTransport for HttpTsa {
+    fn post(&self, request: &[u8]) -> Result<Vec<u8>, String> {
+        let mut resp = self
+            .agent
+            .post(&self.url)
+            .header("Content-Type", "application/timestamp-query")
+            .send(request)
+            .map_err(describe)?;
+        resp.body_mut()
+            .with_config()
+            .limit(tokenmail_smime::tsp::MAX_RESPONSE as u64)
+            .read_to_vec()
+            .map_err(describe)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

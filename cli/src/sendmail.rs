@@ -373,6 +373,7 @@ fn apply(
             signer,
             trust: Vec::new(),
             allow_untrusted_recipient: false,
+            security_label: None,
         };
         crate::encrypt::run_with_agent(args, socket)
     } else if plan.sign {
@@ -390,6 +391,10 @@ fn apply(
                 chain: Vec::new(),
                 input: Some(input.to_path_buf()),
                 output: Some(output.to_path_buf()),
+                // [sign] tsa, when configured, timestamps these signatures too
+                timestamp: None,
+                receipt_request: false,
+                security_label: None,
             },
             socket,
         )

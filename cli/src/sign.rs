@@ -16,9 +16,11 @@ use tokenmail_proto::v1::{
 };
 use tokenmail_proto::{Client, ClientError};
 use tokenmail_smime::alg::{HashAlg, KeyKind, SignatureScheme};
+use tokenmail_smime::ess::{ReceiptRequest, SecurityLabel};
 use tokenmail_smime::mime::boundary_from_random;
 use tokenmail_smime::pipeline::{sign_stream, PipelineError, SignForm, SignStream};
 use tokenmail_smime::signed::{sign_detached, DigestSigner, SignOptions, SignerError};
+use tokenmail_smime::tsp::Tsa;
 use tokenmail_smime::SmimeError;
 use x509_cert::der::Decode;
 use x509_cert::Certificate;
@@ -52,6 +54,19 @@ pub struct SignArgs {
     /// RSA keys: RSASSA-PSS instead of PKCS#1 v1.5.
     #[arg(long)]
     pub pss: bool,
+    /// Add an RFC 3161 timestamp from the time-stamping authority at URL (http://) over the
+    /// signature (default: [sign] tsa in the configuration; "none" turns that off).
+    #[arg(long, value_name = "URL")]
+    pub timestamp: Option<String>,
+    /// Ask the recipients for an ESS signed receipt (RFC 2634), to be sent to the signer's
+    /// address (the first e-mail address in the signing certificate).
+    #[arg(long)]
+    pub receipt_request: bool,
+    /// Add an ESS security label: POLICY-OID:CLASSIFICATION[:CATEGORY-OID=TEXT]..., the
+    /// classification a number or unmarked, unclassified, restricted, confidential, secret,
+    /// top-secret.
+    #[arg(long, value_name = "LABEL")]
+    pub security_label: Option<String>,
     /// Extra CA certificates (PEM) to include, beyond the chain the token holds.
     #[arg(long, value_name = "PEM")]
     pub chain: Vec<PathBuf>,
@@ -238,7 +253,7 @@ fn prepare(args: &SignArgs, info: &KeyInfo) -> Result<Prepared> {
     let opts = SignOptions {
         scheme: Some(scheme),
         signing_time: Some(now),
-        ..SignOptions::default()
+        ..ess_options(args, &cert)?
     };
     Ok(Prepared {
         kind,
@@ -247,6 +262,37 @@ fn prepare(args: &SignArgs, info: &KeyInfo) -> Result<Prepared> {
         opts,
         fingerprint,
     })
+}
+
+/// The timestamp, receipt request and security label of `args` (with `[sign] tsa`).
+fn ess_options(args: &SignArgs, cert: &Certificate) -> Result<SignOptions> {
+    let mut opts = SignOptions::default();
+    if let Some(label) = &args.security_label {
+        let l = SecurityLabel::from_arg(label).map_err(|e| anyhow!("{e}"))?;
+        opts.extra_signed_attributes.push(l.attribute()?);
+    }
+    if args.receipt_request {
+        let emails = tokenmail_smime::path::certificate_emails(cert);
+        let Some(to) = emails.first() else {
+            bail!("--receipt-request: the signing certificate names no e-mail address to send receipts to");
+        };
+        let mut id = [0u8; 32];
+        getrandom::fill(&mut id).map_err(|e| anyhow!("no randomness: {e}"))?;
+        let rr = ReceiptRequest::all_to(&id, std::slice::from_ref(to))?;
+        opts.extra_signed_attributes.push(rr.attribute()?);
+    }
+    let url = match &args.timestamp {
+        Some(u) => Some(u.clone()),
+        None => crate::store::config_value("sign", "tsa")?.map(|(u, _)| u),
+    };
+    if let Some(url) = url.filter(|u| u != "none" && !u.is_empty()) {
+        let transport = crate::netfetch::HttpTsa::new(&url).map_err(|e| anyhow!("{e}"))?;
+        opts.timestamper = Some(std::sync::Arc::new(Tsa {
+            transport,
+            name: url,
+        }));
+    }
+    Ok(opts)
 }
 
 /// Refuses a signer certificate that has expired or is not yet valid (before any PIN is
@@ -470,6 +516,9 @@ fn sign_cached(
 fn sign_error(e: PipelineError) -> anyhow::Error {
     match e {
         PipelineError::Signer(SmimeError::Signer(SignerError::Backend(m))) => anyhow!("{m}"),
+        PipelineError::Sign(SmimeError::Timestamp(m)) => {
+            anyhow!("{m}: nothing was written; check the TSA's URL, or sign without --timestamp")
+        }
         PipelineError::Sign(SmimeError::Malformed(m)) => {
             anyhow!("cannot sign this message: {m}")
         }
@@ -592,4 +641,48 @@ fn ensure_logged_in(client: &mut Client, st: &AgentStatus, info: &KeyInfo) -> Re
         pin: Some(pin),
     })?;
     Ok(())
+}
+
+/// Signs `content` of type `content_type` (e.g. an ESS Receipt) encapsulated, with the key
+/// `name` through the agent at `socket`, adding `extra` signed attributes. Asks for the PIN
+/// on a terminal when the token needs it.
+pub fn sign_encapsulated_with_agent(
+    socket: Option<&Path>,
+    name: &str,
+    content_type: der::asn1::ObjectIdentifier,
+    content: &[u8],
+    extra: Vec<(der::asn1::ObjectIdentifier, Vec<u8>)>,
+) -> Result<Vec<u8>> {
+    let mut client = agentkey::connect(socket)?;
+    let Response::Status(st) = client.call(&Request::Status)? else {
+        bail!("unexpected answer to status");
+    };
+    let info = resolve_key(&st, name)?;
+    let kind = key_kind(&info)?;
+    let (cert_summary, cert, chain) = signer_certificates(&info)?;
+    let now = SystemTime::now();
+    check_signer_validity(&cert, now)?;
+    let opts = SignOptions {
+        scheme: Some(kind.default_scheme()),
+        signing_time: Some(now),
+        extra_signed_attributes: extra,
+        ..SignOptions::default()
+    };
+    ensure_logged_in(&mut client, &st, &info)?;
+    let client = RefCell::new(client);
+    let signer = AgentSigner {
+        client: &client,
+        name: format!("sha256:{}", cert_summary.sha256),
+        kind,
+        info: info.clone(),
+    };
+    tokenmail_smime::signed::sign_encapsulated_as(
+        &signer,
+        &cert,
+        &chain,
+        content_type,
+        content,
+        &opts,
+    )
+    .map_err(|e| anyhow!("{e}"))
 }

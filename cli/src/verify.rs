@@ -178,8 +178,14 @@ pub fn load_crls(paths: &[PathBuf]) -> anyhow::Result<Vec<Crl>> {
 /// Where trust anchors come from, in contract order: `--trust`, `$TOKENMAIL_TRUST`, the
 /// configuration's `[trust] anchors`.
 fn trust_paths(args: &VerifyArgs) -> anyhow::Result<Vec<PathBuf>> {
-    if !args.trust.is_empty() {
-        return Ok(args.trust.clone());
+    trust_paths_or_default(&args.trust)
+}
+
+/// `trust` when given, else `$TOKENMAIL_TRUST`, else `[trust] anchors`; an error saying
+/// what to do when there is none.
+pub fn trust_paths_or_default(trust: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    if !trust.is_empty() {
+        return Ok(trust.to_vec());
     }
     let (paths, _) = crate::store::default_anchor_paths()?;
     if !paths.is_empty() {
@@ -188,7 +194,8 @@ fn trust_paths(args: &VerifyArgs) -> anyhow::Result<Vec<PathBuf>> {
     bail!("no trust anchor: pass --trust CA.pem, set TOKENMAIL_TRUST, or list anchors under [trust] in the configuration")
 }
 
-fn load_anchors(paths: &[PathBuf]) -> anyhow::Result<Vec<CertEntry>> {
+/// Reads trust anchor files.
+pub fn load_anchors(paths: &[PathBuf]) -> anyhow::Result<Vec<CertEntry>> {
     crate::store::load_certs(paths, "trust anchor")
 }
 
@@ -220,6 +227,24 @@ pub fn render(v: &MessageVerification) -> String {
         s.push('\n');
         if !signer.chain.is_empty() {
             s.push_str(&format!("  chain: {}\n", signer.chain.join(" <- ")));
+        }
+        if let Some(t) = &signer.timestamp {
+            s.push_str(&format!(
+                "  timestamp: {} by {}{}\n",
+                t.time.as_deref().unwrap_or("?"),
+                t.tsa.as_deref().unwrap_or("an unknown TSA"),
+                if t.valid { "" } else { " (NOT valid)" }
+            ));
+        }
+        if let Some(l) = &signer.security_label {
+            s.push_str(&format!("  security label: {}\n", l.text()));
+        }
+        if let Some(r) = &signer.receipt_request {
+            s.push_str(&format!(
+                "  signed receipt requested from {}, to {}\n",
+                r.receipts_from,
+                r.receipts_to.join(", ")
+            ));
         }
         for c in signer
             .checks

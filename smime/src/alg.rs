@@ -87,6 +87,20 @@ pub mod oid {
     pub const KP_EMAIL_PROTECTION: O = O::new_unwrap("1.3.6.1.5.5.7.3.4");
     /// anyExtendedKeyUsage
     pub const ANY_EKU: O = O::new_unwrap("2.5.29.37.0");
+    /// id-kp-timeStamping (RFC 3161)
+    pub const KP_TIME_STAMPING: O = O::new_unwrap("1.3.6.1.5.5.7.3.8");
+    /// id-ct-TSTInfo (RFC 3161)
+    pub const ID_CT_TSTINFO: O = O::new_unwrap("1.2.840.113549.1.9.16.1.4");
+    /// id-ct-receipt (RFC 2634)
+    pub const ID_CT_RECEIPT: O = O::new_unwrap("1.2.840.113549.1.9.16.1.1");
+    /// id-aa-receiptRequest (RFC 2634)
+    pub const ATTR_RECEIPT_REQUEST: O = O::new_unwrap("1.2.840.113549.1.9.16.2.1");
+    /// id-aa-securityLabel (RFC 2634)
+    pub const ATTR_SECURITY_LABEL: O = O::new_unwrap("1.2.840.113549.1.9.16.2.2");
+    /// id-aa-msgSigDigest (RFC 2634)
+    pub const ATTR_MSG_SIG_DIGEST: O = O::new_unwrap("1.2.840.113549.1.9.16.2.5");
+    /// id-aa-signatureTimeStampToken (RFC 3161 Appendix A), an unsigned attribute
+    pub const ATTR_TIMESTAMP_TOKEN: O = O::new_unwrap("1.2.840.113549.1.9.16.2.14");
     /// PKCS#9 emailAddress (in subject names)
     pub const EMAIL_ADDRESS: O = O::new_unwrap("1.2.840.113549.1.9.1");
 }

@@ -19,6 +19,9 @@ pub enum SmimeError {
     /// The signer's certificate is not valid at the signing time: nothing is signed.
     #[error("{0}")]
     SignerCertificate(String),
+    /// The signature timestamp could not be had (the TSA, or its answer).
+    #[error("{0}")]
+    Timestamp(String),
     /// The signature produced does not verify with the given certificate (wrong key/cert pairing?).
     #[error("the signature made by the key does not verify with the signer certificate: {0}")]
     SelfCheck(String),

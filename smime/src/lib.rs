@@ -13,6 +13,7 @@ pub mod ber;
 pub mod csr;
 pub mod envelope;
 pub mod error;
+pub mod ess;
 pub mod expiry;
 pub mod keys;
 pub mod mime;
@@ -28,6 +29,7 @@ pub mod signed;
 pub mod stream;
 pub mod text;
 pub mod trust;
+pub mod tsp;
 pub mod verify;
 
 pub use error::SmimeError;

@@ -1251,7 +1251,10 @@ pub fn parse_smime(input: &[u8]) -> Result<SmimeInput, SmimeError> {
         }
         "application/pkcs7-mime" | "application/x-pkcs7-mime" => {
             if let Some(t) = ct.param("smime-type") {
-                if !t.eq_ignore_ascii_case("signed-data") {
+                // a signed receipt (RFC 2634) is SignedData too
+                if !t.eq_ignore_ascii_case("signed-data")
+                    && !t.eq_ignore_ascii_case("signed-receipt")
+                {
                     return Err(SmimeError::Unsupported(format!(
                         "smime-type={t}: not a signed message (decrypt it first)"
                     )));

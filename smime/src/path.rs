@@ -544,6 +544,39 @@ pub struct PathInputs<'a> {
     pub policy: &'a Policy,
     /// revocation sources and mode (`None`: no `revocation` check)
     pub revocation: Option<&'a crate::revocation::RevocationInputs<'a>>,
+    /// what the certificate must be good for (its extendedKeyUsage)
+    pub purpose: Purpose,
+    /// the genTime of a verified RFC 3161 timestamp over the signature: the path is then
+    /// judged valid at that time instead of now (`validity_at_timestamp` replaces
+    /// `validity_now`), because the timestamp proves the signature existed then
+    pub timestamp: Option<SystemTime>,
+}
+
+/// What a certificate is checked for: its extendedKeyUsage, and that of the CAs above it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Purpose {
+    /// S/MIME: id-kp-emailProtection (or anyExtendedKeyUsage when the policy allows it)
+    #[default]
+    Email,
+    /// an RFC 3161 time-stamping authority: id-kp-timeStamping, in a critical extension
+    TimeStamping,
+}
+
+impl Purpose {
+    fn oid(self) -> der::asn1::ObjectIdentifier {
+        match self {
+            Purpose::Email => crate::alg::oid::KP_EMAIL_PROTECTION,
+            Purpose::TimeStamping => crate::alg::oid::KP_TIME_STAMPING,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Purpose::Email => "emailProtection",
+            Purpose::TimeStamping => "timeStamping",
+        }
+    }
 }
 
 /// All certificate checks for the signer: path, validity (now and at signing time),
@@ -604,20 +637,48 @@ pub fn check_signer_certificate(ee: &CertEntry, inp: &PathInputs<'_>) -> (Vec<Ch
         ));
     }
 
-    // validity of every certificate in the path
+    // validity of every certificate in the path: now, or at the time a verified timestamp
+    // proves the signature was made (a certificate that expired since does not matter then)
     let now_problems: Vec<String> = chain
         .iter()
         .filter_map(|c| c.validity_problem(inp.now))
         .collect();
-    checks.push(check(
-        "validity_now",
-        now_problems.is_empty(),
-        if now_problems.is_empty() {
-            "all certificates are valid now".to_string()
-        } else {
-            now_problems.join("; ")
-        },
-    ));
+    match inp.timestamp {
+        Some(ts) => {
+            let p: Vec<String> = chain
+                .iter()
+                .filter_map(|c| c.validity_problem(ts))
+                .collect();
+            let reason = if !p.is_empty() {
+                format!(
+                    "at the timestamp's time {}: {}",
+                    crate::verify::format_time(ts),
+                    p.join("; ")
+                )
+            } else if now_problems.is_empty() {
+                format!(
+                    "all certificates were valid at the timestamp's time {} and are valid now",
+                    crate::verify::format_time(ts)
+                )
+            } else {
+                format!(
+                    "all certificates were valid at the timestamp's time {}, which proves the signature was made then; since: {}",
+                    crate::verify::format_time(ts),
+                    now_problems.join("; ")
+                )
+            };
+            checks.push(check("validity_at_timestamp", p.is_empty(), reason));
+        }
+        None => checks.push(check(
+            "validity_now",
+            now_problems.is_empty(),
+            if now_problems.is_empty() {
+                "all certificates are valid now".to_string()
+            } else {
+                now_problems.join("; ")
+            },
+        )),
+    }
     match inp.signing_time {
         Some(t) => {
             let p: Vec<String> = chain.iter().filter_map(|c| c.validity_problem(t)).collect();
@@ -658,28 +719,41 @@ pub fn check_signer_certificate(ee: &CertEntry, inp: &PathInputs<'_>) -> (Vec<Ch
     }
 
     // extended key usage
+    let want = inp.purpose.oid();
+    let want_name = inp.purpose.name();
+    // anyExtendedKeyUsage stands in for emailProtection only (RFC 3161 §2.3: a TSA
+    // certificate has timeStamping alone, in a critical extension)
+    let any_ok = inp.purpose == Purpose::Email && policy.allow_any_eku;
     match tbs.get_extension::<ExtendedKeyUsage>() {
-        Ok(Some((_, eku))) => {
-            let email = eku.0.contains(&crate::alg::oid::KP_EMAIL_PROTECTION);
+        Ok(Some((critical, eku))) => {
+            let has = eku.0.contains(&want);
             let any = eku.0.contains(&crate::alg::oid::ANY_EKU);
-            let ok = email || (any && policy.allow_any_eku);
+            let ok = (has || (any && any_ok))
+                && (inp.purpose != Purpose::TimeStamping || critical);
             checks.push(check(
                 "extended_key_usage",
                 ok,
-                if email {
-                    "extendedKeyUsage includes emailProtection".to_string()
-                } else if any && policy.allow_any_eku {
+                if has && !ok {
+                    format!("extendedKeyUsage includes {want_name} but is not critical (RFC 3161 §2.3)")
+                } else if has {
+                    format!("extendedKeyUsage includes {want_name}")
+                } else if any && any_ok {
                     "extendedKeyUsage anyExtendedKeyUsage (allowed by policy)".to_string()
                 } else if any {
-                    "extendedKeyUsage is anyExtendedKeyUsage without emailProtection (not allowed by policy)".to_string()
+                    format!("extendedKeyUsage is anyExtendedKeyUsage without {want_name} (not allowed by policy)")
                 } else {
                     format!(
-                        "extendedKeyUsage does not include emailProtection ({})",
+                        "extendedKeyUsage does not include {want_name} ({})",
                         eku.0.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
                     )
                 },
             ));
         }
+        Ok(None) if inp.purpose == Purpose::TimeStamping => checks.push(check(
+            "extended_key_usage",
+            false,
+            "no extendedKeyUsage extension: a time-stamping authority's certificate must have timeStamping",
+        )),
         Ok(None) => checks.push(check(
             "extended_key_usage",
             true,
@@ -693,21 +767,22 @@ pub fn check_signer_certificate(ee: &CertEntry, inp: &PathInputs<'_>) -> (Vec<Ch
     }
 
     // extendedKeyUsage up the chain: an intermediate CA that restricts it must allow
-    // emailProtection (what browsers and the CA/B forum rules do for TLS)
+    // the purpose (what browsers and the CA/B forum rules do for TLS)
     if path.is_ok() && chain.len() > 2 {
         for c in &chain[1..chain.len() - 1] {
             if let Ok(Some((_, eku))) = c.cert.tbs_certificate().get_extension::<ExtendedKeyUsage>()
             {
-                let email = eku.0.contains(&crate::alg::oid::KP_EMAIL_PROTECTION);
+                let has = eku.0.contains(&want);
                 let any = eku.0.contains(&crate::alg::oid::ANY_EKU);
-                if !(email || (any && policy.allow_any_eku)) {
+                if !(has || (any && (any_ok || inp.purpose == Purpose::TimeStamping))) {
                     checks.push(check(
                         "extended_key_usage",
                         false,
                         format!(
-                            "CA '{}' restricts extendedKeyUsage to {} (no emailProtection): it may not certify S/MIME signers",
+                            "CA '{}' restricts extendedKeyUsage to {} (no {want_name}): it may not certify {}",
                             c.subject(),
-                            eku.0.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
+                            eku.0.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", "),
+                            if inp.purpose == Purpose::Email { "S/MIME signers" } else { "time-stamping authorities" }
                         ),
                     ));
                 }
@@ -1176,6 +1251,8 @@ mod path_budget_tests {
                 sender_problem: None,
                 policy: &policy,
                 revocation: None,
+                purpose: Purpose::Email,
+                timestamp: None,
             },
         );
         checks

@@ -185,6 +185,13 @@ impl DigestSigner for SoftwareSigner {
     }
 }
 
+/// Gets an RFC 3161 TimeStampToken over a SignerInfo's signature value (after the key
+/// signed): [`crate::tsp::Tsa`] over a transport, or anything else that returns a token.
+pub trait SignatureTimestamper: std::fmt::Debug + Send + Sync {
+    /// The TimeStampToken (DER ContentInfo) over `signature`, checked against the request.
+    fn timestamp(&self, signature: &[u8]) -> Result<Vec<u8>, String>;
+}
+
 /// Options for building a SignerInfo.
 #[derive(Clone, Debug)]
 pub struct SignOptions {
@@ -196,6 +203,11 @@ pub struct SignOptions {
     pub smime_capabilities: bool,
     /// Add ESS signingCertificateV2 (default true).
     pub signing_certificate_v2: bool,
+    /// More signed attributes: (type, DER of the single value), e.g. an ESS receiptRequest
+    /// or securityLabel from [`crate::ess`].
+    pub extra_signed_attributes: Vec<(ObjectIdentifier, Vec<u8>)>,
+    /// Adds id-aa-signatureTimeStampToken (an unsigned attribute) over the signature value.
+    pub timestamper: Option<std::sync::Arc<dyn SignatureTimestamper>>,
 }
 
 impl Default for SignOptions {
@@ -205,6 +217,8 @@ impl Default for SignOptions {
             signing_time: None,
             smime_capabilities: true,
             signing_certificate_v2: true,
+            extra_signed_attributes: Vec::new(),
+            timestamper: None,
         }
     }
 }
@@ -280,6 +294,24 @@ fn signing_certificate_v2_der(cert: &Certificate) -> Result<Vec<u8>, SmimeError>
     Ok(tlv(0x30, &certs))
 }
 
+/// Whether `o` is one of the attributes [`signed_attributes`] adds itself, or repeated.
+fn attrs_have(o: &ObjectIdentifier, opts: &SignOptions) -> bool {
+    [
+        oid::ATTR_CONTENT_TYPE,
+        oid::ATTR_MESSAGE_DIGEST,
+        oid::ATTR_SIGNING_TIME,
+        oid::ATTR_SMIME_CAPABILITIES,
+        oid::ATTR_SIGNING_CERTIFICATE_V2,
+    ]
+    .contains(o)
+        || opts
+            .extra_signed_attributes
+            .iter()
+            .filter(|(x, _)| x == o)
+            .count()
+            > 1
+}
+
 /// Build the signed attributes; returns the DER of the SET (tag 0x31), which is what is hashed.
 fn signed_attributes(
     cert: &Certificate,
@@ -306,13 +338,34 @@ fn signed_attributes(
             &signing_certificate_v2_der(cert)?,
         )?);
     }
+    for (o, value) in &opts.extra_signed_attributes {
+        if attrs_have(o, opts) {
+            return Err(SmimeError::Unsupported(format!(
+                "signed attribute {o} given twice"
+            )));
+        }
+        attrs.push(attribute(*o, value)?);
+    }
     Ok(der_set_of(0x31, attrs))
 }
 
-/// Build one SignerInfo (DER) over `content_digest`.
+/// Build one SignerInfo (DER) over `content_digest` of id-data content.
 pub fn signer_info(
     signer: &dyn DigestSigner,
     cert: &Certificate,
+    content_digest: &[u8],
+    opts: &SignOptions,
+) -> Result<Vec<u8>, SmimeError> {
+    signer_info_for(signer, cert, oid::ID_DATA, content_digest, opts)
+}
+
+/// Build one SignerInfo (DER) over `content_digest` of content of type `content_type`.
+/// With [`SignOptions::timestamper`], the signature value is timestamped and the token
+/// added as the unsigned attribute id-aa-signatureTimeStampToken.
+pub fn signer_info_for(
+    signer: &dyn DigestSigner,
+    cert: &Certificate,
+    content_type: ObjectIdentifier,
     content_digest: &[u8],
     opts: &SignOptions,
 ) -> Result<Vec<u8>, SmimeError> {
@@ -326,7 +379,7 @@ pub fn signer_info(
             hash.output_len()
         )));
     }
-    let attrs = signed_attributes(cert, oid::ID_DATA, content_digest, opts)?;
+    let attrs = signed_attributes(cert, content_type, content_digest, opts)?;
     let attrs_digest = hash.digest(&attrs);
     let sig = signer.sign_digest(scheme, &attrs_digest)?;
 
@@ -348,6 +401,12 @@ pub fn signer_info(
     body.extend_from_slice(&implicit);
     body.extend_from_slice(&scheme.signer_info_algorithm()?.to_der()?);
     body.extend_from_slice(&tlv(0x04, &sig));
+    if let Some(tsa) = &opts.timestamper {
+        let token = tsa.timestamp(&sig).map_err(SmimeError::Timestamp)?;
+        // unsignedAttrs [1] IMPLICIT SET OF Attribute
+        let attr = attribute(oid::ATTR_TIMESTAMP_TOKEN, &token)?;
+        body.extend_from_slice(&tlv(0xa1, &attr));
+    }
     Ok(tlv(0x30, &body))
 }
 
@@ -404,7 +463,7 @@ fn build(
     signer: &dyn DigestSigner,
     cert: &Certificate,
     chain: &[Certificate],
-    content_digest: &[u8],
+    (content_type, content_digest): (ObjectIdentifier, &[u8]),
     content: Option<&[u8]>,
     opts: &SignOptions,
 ) -> Result<Vec<u8>, SmimeError> {
@@ -413,10 +472,12 @@ fn build(
         signer_validity(cert, t).map_err(SmimeError::SignerCertificate)?;
     }
     let scheme = opts.scheme_for(signer.key_kind())?;
-    let si = signer_info(signer, cert, content_digest, opts)?;
-    let mut body = tlv(0x02, &[1]);
+    let si = signer_info_for(signer, cert, content_type, content_digest, opts)?;
+    // RFC 5652 §5.1: version 3 when the content is not id-data
+    let version = if content_type == oid::ID_DATA { 1 } else { 3 };
+    let mut body = tlv(0x02, &[version]);
     body.extend_from_slice(&tlv(0x31, &scheme.hash().algorithm_identifier().to_der()?));
-    let mut eci = oid::ID_DATA.to_der()?;
+    let mut eci = content_type.to_der()?;
     if let Some(c) = content {
         eci.extend_from_slice(&tlv(0xa0, &tlv(0x04, c)));
     }
@@ -435,7 +496,14 @@ pub fn sign_detached(
     content_digest: &[u8],
     opts: &SignOptions,
 ) -> Result<Vec<u8>, SmimeError> {
-    build(signer, cert, chain, content_digest, None, opts)
+    build(
+        signer,
+        cert,
+        chain,
+        (oid::ID_DATA, content_digest),
+        None,
+        opts,
+    )
 }
 
 /// Encapsulated (opaque) SignedData (DER ContentInfo) with the content inside.
@@ -446,9 +514,29 @@ pub fn sign_encapsulated(
     content: &[u8],
     opts: &SignOptions,
 ) -> Result<Vec<u8>, SmimeError> {
+    sign_encapsulated_as(signer, cert, chain, oid::ID_DATA, content, opts)
+}
+
+/// Encapsulated SignedData (DER ContentInfo) whose content has type `content_type` (e.g.
+/// id-ct-receipt for an ESS signed receipt).
+pub fn sign_encapsulated_as(
+    signer: &dyn DigestSigner,
+    cert: &Certificate,
+    chain: &[Certificate],
+    content_type: ObjectIdentifier,
+    content: &[u8],
+    opts: &SignOptions,
+) -> Result<Vec<u8>, SmimeError> {
     let hash = opts.scheme_for(signer.key_kind())?.hash();
     let digest = hash.digest(content);
-    build(signer, cert, chain, &digest, Some(content), opts)
+    build(
+        signer,
+        cert,
+        chain,
+        (content_type, &digest),
+        Some(content),
+        opts,
+    )
 }
 
 /// Streaming encoder for encapsulated SignedData in indefinite-length BER:

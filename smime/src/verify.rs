@@ -213,6 +213,15 @@ pub struct SignerReport {
     /// harvests valid signers' certificates into the certificate store)
     #[serde(skip)]
     pub certificate: Option<Vec<u8>>,
+    /// an RFC 3161 signature timestamp (unsigned attribute), when there is one
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<crate::tsp::TimestampReport>,
+    /// an ESS security label (signed attribute), when there is one
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_label: Option<crate::ess::SecurityLabel>,
+    /// an ESS receipt request (signed attribute), when there is one
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt_request: Option<crate::ess::ReceiptRequestInfo>,
 }
 
 impl SignerReport {
@@ -257,6 +266,8 @@ pub struct VerifyOptions<'a> {
     pub fetcher: Option<&'a dyn crate::revocation::RevocationFetcher>,
     /// which network sources, in which order
     pub revocation_sources: crate::revocation::RevocationSources,
+    /// what the signer certificates must be good for (e-mail, or a timestamp token's TSA)
+    pub purpose: crate::path::Purpose,
 }
 
 /// Default allowed clock skew for CRL (and later OCSP) times.
@@ -278,6 +289,7 @@ impl<'a> VerifyOptions<'a> {
             clock_skew: DEFAULT_CLOCK_SKEW,
             fetcher: None,
             revocation_sources: Default::default(),
+            purpose: Default::default(),
         }
     }
 }
@@ -663,6 +675,36 @@ fn verify_signer(
         }
     }
 
+    // an RFC 3161 timestamp over the signature value (never looked for inside a token)
+    let timestamp = if opts.purpose == crate::path::Purpose::Email {
+        check_timestamp(info, pool, opts)
+    } else {
+        None
+    };
+    if let Some(t) = &timestamp {
+        checks.push(check("timestamp", t.valid, t.reason.clone()));
+    }
+    let proven_time = timestamp
+        .as_ref()
+        .filter(|t| t.valid)
+        .and_then(|t| t.gen_time);
+
+    // ESS attributes that are shown
+    let security_label = match crate::ess::security_label(s) {
+        Ok(l) => l,
+        Err(e) => {
+            checks.push(check("security_label", false, e.to_string()));
+            None
+        }
+    };
+    let receipt_request = match crate::ess::receipt_request(s) {
+        Ok(r) => r.map(|r| r.info()),
+        Err(e) => {
+            checks.push(check("receipt_request", false, e.to_string()));
+            None
+        }
+    };
+
     // The certificate path only for a signature that verifies: a hostile pool of
     // certificates costs nothing when the message itself is not authentic (RFC 4158 §3.5).
     let authentic = checks
@@ -682,6 +724,8 @@ fn verify_signer(
                 sender_problem: opts.sender_problem,
                 policy,
                 revocation: Some(revocation),
+                purpose: opts.purpose,
+                timestamp: proven_time,
             },
         );
         checks.extend(path_checks);
@@ -700,5 +744,42 @@ fn verify_signer(
         chain,
         checks,
         certificate: cert.map(|c| c.der.clone()),
+        timestamp,
+        security_label,
+        receipt_request,
     }
+}
+
+/// The signer's signature timestamp token(s), verified against the signature value and the
+/// trust anchors; `None` without one.
+fn check_timestamp(
+    info: &SignerInfo,
+    pool: &[CertEntry],
+    opts: &VerifyOptions<'_>,
+) -> Option<crate::tsp::TimestampReport> {
+    let attrs = info.unsigned_attrs.as_ref()?;
+    let found: Vec<_> = attrs
+        .iter()
+        .filter(|a| a.oid == oid::ATTR_TIMESTAMP_TOKEN)
+        .collect();
+    let token = match found.as_slice() {
+        [] => return None,
+        [a] if a.values.len() == 1 => a.values.iter().next()?.to_der(),
+        _ => {
+            return Some(crate::tsp::TimestampReport::bad_public(
+                "more than one signature timestamp: only one is accepted",
+            ))
+        }
+    };
+    Some(match token {
+        Ok(t) => crate::tsp::verify_token(
+            &t,
+            info.signature.as_bytes(),
+            opts.trust_anchors,
+            pool,
+            &opts.policy,
+            opts.now,
+        ),
+        Err(e) => crate::tsp::TimestampReport::bad_public(e.to_string()),
+    })
 }
