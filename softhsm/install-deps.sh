@@ -24,6 +24,7 @@ PKGS=(
   neomutt                   # the mail client the documented smime_*_command set is tested with
   perl                      # NeoMutt's smime_keys script (File::Copy, Time::Local)
   git                       # tokenmail-gpgsm is tested with real git
+  postfix                   # a private Postfix instance behind tokenmail-sendmail (tests/sendmail.rs)
   slapd                     # a throwaway LDAP directory for the [[directory]] tests (cli/tests/certs_ldap.rs)
   ldap-utils                # ldapadd/ldapdelete, loading entries into it
   man-db                    # `man -l` renders the generated manual pages (tests/everyday.rs)
@@ -47,5 +48,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 echo "install-deps.sh: installing ${missing[*]}"
+# Postfix for the tests' private instances only: no system mail configuration, no daemon.
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 apt-get update
 DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"

@@ -304,3 +304,181 @@ fn triple_wrap_and_failures_keep_the_message() {
     assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
     assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
 }
+
+/// A private Postfix (its own configuration, queue and mailbox in a scratch directory; no
+/// network listener; stopped when dropped) as the MTA behind tokenmail-sendmail.
+struct Postfix {
+    dir: tempfile::TempDir,
+}
+
+impl Postfix {
+    fn start() -> Postfix {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = dir.path();
+        for d in ["conf", "queue", "data", "vmail"] {
+            std::fs::create_dir(t.join(d)).expect("mkdir");
+        }
+        let chown = |path: &Path, owner: &str| {
+            let o = process::output(Command::new("chown").arg(owner).arg(path));
+            assert!(o.status.success(), "chown {owner}: {}", stderr(&o));
+        };
+        // Postfix runs as its own users: its data directory is theirs, the mailbox nobody's
+        chown(&t.join("data"), "postfix");
+        chown(&t.join("vmail"), "nobody:nogroup");
+        std::fs::write(
+            t.join("conf/main.cf"),
+            format!(
+                "compatibility_level = 3.6\nqueue_directory = {t}/queue\ndata_directory = {t}/data\n\
+                 mail_owner = postfix\nsetgid_group = postdrop\nmyhostname = localhost.localdomain\n\
+                 mydestination =\ninet_interfaces = loopback-only\ninet_protocols = ipv4\n\
+                 virtual_mailbox_domains = example.com, other.org\nvirtual_mailbox_base = {t}/vmail\n\
+                 virtual_mailbox_maps = static:mailbox\nvirtual_uid_maps = static:65534\n\
+                 virtual_gid_maps = static:65534\nvirtual_minimum_uid = 1\n\
+                 maillog_file_prefixes = {t}\nmaillog_file = {t}/maillog\nsmtputf8_enable = no\n",
+                t = t.display()
+            ),
+        )
+        .expect("main.cf");
+        // Debian's master.cf without the smtp listener and without chroot
+        let proto = std::fs::read_to_string("/etc/postfix/master.cf.proto")
+            .expect("/etc/postfix/master.cf.proto (apt-get install postfix)");
+        let master: Vec<String> = proto
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                if l.starts_with('#') || l.starts_with(' ') || f.len() < 8 {
+                    l.to_string()
+                } else if f[0] == "smtp" && f[1] == "inet" {
+                    format!("#{l}")
+                } else {
+                    let mut g = f.clone();
+                    g[4] = "n";
+                    g.join(" ")
+                }
+            })
+            .collect();
+        std::fs::write(t.join("conf/master.cf"), master.join("\n") + "\n").expect("master.cf");
+        let pf = Postfix { dir };
+        let o = process::output(
+            Command::new("postfix")
+                .arg("-c")
+                .arg(pf.conf())
+                .arg("start"),
+        );
+        assert!(
+            o.status.success(),
+            "postfix start: {}{}",
+            stderr(&o),
+            std::fs::read_to_string(pf.dir.path().join("maillog")).unwrap_or_default()
+        );
+        pf
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("conf")
+    }
+
+    /// The delivered messages of the mailbox, waited for (at most 30 s) until there are `n`.
+    fn wait_for(&self, n: usize) -> Vec<Vec<u8>> {
+        let mbox = self.dir.path().join("vmail/mailbox");
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let data = std::fs::read(&mbox).unwrap_or_default();
+            let text = String::from_utf8_lossy(&data).into_owned();
+            let msgs: Vec<Vec<u8>> = text
+                .split("\nFrom ")
+                .filter(|m| !m.trim().is_empty())
+                .map(|m| {
+                    // drop the mbox "From " line
+                    let m = m.strip_prefix("From ").unwrap_or(m);
+                    m.split_once('\n')
+                        .map(|(_, rest)| rest)
+                        .unwrap_or("")
+                        .as_bytes()
+                        .to_vec()
+                })
+                .collect();
+            if msgs.len() >= n || std::time::Instant::now() > until {
+                assert!(
+                    msgs.len() >= n,
+                    "Postfix delivered {} of {n} messages: {}",
+                    msgs.len(),
+                    std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+                );
+                return msgs;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = process::output(
+            Command::new("postfix")
+                .arg("-c")
+                .arg(self.conf())
+                .arg("abort"),
+        );
+    }
+}
+
+#[test]
+fn through_a_real_postfix() {
+    let agent = Agent::start();
+    let postfix = Postfix::start();
+    let lab = Lab::new(&agent, "");
+    let cfg = std::fs::read_to_string(lab.path("config.toml")).expect("cfg");
+    let mta = format!(
+        "mta = [\"/usr/sbin/sendmail\", \"-C\", \"{}\", \"-i\"]",
+        s(&postfix.conf())
+    );
+    let cfg = cfg
+        .lines()
+        .map(|l| {
+            if l.starts_with("mta") {
+                mta.as_str()
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(lab.path("config.toml"), cfg).expect("cfg");
+    ok(
+        &lab.sendmail(&agent, &["-oi", "-t"], TO_DAVE),
+        "to dave through postfix",
+    );
+    ok(
+        &lab.sendmail(
+            &agent,
+            &["-oi", "carl@other.org"],
+            b"From: alice@example.com\r\nTo: carl@other.org\r\nSubject: hi\r\n\r\nthrough postfix\r\n",
+        ),
+        "to carl through postfix",
+    );
+    // the mailbox gets dave's and carol's copies (encrypted) and carl's (signed)
+    let msgs = postfix.wait_for(3);
+    let mut encrypted = 0;
+    let mut signed = 0;
+    for m in &msgs {
+        let text = String::from_utf8_lossy(m);
+        assert!(
+            text.contains("Received: by localhost.localdomain (Postfix"),
+            "{text}"
+        );
+        if text.contains("application/pkcs7-mime") {
+            let inner = decrypt_with(&agent, "dave-rsa.key", "dave-rsa.pem", m);
+            assert!(String::from_utf8_lossy(&verify(&agent, &inner)).contains("for dave's eyes"));
+            encrypted += 1;
+        } else {
+            assert!(String::from_utf8_lossy(&verify(&agent, m)).contains("through postfix"));
+            signed += 1;
+        }
+    }
+    assert_eq!(
+        (encrypted, signed),
+        (2, 1),
+        "two encrypted copies, one signed"
+    );
+}
