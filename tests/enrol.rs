@@ -220,6 +220,17 @@ fn keygen_csr_issue_import_and_sign_without_restart() {
             "openssl cms -verify",
         );
     }
+    // the audit log has each key's generation, certificate import and signature
+    let log = audit(&agent);
+    for op in ["keygen", "import-cert", "sign"] {
+        assert!(
+            log.iter()
+                .filter(|r| r["op"] == op && r["result"] == "ok")
+                .count()
+                >= 3,
+            "{op} x3 in {log:?}"
+        );
+    }
     // `keys` lists them, none flagged
     let keys = stdout(&agent.cli(&["keys"]));
     assert!(
@@ -407,6 +418,30 @@ fn escrowed_keys_are_imported_from_pkcs12_and_decrypt() {
         "import-p12 --force",
     );
     assert_not_extractable(f, "erin-sign");
+
+    // the audit log has the imports and the decryption, with who asked
+    let log = audit(&agent);
+    for op in ["import-key", "decrypt"] {
+        assert!(
+            log.iter().any(|r| r["op"] == op
+                && r["result"] == "ok"
+                && r["peer"]["program"] == "tokenmail"),
+            "{op} in {log:?}"
+        );
+    }
+    assert!(
+        !log.iter().any(|r| r.to_string().contains("escrow secret")),
+        "no password in the log"
+    );
+}
+
+/// The agent's audit log, one JSON value per line.
+fn audit(agent: &Agent) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(agent.audit_log())
+        .expect("audit log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
 }
 
 #[test]
