@@ -170,15 +170,19 @@ fn read_message(input: &mut dyn Read, path: &Path, dot_ends: bool) -> Result<()>
     );
     let mut r = BufReader::new(input);
     let mut line = Vec::new();
+    // at most 64 KiB held at a time: a longer line is written in pieces (and is no dot line)
+    let mut at_line_start = true;
     loop {
         line.clear();
-        if r.read_until(b'\n', &mut line)? == 0 {
+        if (&mut r).take(64 << 10).read_until(b'\n', &mut line)? == 0 {
             break;
         }
-        if dot_ends && (line == b".\n" || line == b".\r\n" || line == b".") {
+        let whole = line.ends_with(b"\n");
+        if dot_ends && at_line_start && (line == b".\n" || line == b".\r\n") {
             break;
         }
         out.write_all(&line)?;
+        at_line_start = whole;
     }
     out.flush()?;
     Ok(())
@@ -207,21 +211,21 @@ fn addresses(fields: &[tokenmail_smime::mime::HeaderField], name: &str) -> Resul
     Ok(out)
 }
 
-/// Writes the message without its Bcc fields to `out`.
+/// Writes the message without its Bcc fields to `out`: the header line by line, the body
+/// copied through (bounded memory whatever the message's size).
 fn strip_bcc(src: &Path, out: &Path) -> Result<()> {
-    let data = std::fs::read(src)?;
-    let mut result = Vec::with_capacity(data.len());
-    let mut i = 0;
+    let mut r = BufReader::new(std::fs::File::open(src)?);
+    let mut w = std::io::BufWriter::new(std::fs::File::create(out)?);
+    let mut line = Vec::new();
     let mut skipping = false;
-    while i < data.len() {
-        let end = data[i..]
-            .iter()
-            .position(|b| *b == b'\n')
-            .map(|p| i + p + 1)
-            .unwrap_or(data.len());
-        let line = &data[i..end];
-        if line == b"\r\n" || line == b"\n" {
-            result.extend_from_slice(&data[i..]);
+    loop {
+        line.clear();
+        // a header line longer than 1 MiB is not a header: stop looking for Bcc there
+        if (&mut r).take(1 << 20).read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        if line == b"\r\n" || line == b"\n" || !line.ends_with(b"\n") {
+            w.write_all(&line)?;
             break;
         }
         let continuation = matches!(line.first(), Some(b' ' | b'\t'));
@@ -229,11 +233,11 @@ fn strip_bcc(src: &Path, out: &Path) -> Result<()> {
             skipping = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"bcc:");
         }
         if !skipping {
-            result.extend_from_slice(line);
+            w.write_all(&line)?;
         }
-        i = end;
     }
-    std::fs::write(out, result)?;
+    std::io::copy(&mut r, &mut w)?;
+    w.flush()?;
     Ok(())
 }
 
