@@ -478,7 +478,17 @@ impl Service {
                 // Keys first: listing connects and logs in where a PIN may be used, so the
                 // token states below are the ones after that, not before.
                 let keys = self.all_keys();
-                let tokens = self.stores.iter().map(|s| s.status()).collect();
+                let tokens = self
+                    .stores
+                    .iter()
+                    .map(|s| {
+                        let mut st = s.status();
+                        if st.label != s.name() {
+                            st.name = s.name().to_string();
+                        }
+                        st
+                    })
+                    .collect();
                 let emails = self.selections(&keys);
                 Response::Status(AgentStatus {
                     agent_version: AGENT.into(),

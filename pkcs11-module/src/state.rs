@@ -20,6 +20,9 @@ pub(crate) struct Slot {
     pub id: CK_SLOT_ID,
     /// The token's label (also the name `login` is sent with).
     pub label: String,
+    /// The name the agent's key listings give the token (its configured name, which may
+    /// differ from the label; the label when the agent does not say).
+    pub name: String,
     /// Serial number, "" while unknown.
     pub serial: String,
     /// Manufacturer and model.
@@ -179,6 +182,7 @@ impl Module {
                 self.slots.push(Slot {
                     id: 1,
                     label: "tokenmail (no agent)".into(),
+                    name: String::new(),
                     serial: String::new(),
                     model: String::new(),
                     backend: String::new(),
@@ -211,6 +215,7 @@ impl Module {
                     self.slots.push(Slot {
                         id,
                         label: String::new(),
+                        name: String::new(),
                         serial: String::new(),
                         model: String::new(),
                         backend: String::new(),
@@ -226,6 +231,11 @@ impl Module {
             let s = &mut self.slots[idx];
             s.placeholder = false;
             s.label = t.label.clone();
+            s.name = if t.name.is_empty() {
+                t.label.clone()
+            } else {
+                t.name.clone()
+            };
             s.serial = t.serial.clone();
             s.model = t.model.clone();
             s.backend = t.backend.clone();
@@ -265,15 +275,15 @@ impl Module {
     }
 
     /// Replaces the token objects of `slot` with those of the listed keys that belong to
-    /// it: keys whose token name is the slot's label, or all keys when the agent has one
-    /// token.
+    /// it: keys whose token name is the slot's (the agent's name for it), or all keys when
+    /// the agent has one token.
     pub fn merge_keys(&mut self, slot: CK_SLOT_ID, keys: &[KeyInfo]) -> Result<(), CK_RV> {
         let single = self.slots.iter().filter(|s| !s.placeholder).count() == 1;
         let s = self.slot(slot)?;
-        let (label, uid) = (s.label.clone(), s.uid());
+        let (name, uid) = (s.name.clone(), s.uid());
         let mut objs = Vec::new();
         let mut cas: Vec<Vec<u8>> = Vec::new();
-        for k in keys.iter().filter(|k| single || k.token == label) {
+        for k in keys.iter().filter(|k| single || k.token == name) {
             objs.extend(objects::key_objects(&uid, k));
             for c in &k.chain {
                 if !cas.contains(&c.0) {
@@ -377,5 +387,77 @@ impl Module {
             }
         }
         Some(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenmail_proto::v1::{Bytes, KeyInfo};
+
+    fn token(label: &str, name: &str, serial: &str) -> TokenStatus {
+        TokenStatus {
+            label: label.into(),
+            name: name.into(),
+            serial: serial.into(),
+            model: String::new(),
+            backend: "pkcs11:/m.so".into(),
+            present: true,
+            logged_in: false,
+            pin_source: "none".into(),
+            locked: false,
+            pin_warnings: Vec::new(),
+        }
+    }
+
+    fn key(token: &str, id: &str) -> KeyInfo {
+        KeyInfo {
+            label: format!("key-{id}"),
+            id: id.into(),
+            token: token.into(),
+            algorithm: "ec-p256".into(),
+            usage: vec!["sign".into()],
+            certificate: None,
+            chain: Vec::new(),
+            touch: None,
+            pin_policy: None,
+            exportable: false,
+            public_key: Some(Bytes(vec![0x30, 0x00])),
+        }
+    }
+
+    /// Two tokens whose configured names are not their labels (configured by serial, or a
+    /// named PIV card): each slot gets the keys the agent lists under its name.
+    #[test]
+    fn keys_go_to_the_slot_of_the_agents_name_for_the_token() {
+        let mut m = Module::new(PathBuf::from("/nonexistent"));
+        let tokens = [
+            token("Work HSM", "serial:0001", "0001"),
+            token("PIV", "yubikey", "12345678"),
+        ];
+        m.merge_tokens(Some(&tokens));
+        let keys = [
+            key("serial:0001", "01"),
+            key("yubikey", "9c"),
+            key("yubikey", "9d"),
+        ];
+        let ids: Vec<CK_SLOT_ID> = m.slots.iter().map(|s| s.id).collect();
+        assert_eq!(ids.len(), 2);
+        for id in &ids {
+            m.merge_keys(*id, &keys).expect("merge");
+        }
+        let count = |m: &Module, i: usize| m.slots[i].objects.len();
+        assert!(
+            count(&m, 0) > 0 && count(&m, 1) > 0,
+            "both slots have objects"
+        );
+        assert!(
+            count(&m, 1) > count(&m, 0),
+            "two keys on the card, one on the HSM"
+        );
+        // an agent that does not send names: the label is the name
+        let mut old = Module::new(PathBuf::from("/nonexistent"));
+        old.merge_tokens(Some(&[token("work", "", "1"), token("other", "", "2")]));
+        assert_eq!(old.slots[0].name, "work");
     }
 }

@@ -596,6 +596,11 @@ pub struct ErrorInfo {
 pub struct TokenStatus {
     /// Token label (configured or read).
     pub label: String,
+    /// The name the agent's key listings use for this token (`KeyInfo::token`): the
+    /// configured name, which may differ from the token's own label. Omitted when it is
+    /// the label, and by agents before 2026-12.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
     /// Serial number, when known.
     #[serde(default)]
     pub serial: String,

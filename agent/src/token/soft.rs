@@ -334,6 +334,7 @@ impl KeyStore for SoftwareStore {
             }
         }
         TokenStatus {
+            name: String::new(),
             label: self.name.clone(),
             serial: String::new(),
             model: "software key store".into(),

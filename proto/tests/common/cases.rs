@@ -162,6 +162,7 @@ pub fn responses() -> Vec<(&'static str, Response)> {
                 agent_version: "tokenmail-agent/0.1.0".into(),
                 protocol: "1.0".into(),
                 tokens: vec![TokenStatus {
+                    name: String::new(),
                     label: "tokenmail-demo".into(),
                     serial: "cc5d622cae24df6c".into(),
                     model: "SoftHSM project SoftHSM v2".into(),

@@ -23,6 +23,7 @@ impl KeyStore for PivStore {
             inner.verified = verified;
         }
         TokenStatus {
+            name: String::new(),
             label: self.cfg.name.clone(),
             serial: inner
                 .facts

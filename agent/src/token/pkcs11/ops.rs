@@ -67,6 +67,7 @@ impl KeyStore for Pkcs11Store {
         self.expire_locked(&mut inner);
         let present = self.connect(&mut inner).is_ok();
         TokenStatus {
+            name: String::new(),
             label: if inner.facts.label.is_empty() {
                 self.name.clone()
             } else {
