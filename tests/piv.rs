@@ -1188,7 +1188,8 @@ fn enrolment_commands_on_the_card() {
     let agent = CardAgent::start(
         &lab,
         &format!(
-            "[pin]\npinentry = \"none\"\n[[token]]\ntype = \"piv\"\nserial = \"10000004\"\npin_file = \"{}\"\nchain = \"{}\"\n",
+            "[pin]\npinentry = \"none\"\n[audit]\nfile = \"{}\"\n[[token]]\ntype = \"piv\"\nserial = \"10000004\"\npin_file = \"{}\"\nchain = \"{}\"\n",
+            s(&lab.path("audit.log")),
             s(&pin),
             s(&lab.chain_pem())
         ),
@@ -1312,4 +1313,22 @@ fn enrolment_commands_on_the_card() {
         std::fs::read(&dec).expect("dec"),
         std::fs::read(&msg).expect("msg")
     );
+    // the card's administration is in the audit log with its operations
+    let log: Vec<serde_json::Value> = std::fs::read_to_string(lab.path("audit.log"))
+        .expect("audit log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    for (op, id) in [
+        ("keygen", "9c"),
+        ("import-cert", "9c"),
+        ("import-key", "82"),
+        ("sign", "9c"),
+    ] {
+        assert!(
+            log.iter()
+                .any(|r| r["op"] == op && r["key_id"] == id && r["result"] == "ok"),
+            "{op} {id} in {log:?}"
+        );
+    }
 }

@@ -269,6 +269,10 @@ impl KeyStore for AuditedStore {
     fn piv(&self) -> Option<&dyn PivAdmin> {
         self.inner.piv()
     }
+    fn audit_admin(&self, op: &str, id: &[u8], label: Option<&str>, result: Result<(), String>) {
+        let r: Result<(), TokenError> = result.map_err(TokenError::Invalid);
+        self.note(op, id, label, None, None, &r);
+    }
     fn sign_digest(
         &self,
         id: &[u8],

@@ -610,7 +610,16 @@ impl Service {
                     touch_policy,
                     management_key: management_key.map(|k| k.0),
                 };
-                match store.piv().map(|p| p.piv_keygen(&req)) {
+                let r = store.piv().map(|p| p.piv_keygen(&req));
+                if let Some(r) = &r {
+                    store.audit_admin(
+                        "keygen",
+                        &[slot],
+                        None,
+                        r.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+                    );
+                }
+                match r {
                     Some(Ok((spki, warnings))) => Response::PivKey {
                         public_key: tokenmail_proto::v1::Bytes(spki),
                         warnings,
@@ -630,10 +639,18 @@ impl Service {
                     Err(e) => return e.into(),
                 };
                 let mk = management_key.as_ref().map(|k| k.0.as_slice());
-                match store
+                let r = store
                     .piv()
-                    .map(|p| p.piv_import_cert(slot, &certificate.0, mk))
-                {
+                    .map(|p| p.piv_import_cert(slot, &certificate.0, mk));
+                if let Some(r) = &r {
+                    store.audit_admin(
+                        "import-cert",
+                        &[slot],
+                        None,
+                        r.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+                    );
+                }
+                match r {
                     Some(Ok(warnings)) => Response::Done { warnings },
                     Some(Err(e)) => AgentError::from(e).into(),
                     None => not_piv(store.name()).into(),

@@ -299,6 +299,9 @@ impl KeyStore for PromptingStore {
     fn piv(&self) -> Option<&dyn PivAdmin> {
         self.inner.piv()
     }
+    fn audit_admin(&self, op: &str, id: &[u8], label: Option<&str>, result: Result<(), String>) {
+        self.inner.audit_admin(op, id, label, result)
+    }
     fn generate_key(
         &self,
         label: &str,

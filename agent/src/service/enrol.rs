@@ -58,7 +58,14 @@ impl Service {
             let piv = store
                 .piv()
                 .ok_or_else(|| AgentError::bad("not a PIV card"))?;
-            let (spki, warnings) = piv.piv_keygen(&piv_req)?;
+            let r = piv.piv_keygen(&piv_req);
+            store.audit_admin(
+                "keygen",
+                &[slot],
+                Some(&req.label),
+                r.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+            );
+            let (spki, warnings) = r?;
             let public = spki::SubjectPublicKeyInfoOwned::try_from(spki.as_slice())
                 .map(|s| PublicKey::from_spki(&s))
                 .map_err(|e| AgentError::bad(format!("the card's public key: {e}")))?;
@@ -118,11 +125,18 @@ impl Service {
             }
         }
         let warnings = if let Some(piv) = found.store.piv() {
-            let mut w = piv.piv_import_cert(
+            let r = piv.piv_import_cert(
                 found.key.id.first().copied().unwrap_or(0),
                 certificate,
                 management_key,
-            )?;
+            );
+            found.store.audit_admin(
+                "import-cert",
+                &found.key.id,
+                Some(&found.key.label),
+                r.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+            );
+            let mut w = r?;
             if !chain.is_empty() {
                 w.push("a PIV card keeps no CA certificates: the chain was not stored (list it in [trust] intermediates)".into());
             }
@@ -160,7 +174,14 @@ impl Service {
         }
         if let Some(piv) = store.piv() {
             let slot = parse_piv_slot(label).ok_or_else(|| bad_slot(label))?;
-            let mut warnings = piv.piv_import_key(slot, &parts, certificate, management_key)?;
+            let r = piv.piv_import_key(slot, &parts, certificate, management_key);
+            store.audit_admin(
+                "import-key",
+                &[slot],
+                Some(label),
+                r.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+            );
+            let mut warnings = r?;
             if !chain.is_empty() {
                 warnings.push("a PIV card keeps no CA certificates: the chain was not stored (list it in [trust] intermediates)".into());
             }

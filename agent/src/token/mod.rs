@@ -621,6 +621,12 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     fn piv(&self) -> Option<&dyn PivAdmin> {
         None
     }
+    /// Records a change made to this token outside the operations of this trait (PIV card
+    /// administration through [`KeyStore::piv`]) in the audit log, where one is kept.
+    /// Default: nothing (only the audited view of a connection keeps a log).
+    fn audit_admin(&self, op: &str, id: &[u8], label: Option<&str>, result: Result<(), String>) {
+        let _ = (op, id, label, result);
+    }
     /// Generates a key pair on the token under `label` (and `id`, else a fresh one):
     /// private half sensitive, never extractable, private; refuses a label or id in use.
     fn generate_key(
