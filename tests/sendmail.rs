@@ -313,6 +313,11 @@ struct Postfix {
 
 impl Postfix {
     fn start() -> Postfix {
+        Self::start_listening(None)
+    }
+
+    /// With `Some(port)`, an SMTP listener on 127.0.0.1:port too (relaying for loopback).
+    fn start_listening(smtp_port: Option<u16>) -> Postfix {
         let dir = tempfile::tempdir().expect("tempdir");
         let t = dir.path();
         for d in ["conf", "queue", "data", "vmail"] {
@@ -334,7 +339,8 @@ impl Postfix {
                  virtual_mailbox_domains = example.com, other.org\nvirtual_mailbox_base = {t}/vmail\n\
                  virtual_mailbox_maps = static:mailbox\nvirtual_uid_maps = static:65534\n\
                  virtual_gid_maps = static:65534\nvirtual_minimum_uid = 1\n\
-                 maillog_file_prefixes = {t}\nmaillog_file = {t}/maillog\nsmtputf8_enable = no\n",
+                 maillog_file_prefixes = {t}\nmaillog_file = {t}/maillog\nsmtputf8_enable = no\n\
+                 mynetworks = 127.0.0.0/8\nsmtpd_relay_restrictions = permit_mynetworks, reject\n",
                 t = t.display()
             ),
         )
@@ -357,7 +363,11 @@ impl Postfix {
                 }
             })
             .collect();
-        std::fs::write(t.join("conf/master.cf"), master.join("\n") + "\n").expect("master.cf");
+        let mut master = master.join("\n") + "\n";
+        if let Some(port) = smtp_port {
+            master.push_str(&format!("127.0.0.1:{port} inet n - n - - smtpd\n"));
+        }
+        std::fs::write(t.join("conf/master.cf"), master).expect("master.cf");
         let pf = Postfix { dir };
         let o = process::output(
             Command::new("postfix")
@@ -481,4 +491,53 @@ fn through_a_real_postfix() {
         (2, 1),
         "two encrypted copies, one signed"
     );
+}
+
+/// A free loopback port (bound and released: good enough for a test's own listener).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+#[test]
+fn smtp_submission_instead_of_an_mta() {
+    let agent = Agent::start();
+    let port = free_port();
+    let postfix = Postfix::start_listening(Some(port));
+    let lab = Lab::new(&agent, "");
+    let cfg = std::fs::read_to_string(lab.path("config.toml")).expect("cfg");
+    let cfg = cfg
+        .lines()
+        .filter(|l| !l.starts_with("mta"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + &format!(
+            "\n[policy.smtp]\nserver = \"127.0.0.1:{port}\"\ntls = \"none\"\ntimeout = 20\n"
+        );
+    std::fs::write(lab.path("config.toml"), cfg).expect("cfg");
+    ok(
+        &lab.sendmail(&agent, &["-oi", "-t"], TO_DAVE),
+        "to dave over SMTP",
+    );
+    let msgs = postfix.wait_for(2);
+    for m in &msgs {
+        let text = String::from_utf8_lossy(m);
+        assert!(text.contains("with ESMTP"), "came in over SMTP: {text}");
+        let inner = decrypt_with(&agent, "dave-rsa.key", "dave-rsa.pem", m);
+        assert!(String::from_utf8_lossy(&verify(&agent, &inner)).contains("for dave's eyes"));
+    }
+    // a server that is not there: temporary failure, the message kept
+    let cfg = std::fs::read_to_string(lab.path("config.toml"))
+        .expect("cfg")
+        .replace(
+            &format!("127.0.0.1:{port}"),
+            &format!("127.0.0.1:{}", free_port()),
+        );
+    std::fs::write(lab.path("config.toml"), cfg).expect("cfg");
+    let o = lab.sendmail(&agent, &["-oi", "-t"], TO_DAVE);
+    assert_eq!(o.status.code(), Some(75), "EX_TEMPFAIL: {}", stderr(&o));
+    assert!(stderr(&o).contains("kept in"), "{}", stderr(&o));
+    assert_eq!(lab.queued(), vec![TO_DAVE.to_vec()]);
 }

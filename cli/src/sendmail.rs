@@ -297,6 +297,93 @@ fn deliver(
     }
 }
 
+/// Why an SMTP submission failed, and whether trying later may help.
+struct SmtpFailure {
+    why: String,
+    permanent: bool,
+}
+
+/// The SMTP password: the first line of `path`, refused when others may read it.
+fn smtp_password(path: &Path) -> Result<zeroize::Zeroizing<String>, SmtpFailure> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |why: String| SmtpFailure {
+        why,
+        permanent: true,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| {
+        fail(format!(
+            "[policy.smtp] password_file {}: {e}",
+            path.display()
+        ))
+    })?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(fail(format!(
+            "[policy.smtp] password_file {} may be read by others: chmod 600 it",
+            path.display()
+        )));
+    }
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+        fail(format!(
+            "[policy.smtp] password_file {}: {e}",
+            path.display()
+        ))
+    })?);
+    Ok(zeroize::Zeroizing::new(
+        text.lines().next().unwrap_or("").to_string(),
+    ))
+}
+
+/// Submits `message` to the `[policy.smtp]` server for `recipients`.
+fn deliver_smtp(
+    cfg: &tokenmail_smime::policy::SmtpConfig,
+    from: Option<&str>,
+    recipients: &[String],
+    message: &Path,
+) -> Result<(), SmtpFailure> {
+    use lettre::address::{Address, Envelope};
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::{SmtpTransport, Transport};
+    use tokenmail_smime::policy::SmtpTls;
+    let perm = |why: String| SmtpFailure {
+        why,
+        permanent: true,
+    };
+    let (host, port) = cfg.host_port().map_err(perm)?;
+    let parse = |a: &str| -> Result<Address, SmtpFailure> {
+        a.parse::<Address>()
+            .map_err(|e| perm(format!("{a:?} is not an address SMTP takes: {e}")))
+    };
+    let sender = from.map(parse).transpose()?;
+    let to = recipients
+        .iter()
+        .map(|r| parse(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let envelope = Envelope::new(sender, to).map_err(|e| perm(format!("envelope: {e}")))?;
+    let mut b = match cfg.tls {
+        SmtpTls::Starttls => SmtpTransport::starttls_relay(&host)
+            .map_err(|e| perm(format!("[policy.smtp] {host}: {e}")))?,
+        SmtpTls::Implicit => {
+            SmtpTransport::relay(&host).map_err(|e| perm(format!("[policy.smtp] {host}: {e}")))?
+        }
+        SmtpTls::None => SmtpTransport::builder_dangerous(&host),
+    };
+    b = b.port(port).timeout(Some(Duration::from_secs(
+        cfg.timeout.unwrap_or(30).clamp(1, 600),
+    )));
+    if let (Some(user), Some(pw)) = (&cfg.username, &cfg.password_file) {
+        let password = smtp_password(pw)?;
+        b = b.credentials(Credentials::new(user.clone(), password.to_string()));
+    }
+    let data = std::fs::read(message).map_err(|e| perm(e.to_string()))?;
+    b.build()
+        .send_raw(&envelope, &data)
+        .map(|_| ())
+        .map_err(|e| SmtpFailure {
+            permanent: e.is_permanent(),
+            why: format!("SMTP submission to {host}:{port} failed: {e}"),
+        })
+}
+
 /// What the policy makes of one message.
 struct Prepared {
     plan: Plan,
@@ -547,6 +634,19 @@ pub fn main_with(args: &[String], stdin: &mut dyn Read) -> i32 {
         }
     } else if let Err(e) = std::fs::copy(&message, &out) {
         return fail(exit::CANTCREAT, e.to_string());
+    }
+    if let Some(smtp) = &policy.smtp {
+        // the envelope sender: -f, else the From address
+        let sender = a.from.clone().or_else(|| {
+            tokenmail_smime::address::sender_address(&fields)
+                .ok()
+                .flatten()
+        });
+        return match deliver_smtp(smtp, sender.as_deref(), &recipients, &out) {
+            Ok(()) => 0,
+            Err(f) if f.permanent => fail(exit::UNAVAILABLE, f.why),
+            Err(f) => fail(exit::TEMPFAIL, f.why),
+        };
     }
     let mta = policy
         .mta

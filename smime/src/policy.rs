@@ -85,9 +85,90 @@ pub struct OrgPolicy {
     /// Where a message that cannot be sent is kept.
     #[serde(default)]
     pub queue_dir: Option<PathBuf>,
+    /// SMTP submission instead of `mta` (`[policy.smtp]`).
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
     /// Per-domain overrides.
     #[serde(default)]
     pub domains: BTreeMap<String, DomainRule>,
+}
+
+/// How `[policy.smtp]` protects the connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmtpTls {
+    /// STARTTLS, required (the default; submission on port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Implicit,
+    /// No TLS: only to a loopback host (a local relay).
+    None,
+}
+
+/// `[policy.smtp]`: submission to a mail server instead of a local MTA command.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// The server, `host` or `host:port` (default port: 587, 465 with implicit TLS).
+    pub server: String,
+    /// `starttls` (default), `implicit`, or `none` (loopback only).
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// AUTH user name (needs `password_file`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The password, first line of this file (0600; never logged).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Seconds for connecting and each command (default 30).
+    #[serde(default)]
+    pub timeout: Option<u64>,
+}
+
+impl SmtpConfig {
+    /// `(host, port)` of `server`.
+    pub fn host_port(&self) -> Result<(String, u16), String> {
+        let default = if self.tls == SmtpTls::Implicit {
+            465
+        } else {
+            587
+        };
+        let s = self.server.trim();
+        let (host, port) = match s.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || h.ends_with(']') => (
+                h.trim_start_matches('[').trim_end_matches(']'),
+                p.parse::<u16>().map_err(|_| {
+                    format!("[policy.smtp] server {s:?}: the port must be a number")
+                })?,
+            ),
+            _ => (s, default),
+        };
+        if host.is_empty() || host.contains(['/', '@', ' ']) {
+            return Err(format!(
+                "[policy.smtp] server {s:?}: give host or host:port, e.g. \"mail.example.org:587\""
+            ));
+        }
+        Ok((host.to_string(), port))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let (host, _) = self.host_port()?;
+        let loopback = host == "localhost"
+            || host == "::1"
+            || host
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|a| a.is_loopback());
+        if self.tls == SmtpTls::None && !loopback {
+            return Err(format!(
+                "[policy.smtp] tls = \"none\" is only for a relay on this machine (localhost), not {host}: use starttls or implicit"
+            ));
+        }
+        if self.username.is_some() != self.password_file.is_some() {
+            return Err("[policy.smtp] username and password_file go together".into());
+        }
+        Ok(())
+    }
 }
 
 /// Why a message cannot be sent as the policy wants.
@@ -178,6 +259,12 @@ impl OrgPolicy {
         for d in self.domains.keys() {
             check(d, "domains")?;
         }
+        if let Some(smtp) = &self.smtp {
+            smtp.validate()?;
+            if self.mta.is_some() {
+                return Err("[policy]: set mta or [policy.smtp], not both".into());
+            }
+        }
         if let Some(mta) = &self.mta {
             if mta.first().is_none_or(|p| p.trim().is_empty()) {
                 return Err(
@@ -191,9 +278,14 @@ impl OrgPolicy {
 
     /// Makes relative paths relative to `dir` (the configuration file's directory).
     pub fn resolve_paths(&mut self, dir: &Path) {
-        for p in [&mut self.archive_recipient, &mut self.queue_dir]
-            .into_iter()
-            .flatten()
+        let smtp_pw = self.smtp.as_mut().and_then(|s| s.password_file.as_mut());
+        for p in [
+            self.archive_recipient.as_mut(),
+            self.queue_dir.as_mut(),
+            smtp_pw,
+        ]
+        .into_iter()
+        .flatten()
         {
             if p.is_relative() {
                 *p = dir.join(&*p);
@@ -418,6 +510,25 @@ mod tests {
         assert!(p.validate().is_err());
         let p: OrgPolicy = toml::from_str("mta = []").expect("toml");
         assert!(p.validate().is_err());
+        let smtp = |t: &str| toml::from_str::<OrgPolicy>(&format!("[smtp]\n{t}")).expect("toml");
+        assert!(smtp("server = \"mail.example.org\"").validate().is_ok());
+        assert_eq!(
+            smtp("server = \"mail.example.org\"")
+                .smtp
+                .expect("smtp")
+                .host_port(),
+            Ok(("mail.example.org".into(), 587))
+        );
+        assert!(smtp("server = \"mail.example.org\"\ntls = \"none\"")
+            .validate()
+            .is_err());
+        assert!(smtp("server = \"127.0.0.1:2525\"\ntls = \"none\"")
+            .validate()
+            .is_ok());
+        assert!(smtp("server = \"mail.example.org\"\nusername = \"a\"")
+            .validate()
+            .is_err());
+        assert!(smtp("server = \"mail:x\"").validate().is_err());
         assert_eq!(
             OrgPolicy::default().plan(&[], &mut |_| true),
             Err(PolicyRefusal::NoRecipients)
