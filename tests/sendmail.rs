@@ -318,6 +318,11 @@ impl Postfix {
 
     /// With `Some(port)`, an SMTP listener on 127.0.0.1:port too (relaying for loopback).
     fn start_listening(smtp_port: Option<u16>) -> Postfix {
+        Self::start_with(smtp_port, None)
+    }
+
+    /// As [`Postfix::start_listening`], offering STARTTLS with `tls` = (certificate, key).
+    fn start_with(smtp_port: Option<u16>, tls: Option<(&Path, &Path)>) -> Postfix {
         let dir = tempfile::tempdir().expect("tempdir");
         let t = dir.path();
         for d in ["conf", "queue", "data", "vmail"] {
@@ -345,6 +350,15 @@ impl Postfix {
             ),
         )
         .expect("main.cf");
+        if let Some((cert, key)) = tls {
+            let mut main = std::fs::read_to_string(t.join("conf/main.cf")).expect("main.cf");
+            main.push_str(&format!(
+                "smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n",
+                cert.display(),
+                key.display()
+            ));
+            std::fs::write(t.join("conf/main.cf"), main).expect("main.cf");
+        }
         // Debian's master.cf without the smtp listener and without chroot
         let proto = std::fs::read_to_string("/etc/postfix/master.cf.proto")
             .expect("/etc/postfix/master.cf.proto (apt-get install postfix)");
@@ -540,4 +554,68 @@ fn smtp_submission_instead_of_an_mta() {
     assert_eq!(o.status.code(), Some(75), "EX_TEMPFAIL: {}", stderr(&o));
     assert!(stderr(&o).contains("kept in"), "{}", stderr(&o));
     assert_eq!(lab.queued(), vec![TO_DAVE.to_vec()]);
+}
+
+/// STARTTLS to a server whose certificate chains to the CA in SSL_CERT_FILE: delivered;
+/// the same server with the system's CAs only: refused, nothing sent, the message kept.
+#[test]
+fn smtp_submission_with_starttls() {
+    let agent = Agent::start();
+    let pki = tempfile::tempdir().expect("pki");
+    let p = |n: &str| pki.path().join(n);
+    let o = process::output(
+        Command::new("bash")
+            .arg("-c")
+            .arg(
+                "set -e; openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+                 -keyout ca.key -subj /CN=smtp-test-ca -days 2 -addext basicConstraints=critical,CA:TRUE \
+                 -addext keyUsage=critical,keyCertSign -out ca.pem 2>/dev/null; \
+                 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key \
+                 -subj /CN=localhost -out srv.csr 2>/dev/null; \
+                 printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > ext; \
+                 openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -set_serial 7 -days 2 \
+                 -extfile ext -out srv.pem 2>/dev/null; chmod 644 srv.key",
+            )
+            .current_dir(pki.path()),
+    );
+    ok(&o, "test CA and server certificate");
+    let port = free_port();
+    let postfix = Postfix::start_with(Some(port), Some((&p("srv.pem"), &p("srv.key"))));
+    let lab = Lab::new(&agent, "");
+    let cfg = std::fs::read_to_string(lab.path("config.toml")).expect("cfg");
+    let cfg = cfg
+        .lines()
+        .filter(|l| !l.starts_with("mta"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + &format!(
+            "\n[policy.smtp]\nserver = \"localhost:{port}\"\ntls = \"starttls\"\ntimeout = 20\n"
+        );
+    std::fs::write(lab.path("config.toml"), cfg).expect("cfg");
+    let send = |ca: Option<&Path>| {
+        let mut c = Command::new(bin("tokenmail-sendmail"));
+        c.args(["-oi", "-t"])
+            .env("TOKENMAIL_SOCK", &agent.socket)
+            .env("TOKENMAIL_CONFIG", lab.path("config.toml"))
+            .env("TOKENMAIL_CERTS", lab.path("certs"))
+            .env("XDG_CACHE_HOME", lab.path("cache"));
+        match ca {
+            Some(ca) => c.env("SSL_CERT_FILE", ca),
+            None => c.env_remove("SSL_CERT_FILE"),
+        };
+        process::output_with_input(&mut c, TO_DAVE)
+    };
+    // not trusted: refused before anything is sent
+    let o = send(None);
+    assert!(!o.status.success(), "an untrusted server is refused");
+    assert!(stderr(&o).contains("kept in"), "{}", stderr(&o));
+    // trusted: delivered over TLS
+    ok(&send(Some(&p("ca.pem"))), "STARTTLS to a trusted server");
+    let msgs = postfix.wait_for(2);
+    for m in &msgs {
+        let text = String::from_utf8_lossy(m);
+        assert!(text.contains("with ESMTPS"), "came in over TLS: {text}");
+        let inner = decrypt_with(&agent, "dave-rsa.key", "dave-rsa.pem", m);
+        assert!(String::from_utf8_lossy(&verify(&agent, &inner)).contains("for dave's eyes"));
+    }
 }
