@@ -1608,3 +1608,63 @@ fn the_pkcs11_module_starts_the_agent_too() {
         stderr(&o)
     );
 }
+
+/// `tokenmail init --piv`: a YubiKey-style PIV card through its applet; the written file
+/// names it, and the agent started from it (auto-start) shows the card (absent here).
+#[test]
+fn init_for_a_piv_card() {
+    let fixture = tokenmail_e2e::provision("tokenmail-init-piv");
+    let home = tempfile::tempdir().expect("tempdir");
+    let o = run(&mut init_cmd(
+        home.path(),
+        &fixture,
+        &[
+            "init",
+            "--non-interactive",
+            "--piv",
+            "--piv-serial",
+            "12345678",
+            "--email",
+            "alice@example.com",
+            "--json",
+        ],
+    ));
+    assert!(o.status.success(), "init --piv: {}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(doc["piv"]["serial"], "12345678", "{doc}");
+    assert!(doc.get("module").is_none(), "{doc}");
+    let cfg = home.path().join("config/tokenmail/agent.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    assert!(
+        text.contains("type = \"piv\"") && text.contains("serial = \"12345678\""),
+        "{text}"
+    );
+    // the agent starts from it and shows the card
+    let socket = home.path().join("run").join("agent.sock");
+    let o = run(&mut init_cmd(home.path(), &fixture, &["status", "--json"]));
+    let _agent = socket.exists().then(|| Detached(serving_pid(&socket)));
+    assert!(o.status.success(), "status: {}", stderr(&o));
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let tokens = st["tokens"].as_array().expect("tokens");
+    assert!(
+        tokens.iter().any(
+            |t| t["backend"].as_str().is_some_and(|b| b.starts_with("piv"))
+                && t["present"] == false
+        ),
+        "{st}"
+    );
+    // --piv and --module do not go together
+    let o = run(&mut init_cmd(
+        home.path(),
+        &fixture,
+        &[
+            "init",
+            "--non-interactive",
+            "--piv",
+            "--module",
+            "/x.so",
+            "--force",
+        ],
+    ));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

@@ -35,6 +35,13 @@ pub struct InitArgs {
     /// (default: git's user.email).
     #[arg(long, value_name = "ADDRESS")]
     pub email: Option<String>,
+    /// The token is a PIV card (YubiKey, other PIV smart cards) used through its PIV
+    /// applet over PC/SC, instead of a PKCS#11 module.
+    #[arg(long, conflicts_with_all = ["module", "token_label"])]
+    pub piv: bool,
+    /// With --piv: the card's serial number (needed when several PIV cards may be present).
+    #[arg(long, value_name = "SERIAL", conflicts_with_all = ["module", "token_label"])]
+    pub piv_serial: Option<String>,
     /// Replace an existing configuration file.
     #[arg(long)]
     pub force: bool,
@@ -54,6 +61,7 @@ Examples:
   tokenmail init --non-interactive --module /usr/lib/softhsm/libsofthsm2.so --token-label ci --pin-file pin --json
   tokenmail init --non-interactive --module /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so --token-label work --force
   TOKENMAIL_CONFIG=./agent.toml tokenmail init --non-interactive --module ./libsofthsm2.so --token-label test
+  tokenmail init --non-interactive --piv --piv-serial 12345678 --email alice@example.com   # a YubiKey
 
 The file is $TOKENMAIL_CONFIG, else ~/.config/tokenmail/agent.toml (0600), the one read by
 the agent, the CLI and tokenmail-gpgsm; an existing one is kept unless --force. Tokens are
@@ -331,6 +339,34 @@ pub fn config_text(module: &Path, label: &str, pin_file: Option<&Path>) -> Strin
     t
 }
 
+/// The configuration file's text for a PIV card (through its applet over PC/SC).
+pub fn config_text_piv(serial: Option<&str>, pin_file: Option<&Path>) -> String {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let base = config_text(Path::new("/"), "", pin_file);
+    let (head, tail) = base
+        .split_once("# The token holding your keys")
+        .unwrap_or((base.as_str(), ""));
+    let rest = tail
+        .split_once("label = \"\"\n")
+        .map(|(_, r)| r)
+        .unwrap_or("");
+    let mut t = head.to_string();
+    t.push_str(
+        "# The PIV card holding your keys (YubiKey…), through its PIV applet (PC/SC, pcscd).\n\
+         [[token]]\n\
+         type = \"piv\"\n",
+    );
+    match serial {
+        Some(sn) => t.push_str(&format!("serial = {}\n", q(sn))),
+        None => t.push_str(
+            "# The card's serial (`tokenmail piv status`); needed with several PIV cards:\n\
+             # serial = \"12345678\"\n",
+        ),
+    }
+    t.push_str(rest);
+    t
+}
+
 /// Writes `text` to `path` as 0600 (its directory made 0700 when missing), through a
 /// temporary file renamed over it.
 fn write_private(path: &Path, text: &str) -> Result<()> {
@@ -427,8 +463,14 @@ pub fn neomutt_lines(email: Option<&str>) -> Vec<String> {
 #[derive(Debug, Serialize)]
 struct Summary<'a> {
     config: &'a Path,
-    module: &'a Path,
-    token_label: &'a str,
+    /// PKCS#11: the module and the token label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    module: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_label: Option<&'a str>,
+    /// A PIV card: `{"serial": …}` (null serial: the only card present).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    piv: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pin_file: Option<&'a Path>,
     email: Option<&'a str>,
@@ -470,6 +512,8 @@ impl Ask<'_> {
 
 /// The choices made, interactively or from flags.
 struct Choice {
+    /// `Some(serial)`: a PIV card (module and label unused).
+    piv: Option<Option<String>>,
     module: PathBuf,
     label: String,
     pin_file: Option<PathBuf>,
@@ -496,7 +540,21 @@ fn choose_interactively(args: &InitArgs, found: &Detected, ask: &mut Ask) -> Res
             }
         }
     }
-    let (module, label) = if let (Some(m), Some(l)) = (&args.module, &args.token_label) {
+    let readers = found.readers.clone().unwrap_or_default();
+    let piv = if args.piv || args.piv_serial.is_some() {
+        Some(args.piv_serial.clone())
+    } else if args.module.is_none()
+        && !readers.is_empty()
+        && ask.yes("Is your key a PIV card (YubiKey…) in one of these readers? [y/N] ")?
+    {
+        let sn = ask.line("The card's serial (empty: the only PIV card present): ")?;
+        Some((!sn.is_empty()).then_some(sn))
+    } else {
+        None
+    };
+    let (module, label) = if piv.is_some() {
+        (PathBuf::new(), String::new())
+    } else if let (Some(m), Some(l)) = (&args.module, &args.token_label) {
         (m.clone(), l.clone())
     } else if tokens.is_empty() {
         if found.tokens.is_none() {
@@ -573,6 +631,7 @@ fn choose_interactively(args: &InitArgs, found: &Detected, ask: &mut Ask) -> Res
     let git =
         args.git || ask.yes("Set git to sign with tokenmail (git config --global)? [y/N] ")?;
     Ok(Choice {
+        piv,
         module,
         label,
         pin_file,
@@ -593,17 +652,28 @@ pub fn run(args: InitArgs, out: &mut dyn Write) -> Result<i32> {
         );
     }
     let interactive = !args.non_interactive;
+    let piv_flag = args.piv || args.piv_serial.is_some();
     if interactive
         && !std::io::stdin().is_terminal()
+        && !piv_flag
         && (args.module.is_none() || args.token_label.is_none())
     {
-        bail!("no terminal to ask on: pass --non-interactive --module LIB.so --token-label LABEL");
+        bail!("no terminal to ask on: pass --non-interactive --module LIB.so --token-label LABEL (or --piv for a PIV card)");
     }
     let found = detect();
     let choice = if interactive && std::io::stdin().is_terminal() {
         let stdin = std::io::stdin();
         let mut lock = stdin.lock();
         choose_interactively(&args, &found, &mut Ask { input: &mut lock })?
+    } else if piv_flag {
+        Choice {
+            piv: Some(args.piv_serial.clone()),
+            module: PathBuf::new(),
+            label: String::new(),
+            pin_file: args.pin_file.clone(),
+            email: args.email.clone().or_else(|| git_get("user.email")),
+            git: args.git,
+        }
     } else {
         let (Some(module), Some(label)) = (&args.module, &args.token_label) else {
             let seen: Vec<String> = found
@@ -628,6 +698,7 @@ pub fn run(args: InitArgs, out: &mut dyn Write) -> Result<i32> {
             );
         };
         Choice {
+            piv: None,
             module: module.clone(),
             label: label.clone(),
             pin_file: args.pin_file.clone(),
@@ -637,14 +708,14 @@ pub fn run(args: InitArgs, out: &mut dyn Write) -> Result<i32> {
     };
     let abs = |p: &Path| crate::store::absolute(p);
     let module = abs(&choice.module);
-    if !module.is_file() {
+    if choice.piv.is_none() && !module.is_file() {
         bail!(
             "the PKCS#11 module {} does not exist: give the path of the .so file (tokenmail init lists the ones it finds)",
             module.display()
         );
     }
     let mut warnings = Vec::new();
-    if let Some(tokens) = &found.tokens {
+    if let (None, Some(tokens)) = (&choice.piv, &found.tokens) {
         let same = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         let here: Vec<&Token> = tokens
             .iter()
@@ -685,7 +756,10 @@ pub fn run(args: InitArgs, out: &mut dyn Write) -> Result<i32> {
             Ok(_) => {}
         }
     }
-    let text = config_text(&module, &choice.label, pin_file.as_deref());
+    let text = match &choice.piv {
+        Some(serial) => config_text_piv(serial.as_deref(), pin_file.as_deref()),
+        None => config_text(&module, &choice.label, pin_file.as_deref()),
+    };
     write_private(&path, &text)?;
 
     let settings = git_settings(choice.email.as_deref());
@@ -712,8 +786,12 @@ pub fn run(args: InitArgs, out: &mut dyn Write) -> Result<i32> {
     if args.json {
         let summary = Summary {
             config: &path,
-            module: &module,
-            token_label: &choice.label,
+            module: choice.piv.is_none().then_some(module.as_path()),
+            token_label: choice.piv.is_none().then_some(choice.label.as_str()),
+            piv: choice
+                .piv
+                .as_ref()
+                .map(|sn| serde_json::json!({ "serial": sn })),
             pin_file: pin_file.as_deref(),
             email: choice.email.as_deref(),
             detected: &found,
@@ -733,13 +811,23 @@ pub fn run(args: InitArgs, out: &mut dyn Write) -> Result<i32> {
     for w in &warnings {
         eprintln!("tokenmail init: warning: {w}");
     }
-    writeln!(
-        out,
-        "wrote {} (token {:?} in {})",
-        path.display(),
-        choice.label,
-        module.display()
-    )?;
+    match &choice.piv {
+        Some(sn) => writeln!(
+            out,
+            "wrote {} (the PIV card{} through PC/SC)",
+            path.display(),
+            sn.as_ref()
+                .map(|s| format!(" with serial {s}"))
+                .unwrap_or_default()
+        )?,
+        None => writeln!(
+            out,
+            "wrote {} (token {:?} in {})",
+            path.display(),
+            choice.label,
+            module.display()
+        )?,
+    }
     writeln!(out)?;
     if applied {
         writeln!(
@@ -819,6 +907,24 @@ mod tests {
             ]
         );
         assert!(parse_readers("No smart card readers found.\n").is_empty());
+    }
+
+    #[test]
+    fn a_piv_card_is_written_as_a_piv_token() {
+        let text = config_text_piv(Some("12345678"), None);
+        let t: toml::Table = toml::from_str(&text).expect("toml");
+        let tok = &t["token"].as_array().expect("tokens")[0];
+        assert_eq!(tok["type"].as_str(), Some("piv"));
+        assert_eq!(tok["serial"].as_str(), Some("12345678"));
+        assert!(
+            tok.get("module").is_none() && tok.get("label").is_none(),
+            "{text}"
+        );
+        let any = config_text_piv(None, Some(Path::new("/p/pin")));
+        let t: toml::Table = toml::from_str(&any).expect("toml");
+        let tok = &t["token"].as_array().expect("tokens")[0];
+        assert!(tok.get("serial").is_none());
+        assert_eq!(tok["pin_file"].as_str(), Some("/p/pin"));
     }
 
     #[test]
