@@ -51,6 +51,11 @@ struct OpensslTsa;
 
 impl TsaTransport for OpensslTsa {
     fn post(&self, request: &[u8]) -> Result<Vec<u8>, String> {
+        // One reply at a time: `openssl ts -reply` reads and rewrites the TSA's serial file,
+        // and two at once (tests run in parallel) fail with "Error during serial number
+        // generation".
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let d = scratch();
         std::fs::write(d.path().join("q.tsq"), request).map_err(|e| e.to_string())?;
         let (ok, _, err) = run(Command::new("openssl")

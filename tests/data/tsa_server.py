@@ -18,8 +18,11 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 
 ROOT = sys.argv[1]
+# `openssl ts -reply` rewrites the serial file: one reply at a time
+ONE_AT_A_TIME = threading.Lock()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -46,12 +49,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             r = os.path.join(tmp, "r.tsr")
             with open(q, "wb") as f:
                 f.write(req)
-            p = subprocess.run(
-                ["openssl", "ts", "-reply", "-config", "tsa.cnf", "-queryfile", q, "-out", r],
-                cwd=ROOT,
-                capture_output=True,
-                timeout=20,
-            )
+            with ONE_AT_A_TIME:
+                p = subprocess.run(
+                    ["openssl", "ts", "-reply", "-config", "tsa.cnf", "-queryfile", q, "-out", r],
+                    cwd=ROOT,
+                    capture_output=True,
+                    timeout=20,
+                )
             if p.returncode != 0 or not os.path.exists(r):
                 return self.answer(500, p.stderr, "text/plain")
             with open(r, "rb") as f:
