@@ -31,13 +31,7 @@ pub const DEFAULT_KEEP: u32 = 5;
 /// The default file: `$XDG_STATE_HOME/tokenmail/audit.log`, else
 /// `~/.local/state/tokenmail/audit.log`.
 pub fn default_path() -> Option<PathBuf> {
-    let state = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("state"))
-        })?;
-    Some(state.join("tokenmail").join("audit.log"))
+    tokenmail_proto::state_dir().map(|d| d.join("audit.log"))
 }
 
 /// Who asked: the connection's peer.

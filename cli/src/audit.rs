@@ -47,11 +47,8 @@ fn log_path() -> Result<PathBuf> {
             _ => p,
         });
     }
-    std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("state")))
-        .map(|s| s.join("tokenmail").join("audit.log"))
+    tokenmail_proto::state_dir()
+        .map(|d| d.join("audit.log"))
         .ok_or_else(|| anyhow!("no audit log path: give --file"))
 }
 

@@ -203,23 +203,15 @@ pub fn directories() -> Result<Vec<Directory>> {
 /// The bind password: the first line of the file; refused when others may read or write
 /// the file, or when it is empty (an empty password is an anonymous bind, RFC 4513 §5.1.2).
 fn read_password(path: &Path) -> std::result::Result<Zeroizing<String>, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("password_file {}: {e}", path.display()))?;
-    let mode = meta.permissions().mode();
-    if mode & 0o007 != 0 {
-        return Err(format!(
-            "password_file {} is readable by other users (mode {:o}): chmod o-rwx {}",
+    use crate::store::SecretFileError;
+    let line = crate::store::read_secret_line(path, 0o007).map_err(|e| match e {
+        SecretFileError::Io(e) => format!("password_file {}: {e}", path.display()),
+        SecretFileError::Exposed(mode) => format!(
+            "password_file {} is readable by other users (mode {mode:o}): chmod o-rwx {}",
             path.display(),
-            mode & 0o777,
             path.display()
-        ));
-    }
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path)
-            .map_err(|e| format!("password_file {}: {e}", path.display()))?,
-    );
-    let line = Zeroizing::new(text.lines().next().unwrap_or("").to_string());
+        ),
+    })?;
     if line.is_empty() {
         return Err(format!(
             "password_file {} is empty (an empty password would bind anonymously)",

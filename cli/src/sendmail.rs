@@ -116,15 +116,10 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
 
 /// Where undeliverable messages are kept.
 fn queue_dir(policy: &OrgPolicy) -> Option<PathBuf> {
-    policy.queue_dir.clone().or_else(|| {
-        std::env::var_os("XDG_STATE_HOME")
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-            .or_else(|| {
-                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("state"))
-            })
-            .map(|s| s.join("tokenmail").join("queue"))
-    })
+    policy
+        .queue_dir
+        .clone()
+        .or_else(|| tokenmail_proto::state_dir().map(|d| d.join("queue")))
 }
 
 /// Keeps `message` in the queue directory; returns where.
@@ -305,32 +300,19 @@ struct SmtpFailure {
 
 /// The SMTP password: the first line of `path`, refused when others may read it.
 fn smtp_password(path: &Path) -> Result<zeroize::Zeroizing<String>, SmtpFailure> {
-    use std::os::unix::fs::PermissionsExt;
-    let fail = |why: String| SmtpFailure {
-        why,
+    use crate::store::SecretFileError;
+    crate::store::read_secret_line(path, 0o077).map_err(|e| SmtpFailure {
         permanent: true,
-    };
-    let meta = std::fs::metadata(path).map_err(|e| {
-        fail(format!(
-            "[policy.smtp] password_file {}: {e}",
-            path.display()
-        ))
-    })?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(fail(format!(
-            "[policy.smtp] password_file {} may be read by others: chmod 600 it",
-            path.display()
-        )));
-    }
-    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-        fail(format!(
-            "[policy.smtp] password_file {}: {e}",
-            path.display()
-        ))
-    })?);
-    Ok(zeroize::Zeroizing::new(
-        text.lines().next().unwrap_or("").to_string(),
-    ))
+        why: match e {
+            SecretFileError::Io(e) => {
+                format!("[policy.smtp] password_file {}: {e}", path.display())
+            }
+            SecretFileError::Exposed(_) => format!(
+                "[policy.smtp] password_file {} may be read by others: chmod 600 it",
+                path.display()
+            ),
+        },
+    })
 }
 
 /// Submits `message` to the `[policy.smtp]` server for `recipients`.

@@ -82,6 +82,36 @@ pub fn trust_config() -> Result<(TrustConfig, Option<PathBuf>)> {
     Ok((tc, Some(cfg)))
 }
 
+/// Why a secret file (a password file) was not read.
+#[derive(Debug)]
+pub enum SecretFileError {
+    /// It could not be read.
+    Io(std::io::Error),
+    /// Its mode gives others access the caller does not allow (the mode, `0o777` bits).
+    Exposed(u32),
+}
+
+/// The first line of a secret file (a password), zeroized on drop; refused when its mode
+/// has any of the `forbidden` bits (`0o077`: group or others, `0o007`: others). The
+/// caller words the refusal and decides about an empty line.
+pub fn read_secret_line(
+    path: &Path,
+    forbidden: u32,
+) -> std::result::Result<zeroize::Zeroizing<String>, SecretFileError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(SecretFileError::Io)?
+        .permissions()
+        .mode();
+    if mode & forbidden != 0 {
+        return Err(SecretFileError::Exposed(mode & 0o777));
+    }
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(SecretFileError::Io)?);
+    Ok(zeroize::Zeroizing::new(
+        text.lines().next().unwrap_or("").to_string(),
+    ))
+}
+
 /// `[policy]` of the configuration file, validated, with relative paths made relative to
 /// the file; and the file's path (`None`: no configuration file).
 pub fn org_policy() -> Result<(tokenmail_smime::policy::OrgPolicy, Option<PathBuf>)> {

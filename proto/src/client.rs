@@ -120,6 +120,17 @@ pub fn default_socket_path(uid: u32) -> PathBuf {
     PathBuf::from(format!("/tmp/tokenmail-{uid}/agent.sock"))
 }
 
+/// Where tokenmail keeps state (the audit log, messages tokenmail-sendmail could not send):
+/// `$XDG_STATE_HOME/tokenmail` (an absolute path), else `~/.local/state/tokenmail`;
+/// `None` without either.
+pub fn state_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("state")))
+        .map(|s| s.join("tokenmail"))
+}
+
 /// A connected, handshaken client.
 #[derive(Debug)]
 pub struct Client {
