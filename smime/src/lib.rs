@@ -17,6 +17,7 @@ pub mod ess;
 pub mod expiry;
 pub mod keys;
 pub mod mime;
+pub mod name_constraints;
 pub mod ocsp;
 pub mod path;
 pub mod pipeline;

@@ -32,9 +32,20 @@ impl PartialEq for CertEntry {
 
 impl CertEntry {
     /// From DER.
+    ///
+    /// `der` 0.8 represents no time before 1970, so a certificate whose validity starts (or
+    /// ends) earlier, which X.509 allows (UTCTime years 50–69), would not parse. Such a time
+    /// is read as 1970-01-01T00:00:00Z instead: a later start and an end that has passed
+    /// either way, so no verification after 1970 accepts more than the real dates would.
+    /// The signature is still checked over the bytes as received ([`Self::der`]).
     pub fn from_der(der: Vec<u8>) -> Result<Self, SmimeError> {
-        let cert = Certificate::from_der(&der)?;
-        Ok(Self { cert, der })
+        match Certificate::from_der(&der) {
+            Ok(cert) => Ok(Self { cert, der }),
+            Err(e) => match validity_from_1970(&der).map(|d| Certificate::from_der(&d)) {
+                Some(Ok(cert)) => Ok(Self { cert, der }),
+                _ => Err(e.into()),
+            },
+        }
     }
 
     /// Every `CERTIFICATE` block of a PEM bundle (other blocks are skipped).
@@ -142,6 +153,49 @@ impl CertEntry {
     }
 }
 
+/// A copy of a certificate's DER with every validity time before 1970 replaced by
+/// 1970-01-01T00:00:00Z (of the same length, so no length changes); `None` when there is none
+/// or the structure is not a certificate's.
+fn validity_from_1970(der: &[u8]) -> Option<Vec<u8>> {
+    use crate::ber::Tlv;
+    let cert = Tlv::parse_exact(der).ok()?;
+    let tbs = *cert.children().ok()?.first()?;
+    let fields = tbs.children().ok()?;
+    // [0] version (optional), serialNumber, signature, issuer, validity
+    let skip = usize::from(fields.first()?.tag == 0xa0);
+    let validity = fields.get(skip + 3)?;
+    let mut out = der.to_vec();
+    let mut changed = false;
+    for t in validity.children().ok()? {
+        let year = match (t.tag, t.content.len()) {
+            // UTCTime YYMMDDHHMMSSZ: 50-99 are 1950-1999
+            (0x17, 13) => std::str::from_utf8(&t.content[..2])
+                .ok()?
+                .parse::<u32>()
+                .ok()
+                .map(|y| if y >= 50 { 1900 + y } else { 2000 + y })?,
+            // GeneralizedTime YYYYMMDDHHMMSSZ
+            (0x18, 15) => std::str::from_utf8(&t.content[..4])
+                .ok()?
+                .parse::<u32>()
+                .ok()?,
+            _ => return None,
+        };
+        if year >= 1970 {
+            continue;
+        }
+        let at = t.content.as_ptr() as usize - der.as_ptr() as usize;
+        let epoch: &[u8] = if t.tag == 0x17 {
+            b"700101000000Z"
+        } else {
+            b"19700101000000Z"
+        };
+        out.get_mut(at..at + epoch.len())?.copy_from_slice(epoch);
+        changed = true;
+    }
+    changed.then_some(out)
+}
+
 /// The value of a directory string attribute as text (PrintableString, UTF8String,
 /// IA5String, TeletexString read as Latin-1, BMPString, UniversalString); `None` for any
 /// other type or a bad encoding.
@@ -211,23 +265,32 @@ pub fn names_match(a: &x509_cert::name::Name, b: &x509_cert::name::Name) -> bool
     if a.len() != b.len() {
         return false;
     }
-    a.iter_rdn().zip(b.iter_rdn()).all(|(ra, rb)| {
-        if ra.len() != rb.len() {
-            return false;
-        }
-        let mut used = vec![false; rb.len()];
-        ra.iter().all(|x| {
-            let found = rb.iter().enumerate().find(|(j, y)| {
-                !used[*j] && x.oid == y.oid && attribute_values_match(&x.value, &y.value)
-            });
-            match found {
-                Some((j, _)) => {
-                    used[j] = true;
-                    true
-                }
-                None => false,
+    a.iter_rdn()
+        .zip(b.iter_rdn())
+        .all(|(ra, rb)| rdns_match(ra, rb))
+}
+
+/// One RDN of each name: the same set of attributes (any order), each the same type with a
+/// matching value (RFC 5280 §7.1, as [`names_match`]).
+pub(crate) fn rdns_match(
+    ra: &x509_cert::name::RelativeDistinguishedName,
+    rb: &x509_cert::name::RelativeDistinguishedName,
+) -> bool {
+    if ra.len() != rb.len() {
+        return false;
+    }
+    let mut used = vec![false; rb.len()];
+    ra.iter().all(|x| {
+        let found = rb.iter().enumerate().find(|(j, y)| {
+            !used[*j] && x.oid == y.oid && attribute_values_match(&x.value, &y.value)
+        });
+        match found {
+            Some((j, _)) => {
+                used[j] = true;
+                true
             }
-        })
+            None => false,
+        }
     })
 }
 
@@ -271,7 +334,8 @@ pub(crate) fn verify_signed_der(
 }
 
 /// Extensions whose criticality we honour: basicConstraints, keyUsage, extKeyUsage,
-/// subjectAltName, issuerAltName, subjectKeyIdentifier, authorityKeyIdentifier. Not
+/// subjectAltName, issuerAltName, subjectKeyIdentifier, authorityKeyIdentifier,
+/// nameConstraints ([`crate::name_constraints`]). Not
 /// certificatePolicies: there is no policy processing, so a *critical* one (which demands
 /// it) makes the path fail as an unsupported critical extension instead of being taken for
 /// anyPolicy; a non-critical one is informational and ignored.
@@ -283,6 +347,7 @@ const KNOWN_EXTENSIONS: &[&str] = &[
     "2.5.29.18",
     "2.5.29.14",
     "2.5.29.35",
+    "2.5.29.30",
 ];
 
 /// Path validation policy (deserializable, so a configuration file can carry it; missing
@@ -790,24 +855,26 @@ pub fn check_signer_certificate(ee: &CertEntry, inp: &PathInputs<'_>) -> (Vec<Ch
         }
     }
 
-    // name constraints are not processed: a path through a CA that carries them is refused
-    // rather than accepted unchecked
+    // name constraints of the anchor and the CAs (RFC 5280 §4.2.1.10), reported when some
+    // certificate of the path carries them
     if path.is_ok() {
-        for c in &chain[1..] {
-            if let Ok(Some(_)) = c
-                .cert
-                .tbs_certificate()
-                .get_extension::<x509_cert::ext::pkix::NameConstraints>()
-            {
-                checks.push(check(
-                    "name_constraints",
-                    false,
+        if let Some(o) = crate::name_constraints::check_path(&chain) {
+            checks.push(check(
+                "name_constraints",
+                o.problems.is_empty(),
+                if o.problems.is_empty() {
                     format!(
-                        "CA '{}' carries name constraints, which tokenmail does not process: the path is refused",
-                        c.subject()
-                    ),
-                ));
-            }
+                        "every name is within the name constraints of {}",
+                        o.constrained_by
+                            .iter()
+                            .map(|s| format!("'{s}'"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                } else {
+                    o.problems.join("; ")
+                },
+            ));
         }
     }
 
@@ -1263,7 +1330,7 @@ mod path_budget_tests {
     }
 
     #[test]
-    fn an_intermediate_that_restricts_eku_or_constrains_names_is_refused() {
+    fn an_intermediate_that_restricts_eku_is_refused_and_name_constraints_are_processed() {
         let (root, int, ee_key) = (key(21), key(22), key(23));
         let anchors = [cert("CN=Root", "CN=Root", 1, &root, &root, true)];
         let ee = cert("CN=alice", "CN=Int", 3, &ee_key, &int, false);
@@ -1278,13 +1345,9 @@ mod path_budget_tests {
                 false,
                 vec!["extended_key_usage"],
             ),
-            // (critical, so also an unsupported critical extension)
-            (
-                None,
-                true,
-                false,
-                vec!["name_constraints", "critical_extensions"],
-            ),
+            // processed: the end entity has no e-mail address for the rfc822Name
+            // constraint to refuse (smime/tests/name_constraints.rs has the real cases)
+            (None, true, false, vec![]),
             // critical certificatePolicies demand policy processing, which there is none of
             (None, false, true, vec!["critical_extensions"]),
         ] {
@@ -1332,6 +1395,29 @@ mod path_budget_tests {
     /// RFC 5280 §6.1.4 (l), PKITS 4.6.15–4.6.17: a self-issued CA certificate (key
     /// rollover) does not count against an upper CA's pathLenConstraint; a CA with another
     /// name does.
+    #[test]
+    fn a_validity_before_1970_reads_as_1970() {
+        let k = key(40);
+        let c = cert("CN=Old", "CN=Old", 9, &k, &k, false);
+        let t = der::Encode::to_der(&c.cert.tbs_certificate().validity().not_before).expect("DER");
+        assert_eq!(t[0], 0x17, "a UTCTime");
+        let at = c
+            .der
+            .windows(t.len())
+            .position(|w| w == t.as_slice())
+            .expect("notBefore in the DER");
+        let mut old = c.der.clone();
+        old[at + 2..at + 15].copy_from_slice(b"500101120100Z");
+        assert!(
+            Certificate::from_der(&old).is_err(),
+            "der 0.8 cannot hold 1950"
+        );
+        let e = CertEntry::from_der(old.clone()).expect("read with 1970 for 1950");
+        assert_eq!(e.der, old, "the bytes as received are kept");
+        assert_eq!(e.validity().0, std::time::UNIX_EPOCH);
+        assert_eq!(e.validity().1, c.validity().1);
+    }
+
     #[test]
     fn self_issued_certificates_do_not_count_against_path_len() {
         let (root, old, new, sub, ee_key) = (key(31), key(32), key(33), key(34), key(35));

@@ -114,6 +114,11 @@ pub fn check_recipient(
             if let Some(p) = path.iter().skip(1).find_map(|x| x.validity_problem(c.now)) {
                 return Err(refuse(format!("its CA {p}"), true));
             }
+            if let Some(o) = crate::name_constraints::check_path(&path) {
+                if !o.problems.is_empty() {
+                    return Err(refuse(o.problems.join("; "), true));
+                }
+            }
             let rev = check_chain(&path, c.revocation);
             if rev.certificates.iter().any(|e| e.is_revoked()) {
                 return Err(refuse(rev.reason, false));
