@@ -281,6 +281,7 @@ fn outer_signed(args: DecryptArgs, input: &Path, socket: Option<&Path>) -> Resul
         revocation: None,
         at: None,
         max_intermediates: None,
+        cert_policy: Default::default(),
         input: Some(input.to_path_buf()),
         output: Some(content.clone()),
     };
@@ -363,6 +364,7 @@ fn inner_signature(plain: &Path, trust: &[PathBuf]) -> Result<Option<InnerSignat
         revocation: None,
         at: None,
         max_intermediates: None,
+        cert_policy: Default::default(),
         input: Some(plain.to_path_buf()),
         output: None,
     };

@@ -103,6 +103,26 @@ pub fn run(args: PolicyArgs, out: &mut dyn std::io::Write) -> Result<i32> {
                 json!(trust.clock_skew.unwrap_or(DEFAULT_CLOCK_SKEW_SECS)),
                 &in_file(trust.clock_skew.is_some()),
             ),
+            "policies": entry(
+                if policy.cert_policies.policies.is_empty() {
+                    json!(["any"])
+                } else {
+                    json!(policy.cert_policies.policies)
+                },
+                &in_file(trust.policies.is_some()),
+            ),
+            "require_explicit_policy": entry(
+                json!(policy.cert_policies.require_explicit_policy),
+                &in_file(trust.require_explicit_policy.is_some()),
+            ),
+            "inhibit_policy_mapping": entry(
+                json!(policy.cert_policies.inhibit_policy_mapping),
+                &in_file(trust.inhibit_policy_mapping.is_some()),
+            ),
+            "inhibit_any_policy": entry(
+                json!(policy.cert_policies.inhibit_any_policy),
+                &in_file(trust.inhibit_any_policy.is_some()),
+            ),
         },
         "send": org,
         "message": match &decision {
@@ -138,6 +158,10 @@ pub fn run(args: PolicyArgs, out: &mut dyn std::io::Write) -> Result<i32> {
         "allow_sha1",
         "allow_any_eku",
         "clock_skew_seconds",
+        "policies",
+        "require_explicit_policy",
+        "inhibit_policy_mapping",
+        "inhibit_any_policy",
     ] {
         let v = &t[key]["value"];
         let shown = match v {
@@ -153,14 +177,14 @@ pub fn run(args: PolicyArgs, out: &mut dyn std::io::Write) -> Result<i32> {
         };
         writeln!(
             out,
-            "  {key:<19} {shown}  ({})",
+            "  {key:<23} {shown}  ({})",
             t[key]["from"].as_str().unwrap_or("")
         )?;
     }
     writeln!(out, "decrypt:")?;
     writeln!(
         out,
-        "  {:<19} {}  ({})",
+        "  {:<23} {}  ({})",
         "accept",
         accept_policy,
         report["decrypt"]["accept"]["from"].as_str().unwrap_or("")

@@ -68,12 +68,50 @@ pub struct VerifyArgs {
     /// Default: [trust] max_path_length in the configuration, else 3.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=8))]
     pub max_intermediates: Option<u8>,
+    /// Certificate policy requirements (RFC 5280 §6.1).
+    #[command(flatten)]
+    pub cert_policy: CertPolicyArgs,
     /// Input: a MIME message or entity, or a bare CMS in DER or PEM (default: standard input).
     #[arg(value_name = "IN")]
     pub input: Option<PathBuf>,
     /// Write the verified content here ('-' for standard output).
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub output: Option<PathBuf>,
+}
+
+/// `verify`'s certificate policy flags; each adds to `[trust]` in the configuration.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CertPolicyArgs {
+    /// A certificate policy OID the signer's path must be valid for; repeatable (any of
+    /// them will do). Implies an explicit policy. Default: [trust] policies, else any policy.
+    #[arg(long = "policy", value_name = "OID")]
+    pub policies: Vec<String>,
+    /// The path must be valid for some certificate policy (RFC 5280 initial-explicit-policy).
+    #[arg(long)]
+    pub require_explicit_policy: bool,
+    /// Do not follow the CAs' policy mappings.
+    #[arg(long)]
+    pub inhibit_policy_mapping: bool,
+    /// anyPolicy in a CA certificate does not stand for every policy.
+    #[arg(long)]
+    pub inhibit_any_policy: bool,
+}
+
+impl CertPolicyArgs {
+    /// Applies the flags to `p`; an OID that is not one is an error.
+    pub fn apply(
+        &self,
+        p: &mut tokenmail_smime::cert_policies::PolicyInputs,
+    ) -> anyhow::Result<()> {
+        if !self.policies.is_empty() {
+            p.policies = self.policies.clone();
+            p.require_explicit_policy = true;
+        }
+        p.require_explicit_policy |= self.require_explicit_policy;
+        p.inhibit_policy_mapping |= self.inhibit_policy_mapping;
+        p.inhibit_any_policy |= self.inhibit_any_policy;
+        p.validate().map_err(|e| anyhow!("--policy: {e}"))
+    }
 }
 
 fn parse_time(s: &str) -> Result<SystemTime, String> {
@@ -504,6 +542,7 @@ fn run_coloured(
     if let Some(n) = args.max_intermediates {
         setup.policy.max_intermediates = usize::from(n);
     }
+    args.cert_policy.apply(&mut setup.policy.cert_policies)?;
     setup.intermediates.extend(crate::store::load_certs(
         &args.untrusted,
         "intermediate certificate",
@@ -634,6 +673,7 @@ mod tests {
             revocation: None,
             at: None,
             max_intermediates: None,
+            cert_policy: Default::default(),
             input: Some(dir.join(input)),
             output: output.map(|o| dir.join(o)),
         };
@@ -745,6 +785,7 @@ mod tests {
             revocation: None,
             at: None,
             max_intermediates: None,
+            cert_policy: Default::default(),
             input: Some(dir.join("big.eml")),
             output: Some(PathBuf::from("-")),
         };

@@ -108,6 +108,34 @@ fn the_trust_table_drives_verify_and_policy_show_explains_it() {
     let (code, out) = verify(&[&dir.join("good.eml").display().to_string()]).expect("runs");
     assert_eq!(code, 1, "{out}");
 
+    // certificate policies: the test CA asserts none, so a required one fails the path
+    config(
+        dir,
+        "[trust]\nanchors = [\"root.pem\"]\nrevocation = \"off\"\npolicies = [\"1.2.3.4\"]\n",
+    );
+    let good = dir.join("good.eml").display().to_string();
+    let (code, out) = verify(&[&good]).expect("runs");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("1.2.3.4"), "{out}");
+    let mut out = Vec::new();
+    let args = PolicyCli::try_parse_from(["policy", "show", "--json"])
+        .expect("args")
+        .args;
+    assert_eq!(policy::run(args, &mut out).expect("runs"), 0);
+    let j: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    assert_eq!(j["trust"]["policies"]["value"][0], "1.2.3.4");
+    assert_eq!(j["trust"]["require_explicit_policy"]["value"], true);
+    config(
+        dir,
+        "[trust]\nanchors = [\"root.pem\"]\nrevocation = \"off\"\n",
+    );
+    let (code, out) = verify(&[&good]).expect("runs");
+    assert_eq!(code, 0, "any policy by default: {out}");
+    let (code, out) = verify(&["--policy", "1.2.3.4", &good]).expect("runs");
+    assert_eq!(code, 1, "--policy: {out}");
+    let e = verify(&["--policy", "1.2.x", &good]).expect_err("not an OID");
+    assert!(format!("{e:#}").contains("1.2.x"), "{e:#}");
+
     // policy show
     config(
         dir,
@@ -140,6 +168,7 @@ fn the_trust_table_drives_verify_and_policy_show_explains_it() {
         ),
         ("[trust]\nmax_path_length = 50\n", "max_path_length = 50"),
         ("[trust]\nmin_rsa_bits = 512\n", "min_rsa_bits = 512"),
+        ("[trust]\npolicies = [\"1.2.x\"]\n", "[trust] policies"),
     ] {
         config(dir, text);
         let e = verify(&["--trust", &dir.join("root.pem").display().to_string(), &msg])

@@ -10,6 +10,7 @@
 pub mod address;
 pub mod alg;
 pub mod ber;
+pub mod cert_policies;
 pub mod csr;
 pub mod envelope;
 pub mod error;

@@ -335,10 +335,8 @@ pub(crate) fn verify_signed_der(
 
 /// Extensions whose criticality we honour: basicConstraints, keyUsage, extKeyUsage,
 /// subjectAltName, issuerAltName, subjectKeyIdentifier, authorityKeyIdentifier,
-/// nameConstraints ([`crate::name_constraints`]). Not
-/// certificatePolicies: there is no policy processing, so a *critical* one (which demands
-/// it) makes the path fail as an unsupported critical extension instead of being taken for
-/// anyPolicy; a non-critical one is informational and ignored.
+/// nameConstraints ([`crate::name_constraints`]), and certificatePolicies, policyMappings,
+/// policyConstraints and inhibitAnyPolicy ([`crate::cert_policies`]).
 const KNOWN_EXTENSIONS: &[&str] = &[
     "2.5.29.19",
     "2.5.29.15",
@@ -348,6 +346,10 @@ const KNOWN_EXTENSIONS: &[&str] = &[
     "2.5.29.14",
     "2.5.29.35",
     "2.5.29.30",
+    "2.5.29.32",
+    "2.5.29.33",
+    "2.5.29.36",
+    "2.5.29.54",
 ];
 
 /// Path validation policy (deserializable, so a configuration file can carry it; missing
@@ -363,6 +365,8 @@ pub struct Policy {
     pub min_rsa_bits: usize,
     /// Accept SHA-1 (message digests and certificate signatures).
     pub allow_sha1: bool,
+    /// Certificate policy inputs (RFC 5280 §6.1.1): by default any policy.
+    pub cert_policies: crate::cert_policies::PolicyInputs,
 }
 
 impl Default for Policy {
@@ -372,6 +376,7 @@ impl Default for Policy {
             max_intermediates: 3,
             min_rsa_bits: 2048,
             allow_sha1: false,
+            cert_policies: Default::default(),
         }
     }
 }
@@ -878,6 +883,30 @@ pub fn check_signer_certificate(ee: &CertEntry, inp: &PathInputs<'_>) -> (Vec<Ch
         }
     }
 
+    // certificate policies (RFC 5280 §6.1), reported when the path carries policy
+    // extensions or the policy asks for particular policies
+    if path.is_ok()
+        && (crate::cert_policies::path_has_policies(&chain) || !policy.cert_policies.is_default())
+    {
+        let o = crate::cert_policies::check_path(&chain, &policy.cert_policies);
+        let ok = o.problem.is_none();
+        let reason = match o.problem {
+            Some(p) => p,
+            None if o.policies.is_empty() => {
+                "the path is valid for no particular certificate policy (none is required)"
+                    .to_string()
+            }
+            None if o.policies == [crate::cert_policies::ANY_POLICY.to_string()] => {
+                "the path is valid for any certificate policy".to_string()
+            }
+            None => format!(
+                "the path is valid for certificate policies {}",
+                o.policies.join(", ")
+            ),
+        };
+        checks.push(check("certificate_policies", ok, reason));
+    }
+
     // CA certificates: basicConstraints, pathLen, keyCertSign
     let mut ca_problems = Vec::new();
     if path.is_ok() {
@@ -1348,8 +1377,9 @@ mod path_budget_tests {
             // processed: the end entity has no e-mail address for the rfc822Name
             // constraint to refuse (smime/tests/name_constraints.rs has the real cases)
             (None, true, false, vec![]),
-            // critical certificatePolicies demand policy processing, which there is none of
-            (None, false, true, vec!["critical_extensions"]),
+            // critical certificatePolicies are processed: the end entity asserts none, and
+            // no explicit policy is required
+            (None, false, true, vec![]),
         ] {
             let pool = [cert_with(
                 "CN=Int",

@@ -119,6 +119,14 @@ pub fn check_recipient(
                     return Err(refuse(o.problems.join("; "), true));
                 }
             }
+            if crate::cert_policies::path_has_policies(&path)
+                || !c.policy.cert_policies.is_default()
+            {
+                let o = crate::cert_policies::check_path(&path, &c.policy.cert_policies);
+                if let Some(p) = o.problem {
+                    return Err(refuse(p, true));
+                }
+            }
             let rev = check_chain(&path, c.revocation);
             if rev.certificates.iter().any(|e| e.is_revoked()) {
                 return Err(refuse(rev.reason, false));

@@ -47,6 +47,15 @@ pub struct TrustConfig {
     pub allow_any_eku: Option<bool>,
     /// Allowed clock skew for CRL and OCSP times, in seconds (default 300).
     pub clock_skew: Option<u64>,
+    /// Certificate policy OIDs a path must be valid for (RFC 5280 user-initial-policy-set;
+    /// default: any policy).
+    pub policies: Option<Vec<String>>,
+    /// The path must be valid for some policy (of `policies`, or any) (default false).
+    pub require_explicit_policy: Option<bool>,
+    /// Policy mappings of CAs are not followed (default false).
+    pub inhibit_policy_mapping: Option<bool>,
+    /// anyPolicy in CA certificates does not stand for every policy (default false).
+    pub inhibit_any_policy: Option<bool>,
 }
 
 impl TrustConfig {
@@ -73,7 +82,10 @@ impl TrustConfig {
                 ));
             }
         }
-        Ok(())
+        self.policy()
+            .cert_policies
+            .validate()
+            .map_err(|e| format!("[trust] policies: {e}"))
     }
 
     /// Makes relative paths relative to `base` (the configuration file's directory).
@@ -98,6 +110,15 @@ impl TrustConfig {
             max_intermediates: self.max_path_length.unwrap_or(DEFAULT_MAX_PATH_LENGTH),
             min_rsa_bits: self.min_rsa_bits.unwrap_or(d.min_rsa_bits),
             allow_sha1: self.allow_sha1.unwrap_or(d.allow_sha1),
+            cert_policies: crate::cert_policies::PolicyInputs {
+                policies: self.policies.clone().unwrap_or_default(),
+                // naming policies means the path must be valid for one of them
+                require_explicit_policy: self
+                    .require_explicit_policy
+                    .unwrap_or(self.policies.as_ref().is_some_and(|p| !p.is_empty())),
+                inhibit_policy_mapping: self.inhibit_policy_mapping.unwrap_or_default(),
+                inhibit_any_policy: self.inhibit_any_policy.unwrap_or_default(),
+            },
         }
     }
 
@@ -167,6 +188,17 @@ mod tests {
         let mut t = t;
         t.resolve_paths(Path::new("/etc/tokenmail"));
         assert_eq!(t.anchors, vec![PathBuf::from("/etc/tokenmail/root.pem")]);
+        let t: TrustConfig = serde_json::from_str(
+            r#"{"policies":["2.16.840.1.101.3.2.1.48.1"],"require_explicit_policy":true}"#,
+        )
+        .expect("parses");
+        assert!(t.validate().is_ok());
+        assert!(t.policy().cert_policies.require_explicit_policy);
+        let bad: TrustConfig = serde_json::from_str(r#"{"policies":["2.16.x"]}"#).expect("parses");
+        assert!(bad
+            .validate()
+            .expect_err("bad oid")
+            .contains("[trust] policies"));
         let e = serde_json::from_str::<TrustConfig>(r#"{"revocaton":"off"}"#).expect_err("typo");
         assert!(e.to_string().contains("unknown field"), "{e}");
         let e = serde_json::from_str::<TrustConfig>(r#"{"revocation":"maybe"}"#).expect_err("bad");
