@@ -927,3 +927,45 @@ fn clients_refuse_a_socket_served_by_another_user() {
     assert!(stderr(&o).contains("not by you"), "{}", stderr(&o));
     let _ = listener.try_wait();
 }
+
+/// The running agent can write no core file (docs/security.md): its core size limit is 0,
+/// soft and hard, so a crash cannot leave PINs or session state on disk.
+#[test]
+fn the_running_agent_cannot_dump_core() {
+    let agent = Agent::start();
+    status_ok(&agent);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", agent.pid())).expect("limits");
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .expect("a core size line");
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(&fields[4..6], &["0", "0"], "{core}");
+}
+
+/// The CLI finds the agent of the user who runs it, even where /proc is missing: the real
+/// uid, never an assumed 0 (root's socket). Run as nobody in a mount namespace whose /proc
+/// is an empty tmpfs.
+#[test]
+fn the_cli_uses_the_real_uid_without_proc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let cli = dir.path().join("tokenmail");
+    std::fs::copy(bin("tokenmail"), &cli).expect("copy the CLI");
+    std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let script = format!(
+        "mount -t tmpfs none /proc && exec setpriv --reuid 65534 --regid 65534 --clear-groups {} status",
+        cli.display()
+    );
+    let o = process::output(
+        Command::new("unshare")
+            .args(["-m", "sh", "-c", &script])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HOME", "/nonexistent"),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "no agent runs for nobody: {err}");
+    assert!(err.contains("/tmp/tokenmail-65534/agent.sock"), "{err}");
+    assert!(!err.contains("tokenmail-0/"), "{err}");
+}

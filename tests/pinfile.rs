@@ -103,13 +103,26 @@ fn a_wrong_pin_file_costs_one_try_and_lock_is_not_undone_by_sign() {
     let agent = SpiedAgent::start(&f.module, &f.label, &conf, &pin);
     let msg = message(agent.work.path());
     let m = msg.to_str().expect("utf-8");
+    // every refusal names the file, says it is not tried again and what to do
+    let says = |o: &std::process::Output| {
+        let e = stderr(o);
+        assert!(
+            e.contains(&format!("PIN file {}", pin.display()))
+                && e.contains("not tried again")
+                && e.contains("tokenmail login")
+                && e.trim().lines().count() == 1,
+            "{e}"
+        );
+    };
     for _ in 0..3 {
         let o = agent.cli(&["sign", "--signer", "alice-rsa", m]);
         assert!(!o.status.success(), "signed with a wrong PIN file?");
+        says(&o);
     }
     for _ in 0..2 {
         let o = agent.cli(&["sign-digest", "--key", "alice-rsa", m]);
         assert!(!o.status.success());
+        says(&o);
     }
     assert_eq!(
         agent.logins(),

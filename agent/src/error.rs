@@ -146,6 +146,9 @@ fn token_fields(e: &TokenError) -> (ErrorCode, Option<String>, Option<u32>) {
             (ErrorCode::TokenError, None, None)
         }
         TokenError::PinRequired(t) => (ErrorCode::PinRequired, Some(t.clone()), None),
+        TokenError::PinSourceRefused {
+            token, tries_left, ..
+        } => (ErrorCode::PinRequired, Some(token.clone()), *tries_left),
         TokenError::PinIncorrect {
             token, tries_left, ..
         } => (ErrorCode::PinIncorrect, Some(token.clone()), *tries_left),

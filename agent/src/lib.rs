@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod config;
 pub mod error;
+pub mod harden;
 pub mod inline;
 pub mod pin;
 pub mod server;

@@ -81,6 +81,14 @@ struct Args {
     /// socket) may spool to a temporary file, e.g. 512M or 8G (default 8G).
     #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
     max_spool: Option<u64>,
+    /// Seconds a stream operation waits for the client's next input frame before giving up
+    /// (default 60).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    stream_idle_timeout: Option<u64>,
+    /// Seconds a client may take to read a stream operation's output before the agent closes
+    /// the connection and frees the slot (default 120).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    write_timeout: Option<u64>,
     /// Log file when detached (default: agent.log beside the socket).
     #[arg(long, value_name = "FILE")]
     log_file: Option<PathBuf>,
@@ -107,17 +115,6 @@ fn write_man_page(dir: &std::path::Path) -> Result<PathBuf> {
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
     config::parse_size(s)
-}
-
-/// No core dumps and no ptrace by other processes of the same user.
-fn harden() {
-    use nix::sys::resource::{setrlimit, Resource};
-    if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
-        eprintln!("tokenmail-agent: warning: cannot disable core dumps: {e}");
-    }
-    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
-        eprintln!("tokenmail-agent: warning: cannot mark the process non-dumpable: {e}");
-    }
 }
 
 /// One configured token.
@@ -349,7 +346,9 @@ fn main() {
             }
         }
     }
-    harden();
+    for w in tokenmail_agent::harden::harden() {
+        eprintln!("tokenmail-agent: warning: {w}");
+    }
     if let Err(e) = run(args) {
         eprintln!("tokenmail-agent: {e:#}");
         std::process::exit(1);
@@ -403,6 +402,12 @@ fn run(args: Args) -> Result<()> {
         ));
     }
     server::set_spool_limit(max_spool);
+    server::set_stream_deadlines(
+        args.stream_idle_timeout
+            .unwrap_or(server::STREAM_IDLE.as_secs()),
+        args.write_timeout
+            .unwrap_or(server::WRITE_TIMEOUT.as_secs()),
+    );
     let explicit = args.socket.as_deref().or(file.socket.as_deref());
     let dedicated_dir = explicit.is_none() && std::env::var_os("TOKENMAIL_SOCK").is_none();
     let configured = config::absolute(&server::socket_path(explicit));

@@ -43,6 +43,16 @@ impl PinSource {
         }
     }
 
+    /// The source for a message (`PIN file /path`, `environment variable NAME`), or `None`
+    /// when there is no unattended source.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            PinSource::None => None,
+            PinSource::File(p) => Some(format!("PIN file {}", p.display())),
+            PinSource::Env(v, _) => Some(format!("environment variable {v}")),
+        }
+    }
+
     /// Reads the PIN now. `Ok(None)` when there is no unattended source.
     pub fn read(&self) -> Result<Option<SecretString>, String> {
         match self {
@@ -192,6 +202,35 @@ impl PinState {
     /// Reads the unattended source for an explicit `login` without a PIN.
     pub fn read_source(&self) -> Result<Option<SecretString>, String> {
         self.source.read()
+    }
+
+    /// When the unattended source's PIN was rejected (and not yet replaced by a `login`):
+    /// the source, for the "needs its PIN" message.
+    pub fn rejected_source(&self) -> Option<String> {
+        if self.rejected && !self.locked {
+            self.source.describe()
+        } else {
+            None
+        }
+    }
+
+    /// The error for "this token needs a PIN now": it names the unattended source when
+    /// that was refused (with `hint`/`tries_left`, what the token says of the tries left).
+    pub fn needs_pin(
+        &self,
+        token: &str,
+        hint: String,
+        tries_left: Option<u32>,
+    ) -> crate::token::TokenError {
+        match self.rejected_source() {
+            Some(origin) => crate::token::TokenError::PinSourceRefused {
+                token: token.to_string(),
+                origin,
+                hint,
+                tries_left,
+            },
+            None => crate::token::TokenError::PinRequired(token.to_string()),
+        }
     }
 
     /// Forgets the cached PIN after the token rejected it.

@@ -171,7 +171,8 @@ impl PromptingStore {
         op: impl Fn() -> Result<T, TokenError>,
     ) -> Result<T, TokenError> {
         let token = match op() {
-            Err(TokenError::PinRequired(t)) => t,
+            Err(TokenError::PinRequired(t))
+            | Err(TokenError::PinSourceRefused { token: t, .. }) => t,
             other => return other,
         };
         if let Some(e) = self.prompter.cooling(&token) {
@@ -185,7 +186,7 @@ impl PromptingStore {
         // Another request may have logged in while we waited for the prompt, or the
         // dialog we waited behind may have been cancelled.
         match op() {
-            Err(TokenError::PinRequired(_)) => {}
+            Err(TokenError::PinRequired(_)) | Err(TokenError::PinSourceRefused { .. }) => {}
             other => return other,
         }
         if let Some(e) = self.prompter.cooling(&token) {

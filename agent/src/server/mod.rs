@@ -19,7 +19,10 @@ use crate::service::Service;
 mod connection;
 pub(crate) mod stream;
 
-pub use stream::{set_spool_limit, spool_limit, DEFAULT_MAX_SPOOL};
+pub use stream::{
+    set_spool_limit, set_stream_deadlines, spool_limit, DEFAULT_MAX_SPOOL, STREAM_IDLE,
+    WRITE_TIMEOUT,
+};
 
 use connection::{connection, write_response};
 

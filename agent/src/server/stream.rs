@@ -211,19 +211,39 @@ fn rw_failure(e: io::Error) -> AgentError {
 /// open streams and send nothing cannot starve the other requests, `wait-token`, SIGHUP
 /// release or the PIN timer. One more is answered `busy` once its input has been read.
 pub const MAX_STREAMS: usize = 16;
-/// Inside a stream, the longest pause between two frames of the client's input.
+/// Inside a stream, the longest pause between two frames of the client's input (default;
+/// `--stream-idle-timeout`).
 pub const STREAM_IDLE: Duration = Duration::from_secs(60);
 /// The longest a client may take to accept the output (a client that never reads does not
-/// hold its slot and spool forever).
+/// hold its slot and spool forever) (default; `--write-timeout`).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
+
+static STREAM_IDLE_SECS: AtomicU64 = AtomicU64::new(STREAM_IDLE.as_secs());
+static WRITE_TIMEOUT_SECS: AtomicU64 = AtomicU64::new(WRITE_TIMEOUT.as_secs());
+
+/// Sets the stream deadlines (seconds, at least 1), once at start.
+pub fn set_stream_deadlines(idle_secs: u64, write_secs: u64) {
+    STREAM_IDLE_SECS.store(idle_secs.max(1), Ordering::Relaxed);
+    WRITE_TIMEOUT_SECS.store(write_secs.max(1), Ordering::Relaxed);
+}
+
+fn stream_idle() -> Duration {
+    Duration::from_secs(STREAM_IDLE_SECS.load(Ordering::Relaxed))
+}
+
+fn write_timeout() -> Duration {
+    Duration::from_secs(WRITE_TIMEOUT_SECS.load(Ordering::Relaxed))
+}
 
 static SLOTS: std::sync::LazyLock<Arc<Semaphore>> =
     std::sync::LazyLock::new(|| Arc::new(Semaphore::new(MAX_STREAMS)));
 
-const STREAM_DEADLINES: Deadlines = Deadlines {
-    idle: STREAM_IDLE,
-    frame: super::FRAME_TIMEOUT,
-};
+fn stream_deadlines() -> Deadlines {
+    Deadlines {
+        idle: stream_idle(),
+        frame: super::FRAME_TIMEOUT,
+    }
+}
 
 /// Serves one stream request on the connection (the request frame is read).
 pub(crate) async fn serve(stream: &mut UnixStream, svc: Arc<Service>, req: Request) -> Flow {
@@ -270,7 +290,7 @@ pub(crate) async fn serve(stream: &mut UnixStream, svc: Arc<Service>, req: Reque
 /// gave up) up to End. `Err` when the connection must end.
 async fn feed(stream: &mut UnixStream, mut tx: Option<mpsc::Sender<Chunk>>) -> Result<(), Flow> {
     loop {
-        let (header, payload) = match codec::read_frame(stream, STREAM_DEADLINES).await {
+        let (header, payload) = match codec::read_frame(stream, stream_deadlines()).await {
             Ok(Some(f)) => f,
             Ok(None) => {
                 debug!("client went away inside a stream");
@@ -307,7 +327,8 @@ async fn feed(stream: &mut UnixStream, mut tx: Option<mpsc::Sender<Chunk>>) -> R
     Ok(())
 }
 
-/// The output (if any), End and the final message, each within [`WRITE_TIMEOUT`].
+/// The output (if any), End and the final message, each within the write deadline
+/// ([`WRITE_TIMEOUT`] by default).
 async fn finish(stream: &mut UnixStream, resp: Response, output: Option<File>) -> Flow {
     let send = async {
         if let Some(file) = output {
@@ -320,14 +341,15 @@ async fn finish(stream: &mut UnixStream, resp: Response, output: Option<File>) -
             .await
             .map_err(io::Error::other)
     };
-    match tokio::time::timeout(WRITE_TIMEOUT, send).await {
+    let limit = write_timeout();
+    match tokio::time::timeout(limit, send).await {
         Ok(Ok(())) => Flow::Continue,
         Ok(Err(e)) => {
             debug!("client went away while receiving: {e}");
             Flow::Closed
         }
         Err(_) => {
-            warn!("a client did not read its output in {WRITE_TIMEOUT:?}: closing");
+            warn!("a client did not read its output in {limit:?}: closing");
             Flow::Closed
         }
     }
@@ -759,6 +781,7 @@ fn after_key(error: Option<&Rc<RefCell<Option<TokenError>>>>) -> AgentError {
     match error.and_then(|e| e.borrow_mut().take()) {
         Some(
             e @ (TokenError::PinRequired(_)
+            | TokenError::PinSourceRefused { .. }
             | TokenError::PinIncorrect { .. }
             | TokenError::PinLocked(_)
             | TokenError::PinSource(_)

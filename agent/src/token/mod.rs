@@ -379,6 +379,19 @@ pub enum TokenError {
     /// The token needs a PIN and none is cached.
     #[error("{}", tokenmail_proto::pin_required_message(.0))]
     PinRequired(String),
+    /// The token needs a PIN: its unattended source (a PIN file, an environment variable)
+    /// was refused once and is not used again until `tokenmail login`.
+    #[error("token {token:?} needs its PIN: the PIN from its {origin} was refused{hint} and is not tried again; fix it, then run `tokenmail login`")]
+    PinSourceRefused {
+        /// Token label.
+        token: String,
+        /// `PIN file /path` or `environment variable NAME`.
+        origin: String,
+        /// What the token said about remaining tries (` (one try left ...)` or empty).
+        hint: String,
+        /// Tries left, when the token says.
+        tries_left: Option<u32>,
+    },
     /// The last PIN was wrong.
     #[error("wrong PIN for token {token:?}{hint}")]
     PinIncorrect {

@@ -123,7 +123,7 @@ impl PivStore {
         }
         let pin = match inner.pin.current() {
             Ok(Some(p)) => p,
-            Ok(None) => return Err(TokenError::PinRequired(self.cfg.name.clone())),
+            Ok(None) => return Err(inner.pin.needs_pin(&self.cfg.name, String::new(), None)),
             Err(msg) => return Err(TokenError::PinSource(msg)),
         };
         self.verify(inner, &pin)
@@ -430,6 +430,7 @@ pub(super) fn pin_first(e: TokenError, pin: Result<(), TokenError>) -> TokenErro
             TokenError::Invalid(_),
             Err(
                 p @ (TokenError::PinRequired(_)
+                | TokenError::PinSourceRefused { .. }
                 | TokenError::PinIncorrect { .. }
                 | TokenError::PinLocked(_)),
             ),

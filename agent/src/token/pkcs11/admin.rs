@@ -72,7 +72,7 @@ impl Pkcs11Store {
         let mut inner = self.lock_inner();
         self.connect(&mut inner)?;
         if !self.try_login(&mut inner)? {
-            return Err(TokenError::PinRequired(self.name.clone()));
+            return Err(self.needs_pin(&inner));
         }
         let (ctx, slot) = match (&inner.ctx, inner.slot) {
             (Some((c, _)), Some(s)) => (c.clone(), s),

@@ -204,24 +204,22 @@ impl Pkcs11Store {
             Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
                 inner.pin.reject();
                 let warnings = pin_warnings(&ctx, slot);
-                let hint = if warnings.iter().any(|w| w == "locked") {
+                if warnings.iter().any(|w| w == "locked") {
                     return Err(TokenError::PinLocked(self.name.clone()));
-                } else if warnings.iter().any(|w| w == "final-try") {
-                    " (one try left before the PIN is blocked)".to_string()
-                } else if warnings.iter().any(|w| w == "count-low") {
-                    " (the token reports few tries left)".to_string()
-                } else {
-                    " (the token does not report tries left; nothing was retried)".to_string()
-                };
-                let final_try = warnings.iter().any(|w| w == "final-try");
+                }
                 inner.pin_warnings = warnings;
                 warn!(token = %self.name, "login refused: wrong PIN");
-                let tries_left = final_try.then_some(1);
-                Err(TokenError::PinIncorrect {
-                    token: self.name.clone(),
-                    hint,
-                    tries_left,
-                })
+                let (hint, tries_left) = tries_hint(&inner.pin_warnings);
+                if from_client {
+                    Err(TokenError::PinIncorrect {
+                        token: self.name.clone(),
+                        hint,
+                        tries_left,
+                    })
+                } else {
+                    // the PIN file's (or variable's): named, and not used again
+                    Err(inner.pin.needs_pin(&self.name, hint, tries_left))
+                }
             }
             Err(CkError::Pkcs11(RvError::PinLocked, _)) => {
                 inner.pin.reject();
@@ -238,13 +236,19 @@ impl Pkcs11Store {
         }
     }
 
+    /// "Needs its PIN", naming a refused PIN file with what the token said of the tries.
+    pub(super) fn needs_pin(&self, inner: &Inner) -> TokenError {
+        let (hint, tries_left) = tries_hint(&inner.pin_warnings);
+        inner.pin.needs_pin(&self.name, hint, tries_left)
+    }
+
     /// Takes a session for an operation: connected, logged in as `need` says.
     pub(super) fn acquire(&self, need: Need) -> Result<(Session, u64), TokenError> {
         let mut inner = self.lock_inner();
         self.connect(&mut inner)?;
         let logged = self.try_login(&mut inner)?;
         if !logged && matches!(need, Need::Login) {
-            return Err(TokenError::PinRequired(self.name.clone()));
+            return Err(self.needs_pin(&inner));
         }
         loop {
             if let Some(s) = inner.pool.pop() {
@@ -413,7 +417,7 @@ impl Pkcs11Store {
             let mut inner = self.lock_inner();
             self.connect(&mut inner)?;
             if !self.try_login(&mut inner)? {
-                return Err(TokenError::PinRequired(self.name.clone()));
+                return Err(self.needs_pin(&inner));
             }
         }
         {
@@ -471,5 +475,25 @@ impl Pkcs11Store {
 
     pub(super) fn set_oaep_path(&self, hash: HashAlg, native: bool) {
         self.lock_inner().oaep_native.insert(hash, native);
+    }
+}
+
+/// What the token's flags say of the PIN tries left: a hint for messages (` (one try
+/// left ...)`), and the number when it is known.
+fn tries_hint(warnings: &[String]) -> (String, Option<u32>) {
+    if warnings.iter().any(|w| w == "final-try") {
+        (
+            " (one try left before the PIN is blocked)".to_string(),
+            Some(1),
+        )
+    } else if warnings.iter().any(|w| w == "count-low") {
+        (" (the token reports few tries left)".to_string(), None)
+    } else if warnings.is_empty() {
+        (String::new(), None)
+    } else {
+        (
+            " (the token does not report tries left; nothing was retried)".to_string(),
+            None,
+        )
     }
 }
