@@ -49,6 +49,10 @@ fn malformed(s: &str) -> SmimeError {
     SmimeError::Malformed(s.to_string())
 }
 
+/// Most SignerInfos one message may carry: each costs a signature check and a bounded path
+/// search ([`crate::path::MAX_SIGNATURE_CHECKS`]), so this bounds the work of the message.
+pub const MAX_SIGNERS: usize = 8;
+
 impl ParsedSignedData {
     /// Parse a ContentInfo holding SignedData, DER or BER.
     pub fn parse(input: &[u8]) -> Result<Self, SmimeError> {
@@ -132,8 +136,17 @@ impl ParsedSignedData {
             }
         }
         let signer_set = signer_set.ok_or_else(|| malformed("SignedData without signerInfos"))?;
+        let signer_tlvs = signer_set.children()?;
+        if signer_tlvs.len() > MAX_SIGNERS {
+            // each signer costs a signature check and a path search: a message cannot buy
+            // more than a few (real mail has one, rarely two or three)
+            return Err(SmimeError::Unsupported(format!(
+                "the message has {} signatures (SignerInfos); at most {MAX_SIGNERS} are verified: refused",
+                signer_tlvs.len()
+            )));
+        }
         let mut signers = Vec::new();
-        for si in signer_set.children()? {
+        for si in signer_tlvs {
             let info = SignerInfo::from_der(si.raw)?;
             let signed_attrs_der = si.children()?.iter().find(|c| c.tag == 0xa0).map(|c| {
                 let mut v = c.raw.to_vec();

@@ -630,3 +630,40 @@ fn no_signed_attributes_only_for_id_data() {
     let sig = openssl_sign("ee_rsa", &["-noattr"], false);
     assert_valid(&Run::new(&sig, None).go(), "id-data, no signed attributes");
 }
+
+/// Each SignerInfo costs a signature check and a path search: more than
+/// `MAX_SIGNERS` (8) are refused before any of that work, fewer are each verified.
+#[test]
+fn the_number_of_signers_is_bounded() {
+    let p = pki();
+    let others = [
+        "ee_p256",
+        "ee_p384",
+        "ee_subj",
+        "ee_server",
+        "ee_any",
+        "ee_noku",
+        "ee_deep",
+        "ee_pl",
+    ];
+    let again = |n: usize| -> Vec<String> {
+        let mut a = Vec::new();
+        for name in &others[..n] {
+            a.push("-signer".to_string());
+            a.push(p.path(&format!("{name}.pem")).display().to_string());
+            a.push("-inkey".to_string());
+            a.push(p.path(&format!("{name}.key")).display().to_string());
+        }
+        a
+    };
+    let two = again(1);
+    let two: Vec<&str> = two.iter().map(String::as_str).collect();
+    let sig = openssl_sign("ee_rsa", &two, false);
+    let parsed = ParsedSignedData::parse(&sig).expect("two signers parse");
+    assert_eq!(parsed.signers.len(), 2);
+    let nine = again(8);
+    let nine: Vec<&str> = nine.iter().map(String::as_str).collect();
+    let sig = openssl_sign("ee_rsa", &nine, false);
+    let e = ParsedSignedData::parse(&sig).expect_err("nine signers");
+    assert!(e.to_string().contains("9 signatures"), "{e}");
+}
