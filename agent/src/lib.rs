@@ -11,6 +11,7 @@ pub mod error;
 pub mod harden;
 pub mod inline;
 pub mod pin;
+pub mod revcache;
 pub mod server;
 pub mod service;
 pub mod token;

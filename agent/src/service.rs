@@ -64,6 +64,17 @@ impl TrustState {
             config,
         })
     }
+
+    /// The revocation cache the CLI fills (`[trust] crl_cache`, else the default), read
+    /// only; `None` when there is none.
+    pub fn cache(&self) -> Option<crate::revcache::CacheOnly> {
+        self.config
+            .crl_cache
+            .clone()
+            .or_else(tokenmail_proto::crl_cache_dir)
+            .filter(|d| d.is_dir())
+            .map(crate::revcache::CacheOnly::new)
+    }
 }
 
 /// A key found by name.

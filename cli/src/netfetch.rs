@@ -15,8 +15,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use sha2::{Digest, Sha256};
 use tokenmail_smime::ocsp::{self, OcspQuery};
+use tokenmail_smime::revcache;
 use tokenmail_smime::revocation::{Crl, RevocationFetcher};
 
 /// Largest CRL downloaded.
@@ -40,16 +40,9 @@ impl std::fmt::Debug for HttpFetcher {
     }
 }
 
-/// The default cache directory.
+/// The default cache directory ([`tokenmail_proto::crl_cache_dir`]).
 pub fn default_cache_dir() -> Option<PathBuf> {
-    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME").filter(|h| !h.is_empty())?).join(".cache"),
-    };
-    if !base.is_absolute() {
-        return None;
-    }
-    Some(base.join("tokenmail").join("crl"))
+    tokenmail_proto::crl_cache_dir()
 }
 
 impl HttpFetcher {
@@ -70,10 +63,7 @@ impl HttpFetcher {
     }
 
     fn cache_path(&self, kind: &str, key: &str) -> Option<PathBuf> {
-        let d = self.cache.as_ref()?;
-        let h = Sha256::digest(key.as_bytes());
-        let name: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
-        Some(d.join(format!("{name}.{kind}")))
+        Some(self.cache.as_ref()?.join(revcache::file_name(kind, key)))
     }
 
     fn cached(&self, kind: &str, key: &str) -> Option<Vec<u8>> {
@@ -194,11 +184,7 @@ fn describe(e: ureq::Error) -> String {
 impl RevocationFetcher for HttpFetcher {
     fn crl(&self, url: &str) -> Result<Vec<u8>, String> {
         if let Some(data) = self.cached("crl", url) {
-            let fresh = Crl::from_pem_or_der(&data, url).ok().is_some_and(|crls| {
-                crls.iter()
-                    .all(|c| c.next_update().is_some_and(|n| n > SystemTime::now()))
-            });
-            if fresh {
+            if revcache::crl_is_fresh(&data, url, SystemTime::now()) {
                 return Ok(data);
             }
         }
@@ -212,9 +198,9 @@ impl RevocationFetcher for HttpFetcher {
 
     fn ocsp(&self, url: &str, query: &OcspQuery) -> Result<(Vec<u8>, bool), String> {
         check_url(url)?;
-        let key = format!("{url}\n{}", query.cache_key);
+        let key = revcache::ocsp_key(url, query);
         if let Some(data) = self.cached("ocsp", &key) {
-            if ocsp::next_update(&data, query).is_some_and(|n| n > SystemTime::now()) {
+            if revcache::ocsp_is_fresh(&data, query, SystemTime::now()) {
                 return Ok((data, true));
             }
         }

@@ -120,6 +120,20 @@ pub fn default_socket_path(uid: u32) -> PathBuf {
     PathBuf::from(format!("/tmp/tokenmail-{uid}/agent.sock"))
 }
 
+/// The default revocation cache (`[trust] crl_cache`): `$XDG_CACHE_HOME/tokenmail/crl`
+/// (an absolute path), else `~/.cache/tokenmail/crl`; `None` without either. The CLI fills
+/// it; the agent reads it.
+pub fn crl_cache_dir() -> Option<PathBuf> {
+    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME").filter(|h| !h.is_empty())?).join(".cache"),
+    };
+    if !base.is_absolute() {
+        return None;
+    }
+    Some(base.join("tokenmail").join("crl"))
+}
+
 /// Where tokenmail keeps state (the audit log, messages tokenmail-sendmail could not send):
 /// `$XDG_STATE_HOME/tokenmail` (an absolute path), else `~/.local/state/tokenmail`;
 /// `None` without either.

@@ -26,6 +26,7 @@ pub mod pkcs12;
 pub mod policy;
 pub mod recipient;
 pub mod reencode;
+pub mod revcache;
 pub mod revocation;
 pub mod signed;
 pub mod stream;

@@ -607,13 +607,18 @@ fn verify_op(
         }
         anchors.extend(certs);
     }
-    // the configured policy; revocation from the given and carried CRLs only: the agent
-    // does not go to the network while it holds a worker
+    // the configured policy; revocation from the carried CRLs and the cache the CLI
+    // fills: the agent does not go to the network while it holds a worker
+    let cache = configured.cache();
     let opts = VerifyOptions {
         policy: configured.config.policy(),
         extra_certs: &configured.intermediates,
         revocation: configured.config.revocation(),
         clock_skew: configured.config.clock_skew(),
+        fetcher: cache
+            .as_ref()
+            .map(|c| c as &dyn tokenmail_smime::revocation::RevocationFetcher),
+        revocation_sources: configured.config.revocation_sources(),
         ..VerifyOptions::at(&anchors, SystemTime::now())
     };
     let mut sink = Spool::new()?;
@@ -681,7 +686,8 @@ fn encrypt_op(
 
 /// The recipients' certificates against the agent's `[trust]` (as `tokenmail encrypt`
 /// checks them): validity, key usage, emailProtection, and with configured anchors a path
-/// and its revocation from the CRLs at hand (the agent does not fetch).
+/// and its revocation from the CRLs at hand and the revocation cache (the agent does not
+/// fetch).
 fn check_recipients(svc: &Service, recipients: &[String]) -> Result<(), AgentError> {
     use tokenmail_smime::recipient::{check_recipient, RecipientChecks};
     let trust = svc.trust();
@@ -710,9 +716,13 @@ fn check_recipients(svc: &Service, recipients: &[String]) -> Result<(), AgentErr
                 }
             }
         }
-        let revocation = trust
+        let cache = trust.cache();
+        let mut revocation = trust
             .config
             .revocation_inputs(&[], &pool, SystemTime::now());
+        revocation.fetcher = cache
+            .as_ref()
+            .map(|c| c as &dyn tokenmail_smime::revocation::RevocationFetcher);
         check_recipient(
             cert,
             &RecipientChecks {
