@@ -687,6 +687,57 @@ fn sign_then_encrypt_and_triple_wrap_interoperate() {
         ]),
         "encrypt --sign",
     );
+    // a recipient refused before anything is signed: no signature in the audit log
+    let signing_only = w.path("signing-only.pem");
+    let o = process::output(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=Signing Only",
+                "-addext",
+                "keyUsage=critical,digitalSignature",
+                "-keyout",
+            ])
+            .arg(w.path("signing-only.key"))
+            .arg("-out")
+            .arg(&signing_only),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let signatures = || {
+        std::fs::read_to_string(agent.audit_log())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"op\":\"sign"))
+            .count()
+    };
+    let before = signatures();
+    let o = agent.cli(&[
+        "encrypt",
+        "--sign",
+        "--signer",
+        "alice-rsa",
+        "--recipient-cert",
+        s(&signing_only),
+        s(&msg),
+        "-o",
+        s(&w.path("refused.eml")),
+    ]);
+    assert!(!o.status.success(), "a signing-only recipient accepted");
+    assert!(stderr(&o).contains("Signing Only"), "{}", stderr(&o));
+    assert_eq!(
+        signatures(),
+        before,
+        "signed before the recipient was refused"
+    );
+    assert!(before > 0, "the audit log records signatures");
+
     let out = w.path("out.eml");
     let o = agent.cli(&[
         "decrypt",

@@ -104,6 +104,11 @@ pub fn run_with_agent(mut args: EncryptArgs, socket: Option<&Path>) -> anyhow::R
         bail!("--triple-wrap signs the encrypted message: it needs --outform smime");
     }
     let signer = args.signer.clone().context("--sign needs --signer KEY")?;
+    // the recipients before the token signs anything: a refused one costs no signature
+    // (and no PIN dialog)
+    if !args.recipient_cert.is_empty() {
+        check_recipients(&args, socket)?;
+    }
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
     let label = args.security_label.clone();
     let sign = |input: Option<PathBuf>, output: PathBuf, outer: bool| -> anyhow::Result<()> {

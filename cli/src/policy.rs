@@ -91,6 +91,10 @@ pub fn run(args: PolicyArgs, out: &mut dyn std::io::Write) -> Result<i32> {
                 &in_file(!trust.intermediates.is_empty()),
             ),
             "revocation": entry(json!(trust.revocation().name()), &in_file(trust.revocation.is_some())),
+            "revocation_sources": entry(
+                json!(trust.revocation_sources().name()),
+                &in_file(trust.revocation_sources.is_some()),
+            ),
             "max_path_length": entry(
                 json!(trust.max_path_length.unwrap_or(DEFAULT_MAX_PATH_LENGTH)),
                 &in_file(trust.max_path_length.is_some()),
@@ -152,6 +156,7 @@ pub fn run(args: PolicyArgs, out: &mut dyn std::io::Write) -> Result<i32> {
         "anchors",
         "intermediates",
         "revocation",
+        "revocation_sources",
         "max_path_length",
         "crl_cache",
         "min_rsa_bits",

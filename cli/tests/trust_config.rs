@@ -154,6 +154,8 @@ fn the_trust_table_drives_verify_and_policy_show_explains_it() {
     assert_eq!(j["trust"]["max_path_length"]["value"], 3);
     assert_eq!(j["trust"]["max_path_length"]["from"], "default");
     assert_eq!(j["trust"]["clock_skew_seconds"]["value"], 60);
+    assert_eq!(j["trust"]["revocation_sources"]["value"], "ocsp-first");
+    assert_eq!(j["trust"]["revocation_sources"]["from"], "default");
     assert_eq!(j["trust"]["anchors"]["value"][0], "CN=tokenmail Rev Root");
 
     // bad values: one line naming the key
