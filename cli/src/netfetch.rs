@@ -173,7 +173,9 @@ impl HttpFetcher {
     fn exchange(&self, url: &str, req: Req<'_>, limit: u64) -> Result<Vec<u8>, Failure> {
         let deadline = Instant::now() + self.timeout;
         let mut url = url.to_string();
+        // a redirected POST (an OCSP request) is sent again as it was, whatever the code
         for _ in 0..=MAX_REDIRECTS {
+            check_url(&url)?;
             let hop = match self.proxy_for(&url)? {
                 Some(p) => self.via_proxy(p, &url, req, limit, deadline)?,
                 None => self.direct(&url, req, limit, deadline)?,
@@ -486,6 +488,13 @@ fn host_and_port(url: &str) -> (String, u16) {
 fn check_url(url: &str) -> Result<(), String> {
     if !url.starts_with("http://") {
         return Err("only http:// URLs are fetched (CRLs and OCSP answers are signed)".into());
+    }
+    // the URL goes into a request line as it is (to a proxy): no spaces or controls
+    if url.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(format!(
+            "{}: a URL with spaces or control characters is not fetched",
+            url.escape_debug()
+        ));
     }
     Ok(())
 }
@@ -972,6 +981,17 @@ mod tests {
                 "GET /c.crl HTTP/1.1"
             ]
         );
+        // a Location that would put spaces or controls into a request line
+        let (port, _) = server(vec![reply("302 Found", "Location: /a b\r\n", b"")]);
+        let e = get(
+            &fetcher(5000, None),
+            &format!("http://127.0.0.1:{port}/a"),
+            100,
+        )
+        .expect_err("space");
+        assert!(e.contains("spaces or control characters"), "{e}");
+        let e = get(&fetcher(5000, None), "http://ca.example/a b", 100).expect_err("space");
+        assert!(e.contains("spaces or control characters"), "{e}");
         let hops = (0..4)
             .map(|_| reply("302 Found", "Location: /again\r\n", b""))
             .collect();
