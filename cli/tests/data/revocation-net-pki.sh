@@ -5,7 +5,13 @@
 #                  ee_crl_only (CDP only; revoked)         ee_delegated (OCSP /ocsp/int-delegated)
 #                  ee_wrong (OCSP /ocsp/int-wrong: signed by a responder the CA did not certify)
 #                  ee_down (OCSP on a closed port)         ee_unknown (not in the CA's database)
+#                  ee_fallback (OCSP /ocsp/fallback, CDP /crl/int.crl; revoked, keyCompromise)
+#                  ee_fb_down (OCSP on a closed port, CDP /crl/int.crl; good)
+#                  ee_stale_crl (CDP /crl/stale.crl: a CRL whose nextUpdate was a day ago)
+#                  ee_stale_ocsp (OCSP /ocsp/stale: answers valid for one minute)
 #   int: AIA OCSP /ocsp/root, CDP /crl/root.crl
+#   root -> int2 (CDP /crl/root.crl only; revoked on it, cACompromise) -> ee_under_int2
+#   fallback.ocsp: the int responder; the tests rewrite it (`garbage`, `error`, an empty index)
 set -e
 : "${PORT:?PORT}"
 U="http://127.0.0.1:$PORT"
@@ -64,6 +70,44 @@ keyUsage = critical,digitalSignature,nonRepudiation,keyAgreement
 extendedKeyUsage = emailProtection
 subjectAltName = email:alice@example.com
 authorityInfoAccess = OCSP;URI:$U/ocsp/int
+[ee_fallback]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,nonRepudiation,keyAgreement
+extendedKeyUsage = emailProtection
+subjectAltName = email:alice@example.com
+authorityInfoAccess = OCSP;URI:$U/ocsp/fallback
+crlDistributionPoints = URI:$U/crl/int.crl
+[ee_fb_down]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,nonRepudiation,keyAgreement
+extendedKeyUsage = emailProtection
+subjectAltName = email:alice@example.com
+authorityInfoAccess = OCSP;URI:http://127.0.0.1:1/ocsp
+crlDistributionPoints = URI:$U/crl/int.crl
+[ee_stale_crl]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,nonRepudiation,keyAgreement
+extendedKeyUsage = emailProtection
+subjectAltName = email:alice@example.com
+crlDistributionPoints = URI:$U/crl/stale.crl
+[ee_stale_ocsp]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,nonRepudiation,keyAgreement
+extendedKeyUsage = emailProtection
+subjectAltName = email:alice@example.com
+authorityInfoAccess = OCSP;URI:$U/ocsp/stale
+[int2]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+crlDistributionPoints = URI:$U/crl/root.crl
+[ee_under_int2]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,nonRepudiation,keyAgreement
+extendedKeyUsage = emailProtection
+subjectAltName = email:alice@example.com
+crlDistributionPoints = URI:$U/crl/int2.crl
 [ee_down]
 basicConstraints = CA:FALSE
 keyUsage = critical,digitalSignature,nonRepudiation,keyAgreement
@@ -106,23 +150,41 @@ mkca $PWD/int
 key responder; sign int responder responder "/CN=tokenmail Net OCSP Responder"
 key rogue; sign root rogue responder "/CN=tokenmail Net Rogue Responder"
 for e in good revoked; do key ee_$e; sign int ee_$e ee "/CN=Alice $e"; done
-for e in crl_only delegated wrong down; do key ee_$e; sign int ee_$e ee_$e "/CN=Alice $e"; done
+for e in crl_only delegated wrong down fallback fb_down stale_crl stale_ocsp; do
+  key ee_$e; sign int ee_$e ee_$e "/CN=Alice $e"
+done
+key int2; sign root int2 int2 "/CN=tokenmail Net Intermediate 2"
+mkca $PWD/int2
+key ee_under_int2; sign int2 ee_under_int2 ee_under_int2 "/CN=Alice under int2"
+openssl ca -config root/ca.cnf -cert root.pem -keyfile root.key -revoke int2.pem \
+  -crl_reason cACompromise 2>/dev/null
+openssl ca -config int2/ca.cnf -cert int2.pem -keyfile int2.key -gencrl -crlexts crl -out int2.crl 2>/dev/null
 # not in the CA's database: the responder does not know it
 key ee_unknown; openssl req -new -key ee_unknown.key -subj "/CN=Alice unknown" -out ee_unknown.csr -config ext.cnf
 openssl x509 -req -in ee_unknown.csr -CA int.pem -CAkey int.key -set_serial 424242 -days 3650 \
   -extfile ext.cnf -extensions ee_unknown -out ee_unknown.pem 2>/dev/null
-for e in revoked crl_only; do
+for e in revoked crl_only fallback; do
   openssl ca -config int/ca.cnf -cert int.pem -keyfile int.key -revoke ee_$e.pem \
     -crl_reason keyCompromise 2>/dev/null
 done
 openssl ca -config int/ca.cnf -cert int.pem -keyfile int.key -gencrl -crlexts crl -out int.crl 2>/dev/null
 openssl ca -config root/ca.cnf -cert root.pem -keyfile root.key -gencrl -crlexts crl -out root.crl 2>/dev/null
+# issued two days ago, next update one day ago
+openssl ca -config int/ca.cnf -cert int.pem -keyfile int.key -gencrl -crlexts crl \
+  -crl_lastupdate "$(date -u -d '2 days ago' +%Y%m%d%H%M%SZ)" \
+  -crl_nextupdate "$(date -u -d '1 day ago' +%Y%m%d%H%M%SZ)" -out stale.crl 2>/dev/null
+: > empty-index.txt
 echo "-index int/index.txt -CA int.pem -rsigner int.pem -rkey int.key" > int.ocsp
 echo "-index int/index.txt -CA int.pem -rsigner responder.pem -rkey responder.key" > int-delegated.ocsp
 echo "-index int/index.txt -CA int.pem -rsigner rogue.pem -rkey rogue.key" > int-wrong.ocsp
 echo "-index root/index.txt -CA root.pem -rsigner root.pem -rkey root.key" > root.ocsp
+cp int.ocsp fallback.ocsp
+# openssl ocsp cannot date an answer in the past (-nmin and -ndays are positive): one minute
+echo "-index int/index.txt -CA int.pem -rsigner int.pem -rkey int.key -nmin 1" > stale.ocsp
 printf 'Content-Type: text/plain\n\nrevocation over the network\n' > msg.txt
-for e in good revoked crl_only delegated wrong down unknown; do
+for e in good revoked crl_only delegated wrong down unknown fallback fb_down stale_crl stale_ocsp; do
   openssl cms -sign -in msg.txt -signer ee_$e.pem -inkey ee_$e.key -certfile int.pem \
     -from alice@example.com -out $e.eml
 done
+openssl cms -sign -in msg.txt -signer ee_under_int2.pem -inkey ee_under_int2.key -certfile int2.pem \
+  -from alice@example.com -out under_int2.eml
