@@ -193,6 +193,61 @@ fn unknown_or_unusable_addresses_are_one_line_errors_and_nothing_is_written() {
     }
 }
 
+/// `--to` takes its certificates through the same recipient checks as `--recipient-cert`:
+/// one that does not chain to the trust anchors is refused unless
+/// `--allow-untrusted-recipient`, which says so loudly.
+#[test]
+fn an_untrusted_certificate_found_by_address_is_refused() {
+    let d = Dir::new();
+    // issued by the test CA; the anchor given is another CA
+    d.issue("stranger", "stranger@example.org", "10");
+    d.openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "10",
+        "-subj",
+        "/CN=Another Root",
+        "-keyout",
+        "other.key",
+        "-out",
+        "other.pem",
+    ]);
+    let store = d.p("certs");
+    std::fs::create_dir(&store).expect("mkdir");
+    std::fs::copy(d.p("stranger.pem"), store.join("stranger.pem")).expect("copy");
+    std::fs::write(d.p("m.eml"), MESSAGE).expect("msg");
+    let ca = d.p("other.pem").display().to_string();
+    let args = [
+        "encrypt",
+        "--no-self",
+        "--trust",
+        &ca,
+        "--to",
+        "stranger@example.org",
+        "m.eml",
+        "-o",
+        "enc.eml",
+    ];
+    let o = d.tokenmail(&args, &[("TOKENMAIL_CERTS", &store)]);
+    assert!(!o.status.success(), "accepted: {}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("stranger") && e.contains("does not chain"),
+        "{e}"
+    );
+    assert!(!d.p("enc.eml").exists());
+    let mut anyway = args.to_vec();
+    anyway.push("--allow-untrusted-recipient");
+    let o = d.tokenmail(&anyway, &[("TOKENMAIL_CERTS", &store)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("WARNING"), "{}", stderr(&o));
+    assert!(d.p("enc.eml").exists());
+}
+
 #[test]
 fn verify_takes_trust_anchors_from_the_configuration() {
     let d = Dir::new();
