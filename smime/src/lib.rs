@@ -10,6 +10,7 @@
 pub mod address;
 pub mod alg;
 pub mod ber;
+mod crl_scope;
 pub mod csr;
 pub mod envelope;
 pub mod error;
