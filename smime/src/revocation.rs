@@ -394,7 +394,8 @@ const MAX_CRL_SIGNER_DEPTH: u8 = 2;
 /// cRLSign, a path to the same trust anchor, and itself not revoked (checked against the
 /// given CRLs, two levels deep). The trust anchor itself, when it has the CRL issuer's
 /// name, signs without a path; so does `cert`, the certificate whose status is asked, when
-/// it is the CRL's issuer (a CRL issuer's certificate on its own CRL).
+/// it is a CRL signer being checked and the CRL's issuer (a CRL issuer's certificate on its
+/// own CRL).
 fn crl_signer(
     crl: &Crl,
     cert: &CertEntry,
@@ -424,8 +425,10 @@ fn crl_signer(
         return Ok(());
     }
     // a CRL signer whose own status is given by a CRL it signed itself (PKITS 4.14.30): its
-    // path is the one being checked, so the signature is all there is to check
-    if cert != issuer
+    // path is the one being checked (depth > 0: a CRL signer's path, never the message's
+    // own), so the signature is all there is to check
+    if inp.depth > 0
+        && cert != issuer
         && names_match(cert.cert.tbs_certificate().subject(), crl_issuer)
         && signed_by(crl, cert).is_ok()
     {
