@@ -391,22 +391,6 @@ const DSA: Reason = (
     "dsa",
     "DSA signatures are not supported (RFC 8551 lists none for S/MIME 4.0); the messages also use SHA-1",
 );
-const DELTA: Reason = (
-    "delta-crl",
-    "delta CRLs are detected and not applied (revocation.rs); RFC 5280 makes delta CRL processing optional",
-);
-const SOME_REASONS: Reason = (
-    "only-some-reasons",
-    "CRLs partitioned by reason (onlySomeReasons) are not used (revocation.rs): with no complete CRL, hard-fail rejects",
-);
-const INDIRECT: Reason = (
-    "indirect-crl",
-    "indirect CRLs and distribution points with a cRLIssuer are not supported (revocation.rs): with no usable CRL, hard-fail rejects",
-);
-const RELATIVE_DP: Reason = (
-    "relative-dp-name",
-    "nameRelativeToCRLIssuer distribution point names are not supported (revocation.rs): the CRL is not used, so hard-fail rejects",
-);
 
 fn status(section: &str, name: &str) -> Status {
     use Status::*;
@@ -431,19 +415,6 @@ fn status(section: &str, name: &str) -> Status {
             "4.6",
             "ValidSelfIssuedpathLenConstraintTest15" | "ValidSelfIssuedpathLenConstraintTest17",
         ) => Applicable,
-        ("4.14", n) if n.contains("onlySomeReasons") => NotApplicable(SOME_REASONS),
-        ("4.14", n) if n.contains("IDPwithindirectCRL") || n.contains("cRLIssuer") => {
-            NotApplicable(INDIRECT)
-        }
-        (
-            "4.14",
-            "ValiddistributionPointTest4"
-            | "ValiddistributionPointTest5"
-            | "InvaliddistributionPointTest6"
-            | "ValiddistributionPointTest7",
-        ) => NotApplicable(RELATIVE_DP),
-        ("4.15", "InvaliddeltaCRLIndicatorNoBaseTest1") => Applicable,
-        ("4.15", _) => NotApplicable(DELTA),
         _ => Applicable,
     }
 }

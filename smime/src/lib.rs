@@ -11,6 +11,7 @@ pub mod address;
 pub mod alg;
 pub mod ber;
 pub mod cert_policies;
+mod crl_scope;
 pub mod csr;
 pub mod envelope;
 pub mod error;

@@ -5,30 +5,43 @@
 //! certificate of a validated path below the anchor, whether it is revoked, good, or of
 //! unknown status, and turns that into the `revocation` check under a [`RevocationMode`].
 //!
-//! A CRL is used for a certificate only when all of these hold (otherwise it is skipped, and
-//! the reason is kept for the report):
-//! - its issuer name is the certificate's issuer and its signature verifies with the
-//!   issuer's key, whose keyUsage (if present) allows cRLSign;
+//! A complete CRL is used for a certificate only when all of these hold (otherwise it is
+//! skipped, and the reason is kept for the report):
+//! - it covers the certificate ([`crate::crl_scope`]): its issuer is the certificate's
+//!   issuer, or the cRLIssuer of one of the certificate's distribution points (then it must
+//!   be an indirect CRL); its issuingDistributionPoint names one of those distribution
+//!   points (full or relative names) and admits the certificate's kind (user/CA);
+//! - its signature verifies with the key of a certificate named as its issuer, whose
+//!   keyUsage (if present) allows cRLSign: the issuing CA's, or another one on a path to
+//!   the same trust anchor and itself not revoked (RFC 5280 §6.3.3 (f));
 //! - it is current: thisUpdate not in the future and nextUpdate not past (with the allowed
 //!   clock skew);
-//! - it is a complete CRL for the certificate: not a delta CRL (detected and reported, not
-//!   applied), no indirect or partial-reason scope, and an issuingDistributionPoint that
-//!   covers the certificate (user/CA scope, distribution point names);
 //! - it has no critical extension we do not process, and its entries none either.
 //!
-//! One usable CRL that lists the serial makes the certificate revoked (with the reason code
-//! and revocation time when given); a usable CRL that does not list it makes it good.
+//! A delta CRL (RFC 5280 §5.2.4, §6.3.3 (c), (j)) is applied on top of a usable complete
+//! CRL of the same issuer and scope (the same issuingDistributionPoint, the same
+//! authorityKeyIdentifier) whose cRLNumber is at least the delta's BaseCRLNumber and below
+//! the delta's own cRLNumber; it must pass the same checks. An entry on the delta decides
+//! (removeFromCRL releases a certificateHold of the complete CRL, and nothing else); a delta
+//! without a usable complete CRL is not used.
+//!
+//! One usable CRL (with its delta) that lists the certificate makes it revoked (with the
+//! reason code and revocation time when given). It is good when usable CRLs that do not
+//! list it together cover every revocation reason (CRLs partitioned by onlySomeReasons,
+//! §6.3.3 (d)); otherwise its status is unknown.
 
 use std::time::{Duration, SystemTime};
 
-use der::{Decode, Encode};
+use der::Decode;
 use serde::Serialize;
-use x509_cert::crl::CertificateList;
-use x509_cert::ext::pkix::crl::dp::IssuingDistributionPoint;
+use x509_cert::crl::{CertificateList, RevokedCert};
 use x509_cert::ext::pkix::crl::CrlDistributionPoints;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
-use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
+use x509_cert::ext::pkix::KeyUsage;
 
+use crate::crl_scope::{
+    entry_reason, find_entry, reasons_text, scope, Scope, ALL_REASONS, OID_IDP,
+};
 use crate::path::{build_path, names_match, verify_signed_der, CertEntry};
 use crate::verify::{format_time, Check};
 
@@ -97,17 +110,16 @@ impl RevocationSources {
 /// Most CRLs considered for one verification (the rest are ignored).
 pub const MAX_CRLS: usize = 64;
 
-const OID_IDP: &str = "2.5.29.28";
 const OID_DELTA: &str = "2.5.29.27";
 const OID_CRL_NUMBER: &str = "2.5.29.20";
 const OID_AKI: &str = "2.5.29.35";
 const OID_ISSUER_ALT_NAME: &str = "2.5.29.18";
 const OID_FRESHEST: &str = "2.5.29.46";
 const OID_AIA: &str = "1.3.6.1.5.5.7.1.1";
-const OID_REASON: &str = "2.5.29.21";
-const OID_INVALIDITY_DATE: &str = "2.5.29.24";
-const OID_HOLD: &str = "2.5.29.23";
-const OID_CERT_ISSUER: &str = "2.5.29.29";
+/// CRLReason certificateHold.
+const REASON_HOLD: u8 = 6;
+/// CRLReason removeFromCRL.
+const REASON_REMOVE: u8 = 8;
 
 /// A parsed CRL and where it came from.
 #[derive(Clone, Debug)]
@@ -160,7 +172,7 @@ impl Crl {
         Ok(out)
     }
 
-    fn extension(&self, oid: &str) -> Option<&x509_cert::ext::Extension> {
+    pub(crate) fn extension(&self, oid: &str) -> Option<&x509_cert::ext::Extension> {
         self.list
             .tbs_cert_list
             .crl_extensions
@@ -169,9 +181,27 @@ impl Crl {
             .find(|e| e.extn_id.to_string() == oid)
     }
 
-    /// A delta CRL (deltaCRLIndicator): detected and reported, never applied on its own.
+    /// A delta CRL (deltaCRLIndicator): applied only on top of a complete CRL.
     pub fn is_delta(&self) -> bool {
         self.extension(OID_DELTA).is_some()
+    }
+
+    /// Its cRLNumber, without leading zero octets (`None` when absent or unreadable).
+    pub fn number(&self) -> Option<Vec<u8>> {
+        self.integer_extension(OID_CRL_NUMBER)
+    }
+
+    /// A delta CRL's BaseCRLNumber (the deltaCRLIndicator), without leading zero octets.
+    pub fn base_number(&self) -> Option<Vec<u8>> {
+        self.integer_extension(OID_DELTA)
+    }
+
+    fn integer_extension(&self, oid: &str) -> Option<Vec<u8>> {
+        let ext = self.extension(oid)?;
+        let n = der::asn1::Uint::from_der(ext.extn_value.as_bytes()).ok()?;
+        let bytes = n.as_bytes();
+        let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+        Some(bytes[start..].to_vec())
     }
 
     /// thisUpdate.
@@ -298,13 +328,6 @@ pub(crate) fn reason_name(code: u8) -> &'static str {
     }
 }
 
-fn is_ca(cert: &CertEntry) -> bool {
-    matches!(
-        cert.cert.tbs_certificate().get_extension::<BasicConstraints>(),
-        Ok(Some((_, bc))) if bc.ca
-    )
-}
-
 /// The certificate's CRL distribution points (none when absent or unreadable).
 fn distribution_points(cert: &CertEntry) -> Vec<x509_cert::ext::pkix::crl::dp::DistributionPoint> {
     match cert
@@ -333,34 +356,6 @@ pub fn crl_urls(cert: &CertEntry) -> Vec<String> {
         }
     }
     out
-}
-
-fn general_names_der(names: &[GeneralName]) -> Vec<Vec<u8>> {
-    names.iter().filter_map(|n| n.to_der().ok()).collect()
-}
-
-/// RFC 5280 §6.3.3 (b)(2): does the CRL's issuingDistributionPoint name match the
-/// certificate's distribution points (or, without any, its issuer)?
-fn idp_name_matches(idp_name: &DistributionPointName, cert: &CertEntry) -> bool {
-    let DistributionPointName::FullName(idp_names) = idp_name else {
-        // nameRelativeToCRLIssuer: not supported; the CRL is not used
-        return false;
-    };
-    let idp = general_names_der(idp_names);
-    let dps = distribution_points(cert);
-    if dps.is_empty() {
-        // no distribution point: the CRL issuer is the certificate issuer
-        let issuer = GeneralName::DirectoryName(cert.cert.tbs_certificate().issuer().clone());
-        return issuer.to_der().is_ok_and(|d| idp.contains(&d));
-    }
-    dps.iter()
-        .any(|dp| match (&dp.distribution_point, &dp.crl_issuer) {
-            (Some(DistributionPointName::FullName(names)), _) => {
-                general_names_der(names).iter().any(|n| idp.contains(n))
-            }
-            (None, Some(issuers)) => general_names_der(issuers).iter().any(|n| idp.contains(n)),
-            _ => false,
-        })
 }
 
 /// Whether `signer` signed `crl`: a keyUsage that allows cRLSign, and the signature.
@@ -394,27 +389,56 @@ pub const MAX_CRL_SIGNER_TRIES: usize = 32;
 const MAX_CRL_SIGNER_DEPTH: u8 = 2;
 
 /// Who signed `crl` for certificates of `issuer`: the issuer's own key, or (RFC 5280
-/// §6.3.3 (f)) another certificate of the same CA — same name, cRLSign, a path to the same
-/// trust anchor, and itself not revoked (checked against the given CRLs, two levels deep):
-/// a separate CRL-signing key, or the CA's new key after a rollover.
-fn crl_signer(crl: &Crl, issuer: &CertEntry, inp: &RevocationInputs<'_>) -> Result<(), String> {
-    let direct = signed_by(crl, issuer);
+/// §6.3.3 (f)) another certificate with the CRL issuer's name — the same CA's separate
+/// CRL-signing key or new key after a rollover, or the CRL issuer of an indirect CRL — with
+/// cRLSign, a path to the same trust anchor, and itself not revoked (checked against the
+/// given CRLs, two levels deep). The trust anchor itself, when it has the CRL issuer's
+/// name, signs without a path; so does `cert`, the certificate whose status is asked, when
+/// it is a CRL signer being checked and the CRL's issuer (a CRL issuer's certificate on its
+/// own CRL).
+fn crl_signer(
+    crl: &Crl,
+    cert: &CertEntry,
+    issuer: &CertEntry,
+    inp: &RevocationInputs<'_>,
+) -> Result<(), String> {
+    let crl_issuer = &crl.list.tbs_cert_list.issuer;
+    let direct = if names_match(crl_issuer, issuer.cert.tbs_certificate().subject()) {
+        signed_by(crl, issuer)
+    } else {
+        Err(format!(
+            "the CRL from {} is issued by '{}', and no certificate of that name at hand signed it",
+            crl.source,
+            crl.issuer()
+        ))
+    };
     if direct.is_ok() || inp.depth >= MAX_CRL_SIGNER_DEPTH {
         return direct;
     }
     let Some(anchor) = inp.anchor else {
         return direct;
     };
+    if anchor != issuer
+        && names_match(anchor.cert.tbs_certificate().subject(), crl_issuer)
+        && signed_by(crl, anchor).is_ok()
+    {
+        return Ok(());
+    }
+    // a CRL signer whose own status is given by a CRL it signed itself (PKITS 4.14.30): its
+    // path is the one being checked (depth > 0: a CRL signer's path, never the message's
+    // own), so the signature is all there is to check
+    if inp.depth > 0
+        && cert != issuer
+        && names_match(cert.cert.tbs_certificate().subject(), crl_issuer)
+        && signed_by(crl, cert).is_ok()
+    {
+        return Ok(());
+    }
     let candidates = inp
         .pool
         .iter()
-        .filter(|c| *c != issuer)
-        .filter(|c| {
-            names_match(
-                c.cert.tbs_certificate().subject(),
-                &crl.list.tbs_cert_list.issuer,
-            )
-        })
+        .filter(|c| *c != issuer && *c != anchor && *c != cert)
+        .filter(|c| names_match(c.cert.tbs_certificate().subject(), crl_issuer))
         .take(MAX_CRL_SIGNERS);
     for c in candidates {
         // every candidate costs a signature check and maybe a path search: a hostile
@@ -475,100 +499,111 @@ fn crl_signer(crl: &Crl, issuer: &CertEntry, inp: &RevocationInputs<'_>) -> Resu
     direct
 }
 
-/// Why `crl` cannot decide for `cert` issued by `issuer` (`None`: it can).
-fn unusable(
+/// Why `crl` cannot decide for `cert` issued by `issuer` (`Err("")`: another issuer's CRL,
+/// not reported); what it covers when it can. A delta CRL is checked as a complete one,
+/// except that its deltaCRLIndicator is understood.
+fn usable(
     crl: &Crl,
     cert: &CertEntry,
     issuer: &CertEntry,
     inp: &RevocationInputs<'_>,
-) -> Option<String> {
+) -> Result<Scope, String> {
+    let scope = scope(crl, cert)?;
+    crl_signer(crl, cert, issuer, inp)?;
+    if let Some(why) = time_problem(crl, inp) {
+        return Err(why);
+    }
+    if let Some(why) = extension_problem(crl) {
+        return Err(why);
+    }
+    Ok(scope)
+}
+
+/// Why `crl` is not current at the verification time (`None`: it is).
+fn time_problem(crl: &Crl, inp: &RevocationInputs<'_>) -> Option<String> {
     let from = &crl.source;
-    if !names_match(
-        &crl.list.tbs_cert_list.issuer,
-        issuer.cert.tbs_certificate().subject(),
-    ) {
-        return Some(String::new()); // another issuer's CRL: silently not ours
-    }
-    if crl.is_delta() {
-        return Some(format!(
-            "a delta CRL from {from} was found and not applied (delta CRLs are not supported)"
-        ));
-    }
-    if let Err(e) = crl_signer(crl, issuer, inp) {
-        return Some(e);
-    }
     if crl.this_update() > inp.now + inp.skew {
         return Some(format!(
             "the CRL from {from} is not yet valid (thisUpdate {})",
             format_time(crl.this_update())
         ));
     }
-    if let Some(next) = crl.next_update() {
-        if next + inp.skew < inp.now {
-            return Some(format!(
-                "the CRL from {from} is out of date (nextUpdate {})",
-                format_time(next)
-            ));
-        }
+    match crl.next_update() {
+        Some(next) if next + inp.skew < inp.now => Some(format!(
+            "the CRL from {from} is out of date (nextUpdate {})",
+            format_time(next)
+        )),
+        _ => None,
     }
+}
+
+/// A critical CRL extension that is not processed (the deltaCRLIndicator is, on a delta
+/// CRL), or an unreadable delta CRL number.
+fn extension_problem(crl: &Crl) -> Option<String> {
+    let from = &crl.source;
+    let known = [
+        OID_IDP,
+        OID_CRL_NUMBER,
+        OID_AKI,
+        OID_ISSUER_ALT_NAME,
+        OID_FRESHEST,
+        OID_AIA,
+        OID_DELTA,
+    ];
     for ext in crl.list.tbs_cert_list.crl_extensions.iter().flatten() {
         let oid = ext.extn_id.to_string();
-        let known = [
-            OID_IDP,
-            OID_CRL_NUMBER,
-            OID_AKI,
-            OID_ISSUER_ALT_NAME,
-            OID_FRESHEST,
-            OID_AIA,
-        ];
         if ext.critical && !known.contains(&oid.as_str()) {
             return Some(format!(
                 "the CRL from {from} has a critical extension {oid} that is not processed"
             ));
         }
     }
-    if let Some(ext) = crl.extension(OID_IDP) {
-        let idp = match IssuingDistributionPoint::from_der(ext.extn_value.as_bytes()) {
-            Ok(i) => i,
-            Err(e) => {
-                return Some(format!(
-                    "the CRL from {from} has an unreadable issuingDistributionPoint ({e})"
-                ))
-            }
-        };
-        if idp.indirect_crl {
-            return Some(format!(
-                "the CRL from {from} is an indirect CRL (not supported)"
-            ));
-        }
-        if idp.only_some_reasons.is_some() {
-            return Some(format!(
-                "the CRL from {from} covers only some revocation reasons (partitioned CRLs are not supported)"
-            ));
-        }
-        if idp.only_contains_attribute_certs {
-            return Some(format!(
-                "the CRL from {from} covers attribute certificates only"
-            ));
-        }
-        let ca = is_ca(cert);
-        if idp.only_contains_user_certs && ca {
-            return Some(format!(
-                "the CRL from {from} covers end-entity certificates only"
-            ));
-        }
-        if idp.only_contains_ca_certs && !ca {
-            return Some(format!("the CRL from {from} covers CA certificates only"));
-        }
-        if let Some(name) = &idp.distribution_point {
-            if !idp_name_matches(name, cert) {
-                return Some(format!(
-                    "the CRL from {from} is for another distribution point"
-                ));
-            }
-        }
+    if crl.is_delta() && (crl.base_number().is_none() || crl.number().is_none()) {
+        return Some(format!(
+            "the delta CRL from {from} has an unreadable BaseCRLNumber or no cRLNumber"
+        ));
     }
     None
+}
+
+/// Compares two CRL numbers (big-endian, without leading zero octets).
+fn cmp_number(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+/// Whether `delta` applies to the complete CRL `base` (RFC 5280 §5.2.4, §6.3.3 (c)): the
+/// same issuer, the same issuingDistributionPoint and authorityKeyIdentifier (both absent,
+/// or the same value), BaseCRLNumber ≤ the complete CRL's number < the delta's number. A
+/// delta of the same scope whose numbers cannot be read applies (and is not understood).
+fn delta_applies(delta: &Crl, base: &Crl) -> bool {
+    let same_ext = |oid: &str| match (delta.extension(oid), base.extension(oid)) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.extn_value == b.extn_value,
+        _ => false,
+    };
+    let same_scope = names_match(
+        &delta.list.tbs_cert_list.issuer,
+        &base.list.tbs_cert_list.issuer,
+    ) && same_ext(OID_IDP)
+        && same_ext(OID_AKI);
+    let (Some(base_number), Some(delta_number)) = (delta.base_number(), delta.number()) else {
+        return same_scope;
+    };
+    let Some(number) = base.number() else {
+        return false; // a complete CRL without a number has no deltas
+    };
+    same_scope
+        && cmp_number(&base_number, &number).is_le()
+        && cmp_number(&number, &delta_number).is_lt()
+}
+
+/// The number of a CRL for messages (hex when long).
+fn number_text(n: &[u8]) -> String {
+    match n {
+        [] => "0".into(),
+        [a] => a.to_string(),
+        _ => n.iter().map(|b| format!("{b:02X}")).collect(),
+    }
 }
 
 /// The status of `cert` (issued by `issuer`): the given CRLs first; then, with a fetcher,
@@ -708,6 +743,108 @@ fn ocsp_status(
     })
 }
 
+/// What one complete CRL, with the delta CRL applied to it, says about a certificate.
+enum Listing<'c> {
+    /// Not listed (or released from hold by the delta).
+    NotListed,
+    /// Listed: the entry, and the CRL it is on.
+    Revoked(&'c RevokedCert, &'c Crl),
+}
+
+/// The certificate's entry in `complete` with `delta` applied (RFC 5280 §6.3.3 (i), (j)):
+/// an entry on the delta decides, except that removeFromCRL releases only a
+/// certificateHold (or nothing) of the complete CRL. `Err` when either cannot be read.
+fn listing<'c>(
+    complete: &'c Crl,
+    delta: Option<&'c Crl>,
+    cert: &CertEntry,
+    scope: &Scope,
+) -> Result<Listing<'c>, String> {
+    let on_complete = find_entry(complete, cert, scope.indirect)?;
+    let on_delta = match delta {
+        Some(d) => find_entry(d, cert, scope.indirect)?.map(|e| (e, d)),
+        None => None,
+    };
+    Ok(match (on_delta, on_complete) {
+        (Some((d, _)), c) if entry_reason(d) == Some(REASON_REMOVE) => match c {
+            Some(c) if entry_reason(c) != Some(REASON_HOLD) => Listing::Revoked(c, complete),
+            _ => Listing::NotListed,
+        },
+        (Some((d, dcrl)), _) => Listing::Revoked(d, dcrl),
+        (None, Some(c)) => Listing::Revoked(c, complete),
+        (None, None) => Listing::NotListed,
+    })
+}
+
+/// The revoked status from an entry of `crl`.
+fn revoked(cert: &CertEntry, rc: &RevokedCert, crl: &Crl) -> CertRevocation {
+    let reason = entry_reason(rc).map_or("unspecified", reason_name);
+    let what = if crl.is_delta() { "delta CRL" } else { "CRL" };
+    let mut r = CertRevocation::new(
+        cert,
+        "crl",
+        "revoked",
+        format!(
+            "listed in the {what} from {} (issued by '{}'{})",
+            crl.source,
+            crl.issuer(),
+            crl.number()
+                .map(|n| format!(", number {}", number_text(&n)))
+                .unwrap_or_default()
+        ),
+    );
+    r.reason = Some(reason.to_string());
+    r.revocation_time = Some(format_time(rc.revocation_date.to_system_time()));
+    r
+}
+
+/// Notes on why CRLs were not used, each once.
+#[derive(Default)]
+struct Notes(Vec<String>);
+
+impl Notes {
+    fn push(&mut self, why: String) {
+        if !why.is_empty() && !self.0.contains(&why) {
+            self.0.push(why);
+        }
+    }
+}
+
+/// A delta CRL of the certificate's CRL issuer whose signature verifies, with what keeps
+/// it from being applied (an extension or entry not understood): a complete CRL it applies
+/// to is then not used either.
+struct Delta<'c> {
+    crl: &'c Crl,
+    problem: Option<String>,
+}
+
+/// The delta CRLs among `crls` that cover `cert` and are signed by its CRL issuer (checked
+/// once each); why the others are not used goes to `notes` (a delta that is not current or
+/// not authentic is ignored: the complete CRL alone decides).
+fn signed_deltas<'c>(
+    crls: &'c [Crl],
+    cert: &CertEntry,
+    issuer: &CertEntry,
+    inp: &RevocationInputs<'_>,
+    notes: &mut Notes,
+) -> Vec<Delta<'c>> {
+    let mut out = Vec::new();
+    for d in crls.iter().filter(|c| c.is_delta()) {
+        let checked = scope(d, cert)
+            .and_then(|scope| crl_signer(d, cert, issuer, inp).map(|_| scope))
+            .and_then(|scope| time_problem(d, inp).map_or(Ok(scope), Err));
+        match checked {
+            Ok(scope) => {
+                let problem =
+                    extension_problem(d).or_else(|| find_entry(d, cert, scope.indirect).err());
+                out.push(Delta { crl: d, problem });
+            }
+            Err(why) => notes.push(why),
+        }
+    }
+    out
+}
+
 /// The status of `cert` (issued by `issuer`) according to `crls`.
 fn crl_status(
     cert: &CertEntry,
@@ -715,101 +852,135 @@ fn crl_status(
     crls: &[Crl],
     inp: &RevocationInputs<'_>,
 ) -> CertRevocation {
-    let serial = cert
-        .cert
-        .tbs_certificate()
-        .serial_number()
-        .as_bytes()
-        .to_vec();
-    let mut skipped: Vec<String> = Vec::new();
-    let mut good: Option<&Crl> = None;
-    for crl in crls.iter().take(MAX_CRLS) {
-        if let Some(why) = unusable(crl, cert, issuer, inp) {
-            if !why.is_empty() && !skipped.contains(&why) {
-                skipped.push(why);
+    let crls = &crls[..crls.len().min(MAX_CRLS)];
+    let mut notes = Notes::default();
+    let deltas = signed_deltas(crls, cert, issuer, inp, &mut notes);
+    let mut applied = vec![false; deltas.len()];
+    let mut covered = 0u16;
+    let mut good: Option<(&Crl, Option<&Crl>)> = None;
+    for crl in crls.iter().filter(|c| !c.is_delta()) {
+        let scope = match usable(crl, cert, issuer, inp) {
+            Ok(s) => s,
+            Err(why) => {
+                notes.push(why);
+                continue;
             }
-            continue;
+        };
+        // the newest delta CRL that applies
+        let delta = deltas
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| delta_applies(d.crl, crl))
+            .max_by(|(_, a), (_, b)| {
+                cmp_number(
+                    &a.crl.number().unwrap_or_default(),
+                    &b.crl.number().unwrap_or_default(),
+                )
+            });
+        if let Some((i, d)) = delta {
+            applied[i] = true;
+            if let Some(p) = &d.problem {
+                notes.push(format!(
+                    "the CRL from {} is not used: its delta CRL cannot be applied ({p})",
+                    crl.source
+                ));
+                continue;
+            }
         }
-        let mut entry_problem = None;
-        let mut listed = None;
-        for rc in crl.list.tbs_cert_list.revoked_certificates.iter().flatten() {
-            for ext in rc.crl_entry_extensions.iter().flatten() {
-                let oid = ext.extn_id.to_string();
-                if ext.critical
-                    && ![OID_REASON, OID_INVALIDITY_DATE, OID_HOLD].contains(&oid.as_str())
-                {
-                    entry_problem = Some(if oid == OID_CERT_ISSUER {
-                        format!("the CRL from {} names other issuers in its entries (indirect CRL, not supported)", crl.source)
-                    } else {
-                        format!("the CRL from {} has an entry with a critical extension {oid} that is not processed", crl.source)
-                    });
+        let delta = delta.map(|(_, d)| d.crl);
+        match listing(crl, delta, cert, &scope) {
+            Err(why) => notes.push(why),
+            Ok(Listing::Revoked(rc, on)) => return revoked(cert, rc, on),
+            Ok(Listing::NotListed) => {
+                covered |= scope.reasons;
+                if good.is_none() || (delta.is_some() && good.is_some_and(|g| g.1.is_none())) {
+                    good = Some((crl, delta));
                 }
             }
-            if rc.serial_number.as_bytes() == serial.as_slice() {
-                listed = Some(rc);
-            }
         }
-        if let Some(p) = entry_problem {
-            if !skipped.contains(&p) {
-                skipped.push(p);
-            }
-            continue;
-        }
-        if let Some(rc) = listed {
-            let reason = rc
-                .crl_entry_extensions
-                .iter()
-                .flatten()
-                .find(|e| e.extn_id.to_string() == OID_REASON)
-                .and_then(|e| match e.extn_value.as_bytes() {
-                    // CRLReason ::= ENUMERATED, one octet for every defined value
-                    [0x0a, 0x01, v] => Some(reason_name(*v)),
-                    _ => None,
-                })
-                .unwrap_or("unspecified");
-            let mut r = CertRevocation::new(
+    }
+    for (d, _) in deltas.iter().zip(&applied).filter(|(_, a)| !**a) {
+        notes.push(match &d.problem {
+            Some(p) => p.clone(),
+            None => format!(
+                "the delta CRL from {} has no usable complete CRL (its base CRL number is {})",
+                d.crl.source,
+                number_text(&d.crl.base_number().unwrap_or_default())
+            ),
+        });
+    }
+    match good {
+        Some((crl, delta)) if covered == ALL_REASONS => good_status(cert, crl, delta),
+        Some(_) => {
+            notes.push(format!(
+                "the usable CRLs cover only some revocation reasons (not: {})",
+                reasons_text(ALL_REASONS & !covered)
+            ));
+            CertRevocation::new(
                 cert,
-                "crl",
-                "revoked",
-                format!(
-                    "listed in the CRL from {} (issued by '{}')",
-                    crl.source,
-                    crl.issuer()
-                ),
-            );
-            r.reason = Some(reason.to_string());
-            r.revocation_time = Some(format_time(rc.revocation_date.to_system_time()));
-            return r;
+                "none",
+                "unknown",
+                format!("no usable CRL for every reason: {}", notes.0.join("; ")),
+            )
         }
-        if good.is_none() {
-            good = Some(crl);
-        }
+        None => no_crl_status(cert, issuer, notes),
     }
-    if let Some(crl) = good {
-        let mut detail = format!("not listed in the CRL from {}", crl.source);
-        if let Some(next) = crl.next_update() {
-            detail.push_str(&format!(" (next update {})", format_time(next)));
-        }
-        return CertRevocation::new(cert, "crl", "good", detail);
+}
+
+/// Good, according to `crl` and the delta CRL applied to it.
+fn good_status(cert: &CertEntry, crl: &Crl, delta: Option<&Crl>) -> CertRevocation {
+    let mut detail = format!("not listed in the CRL from {}", crl.source);
+    if let Some(next) = crl.next_update() {
+        detail.push_str(&format!(" (next update {})", format_time(next)));
     }
-    let detail = if !skipped.is_empty() {
-        format!("no usable CRL: {}", skipped.join("; "))
+    if let Some(d) = delta {
+        detail.push_str(&format!(
+            ", with the delta CRL from {} (number {}) applied",
+            d.source,
+            number_text(&d.number().unwrap_or_default())
+        ));
+    }
+    CertRevocation::new(cert, "crl", "good", detail)
+}
+
+/// Unknown: no CRL could be used (why, or where one would be).
+fn no_crl_status(cert: &CertEntry, issuer: &CertEntry, notes: Notes) -> CertRevocation {
+    let detail = if !notes.0.is_empty() {
+        format!("no usable CRL: {}", notes.0.join("; "))
     } else {
+        let from = crl_issuers(cert, issuer).join("' or '");
         let urls = crl_urls(cert);
         if urls.is_empty() {
             format!(
-                "no CRL from '{}' was given, carried in the message or cached, and the certificate names no CRL distribution point",
-                issuer.subject()
+                "no CRL from '{from}' was given, carried in the message or cached, and the certificate names no CRL distribution point URL"
             )
         } else {
             format!(
-                "no CRL from '{}' was given, carried in the message or cached (its distribution point: {})",
-                issuer.subject(),
+                "no CRL from '{from}' was given, carried in the message or cached (its distribution point: {})",
                 urls.join(", ")
             )
         }
     };
     CertRevocation::new(cert, "none", "unknown", detail)
+}
+
+/// Who issues CRLs for `cert`, for messages: the cRLIssuers of its distribution points, and
+/// its issuer unless every distribution point names a cRLIssuer.
+fn crl_issuers(cert: &CertEntry, issuer: &CertEntry) -> Vec<String> {
+    let dps = distribution_points(cert);
+    let mut out: Vec<String> = Vec::new();
+    if dps.iter().any(|dp| dp.crl_issuer.is_none()) || dps.is_empty() {
+        out.push(issuer.subject());
+    }
+    for name in dps.iter().flat_map(|dp| dp.crl_issuer.iter().flatten()) {
+        if let GeneralName::DirectoryName(n) = name {
+            let n = n.to_string();
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    }
+    out
 }
 
 /// The `revocation` check for a validated path `[ee, intermediates..., anchor]`: every

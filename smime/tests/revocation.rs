@@ -2,7 +2,10 @@
 //! `openssl cms -sign`, checked by `smime::verify` through `verify_smime`: a good
 //! certificate, a revoked signer (reason and time reported), a revoked intermediate, soft
 //! and hard fail without a CRL, an out-of-date CRL, a CRL with a forged signature, a delta
-//! CRL (detected, not applied), a CRL carried inside the message, and `off`.
+//! CRL without its complete CRL (not used), delta CRLs applied on their complete CRL (a
+//! revocation listed only on the delta, a hold released by removeFromCRL; `openssl verify
+//! -use_deltas` agrees), CRLs partitioned by reason, a CRL carried inside the message, and
+//! `off`.
 
 mod common;
 
@@ -306,4 +309,145 @@ done
         "the budget was reached: {}",
         ee.detail
     );
+}
+
+/// The revocation entry of the signer (the first certificate).
+fn signer_status(msg: &str, crls: &[&str]) -> tokenmail_smime::revocation::CertRevocation {
+    let p = pki();
+    let mut all = p.crl("root.crl");
+    for c in crls {
+        all.extend(p.crl(c));
+    }
+    let v = verify(&file(msg), &all, RevocationMode::HardFail);
+    revocation(&v).certificates[0].clone()
+}
+
+/// `openssl verify -crl_check -use_deltas -extended_crl` of `ee` with the root's CRL and
+/// `crls`: whether it accepts (what it said, when not). Without `-extended_crl`, openssl 3.0
+/// may take a delta CRL newer than the complete one for a complete CRL.
+fn openssl_verify(ee: &str, crls: &[&str]) -> Result<(), String> {
+    let p = pki();
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "verify",
+        "-crl_check",
+        "-use_deltas",
+        "-extended_crl",
+        "-CAfile",
+    ])
+    .arg(p.path("root.pem"))
+    .arg("-untrusted")
+    .arg(p.path("int.pem"))
+    .arg("-CRLfile")
+    .arg(p.path("root.crl"));
+    for c in crls {
+        cmd.arg("-CRLfile").arg(p.path(c));
+    }
+    let o = process::output(cmd.arg(p.path(ee)));
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ))
+    }
+}
+
+#[test]
+fn a_delta_crl_revokes_a_certificate_listed_only_there() {
+    // the complete CRL (number 1) was made before the revocation
+    let ee = signer_status("later.eml", &["int.crl"]);
+    assert_eq!(ee.status, "good", "{ee:?}");
+    if let Err(e) = openssl_verify("ee_later.pem", &["int.crl"]) {
+        panic!("openssl rejects {}: {e}", "ee_later.pem");
+    }
+    // the delta CRL (number 4, base 1) lists it: revoked, and the report says by the delta
+    let ee = signer_status("later.eml", &["int.crl", "int_delta2.crl"]);
+    assert_eq!(ee.status, "revoked", "{ee:?}");
+    assert_eq!(ee.reason.as_deref(), Some("keyCompromise"));
+    assert!(
+        ee.detail.contains("delta CRL") && ee.detail.contains("number 4"),
+        "{}",
+        ee.detail
+    );
+    assert!(
+        openssl_verify("ee_later.pem", &["int.crl", "int_delta2.crl"]).is_err(),
+        "openssl accepts {}",
+        "ee_later.pem"
+    );
+    // with an older delta CRL as well, in either order: the newest decides
+    let ee = signer_status("later.eml", &["int_delta2.crl", "int.crl", "int_delta.crl"]);
+    assert_eq!(ee.status, "revoked", "{ee:?}");
+    // a certificate on neither stays good, and the report names the delta that was applied
+    let ee = signer_status("good.eml", &["int.crl", "int_delta2.crl"]);
+    assert_eq!(ee.status, "good", "{ee:?}");
+    assert!(ee.detail.contains("delta CRL"), "{}", ee.detail);
+    // revoked on the complete CRL and (still) on the delta
+    let ee = signer_status("revoked.eml", &["int.crl", "int_delta2.crl"]);
+    assert_eq!(ee.status, "revoked", "{ee:?}");
+}
+
+#[test]
+fn a_delta_crl_releases_a_hold_with_remove_from_crl() {
+    let ee = signer_status("hold.eml", &["int.crl"]);
+    assert_eq!(ee.status, "revoked", "{ee:?}");
+    assert_eq!(ee.reason.as_deref(), Some("certificateHold"));
+    assert!(
+        openssl_verify("ee_hold.pem", &["int.crl"]).is_err(),
+        "openssl accepts {}",
+        "ee_hold.pem"
+    );
+    // the delta made right after the complete CRL still has the hold
+    let ee = signer_status("hold.eml", &["int.crl", "int_delta.crl"]);
+    assert_eq!(ee.status, "revoked", "{ee:?}");
+    // the later one releases it
+    let ee = signer_status("hold.eml", &["int.crl", "int_delta.crl", "int_delta2.crl"]);
+    assert_eq!(ee.status, "good", "{ee:?}");
+    assert!(ee.detail.contains("delta CRL"), "{}", ee.detail);
+    if let Err(e) = openssl_verify("ee_hold.pem", &["int.crl", "int_delta2.crl"]) {
+        panic!("openssl rejects {}: {e}", "ee_hold.pem");
+    }
+}
+
+#[test]
+fn a_delta_crl_without_its_complete_crl_is_not_used() {
+    // base 99: no complete CRL of that number; the complete CRL alone decides
+    let ee = signer_status("later.eml", &["int.crl", "int_delta_nobase.crl"]);
+    assert_eq!(ee.status, "good", "{ee:?}");
+    if let Err(e) = openssl_verify("ee_later.pem", &["int.crl", "int_delta_nobase.crl"]) {
+        panic!("openssl rejects {}: {e}", "ee_later.pem");
+    }
+    // a delta alone decides nothing, even one that lists the certificate
+    let ee = signer_status("later.eml", &["int_delta2.crl"]);
+    assert_eq!(ee.status, "unknown", "{ee:?}");
+    assert!(
+        ee.detail.contains("has no usable complete CRL"),
+        "{}",
+        ee.detail
+    );
+    // the complete CRL out of date: its delta is not applied either
+    let ee = signer_status("later.eml", &["int_stale.crl", "int_delta2.crl"]);
+    assert_eq!(ee.status, "unknown", "{ee:?}");
+}
+
+#[test]
+fn crls_partitioned_by_reason_decide_together() {
+    // keyCompromise and cACompromise only: not enough to call a certificate good
+    let ee = signer_status("good.eml", &["int_some_kc.crl"]);
+    assert_eq!(ee.status, "unknown", "{ee:?}");
+    assert!(
+        ee.detail.contains("only some revocation reasons") && ee.detail.contains("superseded"),
+        "{}",
+        ee.detail
+    );
+    // with the CRL for the other reasons: good
+    let ee = signer_status("good.eml", &["int_some_kc.crl", "int_some_rest.crl"]);
+    assert_eq!(ee.status, "good", "{ee:?}");
+    // listed on either part: revoked
+    let ee = signer_status("revoked.eml", &["int_some_kc.crl"]);
+    assert_eq!(ee.status, "revoked", "{ee:?}");
+    let ee = signer_status("later.eml", &["int_some_rest.crl"]);
+    assert_eq!(ee.status, "revoked", "{ee:?}");
 }
