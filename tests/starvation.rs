@@ -31,13 +31,13 @@ fn sign_req() -> Request {
     }
 }
 
-/// A client that says hello, starts a sign stream and then sends nothing.
-fn idle_stream(agent: &Agent) -> UnixStream {
+/// A connection that said hello as `client` and sent a sign request.
+fn sign_started(agent: &Agent, client: &str) -> UnixStream {
     let mut s = UnixStream::connect(&agent.socket).expect("connect");
     send_message(
         &mut s,
         &Request::Hello {
-            client: "idle".into(),
+            client: client.into(),
             pin_prompt: false,
         },
     );
@@ -48,6 +48,11 @@ fn idle_stream(agent: &Agent) -> UnixStream {
     ));
     send_message(&mut s, &sign_req());
     s
+}
+
+/// A client that says hello, starts a sign stream and then sends nothing.
+fn idle_stream(agent: &Agent) -> UnixStream {
+    sign_started(agent, "idle")
 }
 
 /// A whole sign stream from a fresh client, on a thread with a deadline (a hang fails the
@@ -150,20 +155,7 @@ fn idle_streams_are_dropped_at_their_deadline() {
 
 /// A client that sends a whole sign stream of `size` bytes and never reads the answer.
 fn never_reading(agent: &Agent, size: usize) -> UnixStream {
-    let mut s = UnixStream::connect(&agent.socket).expect("connect");
-    send_message(
-        &mut s,
-        &Request::Hello {
-            client: "never-reads".into(),
-            pin_prompt: false,
-        },
-    );
-    let (_, payload) = read_frame(&mut s).expect("read").expect("hello answer");
-    assert!(matches!(
-        decode_message::<Response>(&payload).expect("decode"),
-        Response::Hello { .. }
-    ));
-    send_message(&mut s, &sign_req());
+    let mut s = sign_started(agent, "never-reads");
     let mut body = MESSAGE.to_vec();
     body.truncate(MESSAGE.len() - 4);
     let line = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abc\r\n";

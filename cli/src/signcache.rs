@@ -53,15 +53,7 @@ fn disabled() -> bool {
 }
 
 fn cache_dir() -> Option<PathBuf> {
-    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME").filter(|h| !h.is_empty())?).join(".cache"),
-    };
-    // Relative values are invalid per the XDG spec: ignore them.
-    if !base.is_absolute() {
-        return None;
-    }
-    Some(base.join("tokenmail").join("signers"))
+    tokenmail_proto::cache_dir().map(|d| d.join("signers"))
 }
 
 fn entry_path(socket: &Path, signer: &str) -> Option<PathBuf> {

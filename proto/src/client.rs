@@ -120,18 +120,21 @@ pub fn default_socket_path(uid: u32) -> PathBuf {
     PathBuf::from(format!("/tmp/tokenmail-{uid}/agent.sock"))
 }
 
-/// The default revocation cache (`[trust] crl_cache`): `$XDG_CACHE_HOME/tokenmail/crl`
-/// (an absolute path), else `~/.cache/tokenmail/crl`; `None` without either. The CLI fills
-/// it; the agent reads it.
-pub fn crl_cache_dir() -> Option<PathBuf> {
+/// tokenmail's cache directory: `$XDG_CACHE_HOME/tokenmail` (an absolute path; relative
+/// values are invalid per the XDG spec and ignored), else `~/.cache/tokenmail`; `None`
+/// without either.
+pub fn cache_dir() -> Option<PathBuf> {
     let base = match std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         Some(d) => PathBuf::from(d),
         None => PathBuf::from(std::env::var_os("HOME").filter(|h| !h.is_empty())?).join(".cache"),
     };
-    if !base.is_absolute() {
-        return None;
-    }
-    Some(base.join("tokenmail").join("crl"))
+    base.is_absolute().then(|| base.join("tokenmail"))
+}
+
+/// The default revocation cache (`[trust] crl_cache`): `crl` in [`cache_dir`]. The CLI
+/// fills it; the agent reads it.
+pub fn crl_cache_dir() -> Option<PathBuf> {
+    cache_dir().map(|d| d.join("crl"))
 }
 
 /// Where tokenmail keeps state (the audit log, messages tokenmail-sendmail could not send):

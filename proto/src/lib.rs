@@ -19,7 +19,7 @@ pub mod smime;
 #[cfg(feature = "autostart")]
 pub mod autostart;
 
-pub use client::{crl_cache_dir, default_socket_path, state_dir, Client, ClientError};
+pub use client::{cache_dir, crl_cache_dir, default_socket_path, state_dir, Client, ClientError};
 pub use frame::{FrameKind, Header, MAX_FRAME};
 
 /// Errors of the framing and message layer.

@@ -267,13 +267,16 @@ impl Constraints<'_> {
         let whose = || format!("'{}': its {}", c.subject(), name.show());
         let by = self.by.subject();
         let unsupported = matches!(name, CertName::Other(_));
+        let refuse_unsupported = |out: &mut Vec<String>| {
+            out.push(format!(
+                "{} cannot be checked against the {} constraints of '{by}' (not supported): refused",
+                whose(),
+                form_name(form)
+            ))
+        };
         for s in self.excluded.iter().filter(|s| form_of(&s.base) == form) {
             if unsupported {
-                out.push(format!(
-                    "{} cannot be checked against the {} constraints of '{by}' (not supported): refused",
-                    whose(),
-                    form_name(form)
-                ));
+                refuse_unsupported(out);
                 return;
             }
             match within(&s.base, name) {
@@ -300,11 +303,7 @@ impl Constraints<'_> {
             return;
         }
         if unsupported {
-            out.push(format!(
-                "{} cannot be checked against the {} constraints of '{by}' (not supported): refused",
-                whose(),
-                form_name(form)
-            ));
+            refuse_unsupported(out);
             return;
         }
         let mut any = false;
