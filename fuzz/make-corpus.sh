@@ -124,6 +124,48 @@ printf -- '-----BEGIN CERTIFICATE-----\nProc-Type: 4,ENCRYPTED\n\nMIIB\n-----END
 printf -- '-----BEGIN CMS-----\nMIIB\n' > "$c/pem/unclosed.pem"
 printf -- '-----BEGIN -----\n-----END -----\n-----BEGIN X-----\n====\n-----END X-----\n' > "$c/pem/odd-labels.pem"
 
+# ---------------------------------------------------------------- path_checks
+# DER certificates one after another, end entity first, anchor last: name constraints
+# (every form) and certificate policies (mappings, policyConstraints, inhibitAnyPolicy)
+mkdir -p "$c/path_checks"
+cat > pc.cnf <<'EOT'
+[req]
+distinguished_name = dn
+[dn]
+[root]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+certificatePolicies = 2.5.29.32.0
+nameConstraints = critical,permitted;email:.example.org,excluded;DNS:bad.example.org
+[int]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+certificatePolicies = 2.16.840.1.101.3.2.1.48.1,2.16.840.1.101.3.2.1.48.2
+policyMappings = 2.16.840.1.101.3.2.1.48.1:2.16.840.1.101.3.2.1.48.3
+policyConstraints = requireExplicitPolicy:0,inhibitPolicyMapping:1
+inhibitAnyPolicy = 0
+nameConstraints = critical,permitted;dirName:nc_dn,permitted;IP:10.0.0.0/255.0.0.0,permitted;URI:.example.org,excluded;email:bad@example.org
+[nc_dn]
+O = Example
+[ee]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+certificatePolicies = 2.16.840.1.101.3.2.1.48.3
+subjectAltName = email:alice@mail.example.org,DNS:www.example.org,IP:10.1.2.3,URI:http://www.example.org/
+EOT
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out pc.key 2>/dev/null
+openssl req -x509 -new -key pc.key -subj "/CN=PC Root" -days 3650 -config pc.cnf -extensions root -out pcroot.pem
+openssl req -new -key pc.key -subj "/O=Example/CN=PC Int" -config pc.cnf -out pcint.csr
+openssl x509 -req -in pcint.csr -CA pcroot.pem -CAkey pc.key -set_serial 2 -days 3650 -extfile pc.cnf -extensions int -out pcint.pem 2>/dev/null
+openssl req -new -key pc.key -subj "/O=Example/CN=alice/emailAddress=alice@example.org" -config pc.cnf -out pcee.csr
+openssl x509 -req -in pcee.csr -CA pcint.pem -CAkey pc.key -set_serial 3 -days 3650 -extfile pc.cnf -extensions ee -out pcee.pem 2>/dev/null
+for n in pcroot pcint pcee; do openssl x509 -in $n.pem -outform DER -out $n.der; done
+cat pcee.der pcint.der pcroot.der > "$c/path_checks/openssl-ee-int-root.der"
+cat pcint.der pcroot.der > "$c/path_checks/openssl-int-root.der"
+cat pcee.der pcint.der pcint.der pcint.der pcroot.der > "$c/path_checks/openssl-repeated-int.der"
+for n in int ee_rsa root; do openssl x509 -in "$fx/$n.pem" -outform DER -out "fx_$n.der"; done
+cat fx_ee_rsa.der fx_int.der fx_root.der > "$c/path_checks/fixture-no-extensions.der"
+
 # ---------------------------------------------------------------- generated with python
 python3 "$here/make-corpus.py" "$c"
 

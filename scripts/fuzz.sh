@@ -13,7 +13,7 @@ seconds="${1:-60}"
 case "$seconds" in
     ''|*[!0-9]*) echo "usage: scripts/fuzz.sh [SECONDS per target]" >&2; exit 2 ;;
 esac
-targets=(frame request signed_data enveloped decrypt_stream mime pem from_header verify crl ocsp)
+targets=(frame request signed_data enveloped decrypt_stream mime pem from_header verify crl ocsp path_checks)
 # one target: TOKENMAIL_FUZZ_TARGETS="crl ocsp" scripts/fuzz.sh 120
 if [ -n "${TOKENMAIL_FUZZ_TARGETS:-}" ]; then read -r -a targets <<< "$TOKENMAIL_FUZZ_TARGETS"; fi
 

@@ -40,6 +40,7 @@ pub const TARGETS: &[&str] = &[
     "verify",
     "crl",
     "ocsp",
+    "path_checks",
 ];
 
 /// Runs the target called `name` (one of [`TARGETS`]) on `data`; `false` for an unknown name.
@@ -56,6 +57,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "verify" => verify,
         "crl" => crl,
         "ocsp" => ocsp,
+        "path_checks" => path_checks,
         _ => return false,
     };
     f(data);
@@ -763,6 +765,47 @@ pub fn ocsp(data: &[u8]) {
             if let Some(n) = a.next_update {
                 assert!(n + skew >= now, "accepted an out-of-date answer");
             }
+        }
+    }
+}
+
+/// Name constraints and certificate policies (RFC 5280 §6.1) over a path of whatever
+/// certificates the input holds (DER, one after another; end entity first, anchor last;
+/// at most 8): no signature links them, so every extension reaches the processing. Both
+/// checks answer; a policy outcome has policies or a problem, never both; the work is
+/// bounded (the tree's node cap).
+pub fn path_checks(data: &[u8]) {
+    use tokenmail_smime::cert_policies::{check_path as policies, PolicyInputs};
+    use tokenmail_smime::name_constraints::check_path as names;
+    let mut certs = Vec::new();
+    let mut rest = data;
+    while certs.len() < 8 {
+        let Ok((tlv, after)) = tokenmail_smime::ber::Tlv::parse(rest) else {
+            break;
+        };
+        if let Ok(c) = CertEntry::from_der(tlv.raw.to_vec()) {
+            certs.push(c);
+        }
+        rest = after;
+    }
+    if certs.len() < 2 {
+        return;
+    }
+    let chain: Vec<&CertEntry> = certs.iter().collect();
+    if let Some(o) = names(&chain) {
+        assert!(o.problems.iter().all(|p| !p.is_empty()));
+    }
+    let strict = PolicyInputs {
+        policies: vec!["2.16.840.1.101.3.2.1.48.1".into()],
+        require_explicit_policy: true,
+        inhibit_policy_mapping: true,
+        inhibit_any_policy: true,
+    };
+    for inputs in [PolicyInputs::default(), strict] {
+        let o = policies(&chain, &inputs);
+        assert!(o.problem.is_none() || o.policies.is_empty(), "{o:?}");
+        if inputs.require_explicit_policy && o.problem.is_none() {
+            assert!(!o.policies.is_empty(), "an explicit policy was required: {o:?}");
         }
     }
 }

@@ -245,6 +245,11 @@ fn ocsp() {
 }
 
 #[test]
+fn path_checks() {
+    pass("path_checks", 1500);
+}
+
+#[test]
 fn verify() {
     pass("verify", 150);
 }
