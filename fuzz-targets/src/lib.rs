@@ -805,7 +805,10 @@ pub fn path_checks(data: &[u8]) {
         let o = policies(&chain, &inputs);
         assert!(o.problem.is_none() || o.policies.is_empty(), "{o:?}");
         if inputs.require_explicit_policy && o.problem.is_none() {
-            assert!(!o.policies.is_empty(), "an explicit policy was required: {o:?}");
+            assert!(
+                !o.policies.is_empty(),
+                "an explicit policy was required: {o:?}"
+            );
         }
     }
 }

@@ -226,7 +226,11 @@ impl PinState {
             Some(origin) => crate::token::TokenError::PinSourceRefused {
                 token: token.to_string(),
                 origin,
-                hint,
+                // " (one try left ...)" -> ", one try left ..." inside the parentheses
+                hint: match hint.trim().trim_start_matches('(').trim_end_matches(')') {
+                    "" => String::new(),
+                    h => format!(", {h}"),
+                },
                 tries_left,
             },
             None => crate::token::TokenError::PinRequired(token.to_string()),

@@ -381,13 +381,13 @@ pub enum TokenError {
     PinRequired(String),
     /// The token needs a PIN: its unattended source (a PIN file, an environment variable)
     /// was refused once and is not used again until `tokenmail login`.
-    #[error("token {token:?} needs its PIN: the PIN from its {origin} was refused{hint} and is not tried again; fix it, then run `tokenmail login`")]
+    #[error("{} (the PIN from its {origin} was refused{hint}; it is not tried again until then)", tokenmail_proto::pin_required_message(.token))]
     PinSourceRefused {
         /// Token label.
         token: String,
         /// `PIN file /path` or `environment variable NAME`.
         origin: String,
-        /// What the token said about remaining tries (` (one try left ...)` or empty).
+        /// What the token said about remaining tries (`, one try left ...` or empty).
         hint: String,
         /// Tries left, when the token says.
         tries_left: Option<u32>,
