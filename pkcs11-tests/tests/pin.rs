@@ -80,11 +80,16 @@ fn wrong_pin_file_is_tried_once_then_login_rereads_it() {
     )
     .expect("chmod 600");
     let store = Pkcs11Store::new(f.config(PinSource::File(pin_file.clone()))).expect("module");
+    // the file's PIN is refused: the error names the file (no PIN was typed)
     let e = sign(&store).expect_err("wrong PIN in file");
-    assert!(matches!(e, TokenError::PinIncorrect { .. }), "{e}");
+    assert!(matches!(e, TokenError::PinSourceRefused { .. }), "{e}");
+    assert!(
+        e.to_string().contains(&pin_file.display().to_string()),
+        "{e}"
+    );
     let e = sign(&store).expect_err("not retried");
     assert!(
-        matches!(e, TokenError::PinRequired(_)),
+        matches!(e, TokenError::PinSourceRefused { .. }),
         "the file is not read again by itself: {e}"
     );
     std::fs::write(&pin_file, format!("{}\n", f.pin())).expect("fix the file");
@@ -94,7 +99,7 @@ fn wrong_pin_file_is_tried_once_then_login_rereads_it() {
     )
     .expect("chmod 600");
     let e = sign(&store).expect_err("still waits for a login");
-    assert!(matches!(e, TokenError::PinRequired(_)), "{e}");
+    assert!(matches!(e, TokenError::PinSourceRefused { .. }), "{e}");
     store.login(None).expect("login re-reads the PIN file");
     sign(&store).expect("signs");
     assert_eq!(store.status().pin_source, "file");
