@@ -5,10 +5,9 @@
 //! both ways with `openssl cms -sign_receipt` / `-verify_receipt`; and the rejections.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
-use tokenmail_e2e::{process, stderr, stdout, Agent};
+use tokenmail_e2e::{process, start_tsa, stderr, stdout, Agent};
 
 const MESSAGE: &[u8] = b"From: alice@example.com\r\nTo: dave@example.com\r\nSubject: figures\r\nContent-Type: text/plain\r\n\r\nPlease confirm you read this.\r\n";
 
@@ -27,64 +26,6 @@ fn s(p: &Path) -> &str {
 
 fn openssl(dir: &Path, args: &[&str]) -> Output {
     process::output(Command::new("openssl").current_dir(dir).args(args))
-}
-
-/// The TSA's PKI (issued by the fixture's intermediate) and its http server.
-struct TsaServer {
-    server: Option<process::Running>,
-    port: u16,
-}
-
-impl Drop for TsaServer {
-    fn drop(&mut self) {
-        if let Some(s) = self.server.take() {
-            let _ = s.kill();
-        }
-    }
-}
-
-fn start_tsa(agent: &Agent, dir: &Path) -> TsaServer {
-    let out = process::run_with_timeout(
-        Command::new("bash")
-            .arg("-c")
-            .arg(include_str!("../smime/tests/data/tsa-pki.sh"))
-            .env("CA_PEM", agent.fixture.pki("intermediate.pem"))
-            .env("CA_KEY", agent.fixture.pki("intermediate.key"))
-            .current_dir(dir),
-        None,
-        process::long_limit(),
-    );
-    assert!(out.status.success(), "TSA PKI: {}", stderr(&out));
-    let mut server = process::Running::spawn(
-        Command::new("python3")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/data/tsa_server.py"))
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    );
-    let t = Instant::now();
-    let port = loop {
-        let out = String::from_utf8_lossy(&server.stdout_so_far()).into_owned();
-        if let Some(p) = out
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse::<u16>().ok())
-        {
-            break p;
-        }
-        assert!(t.elapsed() < Duration::from_secs(20), "TSA did not start");
-        assert!(
-            server.alive(),
-            "TSA exited: {}",
-            String::from_utf8_lossy(&server.stderr_so_far())
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    TsaServer {
-        server: Some(server),
-        port,
-    }
 }
 
 fn verify_json(agent: &Agent, input: &Path) -> (i32, serde_json::Value) {

@@ -439,3 +439,114 @@ fn signatures_interoperate_with_real_gpgsm_both_ways() {
     r.ok(&["verify-tag", "theirs"]);
     drop(g);
 }
+
+/// The gpgsig header of a raw commit object, unfolded, and the payload git signed (the
+/// object without that header).
+fn split_gpgsig(raw: &str) -> (String, String) {
+    let (mut sig, mut payload, mut in_sig) = (String::new(), String::new(), false);
+    for line in raw.split_inclusive('\n') {
+        if let Some(rest) = line.strip_prefix("gpgsig ") {
+            in_sig = true;
+            sig.push_str(rest);
+        } else if in_sig && line.starts_with(' ') {
+            sig.push_str(&line[1..]);
+        } else {
+            in_sig = false;
+            payload.push_str(line);
+        }
+    }
+    (sig, payload)
+}
+
+/// With `[sign] tsa` in the configuration, commit signatures carry an RFC 3161 timestamp
+/// from the TSA (`tokenmail verify` checks it; git through tokenmail-gpgsm and real gpgsm
+/// accept the signature); with the TSA down nothing is signed and nothing is committed.
+#[test]
+fn commit_signatures_are_timestamped_when_a_tsa_is_configured() {
+    let agent = Agent::start();
+    let r = Repo::new(&agent);
+    std::fs::create_dir(r.path("tsa")).expect("mkdir");
+    let tsa = tokenmail_e2e::start_tsa(&agent, &r.path("tsa"));
+    let cfg = r.path("config.toml");
+    std::fs::write(
+        &cfg,
+        format!("[sign]\ntsa = \"http://127.0.0.1:{}/tsa\"\n", tsa.port),
+    )
+    .expect("config");
+    r.ok(&["config", "user.signingkey", "alice@example.com"]);
+    std::fs::write(r.path("repo/stamped"), "stamped\n").expect("write");
+    r.ok(&["add", "stamped"]);
+    let o = process::output(
+        r.git_cmd(&["commit", "-q", "-S", "-m", "stamped"])
+            .env("TOKENMAIL_CONFIG", &cfg),
+    );
+    assert!(o.status.success(), "git commit -S: {}", stderr(&o));
+    let c = r.head();
+    let asked = std::fs::read_to_string(r.path("tsa/requests.log")).unwrap_or_default();
+    assert!(asked.contains("/tsa"), "the TSA was not asked: {asked:?}");
+
+    // tokenmail verify sees the timestamp over the commit's signature
+    let raw = stdout(&r.ok(&["cat-file", "commit", &c]));
+    let (sig, payload) = split_gpgsig(&raw);
+    std::fs::write(r.path("commit.sig"), &sig).expect("write");
+    std::fs::write(r.path("commit.payload"), &payload).expect("write");
+    let o = process::output(
+        agent
+            .cli_cmd(&["verify", "--json", "--revocation", "off", "--trust"])
+            .arg(agent.fixture.pki("root.pem"))
+            .arg("--signature")
+            .arg(r.path("commit.sig"))
+            .arg(r.path("commit.payload")),
+    );
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("verify --json: {e}: {}", stderr(&o)));
+    let checks = j["signers"][0]["checks"].as_array().expect("checks");
+    let named = |n: &str| checks.iter().find(|c| c["name"] == n).cloned();
+    assert!(named("timestamp").is_some_and(|c| c["ok"] == true), "{j:#}");
+    assert!(named("signature").is_some_and(|c| c["ok"] == true), "{j:#}");
+    assert!(named("chain").is_some_and(|c| c["ok"] == true), "{j:#}");
+
+    // git (tokenmail-gpgsm) and real gpgsm accept the timestamped signature
+    let o = r.ok(&["verify-commit", "--raw", &c]);
+    assert!(stderr(&o).contains("[GNUPG:] GOODSIG "), "{}", stderr(&o));
+    let o = r.ok(&["log", "--show-signature", "-1", &c]);
+    assert!(
+        stdout(&o).contains("tokenmail-gpgsm: Timestamp ") && stdout(&o).contains("(RFC 3161)"),
+        "{}",
+        stdout(&o)
+    );
+    let g = Gpgsm::new(&r, &agent);
+    let o = r.git(&["-c", "gpg.x509.program=gpgsm", "verify-commit", "--raw", &c]);
+    assert!(
+        o.status.success() && stderr(&o).contains("[GNUPG:] GOODSIG "),
+        "gpgsm rejects the timestamped signature:\n{}",
+        stderr(&o)
+    );
+    drop(g);
+
+    // the TSA down: nothing signed, nothing committed, and the error says where to look
+    drop(tsa);
+    std::fs::write(r.path("repo/unstamped"), "unstamped\n").expect("write");
+    r.ok(&["add", "unstamped"]);
+    let o = process::output(
+        r.git_cmd(&["commit", "-q", "-S", "-m", "unstamped"])
+            .env("TOKENMAIL_CONFIG", &cfg),
+    );
+    assert!(!o.status.success(), "committed without its timestamp");
+    assert_eq!(r.head(), c, "a commit was made");
+    let o = process::output_with_input(
+        Command::new(bin("tokenmail-gpgsm"))
+            .args(["--status-fd=2", "-bsau", "alice@example.com"])
+            .env("TOKENMAIL_SOCK", &agent.socket)
+            .env("TOKENMAIL_CONFIG", &cfg),
+        b"payload\n",
+    );
+    assert!(!o.status.success());
+    assert!(o.stdout.is_empty(), "a signature was written");
+    let e = stderr(&o);
+    assert!(
+        e.contains("nothing was signed") && e.contains("[sign] tsa"),
+        "{e}"
+    );
+    assert!(!e.contains("SIG_CREATED"), "{e}");
+}

@@ -8,7 +8,9 @@
 //! * Verify: `tokenmail-gpgsm --status-fd=1 --verify SIGFILE -` reads the payload on standard
 //!   input; needs no agent. Status lines as gpgsm writes them (NEWSIG, then GOODSIG /
 //!   BADSIG / ERRSIG / EXPKEYSIG, VALIDSIG and TRUST_*); a summary on standard error; exit 0
-//!   only for a good signature from a trusted, valid certificate.
+//!   only for a good signature from a trusted, valid, unrevoked certificate (`[trust]`
+//!   as for `tokenmail verify`). With `[sign] tsa` configured, signatures carry an RFC 3161
+//!   timestamp.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use tokenmail_proto::v1::{AgentStatus, KeyInfo, Request, Response};
 use tokenmail_smime::alg::{ContentDigests, HashAlg, KeyKind, MultiHasher};
 use tokenmail_smime::path::CertEntry;
+use tokenmail_smime::revocation::RevocationMode;
 use tokenmail_smime::verify::{verify, ParsedSignedData, SignerReport};
 
 use crate::sign::IncludeCerts;
@@ -55,7 +58,9 @@ Options:
       --include-certs N    0 or 1: the signer's certificate only; other values: with the
                            chain the token holds (default)
       --socket PATH        the agent's socket (default: $TOKENMAIL_SOCK, then the standard place)
-      --keyid-format X, --batch, --no-tty, --yes, -q, -v, --disable-crl-checks,
+      --disable-crl-checks verify without CRL/OCSP checks (default: [trust] revocation,
+                           soft-fail unless configured)
+      --keyid-format X, --batch, --no-tty, --yes, -q, -v,
       --no-greeting        accepted and ignored
   -h, --help               this help
       --version            the version
@@ -64,7 +69,8 @@ Trust anchors for --verify: $TOKENMAIL_TRUST (PEM files separated by ':'), else
 `anchors` under [trust] in $TOKENMAIL_CONFIG or $XDG_CONFIG_HOME/tokenmail/agent.toml
 (~/.config/...).
 Signer certificates need keyUsage digitalSignature or nonRepudiation and, when they have
-an extendedKeyUsage, emailProtection or codeSigning. See docs/git.md.";
+an extendedKeyUsage, emailProtection or codeSigning; revocation as [trust] revocation.
+Signatures carry an RFC 3161 timestamp when [sign] tsa is configured. See docs/git.md.";
 
 /// Where the signed data of a detached signature comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +120,9 @@ pub struct Options {
     pub include: IncludeCerts,
     /// `--socket PATH`
     pub socket: Option<PathBuf>,
+    /// `--disable-crl-checks`: verify without revocation checks (`[trust] revocation` is
+    /// used otherwise)
+    pub disable_crl_checks: bool,
 }
 
 /// Options taking a value (long name, short letter).
@@ -236,6 +245,7 @@ where
         output: value("output").map(PathBuf::from),
         include,
         socket: value("socket").map(PathBuf::from),
+        disable_crl_checks: has("disable-crl-checks"),
     };
     let operand_path = |i: usize| operands.get(i).map(PathBuf::from);
     opts.command = if has("help") {
@@ -346,6 +356,7 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
             run_verify(
                 signature,
                 data.as_ref(),
+                opts.disable_crl_checks.then_some(RevocationMode::Off),
                 &mut st,
                 &mut std::io::stderr().lock(),
             )
@@ -524,10 +535,7 @@ pub fn decode_signature(data: &[u8]) -> Result<Vec<u8>> {
     if t.starts_with(b"-----BEGIN ") {
         let blocks = tokenmail_smime::mime::pem_blocks(t).map_err(|e| anyhow!("{e}"))?;
         for (label, der) in blocks {
-            if matches!(
-                label.as_str(),
-                "SIGNED MESSAGE" | "CMS" | "PKCS7" | "PKCS #7 SIGNED DATA"
-            ) {
+            if tokenmail_smime::mime::CMS_PEM_LABELS.contains(&label.as_str()) {
                 return Ok(der);
             }
         }
@@ -627,11 +635,13 @@ pub fn verdict(failed: &[&str], expired: bool) -> Verdict {
 }
 
 /// Verifies `signature` over `data` (standard input when `None`; the signature's own
-/// content when that is empty and the signature has one). Status lines to `status`, the
-/// summary to `human`. Returns 0 for a good signature, 1 otherwise.
+/// content when that is empty and the signature has one), with `revocation` instead of
+/// `[trust] revocation` when given. Status lines to `status`, the summary to `human`.
+/// Returns 0 for a good signature, 1 otherwise.
 pub fn run_verify(
     signature: &Path,
     data: Option<&Data>,
+    revocation: Option<RevocationMode>,
     status: &mut Status,
     human: &mut dyn Write,
 ) -> Result<i32> {
@@ -641,7 +651,7 @@ pub fn run_verify(
     let parsed = ParsedSignedData::parse(&der).map_err(|e| anyhow!("cannot verify: {e}"))?;
     let digests = signed_data_digests(&parsed, data)?;
     let (anchors, anchor_source) = trust_anchors()?;
-    let setup = crate::verify::TrustSetup::load(None)?;
+    let setup = crate::verify::TrustSetup::load(revocation)?;
     let opts = setup.options(&anchors, &[]);
     let report = verify(&parsed, &digests, &opts);
     if report.signers.is_empty() {
@@ -805,6 +815,17 @@ fn report_signer(
         "{PROG}:                using {} key {fpr}",
         r.signature_algorithm
     )?;
+    if let Some(t) = r.timestamp.as_ref().filter(|t| t.valid) {
+        writeln!(
+            human,
+            "{PROG}: Timestamp {} UTC by \"{}\" (RFC 3161)",
+            t.time
+                .as_deref()
+                .map(|t| t.replace('T', " ").trim_end_matches('Z').to_string())
+                .unwrap_or_default(),
+            t.tsa.as_deref().unwrap_or("?")
+        )?;
+    }
     match v {
         Verdict::Error => {
             status.line(&format!("ERRSIG {fpr} {pk} {hash} 00 {sigtime} 9"))?;

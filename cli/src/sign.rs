@@ -8,6 +8,7 @@ use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -19,7 +20,9 @@ use tokenmail_smime::alg::{HashAlg, KeyKind, SignatureScheme};
 use tokenmail_smime::ess::{ReceiptRequest, SecurityLabel};
 use tokenmail_smime::mime::boundary_from_random;
 use tokenmail_smime::pipeline::{sign_stream, PipelineError, SignForm, SignStream};
-use tokenmail_smime::signed::{sign_detached, DigestSigner, SignOptions, SignerError};
+use tokenmail_smime::signed::{
+    sign_detached, DigestSigner, SignOptions, SignatureTimestamper, SignerError,
+};
 use tokenmail_smime::tsp::Tsa;
 use tokenmail_smime::SmimeError;
 use x509_cert::der::Decode;
@@ -281,18 +284,25 @@ fn ess_options(args: &SignArgs, cert: &Certificate) -> Result<SignOptions> {
         let rr = ReceiptRequest::all_to(&id, std::slice::from_ref(to))?;
         opts.extra_signed_attributes.push(rr.attribute()?);
     }
-    let url = match &args.timestamp {
-        Some(u) => Some(u.clone()),
+    opts.timestamper = timestamper(args.timestamp.as_deref())?;
+    Ok(opts)
+}
+
+/// The RFC 3161 timestamper for a signature: `flag` (`--timestamp URL`, "none" for
+/// none), else `[sign] tsa` in the configuration.
+fn timestamper(flag: Option<&str>) -> Result<Option<Arc<dyn SignatureTimestamper>>> {
+    let url = match flag {
+        Some(u) => Some(u.to_string()),
         None => crate::store::config_value("sign", "tsa")?.map(|(u, _)| u),
     };
-    if let Some(url) = url.filter(|u| u != "none" && !u.is_empty()) {
-        let transport = crate::netfetch::HttpTsa::new(&url).map_err(|e| anyhow!("{e}"))?;
-        opts.timestamper = Some(std::sync::Arc::new(Tsa {
-            transport,
-            name: url,
-        }));
-    }
-    Ok(opts)
+    let Some(url) = url.filter(|u| u != "none" && !u.is_empty()) else {
+        return Ok(None);
+    };
+    let transport = crate::netfetch::HttpTsa::new(&url).map_err(|e| anyhow!("{e}"))?;
+    Ok(Some(Arc::new(Tsa {
+        transport,
+        name: url,
+    })))
 }
 
 /// Refuses a signer certificate that has expired or is not yet valid (before any PIN is
@@ -552,7 +562,6 @@ pub enum IncludeCerts {
     Chain,
 }
 
-/// Signs `content` (its exact bytes) with `info`'s key through the agent: a detached CMS
 /// The key's certificate and the CA certificates the token holds above it.
 fn signer_certificates(
     info: &KeyInfo,
@@ -576,7 +585,9 @@ fn signer_certificates(
     Ok((cert_summary, cert, chain))
 }
 
-/// SignedData with the key's default scheme (RSA PKCS#1 v1.5 SHA-256, ECDSA SHA-256/384).
+/// Signs `content` (its exact bytes) with `info`'s key through the agent: a detached CMS
+/// SignedData with the key's default scheme (RSA PKCS#1 v1.5 SHA-256, ECDSA SHA-256/384),
+/// timestamped when `[sign] tsa` is configured (as `tokenmail sign` without `--timestamp`).
 /// `st` is the status `info` was resolved from ([`resolve_key`]); asks for the PIN on a
 /// terminal when the token needs it.
 pub fn sign_detached_bytes(
@@ -597,6 +608,7 @@ pub fn sign_detached_bytes(
     let opts = SignOptions {
         scheme: Some(kind.default_scheme()),
         signing_time: Some(signed_at),
+        timestamper: timestamper(None)?,
         ..SignOptions::default()
     };
     ensure_logged_in(&mut client, st, info)?;
@@ -608,7 +620,12 @@ pub fn sign_detached_bytes(
         info: info.clone(),
     };
     let digest = hash.digest(content);
-    let der = sign_detached(&signer, &cert, &chain, &digest, &opts).map_err(|e| anyhow!("{e}"))?;
+    let der = sign_detached(&signer, &cert, &chain, &digest, &opts).map_err(|e| match e {
+        SmimeError::Timestamp(m) => anyhow!(
+            "{m}: nothing was signed; check the TSA at [sign] tsa in the configuration, or set it to \"none\""
+        ),
+        other => anyhow!("{other}"),
+    })?;
     Ok(DetachedSignature {
         der,
         cert_der: cert_summary.der.0.clone(),

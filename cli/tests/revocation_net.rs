@@ -725,3 +725,74 @@ fn the_proxy_from_the_environment_and_no_proxy() {
     }
     drop(env);
 }
+
+/// `tokenmail-gpgsm --verify` (as git runs it) checks revocation under `[trust]` as
+/// `tokenmail verify` does: a revoked signer or intermediate is TRUST_NEVER and exit 1
+/// with the reason on standard error; `--disable-crl-checks` turns the checks off.
+#[test]
+fn tokenmail_gpgsm_checks_revocation_for_git() {
+    let lab = Lab::new();
+    let dir = lab.dir.as_path();
+    let cfg = lab.config("gpgsm", "");
+    let payload = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n\ncommit\n";
+    std::fs::write(dir.join("payload"), payload).expect("payload");
+    for (name, ca) in [("good", "int"), ("revoked", "int"), ("under_int2", "int2")] {
+        let o = process::output(
+            Command::new("openssl")
+                .args([
+                    "cms", "-sign", "-binary", "-outform", "DER", "-in", "payload",
+                ])
+                .args(["-signer", &format!("ee_{name}.pem")])
+                .args(["-inkey", &format!("ee_{name}.key")])
+                .args(["-certfile", &format!("{ca}.pem")])
+                .args(["-out", &format!("{name}.sig")])
+                .current_dir(dir),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let gpgsm = |sig: &str, extra: &[&str]| {
+        let _env = env_lock();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tokenmail-gpgsm"));
+        c.args(["--status-fd=1"])
+            .args(extra)
+            .args(["--verify", sig, "-"])
+            .current_dir(dir)
+            .env("TOKENMAIL_CONFIG", &cfg)
+            .env("TOKENMAIL_TRUST", dir.join("root.pem"))
+            .env("XDG_CACHE_HOME", dir.join("xdg-cache"));
+        for v in PROXY_VARS {
+            c.env_remove(v);
+        }
+        let o = process::output_with_input(&mut c, payload);
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+
+    let (code, status, err) = gpgsm("good.sig", &[]);
+    assert_eq!(code, Some(0), "{status}{err}");
+    assert!(status.contains("[GNUPG:] TRUST_FULLY"), "{status}");
+    let (code, status, err) = gpgsm("revoked.sig", &[]);
+    assert_eq!(code, Some(1), "{status}{err}");
+    assert!(
+        status.contains("[GNUPG:] GOODSIG ") && status.contains("[GNUPG:] TRUST_NEVER"),
+        "{status}"
+    );
+    assert!(
+        err.contains("FAILED revocation: REVOKED: 'CN=Alice revoked'"),
+        "{err}"
+    );
+    let (code, status, err) = gpgsm("under_int2.sig", &[]);
+    assert_eq!(code, Some(1), "{status}{err}");
+    assert!(status.contains("[GNUPG:] TRUST_NEVER"), "{status}");
+    assert!(
+        err.contains("FAILED revocation: REVOKED: 'CN=tokenmail Net Intermediate 2'"),
+        "{err}"
+    );
+    // gpgsm's own switch: no revocation checks, and the report says so
+    let (code, status, err) = gpgsm("revoked.sig", &["--disable-crl-checks"]);
+    assert_eq!(code, Some(0), "{status}{err}");
+    assert!(status.contains("[GNUPG:] TRUST_FULLY"), "{status}");
+}

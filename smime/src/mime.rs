@@ -962,7 +962,12 @@ impl SmimeInput {
     }
 }
 
-/// A bare CMS in DER/BER or PEM, or `None` when `input` looks like neither.
+/// The PEM labels a CMS structure goes by: openssl's (`PKCS7`, `CMS`), RFC 7468's
+/// `PKCS #7 SIGNED DATA`, and gpgsm's armor `SIGNED MESSAGE` (git's `gpgsig` header).
+pub const CMS_PEM_LABELS: [&str; 4] = ["PKCS7", "CMS", "PKCS #7 SIGNED DATA", "SIGNED MESSAGE"];
+
+/// A bare CMS in DER/BER or PEM (the first block, labelled as in [`CMS_PEM_LABELS`]), or
+/// `None` when `input` looks like neither.
 pub fn bare_cms(input: &[u8]) -> Result<Option<Vec<u8>>, SmimeError> {
     let start = input
         .iter()
@@ -978,7 +983,7 @@ pub fn bare_cms(input: &[u8]) -> Result<Option<Vec<u8>>, SmimeError> {
             .into_iter()
             .next()
             .ok_or_else(|| malformed("empty PEM"))?;
-        if !matches!(label.as_str(), "PKCS7" | "CMS" | "PKCS #7 SIGNED DATA") {
+        if !CMS_PEM_LABELS.contains(&label.as_str()) {
             return Err(malformed(format!(
                 "PEM block {label} is not a CMS structure"
             )));

@@ -185,3 +185,65 @@ pub fn stderr(o: &Output) -> String {
 pub fn fixture_pki() -> PathBuf {
     tokenmail_pkcs11_tests::fixture().dir.join("pki")
 }
+
+/// The TSA's PKI (issued by the fixture's intermediate) and its http server.
+#[derive(Debug)]
+pub struct TsaServer {
+    server: Option<Running>,
+    /// Its port on 127.0.0.1 (`http://127.0.0.1:PORT/tsa`).
+    pub port: u16,
+}
+
+impl Drop for TsaServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            let _ = s.kill();
+        }
+    }
+}
+
+/// A TSA issued by the fixture's intermediate (its PKI made in `dir`) answering
+/// `openssl ts -reply` over http on a free loopback port.
+pub fn start_tsa(agent: &Agent, dir: &Path) -> TsaServer {
+    let out = process::run_with_timeout(
+        Command::new("bash")
+            .arg("-c")
+            .arg(include_str!("../../smime/tests/data/tsa-pki.sh"))
+            .env("CA_PEM", agent.fixture.pki("intermediate.pem"))
+            .env("CA_KEY", agent.fixture.pki("intermediate.key"))
+            .current_dir(dir),
+        None,
+        process::long_limit(),
+    );
+    assert!(out.status.success(), "TSA PKI: {}", stderr(&out));
+    let mut server = Running::spawn(
+        Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/data/tsa_server.py"))
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let t = Instant::now();
+    let port = loop {
+        let out = String::from_utf8_lossy(&server.stdout_so_far()).into_owned();
+        if let Some(p) = out
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<u16>().ok())
+        {
+            break p;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "TSA did not start");
+        assert!(
+            server.alive(),
+            "TSA exited: {}",
+            String::from_utf8_lossy(&server.stderr_so_far())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    TsaServer {
+        server: Some(server),
+        port,
+    }
+}
