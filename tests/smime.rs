@@ -987,6 +987,31 @@ fn gpgsm_encryption_interoperates_both_ways() {
         MESSAGE,
         "exact bytes"
     );
+    // … and with gpgsm's armor (-----BEGIN ENCRYPTED MESSAGE-----)
+    let armored = w.path("gpgsm.pem");
+    ok(
+        &g.run(&[
+            "--armor",
+            "--encrypt",
+            "-r",
+            "alice@example.com",
+            "--output",
+            s(&armored),
+            s(&msg),
+        ]),
+        "gpgsm --armor --encrypt",
+    );
+    let text = std::fs::read_to_string(&armored).expect("armored");
+    assert!(
+        text.starts_with("-----BEGIN ENCRYPTED MESSAGE-----"),
+        "{text}"
+    );
+    let dec = w.path("dec-armored.eml");
+    ok(
+        &agent.cli(&["decrypt", s(&armored), "-o", s(&dec)]),
+        "tokenmail decrypts gpgsm's armored message",
+    );
+    assert_eq!(std::fs::read(&dec).expect("plaintext"), MESSAGE);
     // We encrypt to dave (software key imported into gpgsm as PKCS#12); gpgsm decrypts.
     let gpgsm = || {
         // gpg-agent (needed for a private key) starts on demand; under a loaded test run its

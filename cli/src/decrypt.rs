@@ -21,7 +21,7 @@ use crate::output::{BackgroundFeed, EarlySync, Staged, WriteFeed};
 /// Arguments of `tokenmail decrypt`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DecryptArgs {
-    /// The encrypted message (MIME), or a bare CMS structure in DER or PEM (default: standard input).
+    /// The encrypted message (MIME), or a bare CMS structure in DER or PEM (CMS, PKCS7, or gpgsm's ENCRYPTED MESSAGE armor; default: standard input).
     #[arg(value_name = "IN")]
     pub input: Option<PathBuf>,
     /// Write the plaintext here (default: standard output).

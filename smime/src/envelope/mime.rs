@@ -209,7 +209,8 @@ enum InState {
 
 /// Streaming decoder from what a user hands to `decrypt` — a MIME message or
 /// entity (`application/pkcs7-mime`, base64 or binary), a PEM block
-/// (`-----BEGIN CMS-----`, `PKCS7`, `PKCS #7 SIGNED DATA`…) or bare DER/BER —
+/// (`-----BEGIN CMS-----`, `PKCS7`, `PKCS #7 SIGNED DATA`, gpgsm's `ENCRYPTED MESSAGE`)
+/// or bare DER/BER —
 /// to CMS bytes.
 #[derive(Debug)]
 pub struct CmsInputDecoder {
@@ -303,7 +304,10 @@ impl CmsInputDecoder {
                         .trim()
                         .trim_start_matches("-----BEGIN ")
                         .trim_end_matches("-----");
-                    if !matches!(label, "CMS" | "PKCS7" | "PKCS #7 SIGNED DATA") {
+                    if !matches!(
+                        label,
+                        "CMS" | "PKCS7" | "PKCS #7 SIGNED DATA" | "ENCRYPTED MESSAGE"
+                    ) {
                         return Err(DecryptError::Unsupported(format!(
                             "PEM block {label:?} is not CMS"
                         )));
