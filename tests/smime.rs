@@ -1080,6 +1080,52 @@ fn gpgsm_encryption_interoperates_both_ways() {
             "{cipher}"
         );
     }
+    // gpgsm signs with dave's key, armored, opaque and detached; tokenmail verifies both
+    let from_dave = String::from_utf8_lossy(MESSAGE).replace("From: alice", "From: dave");
+    let dave_msg = w.write("dave.eml", from_dave.as_bytes());
+    let opaque = w.path("gpgsm-opaque.pem");
+    let detached = w.path("gpgsm-detached.pem");
+    for (extra, out) in [
+        (&["--sign"][..], &opaque),
+        (&["--detach-sign"][..], &detached),
+    ] {
+        let mut args = vec!["--armor", "-u", "dave@example.com", "--output", s(out)];
+        args.extend_from_slice(extra);
+        args.push(s(&dave_msg));
+        ok(&g.run(&args), "gpgsm --armor --sign");
+        let text = std::fs::read_to_string(out).expect("armored");
+        assert!(text.starts_with("-----BEGIN SIGNED MESSAGE-----"), "{text}");
+    }
+    let root = f.pki("root.pem");
+    for args in [
+        vec![
+            "verify",
+            "--revocation",
+            "off",
+            "--trust",
+            s(&root),
+            s(&opaque),
+        ],
+        vec![
+            "verify",
+            "--revocation",
+            "off",
+            "--trust",
+            s(&root),
+            "--signature",
+            s(&detached),
+            s(&dave_msg),
+        ],
+    ] {
+        let o = agent.cli(&args);
+        ok(&o, "tokenmail verifies gpgsm's armored signature");
+        assert!(
+            stdout(&o).contains("Good signature from \"EMAIL=dave@example.com,CN=Dave Example\"")
+                && stdout(&o).contains("signature valid"),
+            "{}",
+            stdout(&o)
+        );
+    }
 }
 
 #[test]
