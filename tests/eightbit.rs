@@ -253,6 +253,8 @@ fn an_8bit_multipart_message_signs_by_cli_and_socket_and_verifies_with_openssl_a
                 digest: None,
                 pss: None,
                 crlf: None,
+                receipt_request: None,
+                security_label: None,
             },
             message().as_slice(),
             &mut sock,

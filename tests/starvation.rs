@@ -28,6 +28,8 @@ fn sign_req() -> Request {
         digest: None,
         pss: None,
         crlf: None,
+        receipt_request: None,
+        security_label: None,
     }
 }
 

@@ -60,6 +60,8 @@ fn sign_req(key: &str, form: SignForm) -> Request {
         digest: None,
         pss: None,
         crlf: None,
+        receipt_request: None,
+        security_label: None,
     }
 }
 
@@ -185,6 +187,8 @@ fn signs_over_the_socket_for_openssl_in_every_form() {
             digest: Some(tokenmail_proto::v1::HashAlgorithm::Sha512),
             pss: Some(true),
             crlf: None,
+            receipt_request: None,
+            security_label: None,
         },
         MESSAGE,
     );
@@ -933,4 +937,131 @@ fn verify_uses_the_configured_trust_anchors_and_policy() {
         other => panic!("{other:?}"),
     }
     assert!(content.is_empty(), "no content for an invalid signature");
+}
+
+/// The streamed `sign` asks for ESS receipts and carries a security label, like `tokenmail
+/// sign --receipt-request --security-label`: `tokenmail verify` shows both, openssl makes a
+/// receipt for the message and `tokenmail verify-receipt` accepts it; a bad label is a
+/// `bad-request` and nothing is output.
+#[test]
+fn streamed_sign_requests_receipts_and_labels() {
+    let agent = Agent::start();
+    let mut c = connect(&agent);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let req = |label: &str| Request::Sign {
+        key: "alice@example.com".into(),
+        form: SignForm::Opaque,
+        digest: None,
+        pss: None,
+        crlf: None,
+        receipt_request: Some(true),
+        security_label: Some(label.into()),
+    };
+    let (r, out) = stream(&mut c, &req("1.3.6.1.4.1.99999.1:secret"), MESSAGE);
+    assert!(
+        matches!(r, Ok(Response::Signed { .. })),
+        "{r:?} {}",
+        String::from_utf8_lossy(&out)
+    );
+    let sent = d.join("sent.eml");
+    std::fs::write(&sent, &out).expect("write");
+    let root = agent.fixture.pki("root.pem");
+    let o = agent.cli(&[
+        "verify",
+        "--json",
+        "--revocation",
+        "off",
+        "--trust",
+        s(&root),
+        s(&sent),
+    ]);
+    ok(&o, "tokenmail verify");
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let label = &j["signers"][0]["security_label"];
+    assert_eq!(label["policy"], "1.3.6.1.4.1.99999.1", "{label}");
+    assert_eq!(label["classification_name"], "secret", "{label}");
+    let rr = &j["signers"][0]["receipt_request"];
+    assert_eq!(rr["receipts_to"][0], "alice@example.com", "{rr}");
+    assert_eq!(rr["receipts_from"], "all recipients", "{rr}");
+
+    // a peer answers with a signed receipt, which matches what the agent signed
+    let o = process::output(
+        Command::new("openssl")
+            .args(["cms", "-sign_receipt", "-in"])
+            .arg(&sent)
+            .arg("-signer")
+            .arg(agent.fixture.pki("dave-rsa.pem"))
+            .arg("-inkey")
+            .arg(agent.fixture.pki("dave-rsa.key"))
+            .arg("-certfile")
+            .arg(agent.fixture.pki("intermediate.pem"))
+            .arg("-out")
+            .arg(d.join("receipt.eml")),
+    );
+    ok(&o, "openssl cms -sign_receipt");
+    let o = agent.cli(&[
+        "verify-receipt",
+        "--trust",
+        s(&root),
+        "--original",
+        s(&sent),
+        s(&d.join("receipt.eml")),
+    ]);
+    ok(&o, "tokenmail verify-receipt");
+    assert!(stdout(&o).contains("receipt valid"), "{}", stdout(&o));
+
+    // the Python client asks the same
+    let input = d.join("m.eml");
+    std::fs::write(&input, MESSAGE).expect("write");
+    let by_python = d.join("python.eml");
+    let o = python(
+        &agent,
+        &[
+            "sign",
+            "--key",
+            "alice@example.com",
+            "--form",
+            "multipart",
+            "--receipt-request",
+            "--security-label",
+            "1.3.6.1.4.1.99999.1:confidential",
+            "--out",
+            s(&by_python),
+            s(&input),
+        ],
+    );
+    ok(&o, "python sign --receipt-request --security-label");
+    let o = agent.cli(&[
+        "verify",
+        "--json",
+        "--revocation",
+        "off",
+        "--trust",
+        s(&root),
+        s(&by_python),
+    ]);
+    ok(&o, "tokenmail verify (python)");
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(
+        j["signers"][0]["security_label"]["classification_name"], "confidential",
+        "{j:#}"
+    );
+    assert_eq!(
+        j["signers"][0]["receipt_request"]["receipts_to"][0], "alice@example.com",
+        "{j:#}"
+    );
+
+    // a label that does not parse: bad-request, no output, the connection still usable
+    let (r, out) = stream(&mut c, &req("not-an-oid:secret"), MESSAGE);
+    match r {
+        Err(ClientError::Agent(e)) => {
+            assert_eq!(e.code, ErrorCode::BadRequest, "{}", e.message);
+            assert!(e.message.starts_with("security_label: "), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(out.is_empty(), "output for a refused request");
+    let (r, _) = stream(&mut c, &sign_req("alice-rsa", SignForm::Multipart), MESSAGE);
+    assert!(matches!(r, Ok(Response::Signed { .. })), "{r:?}");
 }

@@ -237,6 +237,8 @@ fn sign_req(key: &str) -> Request {
         digest: None,
         pss: None,
         crlf: None,
+        receipt_request: None,
+        security_label: None,
     }
 }
 

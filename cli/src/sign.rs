@@ -275,13 +275,10 @@ fn ess_options(args: &SignArgs, cert: &Certificate) -> Result<SignOptions> {
         opts.extra_signed_attributes.push(l.attribute()?);
     }
     if args.receipt_request {
-        let emails = tokenmail_smime::path::certificate_emails(cert);
-        let Some(to) = emails.first() else {
-            bail!("--receipt-request: the signing certificate names no e-mail address to send receipts to");
-        };
         let mut id = [0u8; 32];
         getrandom::fill(&mut id).map_err(|e| anyhow!("no randomness: {e}"))?;
-        let rr = ReceiptRequest::all_to(&id, std::slice::from_ref(to))?;
+        let rr =
+            ReceiptRequest::to_signer(&id, cert).map_err(|e| anyhow!("--receipt-request: {e}"))?;
         opts.extra_signed_attributes.push(rr.attribute()?);
     }
     opts.timestamper = timestamper(args.timestamp.as_deref())?;

@@ -24,7 +24,8 @@ Command line::
     tokenmail_client.py [--socket PATH] status
     tokenmail_client.py [--socket PATH] keys [--json]
     tokenmail_client.py [--socket PATH] sign --key KEY [--algorithm ALG] [--out FILE] FILE
-    tokenmail_client.py [--socket PATH] sign --key KEY --form FORM [--digest H] [--pss] [--out FILE] FILE
+    tokenmail_client.py [--socket PATH] sign --key KEY --form FORM [--digest H] [--pss]
+                        [--receipt-request] [--security-label OID:CLASS] [--out FILE] FILE
     tokenmail_client.py [--socket PATH] verify --trust PEM [--signature SIG] [--out FILE] FILE
     tokenmail_client.py [--socket PATH] encrypt --recipient PEM [--cipher C] [--out FILE] FILE
     tokenmail_client.py [--socket PATH] decrypt [--out FILE] FILE
@@ -454,10 +455,12 @@ class TokenmailClient:
             raise TokenmailError(resp.get("code", "internal"), resp.get("message", ""))
         raise ProtocolError("unexpected %r message inside a stream" % resp.get("type"))
 
-    def sign_message(self, key, infile, outfile, form="multipart", digest=None, pss=False):
+    def sign_message(self, key, infile, outfile, form="multipart", digest=None, pss=False,
+                     receipt_request=False, security_label=None):
         """S/MIME-signs the message in `infile` with `key` on a token; the signed message
-        (or the detached CMS, for the detached-* forms) goes to `outfile`.
-        Returns {"type": "signed", "key": label, "bytes": n}."""
+        (or the detached CMS, for the detached-* forms) goes to `outfile`. `receipt_request`
+        asks the recipients for ESS signed receipts; `security_label` is an ESS label
+        "POLICY-OID:CLASSIFICATION". Returns {"type": "signed", "key": label, "bytes": n}."""
         if form not in SIGN_FORMS:
             raise ValueError("unknown form %r; use one of %s" % (form, ", ".join(SIGN_FORMS)))
         req = {"op": "sign", "key": key, "form": form}
@@ -465,6 +468,10 @@ class TokenmailClient:
             req["digest"] = digest
         if pss:
             req["pss"] = True
+        if receipt_request:
+            req["receipt_request"] = True
+        if security_label:
+            req["security_label"] = security_label
         return self.stream(req, infile, outfile)
 
     def verify_message(self, infile, outfile, trust_pems, signature=None):
@@ -636,7 +643,10 @@ def _cmd_smime_sign(c, args):
     resp, out = _run_stream(
         c,
         args,
-        lambda i, o: c.sign_message(args.key, i, o, form=args.form, digest=args.digest, pss=args.pss),
+        lambda i, o: c.sign_message(
+            args.key, i, o, form=args.form, digest=args.digest, pss=args.pss,
+            receipt_request=args.receipt_request, security_label=args.security_label,
+        ),
     )
     out.commit()
     print("signed with %s (%d bytes)" % (resp["key"], resp["bytes"]), file=sys.stderr)
@@ -685,8 +695,8 @@ def _cmd_sign(c, args):
         if args.algorithm:
             raise ValueError("--algorithm is for digest signatures; with --form use --digest and --pss")
         return _cmd_smime_sign(c, args)
-    if args.digest or args.pss:
-        raise ValueError("--digest and --pss need --form (S/MIME signing)")
+    if args.digest or args.pss or args.receipt_request or args.security_label:
+        raise ValueError("--digest, --pss, --receipt-request and --security-label need --form (S/MIME signing)")
     alg = args.algorithm or _default_algorithm(c, args.key)
     if alg not in SIGN_ALGORITHMS:
         raise ValueError("unknown algorithm %r; use one of %s" % (alg, ", ".join(SIGN_ALGORITHMS)))
@@ -775,6 +785,8 @@ def main(argv=None):
     s.add_argument("--form", choices=SIGN_FORMS, help="S/MIME output form: %s" % ", ".join(SIGN_FORMS))
     s.add_argument("--digest", choices=("sha256", "sha384", "sha512"), help="with --form: the digest (default: matched to the key)")
     s.add_argument("--pss", action="store_true", help="with --form and an RSA key: RSASSA-PSS")
+    s.add_argument("--receipt-request", action="store_true", help="with --form: ask for ESS signed receipts")
+    s.add_argument("--security-label", metavar="OID:CLASS", help="with --form: an ESS security label")
     s.add_argument("file", metavar="FILE", help="file to sign ('-' for standard input)")
     s.set_defaults(func=_cmd_sign)
 

@@ -382,6 +382,14 @@ pub enum Request {
         /// a message), like `tokenmail sign --crlf`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         crlf: Option<bool>,
+        /// Ask every recipient for an ESS signed receipt (RFC 2634), sent back to the
+        /// signing certificate's first address, like `tokenmail sign --receipt-request`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        receipt_request: Option<bool>,
+        /// An ESS security label, `POLICY-OID:CLASSIFICATION[:CATEGORY-OID=TEXT]...`, like
+        /// `tokenmail sign --security-label`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        security_label: Option<String>,
     },
     /// Stream (§12): verify a signed message (or, with `signature`, detached content).
     /// Output: the verified content, only when valid; result: `verified`.

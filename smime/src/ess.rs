@@ -94,6 +94,19 @@ impl ReceiptRequest {
         })
     }
 
+    /// A request for receipts from all recipients, sent back to the signer: to the first
+    /// e-mail address of `signer`'s certificate (`tokenmail sign --receipt-request` and the
+    /// agent's `sign` with `receipt_request`). `id`: random bytes from the caller.
+    pub fn to_signer(id: &[u8], signer: &x509_cert::Certificate) -> Result<Self, SmimeError> {
+        let emails = crate::path::certificate_emails(signer);
+        let Some(to) = emails.first() else {
+            return Err(SmimeError::SignerCertificate(
+                "the signing certificate names no e-mail address to send receipts to".into(),
+            ));
+        };
+        Self::all_to(id, std::slice::from_ref(to))
+    }
+
     /// The signed attribute (type, value DER) for [`crate::signed::SignOptions`].
     pub fn attribute(&self) -> Result<(ObjectIdentifier, Vec<u8>), SmimeError> {
         Ok((oid::ATTR_RECEIPT_REQUEST, self.to_der()?))

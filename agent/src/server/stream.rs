@@ -38,6 +38,7 @@ use tokenmail_smime::envelope::{
     ContentCipher, DecryptError, EncryptRecipient, KeyOpError, KeyTransport, ParsedEnvelope,
     RecipientKey,
 };
+use tokenmail_smime::ess::{ReceiptRequest, SecurityLabel};
 use tokenmail_smime::mime::boundary_from_random;
 use tokenmail_smime::path::CertEntry;
 use tokenmail_smime::pipeline::{
@@ -391,10 +392,19 @@ fn run(svc: &Service, req: Request, mut input: Input) -> Result<Done, AgentError
             digest,
             pss,
             crlf,
+            receipt_request,
+            security_label,
         } => sign(
             svc,
             &key,
-            (form, digest, pss.unwrap_or(false), crlf.unwrap_or(false)),
+            SignParams {
+                form,
+                digest,
+                pss: pss.unwrap_or(false),
+                crlf: crlf.unwrap_or(false),
+                receipt_request: receipt_request.unwrap_or(false),
+                security_label,
+            },
             &mut input,
         ),
         Request::Verify { trust, signature } => {
@@ -456,13 +466,29 @@ fn sign_failure(signer: &StoreSigner, e: SmimeError) -> AgentError {
     }
 }
 
-/// What a `sign` request asks for besides the key: form, digest, PSS, CRLF.
-type SignParams = (SignForm, Option<HashAlgorithm>, bool, bool);
+/// What a `sign` request asks for besides the key.
+struct SignParams {
+    form: SignForm,
+    digest: Option<HashAlgorithm>,
+    pss: bool,
+    crlf: bool,
+    /// ESS receiptRequest to the signer's address
+    receipt_request: bool,
+    /// ESS securityLabel, `POLICY-OID:CLASSIFICATION[...]`
+    security_label: Option<String>,
+}
 
 fn sign(
     svc: &Service,
     key: &str,
-    (form, digest, pss, crlf): SignParams,
+    SignParams {
+        form,
+        digest,
+        pss,
+        crlf,
+        receipt_request,
+        security_label,
+    }: SignParams,
     input: &mut Input,
 ) -> Result<Done, AgentError> {
     let (store, entry) = svc.find_key(key)?;
@@ -503,11 +529,28 @@ fn sign(
             entry.public.algorithm_name()
         ))
     })?;
-    let opts = SignOptions {
+    let mut opts = SignOptions {
         scheme: Some(scheme),
         signing_time: Some(SystemTime::now()),
         ..SignOptions::default()
     };
+    if let Some(label) = &security_label {
+        let l = SecurityLabel::from_arg(label)
+            .map_err(|e| AgentError::bad(format!("security_label: {e}")))?;
+        opts.extra_signed_attributes.push(
+            l.attribute()
+                .map_err(|e| AgentError::bad(format!("security_label: {e}")))?,
+        );
+    }
+    if receipt_request {
+        let mut id = [0u8; 32];
+        getrandom::fill(&mut id)
+            .map_err(|e| AgentError::Internal(format!("no randomness: {e}")))?;
+        let rr = ReceiptRequest::to_signer(&id, &cert)
+            .and_then(|r| r.attribute())
+            .map_err(|e| AgentError::KeyMismatch(format!("receipt_request: {e}")))?;
+        opts.extra_signed_attributes.push(rr);
+    }
     let signer = StoreSigner {
         store,
         id: entry.id.clone(),

@@ -42,6 +42,8 @@ pub fn requests() -> Vec<(&'static str, Request)> {
                 digest: Some(HashAlgorithm::Sha256),
                 pss: Some(false),
                 crlf: None,
+                receipt_request: None,
+                security_label: None,
             },
         ),
         (

@@ -88,6 +88,8 @@ fn sign_req(key: &str, form: SignForm) -> Request {
         digest: None,
         pss: None,
         crlf: None,
+        receipt_request: None,
+        security_label: None,
     }
 }
 
@@ -148,6 +150,8 @@ fn sign_refuses_what_cannot_be_signed() {
             digest: None,
             pss: Some(true),
             crlf: None,
+            receipt_request: None,
+            security_label: None,
         },
         input(MIXED),
     )
