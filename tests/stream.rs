@@ -1057,7 +1057,13 @@ fn streamed_sign_requests_receipts_and_labels() {
     match r {
         Err(ClientError::Agent(e)) => {
             assert_eq!(e.code, ErrorCode::BadRequest, "{}", e.message);
-            assert!(e.message.starts_with("security_label: "), "{}", e.message);
+            assert!(
+                e.message
+                    .starts_with("security_label: \"not-an-oid:secret\": ")
+                    && !e.message.contains("--security-label"),
+                "{}",
+                e.message
+            );
         }
         other => panic!("{other:?}"),
     }

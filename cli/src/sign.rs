@@ -271,7 +271,7 @@ fn prepare(args: &SignArgs, info: &KeyInfo) -> Result<Prepared> {
 fn ess_options(args: &SignArgs, cert: &Certificate) -> Result<SignOptions> {
     let mut opts = SignOptions::default();
     if let Some(label) = &args.security_label {
-        let l = SecurityLabel::from_arg(label).map_err(|e| anyhow!("{e}"))?;
+        let l = SecurityLabel::from_arg(label).map_err(|e| anyhow!("--security-label: {e}"))?;
         opts.extra_signed_attributes.push(l.attribute()?);
     }
     if args.receipt_request {

@@ -206,12 +206,13 @@ fn string_of(t: &Tlv<'_>) -> Option<String> {
 impl SecurityLabel {
     /// From `POLICY-OID:CLASSIFICATION[:CATEGORY-OID=TEXT]...`, the classification a number
     /// or one of unmarked, unclassified, restricted, confidential, secret, top-secret.
-    /// A category's value is carried as a UTF8String.
+    /// A category's value is carried as a UTF8String. Errors say what is wrong, for the
+    /// caller to prefix with where the label came from.
     pub fn from_arg(arg: &str) -> Result<Self, String> {
         let mut parts = arg.split(':');
         let policy = parts.next().unwrap_or_default().trim();
         let policy_oid = ObjectIdentifier::new(policy).map_err(|_| {
-            format!("--security-label {arg:?}: {policy:?} is not an OID; write POLICY-OID:CLASSIFICATION, e.g. 1.3.6.1.4.1.99999.1:confidential")
+            format!("{arg:?}: {policy:?} is not an OID; write POLICY-OID:CLASSIFICATION, e.g. 1.3.6.1.4.1.99999.1:confidential")
         })?;
         let classification = match parts.next().map(str::trim) {
             None | Some("") => None,
@@ -223,7 +224,7 @@ impl SecurityLabel {
                     .map(|p| p as u32)
                     .ok_or_else(|| {
                         format!(
-                            "--security-label: classification {c:?} is neither a number nor one of {}",
+                            "classification {c:?} is neither a number nor one of {}",
                             CLASSIFICATIONS.join(", ")
                         )
                     })?,
@@ -231,11 +232,11 @@ impl SecurityLabel {
         };
         let mut categories = Vec::new();
         for c in parts {
-            let (k, v) = c.split_once('=').ok_or_else(|| {
-                format!("--security-label: category {c:?} must be CATEGORY-OID=TEXT")
-            })?;
+            let (k, v) = c
+                .split_once('=')
+                .ok_or_else(|| format!("category {c:?} must be CATEGORY-OID=TEXT"))?;
             ObjectIdentifier::new(k.trim())
-                .map_err(|_| format!("--security-label: category type {k:?} is not an OID"))?;
+                .map_err(|_| format!("category type {k:?} is not an OID"))?;
             categories.push(SecurityCategory {
                 kind: k.trim().to_string(),
                 value: v.to_string(),
