@@ -796,3 +796,57 @@ fn tokenmail_gpgsm_checks_revocation_for_git() {
     assert_eq!(code, Some(0), "{status}{err}");
     assert!(status.contains("[GNUPG:] TRUST_FULLY"), "{status}");
 }
+
+/// Delta CRLs named by freshestCRL (as AD CS publishes them between complete CRLs) are
+/// fetched and applied: a certificate revoked since the complete CRL was issued is revoked
+/// through the delta its complete CRL points at, its sibling is good; the same two CRLs
+/// given offline with `--crl` agree with `openssl verify -crl_check -use_deltas`.
+#[test]
+fn delta_crls_named_by_freshest_crl_are_fetched_and_applied() {
+    let lab = Lab::new();
+    let dir = lab.dir.as_path();
+    let cfg = lab.config("delta", "");
+    let ((code, j), asked) = lab.counting(&["/crl/int3.crl", "/crl/int3-delta.crl"], || {
+        lab.verify(&cfg, &[], "delta_revoked.eml")
+    });
+    assert_eq!(code, 1, "revoked on the delta CRL: {j:#}");
+    assert_eq!(asked, [1, 1], "the complete CRL and its delta, once each");
+    let e = entries(&j);
+    assert_eq!(
+        (e[0]["source"].as_str(), e[0]["status"].as_str()),
+        (Some("crl"), Some("revoked")),
+        "{:#}",
+        e[0]
+    );
+    assert_eq!(e[0]["reason"], "keyCompromise", "{:#}", e[0]);
+    assert!(detail(&e[0]).contains("int3-delta.crl"), "{:#}", e[0]);
+
+    let (code, j) = lab.verify(&cfg, &HARD, "delta_good.eml");
+    assert_eq!(code, 0, "good on the complete CRL and its delta: {j:#}");
+    assert_eq!(entries(&j)[0]["status"], "good", "{j:#}");
+
+    // offline, the same CRLs: we and openssl agree
+    let offline = lab.config("delta-offline", "revocation_sources = \"crl-only\"");
+    let int3 = dir.join("int3.crl").display().to_string();
+    let delta = dir.join("int3-delta.crl").display().to_string();
+    let (code, j) = lab.verify(
+        &offline,
+        &["--crl", &int3, "--crl", &delta],
+        "delta_revoked.eml",
+    );
+    assert_eq!(code, 1, "{j:#}");
+    assert_eq!(entries(&j)[0]["status"], "revoked", "{j:#}");
+    for (ee, revoked) in [("ee_delta_revoked.pem", true), ("ee_delta_good.pem", false)] {
+        let o = process::output(
+            Command::new("openssl")
+                .args(["verify", "-crl_check", "-use_deltas", "-CAfile", "root.pem"])
+                .args(["-untrusted", "int3.pem", "-CRLfile", "int3.crl"])
+                .args(["-CRLfile", "int3-delta.crl", ee])
+                .current_dir(dir),
+        );
+        let out =
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.success(), !revoked, "{ee}: {out}");
+        assert_eq!(out.contains("certificate revoked"), revoked, "{ee}: {out}");
+    }
+}

@@ -23,7 +23,9 @@
 //! authorityKeyIdentifier) whose cRLNumber is at least the delta's BaseCRLNumber and below
 //! the delta's own cRLNumber; it must pass the same checks. An entry on the delta decides
 //! (removeFromCRL releases a certificateHold of the complete CRL, and nothing else); a delta
-//! without a usable complete CRL is not used.
+//! without a usable complete CRL is not used. With a fetcher, the delta CRLs named in
+//! freshestCRL by the certificate or by the complete CRLs fetched from its distribution
+//! points are fetched too ([`delta_crl_urls`]).
 //!
 //! One usable CRL (with its delta) that lists the certificate makes it revoked (with the
 //! reason code and revocation time when given). It is good when usable CRLs that do not
@@ -35,7 +37,8 @@ use std::time::{Duration, SystemTime};
 use der::Decode;
 use serde::Serialize;
 use x509_cert::crl::{CertificateList, RevokedCert};
-use x509_cert::ext::pkix::crl::CrlDistributionPoints;
+use x509_cert::ext::pkix::crl::dp::DistributionPoint;
+use x509_cert::ext::pkix::crl::{CrlDistributionPoints, FreshestCrl};
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::KeyUsage;
 
@@ -343,16 +346,40 @@ fn distribution_points(cert: &CertEntry) -> Vec<x509_cert::ext::pkix::crl::dp::D
 /// The http(s) URLs of the certificate's CRL distribution points, for a caller that fetches.
 pub fn crl_urls(cert: &CertEntry) -> Vec<String> {
     let mut out = Vec::new();
-    for dp in distribution_points(cert) {
+    push_urls(&mut out, distribution_points(cert));
+    out
+}
+
+/// Appends the http(s) full-name URLs of `dps` to `out` (each once).
+fn push_urls(out: &mut Vec<String>, dps: Vec<DistributionPoint>) {
+    for dp in dps {
         if let Some(DistributionPointName::FullName(names)) = dp.distribution_point {
             for n in names {
                 if let GeneralName::UniformResourceIdentifier(u) = n {
                     let u = u.to_string();
-                    if u.starts_with("http://") || u.starts_with("https://") {
+                    if (u.starts_with("http://") || u.starts_with("https://")) && !out.contains(&u)
+                    {
                         out.push(u);
                     }
                 }
             }
+        }
+    }
+}
+
+/// Where the delta CRLs are (freshestCRL, RFC 5280 §4.2.1.15 and §5.2.6): the http(s)
+/// URLs named by the certificate and by the complete CRLs among `crls`.
+pub fn delta_crl_urls(cert: &CertEntry, crls: &[Crl]) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(Some((_, f))) = cert.cert.tbs_certificate().get_extension::<FreshestCrl>() {
+        push_urls(&mut out, f.0);
+    }
+    for crl in crls.iter().filter(|c| !c.is_delta()) {
+        if let Some(f) = crl
+            .extension(OID_FRESHEST)
+            .and_then(|e| FreshestCrl::from_der(e.extn_value.as_bytes()).ok())
+        {
+            push_urls(&mut out, f.0);
         }
     }
     out
@@ -699,6 +726,26 @@ fn crl_from_network(
     }
     if fetched.is_empty() {
         return None;
+    }
+    // The delta CRLs the certificate or those CRLs point at (freshestCRL), applied on top:
+    // a revocation since the complete CRL was issued is on them. Without them (not
+    // reachable), the complete CRL decides until its nextUpdate.
+    for url in delta_crl_urls(cert, &fetched)
+        .into_iter()
+        .filter(|u| u.starts_with("http://"))
+        .take(2)
+    {
+        if !budget() {
+            notes.push("no more network requests for this message".into());
+            break;
+        }
+        match fetcher
+            .crl(&url)
+            .and_then(|data| Crl::from_pem_or_der(&data, &url))
+        {
+            Ok(c) => fetched.extend(c.into_iter().filter(Crl::is_delta)),
+            Err(e) => notes.push(format!("delta CRL {url}: {e}")),
+        }
     }
     let r = crl_status(cert, issuer, &fetched, inp);
     if !r.is_unknown() {

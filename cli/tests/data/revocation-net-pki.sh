@@ -11,6 +11,9 @@
 #                  ee_stale_ocsp (OCSP /ocsp/stale: answers valid for one minute)
 #   int: AIA OCSP /ocsp/root, CDP /crl/root.crl
 #   root -> int2 (CDP /crl/root.crl only; revoked on it, cACompromise) -> ee_under_int2
+#   root -> int3 (CDP /crl/root.crl only) -> ee_delta_good, ee_delta_revoked (CDP /crl/int3.crl):
+#     int3.crl is a complete CRL (number 1) listing nothing, whose freshestCRL names
+#     /crl/int3-delta.crl, a delta CRL (number 2, base 1) that lists ee_delta_revoked
 #   fallback.ocsp: the int responder; the tests rewrite it (`garbage`, `error`, an empty index)
 set -e
 : "${PORT:?PORT}"
@@ -108,6 +111,12 @@ keyUsage = critical,digitalSignature,nonRepudiation,keyAgreement
 extendedKeyUsage = emailProtection
 subjectAltName = email:alice@example.com
 crlDistributionPoints = URI:$U/crl/int2.crl
+[ee_delta]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,nonRepudiation,keyAgreement
+extendedKeyUsage = emailProtection
+subjectAltName = email:alice@example.com
+crlDistributionPoints = URI:$U/crl/int3.crl
 [ee_down]
 basicConstraints = CA:FALSE
 keyUsage = critical,digitalSignature,nonRepudiation,keyAgreement
@@ -159,6 +168,22 @@ key ee_under_int2; sign int2 ee_under_int2 ee_under_int2 "/CN=Alice under int2"
 openssl ca -config root/ca.cnf -cert root.pem -keyfile root.key -revoke int2.pem \
   -crl_reason cACompromise 2>/dev/null
 openssl ca -config int2/ca.cnf -cert int2.pem -keyfile int2.key -gencrl -crlexts crl -out int2.crl 2>/dev/null
+key int3; sign root int3 int2 "/CN=tokenmail Net Intermediate 3"
+mkca $PWD/int3
+cat >> int3/ca.cnf <<EOT
+[base]
+authorityKeyIdentifier = keyid
+freshestCRL = URI:$U/crl/int3-delta.crl
+[delta]
+authorityKeyIdentifier = keyid
+2.5.29.27 = critical,ASN1:INTEGER:1
+EOT
+for e in good revoked; do key ee_delta_$e; sign int3 ee_delta_$e ee_delta "/CN=Alice delta $e"; done
+openssl ca -config int3/ca.cnf -cert int3.pem -keyfile int3.key -gencrl -crlexts base -out int3.crl 2>/dev/null
+openssl ca -config int3/ca.cnf -cert int3.pem -keyfile int3.key -revoke ee_delta_revoked.pem \
+  -crl_reason keyCompromise 2>/dev/null
+openssl ca -config int3/ca.cnf -cert int3.pem -keyfile int3.key -gencrl -crlexts delta \
+  -out int3-delta.crl 2>/dev/null
 # not in the CA's database: the responder does not know it
 key ee_unknown; openssl req -new -key ee_unknown.key -subj "/CN=Alice unknown" -out ee_unknown.csr -config ext.cnf
 openssl x509 -req -in ee_unknown.csr -CA int.pem -CAkey int.key -set_serial 424242 -days 3650 \
@@ -188,3 +213,7 @@ for e in good revoked crl_only delegated wrong down unknown fallback fb_down sta
 done
 openssl cms -sign -in msg.txt -signer ee_under_int2.pem -inkey ee_under_int2.key -certfile int2.pem \
   -from alice@example.com -out under_int2.eml
+for e in good revoked; do
+  openssl cms -sign -in msg.txt -signer ee_delta_$e.pem -inkey ee_delta_$e.key -certfile int3.pem \
+    -from alice@example.com -out delta_$e.eml
+done
