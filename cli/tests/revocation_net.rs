@@ -12,7 +12,7 @@ use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 #[path = "../../pkcs11-tests/src/process.rs"]
 mod process;
@@ -58,27 +58,7 @@ impl Lab {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped()),
         );
-        let t = Instant::now();
-        let port = loop {
-            let out = String::from_utf8_lossy(&server.stdout_so_far()).into_owned();
-            if let Some(p) = out
-                .lines()
-                .next()
-                .and_then(|l| l.trim().parse::<u16>().ok())
-            {
-                break p;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "server did not start"
-            );
-            assert!(
-                server.alive(),
-                "server exited: {}",
-                String::from_utf8_lossy(&server.stderr_so_far())
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let port = server.first_line_port("server");
         let out = process::run_with_timeout(
             Command::new("bash")
                 .arg("-c")

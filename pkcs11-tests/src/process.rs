@@ -220,6 +220,33 @@ impl Running {
         Drain::snapshot(&self.err)
     }
 
+    /// The port a loopback server (`what`, for messages) prints as the first line of its
+    /// piped stdout once it listens; panics with its stderr when it exits first or when
+    /// 20 s pass.
+    pub fn first_line_port(&mut self, what: &str) -> u16 {
+        let t = Instant::now();
+        loop {
+            let out = String::from_utf8_lossy(&self.stdout_so_far()).into_owned();
+            if let Some(p) = out
+                .lines()
+                .next()
+                .and_then(|l| l.trim().parse::<u16>().ok())
+            {
+                return p;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "{what} did not start"
+            );
+            assert!(
+                self.alive(),
+                "{what} exited: {}",
+                String::from_utf8_lossy(&self.stderr_so_far())
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits for it to exit and for its output, at most `timeout` from now; panics (after
     /// killing it) with the command line and its output so far.
     pub fn wait(self, timeout: Duration) -> Output {

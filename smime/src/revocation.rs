@@ -697,7 +697,8 @@ fn ocsp_from_network(
     None
 }
 
-/// The CRLs at the certificate's distribution points: a decision, or notes on why not.
+/// The CRLs at the certificate's distribution points, with the delta CRLs they name: a
+/// decision, or notes on why not.
 fn crl_from_network(
     cert: &CertEntry,
     issuer: &CertEntry,
@@ -706,8 +707,40 @@ fn crl_from_network(
     budget: &dyn Fn() -> bool,
     notes: &mut Vec<String>,
 ) -> Option<CertRevocation> {
+    let mut fetched = fetch_crls(crl_urls(cert), "CRL", fetcher, budget, notes);
+    if fetched.is_empty() {
+        return None;
+    }
+    // The delta CRLs the certificate or those CRLs point at (freshestCRL), applied on top:
+    // a revocation since the complete CRL was issued is on them. Without them (not
+    // reachable), the complete CRL decides until its nextUpdate.
+    let deltas = fetch_crls(
+        delta_crl_urls(cert, &fetched),
+        "delta CRL",
+        fetcher,
+        budget,
+        notes,
+    );
+    fetched.extend(deltas.into_iter().filter(Crl::is_delta));
+    let r = crl_status(cert, issuer, &fetched, inp);
+    if !r.is_unknown() {
+        return Some(r);
+    }
+    notes.push(r.detail);
+    None
+}
+
+/// The CRLs at the first two http `urls`, each fetch within the budget; why one did not
+/// come goes to `notes` (`what` names it).
+fn fetch_crls(
+    urls: Vec<String>,
+    what: &str,
+    fetcher: &dyn RevocationFetcher,
+    budget: &dyn Fn() -> bool,
+    notes: &mut Vec<String>,
+) -> Vec<Crl> {
     let mut fetched = Vec::new();
-    for url in crl_urls(cert)
+    for url in urls
         .into_iter()
         .filter(|u| u.starts_with("http://"))
         .take(2)
@@ -721,38 +754,10 @@ fn crl_from_network(
             .and_then(|data| Crl::from_pem_or_der(&data, &url))
         {
             Ok(c) => fetched.extend(c),
-            Err(e) => notes.push(format!("CRL {url}: {e}")),
+            Err(e) => notes.push(format!("{what} {url}: {e}")),
         }
     }
-    if fetched.is_empty() {
-        return None;
-    }
-    // The delta CRLs the certificate or those CRLs point at (freshestCRL), applied on top:
-    // a revocation since the complete CRL was issued is on them. Without them (not
-    // reachable), the complete CRL decides until its nextUpdate.
-    for url in delta_crl_urls(cert, &fetched)
-        .into_iter()
-        .filter(|u| u.starts_with("http://"))
-        .take(2)
-    {
-        if !budget() {
-            notes.push("no more network requests for this message".into());
-            break;
-        }
-        match fetcher
-            .crl(&url)
-            .and_then(|data| Crl::from_pem_or_der(&data, &url))
-        {
-            Ok(c) => fetched.extend(c.into_iter().filter(Crl::is_delta)),
-            Err(e) => notes.push(format!("delta CRL {url}: {e}")),
-        }
-    }
-    let r = crl_status(cert, issuer, &fetched, inp);
-    if !r.is_unknown() {
-        return Some(r);
-    }
-    notes.push(r.detail);
-    None
+    fetched
 }
 
 /// One OCSP exchange: the status, or why there is none.

@@ -224,24 +224,7 @@ pub fn start_tsa(agent: &Agent, dir: &Path) -> TsaServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     );
-    let t = Instant::now();
-    let port = loop {
-        let out = String::from_utf8_lossy(&server.stdout_so_far()).into_owned();
-        if let Some(p) = out
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse::<u16>().ok())
-        {
-            break p;
-        }
-        assert!(t.elapsed() < Duration::from_secs(20), "TSA did not start");
-        assert!(
-            server.alive(),
-            "TSA exited: {}",
-            String::from_utf8_lossy(&server.stderr_so_far())
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let port = server.first_line_port("TSA");
     TsaServer {
         server: Some(server),
         port,
