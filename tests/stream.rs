@@ -967,17 +967,20 @@ fn streamed_sign_requests_receipts_and_labels() {
     let sent = d.join("sent.eml");
     std::fs::write(&sent, &out).expect("write");
     let root = agent.fixture.pki("root.pem");
-    let o = agent.cli(&[
-        "verify",
-        "--json",
-        "--revocation",
-        "off",
-        "--trust",
-        s(&root),
-        s(&sent),
-    ]);
-    ok(&o, "tokenmail verify");
-    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let verify_json = |signed: &Path| -> serde_json::Value {
+        let o = agent.cli(&[
+            "verify",
+            "--json",
+            "--revocation",
+            "off",
+            "--trust",
+            s(&root),
+            s(signed),
+        ]);
+        ok(&o, "tokenmail verify");
+        serde_json::from_slice(&o.stdout).expect("json")
+    };
+    let j = verify_json(&sent);
     let label = &j["signers"][0]["security_label"];
     assert_eq!(label["policy"], "1.3.6.1.4.1.99999.1", "{label}");
     assert_eq!(label["classification_name"], "secret", "{label}");
@@ -1032,17 +1035,7 @@ fn streamed_sign_requests_receipts_and_labels() {
         ],
     );
     ok(&o, "python sign --receipt-request --security-label");
-    let o = agent.cli(&[
-        "verify",
-        "--json",
-        "--revocation",
-        "off",
-        "--trust",
-        s(&root),
-        s(&by_python),
-    ]);
-    ok(&o, "tokenmail verify (python)");
-    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let j = verify_json(&by_python);
     assert_eq!(
         j["signers"][0]["security_label"]["classification_name"], "confidential",
         "{j:#}"
