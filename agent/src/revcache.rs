@@ -10,9 +10,6 @@ use tokenmail_smime::ocsp::OcspQuery;
 use tokenmail_smime::revcache;
 use tokenmail_smime::revocation::RevocationFetcher;
 
-/// Largest cache entry read (as the CLI's download limit).
-const MAX_ENTRY: u64 = 16 << 20;
-
 /// Reads current entries of the revocation cache; never fetches.
 #[derive(Debug)]
 pub struct CacheOnly {
@@ -26,11 +23,9 @@ impl CacheOnly {
     }
 
     fn read(&self, kind: &str, key: &str) -> Option<Vec<u8>> {
-        use std::io::Read;
-        let f = std::fs::File::open(self.dir.join(revcache::file_name(kind, key))).ok()?;
-        let mut data = Vec::new();
-        f.take(MAX_ENTRY).read_to_end(&mut data).ok()?;
-        Some(data)
+        revcache::read_entry(
+            std::fs::File::open(self.dir.join(revcache::file_name(kind, key))).ok()?,
+        )
     }
 }
 

@@ -28,8 +28,8 @@ use tokenmail_smime::ocsp::{self, OcspQuery};
 use tokenmail_smime::revcache;
 use tokenmail_smime::revocation::{Crl, RevocationFetcher};
 
-/// Largest CRL downloaded.
-pub const MAX_CRL: u64 = 16 << 20;
+/// Largest CRL downloaded (what the cache reads back).
+pub const MAX_CRL: u64 = revcache::MAX_ENTRY;
 /// Whole-request deadline (redirects included).
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// Connection deadline.
@@ -121,7 +121,7 @@ impl HttpFetcher {
     }
 
     fn cached(&self, kind: &str, key: &str) -> Option<Vec<u8>> {
-        std::fs::read(self.cache_path(kind, key)?).ok()
+        revcache::read_entry(std::fs::File::open(self.cache_path(kind, key)?).ok()?)
     }
 
     /// Stores an entry (best effort: a cache that cannot be written is no cache).

@@ -8,6 +8,19 @@ use std::time::SystemTime;
 use crate::ocsp::OcspQuery;
 use crate::revocation::Crl;
 
+/// Largest cache entry read, and the CLI's download limit for a CRL (an OCSP answer is
+/// smaller): a longer file is not an entry the CLI wrote.
+pub const MAX_ENTRY: u64 = 16 << 20;
+
+/// Reads one cache entry from `r`, at most [`MAX_ENTRY`] bytes (what is cut off then fails
+/// to parse, and the entry is not current).
+pub fn read_entry(r: impl std::io::Read) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut data = Vec::new();
+    r.take(MAX_ENTRY).read_to_end(&mut data).ok()?;
+    Some(data)
+}
+
 /// The file name of a cache entry: `kind` is `crl` (keyed by the distribution point URL) or
 /// `ocsp` (keyed by [`ocsp_key`]).
 pub fn file_name(kind: &str, key: &str) -> String {
